@@ -1,0 +1,62 @@
+# Loyalty platform. Two commands matter: `make run` (the whole suite on embedded Postgres and
+# Redis) and `make test` (lint, types, unit and integration tests). Both run `make setup` first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BUF_VERSION := 1.75.0
+PROTOS := $(shell find protos -name '*.proto' | sort)
+
+.PHONY: setup proto run test lint typecheck unit integration proto-lint proto-breaking clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.deps gen/.stamp  ## make the venv, install everything, generate the gRPC stubs (idempotent)
+
+$(VENV)/.deps: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@# gen/ holds the generated stubs; put it (and the repo) on the venv's path.
+	@site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	  printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/gen" > $$site/loyalty-platform-paths.pth
+	@touch $@
+
+proto: gen/.stamp  ## generate Python, gRPC and mypy stubs from protos/
+
+gen/.stamp: $(PROTOS) $(VENV)/.deps
+	@rm -rf gen && mkdir -p gen
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I protos --python_out=gen --grpc_python_out=gen \
+	  --mypy_out=gen --mypy_grpc_out=gen $(PROTOS)
+	@touch $@
+
+run: setup  ## start all six services on embedded Postgres and Redis (Ctrl-C stops everything)
+	$(PY) -m devtools.run
+
+lint: setup  ## ruff, and buf lint on the protos
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(MAKE) --no-print-directory proto-lint
+
+typecheck: setup  ## mypy (strict on plumbing and the domain modules)
+	$(PY) -m mypy plumbing services gateway devtools tests
+
+unit: setup  ## the fast tests: no database, no subprocess
+	$(PY) -m pytest tests/unit
+
+integration: setup  ## the tests against real Postgres, Redis and service processes
+	$(PY) -m pytest tests/integration
+
+test: lint typecheck  ## lint, types, then every test
+	$(PY) -m pytest
+
+proto-lint:  ## buf lint (npm package @bufbuild/buf)
+	npx --yes @bufbuild/buf@$(BUF_VERSION) lint
+
+proto-breaking:  ## buf breaking against main (AGAINST=.git#branch=main)
+	npx --yes @bufbuild/buf@$(BUF_VERSION) breaking --against '$(or $(AGAINST),.git#branch=main)'
+
+clean:  ## remove the venv, generated code and caches (keeps .loyalty/ data)
+	rm -rf $(VENV) gen .pytest_cache .mypy_cache .ruff_cache

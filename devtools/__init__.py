@@ -1,0 +1,1 @@
+"""Developer tooling: embedded Postgres and Redis, the six-process suite launcher, `make run`."""

@@ -1,0 +1,118 @@
+"""Domain errors → gRPC status with ``google.rpc.ErrorInfo`` (and ``BadRequest`` for bad input).
+
+``ErrorMappingInterceptor`` wraps every unary handler of a server, so servicers simply raise
+``LoyaltyError`` subclasses. Anything unexpected becomes INTERNAL with the trace id and no stack
+trace on the wire (the trace is in the JSON log).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from opentelemetry import trace
+
+from plumbing.errors import ERROR_DOMAIN, InvalidArgument, LoyaltyError
+
+log = logging.getLogger(__name__)
+
+
+def to_status(error: LoyaltyError) -> grpc.Status:
+    """The rich status for a domain error."""
+    details = []
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+    )
+    packed = any_pb2.Any()
+    packed.Pack(info)
+    details.append(packed)
+    if isinstance(error, InvalidArgument):
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=error.field, description=error.description
+                )
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(bad)
+        details.append(packed)
+    status = status_pb2.Status(
+        code=getattr(code_pb2, error.kind.value), message=error.message, details=details
+    )
+    return rpc_status.to_status(status)
+
+
+def error_info(error: grpc.aio.AioRpcError | grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo a failed call carries, if any (client side)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
+
+
+def reason_of(error: grpc.aio.AioRpcError | grpc.RpcError) -> str:
+    """The domain reason of a failed call ('' when it carries none)."""
+    info = error_info(error)
+    return info.reason if info else ""
+
+
+def _trace_id() -> str:
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else ""
+
+
+Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any] | Any]
+
+
+def _guard(behavior: Handler, method: str) -> Handler:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            result = behavior(request, context)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        except grpc.aio.AbortError:
+            raise
+        except LoyaltyError as error:
+            status = to_status(error)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        except NotImplementedError:
+            # The generated base servicer raises this for RPCs not built yet.
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
+        except Exception:
+            log.exception("unhandled error in %s", method)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error (trace_id={_trace_id() or 'none'})"
+            )
+
+    return guarded
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            _guard(handler.unary_unary, handler_call_details.method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

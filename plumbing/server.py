@@ -1,0 +1,156 @@
+"""The one gRPC server bootstrap every service process uses.
+
+A service describes itself with a ``ServiceSpec`` (its gRPC services, settings, migrations and
+background jobs); ``serve`` does the rest: database check and migrations, engine and Redis,
+telemetry, health (per service name) and reflection, error mapping, and an orderly stop:
+on SIGTERM or SIGINT every service turns NOT_SERVING first, then in-flight calls get
+``shutdown_grace_seconds`` to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import redis.asyncio as aioredis
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from plumbing.clock import Clock, SystemClock
+from plumbing.db import create_engine, masked, sessions, wait_for_database
+from plumbing.grpc_errors import ErrorMappingInterceptor
+from plumbing.migrations import upgrade
+from plumbing.redis import create_redis, reachable
+from plumbing.settings import ServiceSettings
+from plumbing.telemetry import instrument_engine
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+]
+
+
+class StartupError(Exception):
+    """A start-up failure that deserves one clear line, not a traceback."""
+
+
+@dataclass
+class Resources:
+    """What a servicer gets to do its work; closed by the bootstrap on shutdown."""
+
+    settings: ServiceSettings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: aioredis.Redis | None
+    clock: Clock
+    # Servicers push their own cleanups (channels, flush tasks) here.
+    cleanup: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One gRPC service a process serves."""
+
+    descriptor: ServiceDescriptor
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    make_servicer: Callable[[Resources], object]
+
+    @property
+    def full_name(self) -> str:
+        return str(self.descriptor.full_name)
+
+
+BackgroundJob = Callable[[Resources], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    settings_type: type[ServiceSettings]
+    registrations: Sequence[Registration]
+    migrations: Path | None = None
+    needs_redis: bool = False
+    background: Sequence[BackgroundJob] = ()
+
+
+async def prepare_database(spec: ServiceSpec, settings: ServiceSettings) -> None:
+    """Check the database answers, then apply the service's migrations."""
+    await wait_for_database(settings.database_url, settings.db_connect_timeout)
+    if spec.migrations is not None:
+        await asyncio.to_thread(upgrade, spec.migrations, settings.database_url)
+
+
+async def serve(spec: ServiceSpec, settings: ServiceSettings, clock: Clock | None = None) -> None:
+    if spec.needs_redis and not settings.redis_url:
+        prefix = settings.model_config.get("env_prefix", "")
+        raise StartupError(f"{prefix}REDIS_URL is required by the {spec.name} service")
+    if settings.migrate_on_start:
+        await prepare_database(spec, settings)
+    else:
+        await wait_for_database(settings.database_url, settings.db_connect_timeout)
+
+    engine = create_engine(settings.database_url, settings.db_pool_size)
+    instrument_engine(engine)
+    redis_client = create_redis(settings.redis_url) if settings.redis_url else None
+    if redis_client is not None and not await reachable(redis_client):
+        # Redis holds counters and caches, never the truth: start anyway and let each
+        # service degrade as documented (risk fails open or closed per rule, ...).
+        log.warning("redis is not reachable yet", extra={"redis_url": masked(settings.redis_url)})
+
+    resources = Resources(settings, engine, sessions(engine), redis_client, clock or SystemClock())
+    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
+    health_servicer = health.aio.HealthServicer()
+    names = []
+    for registration in spec.registrations:
+        registration.add_to_server(registration.make_servicer(resources), server)
+        names.append(registration.full_name)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    try:
+        server.add_insecure_port(settings.listen)
+    except RuntimeError as error:
+        raise StartupError(f"cannot listen on {settings.listen}: {error}") from None
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    await server.start()
+    for name in names:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    jobs = [asyncio.create_task(job(resources), name=f"{spec.name}-job") for job in spec.background]
+    log.info("serving", extra={"listen": settings.listen, "services": names})
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping: NOT_SERVING, then draining in-flight calls")
+        await health_servicer.enter_graceful_shutdown()
+        if settings.shutdown_drain_seconds:
+            await asyncio.sleep(settings.shutdown_drain_seconds)
+        await server.stop(settings.shutdown_grace_seconds)
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        await resources.cleanup.aclose()
+        if redis_client is not None:
+            await redis_client.aclose()
+        await engine.dispose()
+        log.info("stopped")
+

@@ -1,0 +1,45 @@
+"""Settings shared by every service process. Each service subclasses ``ServiceSettings`` with
+its own env prefix (``LOYALTY_POINTS_``, ``LOYALTY_GATEWAY_``, ...); see the README for the
+full list. OpenTelemetry reads its own standard ``OTEL_*`` variables."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOYALTY_", extra="ignore")
+
+    # host:port the gRPC server listens on.
+    listen: str = "127.0.0.1:50050"
+    # SQLAlchemy URL of the service's own database; postgresql:// is read as psycopg 3.
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/loyalty"
+    # Connections kept open per process.
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    # Seconds to wait for the database at start-up before giving up.
+    db_connect_timeout: float = Field(default=5.0, gt=0)
+    # Redis URL, for services that keep counters, stock or boards in Redis.
+    redis_url: str | None = None
+    # DEBUG, INFO, WARNING, ERROR.
+    log_level: str = "INFO"
+    # After SIGTERM: seconds reported NOT_SERVING before the server stops taking calls, so
+    # load balancers and readiness probes move traffic away first.
+    shutdown_drain_seconds: float = Field(default=0.0, ge=0)
+    # Then: seconds in-flight calls get to finish.
+    shutdown_grace_seconds: float = Field(default=5.0, ge=0)
+    # Apply migrations on start (a Kubernetes deployment runs them as a Job and sets false).
+    migrate_on_start: bool = True
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg_driver(cls, url: str) -> str:
+        return normalize_database_url(url)
+
+
+def normalize_database_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` mean psycopg 3 (sync and async from one driver)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url

@@ -1,0 +1,1 @@
+"""The five participant services; each owns its own database and Redis key prefix."""

@@ -1,0 +1,3 @@
+from plumbing.migrations import run_env
+
+run_env()

@@ -1,0 +1,1 @@
+"""The points mall: catalog, two-phase stock reservations, orders and flash sales."""

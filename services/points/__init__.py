@@ -1,0 +1,1 @@
+"""The points ledger: double-entry accounts, lots with expiry, holds and earning rules."""

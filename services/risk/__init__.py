@@ -1,0 +1,1 @@
+"""Risk control: allow / review / deny decisions from Redis counters, lists and rules."""
