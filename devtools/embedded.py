@@ -114,10 +114,17 @@ class EmbeddedPostgres:
             entry = pwd.getpwnam(PG_USER_AS_ROOT)
         except KeyError:
             subprocess.run(
-                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                 PG_USER_AS_ROOT],
-                check=True, capture_output=True,
-            )  # fmt: skip
+                [
+                    "useradd",
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    PG_USER_AS_ROOT,
+                ],
+                check=True,
+                capture_output=True,
+            )
             entry = pwd.getpwnam(PG_USER_AS_ROOT)
         return entry.pw_uid, entry.pw_gid
 
@@ -137,22 +144,51 @@ class EmbeddedPostgres:
             if account is not None:
                 os.chown(self.pgdata, *account)
             initdb = subprocess.run(
-                [str(self.bin / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
-                 "--auth=trust", "-E", "UTF8", "--no-locale", "--no-instructions"],
-                capture_output=True, text=True, check=False, **user,  # type: ignore[call-overload]
-            )  # fmt: skip
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    "--no-instructions",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+                **user,  # type: ignore[call-overload]
+            )
             if initdb.returncode != 0:
                 raise EmbeddedError(f"initdb failed: {initdb.stderr.strip()}")
         log = self.log_path.open("ab")
         if account is not None:
             os.chown(self.log_path, *account)
         self.process = subprocess.Popen(  # type: ignore[call-overload]
-            [str(self.bin / "postgres"), "-D", str(self.pgdata), "-h", "127.0.0.1",
-             "-p", str(self.port), "-c", "unix_socket_directories=",
-             "-c", "max_connections=400", "-c", "shared_buffers=256MB"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=die_with_parent(signal.SIGINT), **user,
-        )  # fmt: skip
+            [
+                str(self.bin / "postgres"),
+                "-D",
+                str(self.pgdata),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "max_connections=400",
+                "-c",
+                "shared_buffers=256MB",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGINT),
+            **user,
+        )
         log.close()
         self._wait_ready(timeout)
         return self.url
@@ -219,12 +255,29 @@ class EmbeddedRedis:
         self.root.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.root), "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--protected-mode", "yes"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM),
-        )  # fmt: skip
+            [
+                str(self.binary),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.root),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while True:

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Annotated
 
 import typer
 
@@ -62,12 +63,18 @@ def _say(message: str) -> None:
 
 @app.command()
 def run(
-    data_dir: Path = typer.Option(REPO / ".loyalty", help="Embedded data, logs, pid file."),
-    port_base: int = typer.Option(
-        int(os.environ.get("LOYALTY_DEV_PORT_BASE", DEFAULT_PORTS["gateway"])),
-        help="The gateway listens here; the five services on the next five ports.",
-    ),
-    timeout: float = typer.Option(90.0, help="Seconds to wait for every service to serve."),
+    data_dir: Annotated[Path, typer.Option(help="Embedded data, logs, pid file.")] = REPO
+    / ".loyalty",
+    port_base: Annotated[
+        int,
+        typer.Option(
+            envvar="LOYALTY_DEV_PORT_BASE",
+            help="The gateway listens here; the five services on the next five ports.",
+        ),
+    ] = DEFAULT_PORTS["gateway"],
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for every service to serve.")
+    ] = 90.0,
 ) -> None:
     """Start the suite and keep it running until Ctrl-C or SIGTERM."""
     started = time.monotonic()
@@ -114,9 +121,8 @@ def run(
         while True:
             for service, proc in suite.processes.items():
                 if proc.poll() is not None:
-                    raise SuiteError(
-                        f"{service} exited with {proc.returncode}; see {suite.log_dir}/{service}.log"
-                    )
+                    log = suite.log_dir / f"{service}.log"
+                    raise SuiteError(f"{service} exited with {proc.returncode}; see {log}")
             time.sleep(0.5)
     except Interrupted as stop:
         _say(f"\n{stop}: stopping the suite")

@@ -35,9 +35,13 @@ SPECS: dict[str, ServiceSpec] = {
 # Start order does not matter (no service calls another at start-up); stop the door first.
 SERVICES = ("points", "levels", "mall", "lottery", "risk", "gateway")
 DEFAULT_PORTS = {
-    "gateway": 50051, "points": 50052, "levels": 50053,
-    "mall": 50054, "lottery": 50055, "risk": 50056,
-}  # fmt: skip
+    "gateway": 50051,
+    "points": 50052,
+    "levels": 50053,
+    "mall": 50054,
+    "lottery": 50055,
+    "risk": 50056,
+}
 
 
 class SuiteError(Exception):
@@ -77,9 +81,9 @@ class Suite:
             existing = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
             for service in SERVICES:
                 if f"loyalty_{service}" not in existing:
-                    conn.execute(sql.SQL("CREATE DATABASE {}").format(
-                        sql.Identifier(f"loyalty_{service}")
-                    ))  # fmt: skip
+                    conn.execute(
+                        sql.SQL("CREATE DATABASE {}").format(sql.Identifier(f"loyalty_{service}"))
+                    )
 
     def env_for(self, service: str) -> dict[str, str]:
         prefix = env_prefix(service)
@@ -101,9 +105,14 @@ class Suite:
         with (self.log_dir / f"{service}.log").open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", module_of(service), "serve"],
-                cwd=REPO, env=self.env_for(service), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent(),
-            )  # fmt: skip
+                cwd=REPO,
+                env=self.env_for(service),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),
+            )
         self.processes[service] = proc
         return proc
 

@@ -6,7 +6,12 @@ import asyncio
 
 import psycopg
 from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 
 class DatabaseUnreachable(Exception):
@@ -32,17 +37,19 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-async def wait_for_database(url: str, timeout: float) -> None:
+async def wait_for_database(url: str, within: float) -> None:
     """Fails fast and clearly when the database is not there (wrong host, port, name or password).
 
     Tries a plain psycopg connection so the error is the server's own words, not a pool's."""
     sa_url = make_url(url)
     conninfo = sa_url.set(drivername="postgresql").render_as_string(hide_password=False)
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     last = ""
     while True:
         try:
-            conn = await psycopg.AsyncConnection.connect(conninfo, connect_timeout=max(1, int(timeout)))
+            conn = await psycopg.AsyncConnection.connect(
+                conninfo, connect_timeout=max(1, int(within))
+            )
             await conn.close()
             return
         except psycopg.OperationalError as error:

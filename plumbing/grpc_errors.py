@@ -49,9 +49,14 @@ def to_status(error: LoyaltyError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
-def error_info(error: grpc.aio.AioRpcError | grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
+def rich_status(error: grpc.RpcError) -> status_pb2.Status | None:
+    """The google.rpc.Status a failed call carries in its trailers, if any (client side)."""
+    return rpc_status.from_call(error)  # type: ignore[arg-type]
+
+
+def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
     """The ErrorInfo a failed call carries, if any (client side)."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rich_status(error)
     if status is None:
         return None
     for detail in status.details:
@@ -62,7 +67,7 @@ def error_info(error: grpc.aio.AioRpcError | grpc.RpcError) -> error_details_pb2
     return None
 
 
-def reason_of(error: grpc.aio.AioRpcError | grpc.RpcError) -> str:
+def reason_of(error: grpc.RpcError) -> str:
     """The domain reason of a failed call ('' when it carries none)."""
     info = error_info(error)
     return info.reason if info else ""
@@ -73,7 +78,8 @@ def _trace_id() -> str:
     return format(ctx.trace_id, "032x") if ctx.is_valid else ""
 
 
-Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any] | Any]
+# A generated handler: sync or async, (request, context) -> response.
+Handler = Callable[..., Any]
 
 
 def _guard(behavior: Handler, method: str) -> Handler:

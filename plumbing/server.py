@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,8 @@ class Registration:
         return str(self.descriptor.full_name)
 
 
-BackgroundJob = Callable[[Resources], Awaitable[None]]
+# A job that runs for the life of the process (sweeps, reapers, flushers); cancelled on stop.
+BackgroundJob = Callable[[Resources], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings, clock: Clock | Non
     if redis_client is not None and not await reachable(redis_client):
         # Redis holds counters and caches, never the truth: start anyway and let each
         # service degrade as documented (risk fails open or closed per rule, ...).
-        log.warning("redis is not reachable yet", extra={"redis_url": masked(settings.redis_url)})
+        where = masked(settings.redis_url or "")
+        log.warning("redis is not reachable yet", extra={"redis_url": where})
 
     resources = Resources(settings, engine, sessions(engine), redis_client, clock or SystemClock())
     server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
@@ -119,7 +121,11 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings, clock: Clock | Non
         names.append(registration.full_name)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
         server,
     )
     try:
@@ -153,4 +159,3 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings, clock: Clock | Non
             await redis_client.aclose()
         await engine.dispose()
         log.info("stopped")
-

@@ -44,8 +44,8 @@ def setup_telemetry(service: str, extra_exporter: SpanExporter | None = None) ->
     if extra_exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(extra_exporter))
     trace.set_tracer_provider(provider)
-    GrpcAioInstrumentorServer().instrument()
-    GrpcAioInstrumentorClient().instrument()
+    GrpcAioInstrumentorServer().instrument()  # type: ignore[no-untyped-call]
+    GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]
     RedisInstrumentor().instrument()
     _state["provider"] = provider
     return provider

@@ -1,4 +1,4 @@
-from services.lottery.main import SERVICE
 from plumbing.cli import service_cli
+from services.lottery.main import SERVICE
 
 service_cli(SERVICE)(prog_name="python -m services.lottery")

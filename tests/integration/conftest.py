@@ -1,0 +1,98 @@
+"""The integration harness: embedded PostgreSQL and Redis once per test session, each service
+as a real subprocess on free ports, typed stubs for the tests, and everything torn down even
+when a test fails.
+
+``LOYALTY_TEST_POSTGRES_URL`` / ``LOYALTY_TEST_REDIS_URL`` point the harness at servers that
+already run (nothing embedded is started then); the databases it creates are its own.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from loyalty.gateway.v1 import admin_pb2_grpc, loyalty_pb2_grpc
+from loyalty.levels.v1 import levels_pb2_grpc
+from loyalty.lottery.v1 import lottery_pb2_grpc
+from loyalty.mall.v1 import mall_pb2_grpc
+from loyalty.points.v1 import points_pb2_grpc
+from loyalty.risk.v1 import risk_pb2_grpc
+
+from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from devtools.suite import SERVICES, Suite
+
+
+@dataclass(frozen=True)
+class Infra:
+    postgres_url: str
+    redis_url: str
+    root: Path
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    root = Path(tempfile.mkdtemp(prefix="loyalty-test-"))
+    postgres = redis = None
+    try:
+        postgres_url = os.environ.get("LOYALTY_TEST_POSTGRES_URL")
+        if not postgres_url:
+            postgres = EmbeddedPostgres(root / "postgres", free_port())
+            postgres_url = postgres.start()
+        redis_url = os.environ.get("LOYALTY_TEST_REDIS_URL")
+        if not redis_url:
+            redis = EmbeddedRedis(root / "redis", free_port())
+            redis_url = redis.start()
+        yield Infra(postgres_url, redis_url, root)
+    finally:
+        if redis is not None:
+            redis.stop()
+        if postgres is not None:
+            postgres.stop()
+
+
+@pytest.fixture(scope="session")
+def suite(infra: Infra) -> Iterator[Suite]:
+    ports = {service: free_port() for service in SERVICES}
+    suite = Suite(infra.postgres_url, infra.redis_url, ports, infra.root / "logs")
+    try:
+        suite.start(timeout=90)
+        yield suite
+    finally:
+        suite.stop()
+
+
+@dataclass(frozen=True)
+class Stubs:
+    points: points_pb2_grpc.PointsServiceStub
+    levels: levels_pb2_grpc.LevelsServiceStub
+    mall: mall_pb2_grpc.MallServiceStub
+    lottery: lottery_pb2_grpc.LotteryServiceStub
+    risk: risk_pb2_grpc.RiskServiceStub
+    loyalty: loyalty_pb2_grpc.LoyaltyServiceStub
+    admin: admin_pb2_grpc.AdminServiceStub
+
+
+@pytest.fixture(scope="session")
+async def channels(suite: Suite) -> AsyncIterator[dict[str, grpc.aio.Channel]]:
+    opened = {service: grpc.aio.insecure_channel(suite.address(service)) for service in SERVICES}
+    yield opened
+    for channel in opened.values():
+        await channel.close()
+
+
+@pytest.fixture(scope="session")
+def stubs(channels: dict[str, grpc.aio.Channel]) -> Stubs:
+    return Stubs(
+        points=points_pb2_grpc.PointsServiceStub(channels["points"]),
+        levels=levels_pb2_grpc.LevelsServiceStub(channels["levels"]),
+        mall=mall_pb2_grpc.MallServiceStub(channels["mall"]),
+        lottery=lottery_pb2_grpc.LotteryServiceStub(channels["lottery"]),
+        risk=risk_pb2_grpc.RiskServiceStub(channels["risk"]),
+        loyalty=loyalty_pb2_grpc.LoyaltyServiceStub(channels["gateway"]),
+        admin=admin_pb2_grpc.AdminServiceStub(channels["gateway"]),
+    )
