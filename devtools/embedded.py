@@ -20,6 +20,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 PG_USER_AS_ROOT = "embedded_postgres"
 
@@ -74,6 +75,23 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> Non
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+def spawn(
+    command: list[str], log_path: Path, death_signal: int = signal.SIGTERM, **kwargs: Any
+) -> subprocess.Popen[bytes]:
+    """A server child: output appended to its log, its own session (a Ctrl-C reaches only us,
+    and we stop children in order), and a signal from the kernel if we die first."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent(death_signal),
+            **kwargs,
+        )
 
 
 def _ensure_traversable(path: Path) -> None:
@@ -163,10 +181,11 @@ class EmbeddedPostgres:
             )
             if initdb.returncode != 0:
                 raise EmbeddedError(f"initdb failed: {initdb.stderr.strip()}")
-        log = self.log_path.open("ab")
+        self.log_path.touch()
         if account is not None:
             os.chown(self.log_path, *account)
-        self.process = subprocess.Popen(  # type: ignore[call-overload]
+        # SIGINT is PostgreSQL's "fast" shutdown, also when we die.
+        self.process = spawn(
             [
                 str(self.bin / "postgres"),
                 "-D",
@@ -182,14 +201,10 @@ class EmbeddedPostgres:
                 "-c",
                 "shared_buffers=256MB",
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_parent(signal.SIGINT),
+            self.log_path,
+            signal.SIGINT,
             **user,
         )
-        log.close()
         self._wait_ready(timeout)
         return self.url
 
@@ -253,8 +268,7 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 30.0) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [
                 str(self.binary),
                 "--port",
@@ -272,13 +286,8 @@ class EmbeddedRedis:
                 "--protected-mode",
                 "yes",
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_parent(signal.SIGTERM),
+            self.log_path,
         )
-        log.close()
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:

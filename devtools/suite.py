@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 from sqlalchemy import make_url
 
-from devtools.embedded import _tail, die_with_parent, stop_process
+from devtools.embedded import _tail, spawn, stop_process
 from gateway.main import SERVICE as GATEWAY
 from plumbing.server import ServiceSpec
 from services.levels.main import SERVICE as LEVELS
@@ -102,17 +102,12 @@ class Suite:
 
     def start_service(self, service: str) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with (self.log_dir / f"{service}.log").open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", module_of(service), "serve"],
-                cwd=REPO,
-                env=self.env_for(service),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=die_with_parent(),
-            )
+        proc = spawn(
+            [sys.executable, "-m", module_of(service), "serve"],
+            self.log_dir / f"{service}.log",
+            cwd=REPO,
+            env=self.env_for(service),
+        )
         self.processes[service] = proc
         return proc
 

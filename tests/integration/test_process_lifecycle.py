@@ -17,6 +17,18 @@ from devtools.embedded import free_port, port_in_use
 from devtools.suite import DEFAULT_PORTS, REPO, SERVICES
 
 
+def serve_once(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `python -m MODULE serve` expecting it to fail at start-up."""
+    return subprocess.run(
+        [sys.executable, "-m", module, "serve"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_a_service_that_cannot_reach_its_database_says_so_in_one_line():
     env = {
         **os.environ,
@@ -24,14 +36,7 @@ def test_a_service_that_cannot_reach_its_database_says_so_in_one_line():
         "LOYALTY_POINTS_DB_CONNECT_TIMEOUT": "1",
         "LOYALTY_POINTS_LISTEN": f"127.0.0.1:{free_port()}",
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "services.points", "serve"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = serve_once("services.points", env)
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -42,14 +47,7 @@ def test_a_service_that_cannot_reach_its_database_says_so_in_one_line():
 
 def test_bad_settings_are_one_line_naming_the_variable():
     env = {**os.environ, "LOYALTY_RISK_DB_POOL_SIZE": "zero"}
-    done = subprocess.run(
-        [sys.executable, "-m", "services.risk", "serve"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = serve_once("services.risk", env)
     assert done.returncode == 2
     assert "LOYALTY_RISK_DB_POOL_SIZE" in done.stderr
     assert "Traceback" not in done.stderr
