@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import psycopg
-from sqlalchemy import make_url, text
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -58,7 +58,3 @@ async def wait_for_database(url: str, within: float) -> None:
             raise DatabaseUnreachable(f"cannot reach database {masked(url)}: {last}")
         await asyncio.sleep(0.25)
 
-
-async def ping(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
-        await conn.execute(text("SELECT 1"))
