@@ -57,4 +57,3 @@ async def wait_for_database(url: str, within: float) -> None:
         if asyncio.get_running_loop().time() >= deadline:
             raise DatabaseUnreachable(f"cannot reach database {masked(url)}: {last}")
         await asyncio.sleep(0.25)
-
