@@ -70,6 +70,10 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> Non
         return
     with contextlib.suppress(ProcessLookupError):
         proc.send_signal(sig)
+    wait_or_kill(proc, timeout)
+
+
+def wait_or_kill(proc: subprocess.Popen[bytes], timeout: float) -> None:
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -102,7 +106,7 @@ def _ensure_traversable(path: Path) -> None:
             parent.chmod(mode | stat.S_IXOTH)
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -216,7 +220,7 @@ class EmbeddedPostgres:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise EmbeddedError(
-                    f"postgres exited with {self.process.returncode}:\n{_tail(self.log_path)}"
+                    f"postgres exited with {self.process.returncode}:\n{tail(self.log_path)}"
                 )
             try:
                 psycopg.connect(self.url, connect_timeout=2).close()
@@ -292,7 +296,7 @@ class EmbeddedRedis:
         while True:
             if self.process.poll() is not None:
                 raise EmbeddedError(
-                    f"redis exited with {self.process.returncode}:\n{_tail(self.log_path)}"
+                    f"redis exited with {self.process.returncode}:\n{tail(self.log_path)}"
                 )
             if self._ping():
                 return self.url

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 from sqlalchemy import make_url
 
-from devtools.embedded import _tail, spawn, stop_process
+from devtools.embedded import spawn, stop_process, tail, wait_or_kill
 from gateway.main import SERVICE as GATEWAY
 from plumbing.server import ServiceSpec
 from services.levels.main import SERVICE as LEVELS
@@ -130,7 +130,7 @@ class Suite:
                     raise SuiteError(
                         f"{service} exited with {proc.returncode} while starting; "
                         f"its log ({self.log_dir / (service + '.log')}) ends:\n"
-                        f"{_tail(self.log_dir / f'{service}.log')}"
+                        f"{tail(self.log_dir / f'{service}.log')}"
                     )
                 try:
                     reply = stub.Check(health_pb2.HealthCheckRequest(service=pending[0]), timeout=1)
@@ -154,4 +154,6 @@ class Suite:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for service in reversed(SERVICES):
-            self.stop_service(service)
+            stopping = self.processes.pop(service, None)
+            if stopping is not None:
+                wait_or_kill(stopping, 20)

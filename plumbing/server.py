@@ -87,10 +87,12 @@ class ServiceSpec:
     background: Sequence[BackgroundJob] = ()
 
 
-async def prepare_database(spec: ServiceSpec, settings: ServiceSettings) -> None:
-    """Check the database answers, then apply the service's migrations."""
+async def prepare_database(
+    spec: ServiceSpec, settings: ServiceSettings, migrate: bool = True
+) -> None:
+    """Check the database answers, then (unless told not to) apply the service's migrations."""
     await wait_for_database(settings.database_url, settings.db_connect_timeout)
-    if spec.migrations is not None:
+    if migrate and spec.migrations is not None:
         await asyncio.to_thread(upgrade, spec.migrations, settings.database_url)
 
 
@@ -98,21 +100,31 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings, clock: Clock | Non
     if spec.needs_redis and not settings.redis_url:
         prefix = settings.model_config.get("env_prefix", "")
         raise StartupError(f"{prefix}REDIS_URL is required by the {spec.name} service")
-    if settings.migrate_on_start:
-        await prepare_database(spec, settings)
-    else:
-        await wait_for_database(settings.database_url, settings.db_connect_timeout)
+    await prepare_database(spec, settings, migrate=settings.migrate_on_start)
 
     engine = create_engine(settings.database_url, settings.db_pool_size)
     instrument_engine(engine)
     redis_client = create_redis(settings.redis_url) if settings.redis_url else None
-    if redis_client is not None and not await reachable(redis_client):
+    resources = Resources(settings, engine, sessions(engine), redis_client, clock or SystemClock())
+    try:
+        await _serve_until_signal(spec, settings, resources)
+    finally:
+        # Closed whatever happened above, a failed bind or servicer included.
+        await resources.cleanup.aclose()
+        if redis_client is not None:
+            await redis_client.aclose()
+        await engine.dispose()
+
+
+async def _serve_until_signal(
+    spec: ServiceSpec, settings: ServiceSettings, resources: Resources
+) -> None:
+    if resources.redis is not None and not await reachable(resources.redis):
         # Redis holds counters and caches, never the truth: start anyway and let each
         # service degrade as documented (risk fails open or closed per rule, ...).
         where = masked(settings.redis_url or "")
         log.warning("redis is not reachable yet", extra={"redis_url": where})
 
-    resources = Resources(settings, engine, sessions(engine), redis_client, clock or SystemClock())
     server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS)
     health_servicer = health.aio.HealthServicer()
     names = []
@@ -154,8 +166,4 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings, clock: Clock | Non
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
-        await resources.cleanup.aclose()
-        if redis_client is not None:
-            await redis_client.aclose()
-        await engine.dispose()
         log.info("stopped")

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -50,6 +51,19 @@ def test_bad_settings_are_one_line_naming_the_variable():
     done = serve_once("services.risk", env)
     assert done.returncode == 2
     assert "LOYALTY_RISK_DB_POOL_SIZE" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_port_already_taken_is_one_line_and_exit_2(suite):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**suite.env_for("mall"), "LOYALTY_MALL_LISTEN": f"127.0.0.1:{port}"}
+        done = serve_once("services.mall", env)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("loyalty-mall: error: cannot listen on 127.0.0.1:")
     assert "Traceback" not in done.stderr
 
 
