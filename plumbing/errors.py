@@ -9,7 +9,7 @@ code and the reason into a ``google.rpc.ErrorInfo``. The kind also decides what 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 ERROR_DOMAIN = "loyalty"
@@ -51,10 +51,12 @@ class InvalidArgument(LoyaltyError):
     kind = ErrorKind.INVALID_ARGUMENT
     reason = "INVALID_ARGUMENT"
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, *, more: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__(f"{field}: {message}", metadata={"field": field})
         self.field = field
         self.description = message
+        # Further (field, description) pairs, when one request has several problems.
+        self.violations = [(field, message), *more]
 
 
 class NotFound(LoyaltyError):

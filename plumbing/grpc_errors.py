@@ -17,6 +17,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from opentelemetry import trace
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from plumbing.errors import ERROR_DOMAIN, InvalidArgument, LoyaltyError
 
@@ -35,9 +36,8 @@ def to_status(error: LoyaltyError) -> grpc.Status:
     if isinstance(error, InvalidArgument):
         bad = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=error.field, description=error.description
-                )
+                error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
+                for field, description in error.violations
             ]
         )
         packed = any_pb2.Any()
@@ -94,6 +94,11 @@ def _guard(behavior: Handler, method: str) -> Handler:
         except LoyaltyError as error:
             status = to_status(error)
             await context.abort(status.code, status.details, status.trailing_metadata)
+        except (OperationalError, InterfaceError, ConnectionError, TimeoutError) as error:
+            # The database (or another dependency) is unreachable: the caller may retry with
+            # the same idempotency key; nothing was committed.
+            log.warning("dependency unavailable in %s: %s", method, type(error).__name__)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "a dependency is unavailable; retry")
         except NotImplementedError:
             # The generated base servicer raises this for RPCs not built yet.
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")

@@ -1,13 +1,442 @@
-"""gRPC API of the points service: protobuf in, domain calls, protobuf out.
+"""gRPC API of the points service: checks the request, runs the store in one database
+transaction, maps the answer to protobuf. Domain errors become statuses in plumbing.grpc_errors."""
 
-Every RPC answers UNIMPLEMENTED (inherited from the generated base) until issue #3
-builds the service; nothing here pretends to work."""
+from __future__ import annotations
 
-from loyalty.points.v1 import points_pb2_grpc
+import base64
+import binascii
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
 
+from google.protobuf.timestamp_pb2 import Timestamp
+from loyalty.common.v1 import common_pb2
+from loyalty.points.v1 import points_pb2, points_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from plumbing.errors import InvalidArgument
 from plumbing.server import Resources
+from plumbing.validation import (
+    check_attributes,
+    optional_text,
+    require_id,
+    require_non_negative,
+    require_nonzero,
+    require_positive,
+)
+from services.points import jobs
+from services.points.domain.errors import HoldCaptured, HoldExpired, HoldReleased
+from services.points.domain.program import ProgramInvalid, parse_program
+from services.points.store import earning, holds, movements, queries, sweep
+from services.points.store.idempotency import claim_request, finish_request, payload_hash
+from services.points.store.programs import AppProgram, Programs
+
+T = TypeVar("T")
+
+DEFAULT_HOLD_TTL = timedelta(minutes=15)
+MAX_HOLD_TTL = timedelta(days=7)
+# Product backends and the gateway stamp events; a little clock skew is fine, the future is not.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+MAX_BATCH = 500
+MAX_PAGE_SIZE = 200
+DEFAULT_PAGE_SIZE = 50
+MAX_LIABILITY_DAYS = 366
+MAX_SECTION_BYTES = 1 << 20
+MAX_CLOCK_ADVANCE = 10 * 366 * 86400
+
+_HOLD_STATES = {
+    "HELD": points_pb2.HELD,
+    "CAPTURED": points_pb2.CAPTURED,
+    "RELEASED": points_pb2.RELEASED,
+    "EXPIRED": points_pb2.EXPIRED,
+}
+
+
+def _timestamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment.astimezone(UTC))
+    return stamp
+
+
+def _moment(field: str, message: Any, name: str) -> datetime | None:
+    if not message.HasField(name):
+        return None
+    stamp: Timestamp = getattr(message, name)
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(field, "is not a valid timestamp") from None
 
 
 class PointsServicer(points_pb2_grpc.PointsServiceServicer):
     def __init__(self, resources: Resources) -> None:
-        self.resources = resources
+        self.engine = resources.engine
+        self.programs = Programs(resources.engine, resources.clock)
+
+    async def _in_transaction(
+        self, app: str, work: Callable[[AsyncConnection, AppProgram, datetime], Awaitable[T]]
+    ) -> T:
+        require_id("app", app)
+        ap = await self.programs.get(app)
+        async with self.engine.begin() as conn:
+            return await work(conn, ap, self.programs.now(ap))
+
+    # --- configuration -------------------------------------------------------------------
+
+    async def ConfigureRules(
+        self, request: points_pb2.ConfigureRulesRequest, context: Any
+    ) -> common_pb2.ConfigureResult:
+        require_id("app", request.app)
+        if len(request.section_json) > MAX_SECTION_BYTES:
+            raise InvalidArgument("section_json", "must be at most 1 MiB")
+        try:
+            section = json.loads(request.section_json or "{}")
+        except json.JSONDecodeError as error:
+            raise InvalidArgument("section_json", f"is not valid JSON: {error}") from None
+        try:
+            program = parse_program(section)
+        except ProgramInvalid as invalid:
+            if request.validate_only:
+                return common_pb2.ConfigureResult(errors=invalid.errors)
+            first, *rest = invalid.errors
+            raise InvalidArgument(
+                "section_json", first, more=[("section_json", error) for error in rest]
+            ) from None
+        if request.validate_only:
+            return common_pb2.ConfigureResult()
+        version = await self.programs.store(request.app, section, program)
+        return common_pb2.ConfigureResult(version=version)
+
+    # --- earning -------------------------------------------------------------------------
+
+    def _earn_input(self, request: points_pb2.EarnRequest, prefix: str = "") -> earning.EarnInput:
+        return earning.EarnInput(
+            event_id=require_id(f"{prefix}event_id", request.event_id),
+            user_id=require_id(f"{prefix}user_id", request.user_id),
+            action=require_id(f"{prefix}action", request.action),
+            quantity=require_non_negative(f"{prefix}quantity", request.quantity),
+            attributes=check_attributes(f"{prefix}attributes", request.attributes),
+            occurred_at=_moment(f"{prefix}occurred_at", request, "occurred_at"),
+        )
+
+    def _check_not_future(self, field: str, moment: datetime | None, now: datetime) -> None:
+        if moment is not None and moment > now + MAX_CLOCK_SKEW:
+            raise InvalidArgument(field, "is in the future")
+
+    @staticmethod
+    def _earn_reply(result: earning.EarnResult) -> points_pb2.EarnResponse:
+        return points_pb2.EarnResponse(
+            event_id=result.event_id,
+            points_awarded=result.points_awarded,
+            notes=list(result.notes),
+            duplicate=result.duplicate,
+            streak_days=result.streak_days,
+        )
+
+    async def Earn(self, request: points_pb2.EarnRequest, context: Any) -> points_pb2.EarnResponse:
+        require_id("app", request.app)
+        event = self._earn_input(request)
+        ap = await self.programs.get(request.app)
+        now = self.programs.now(ap)
+        self._check_not_future("occurred_at", event.occurred_at, now)
+        async with self.engine.begin() as conn:
+            result = await earning.earn(conn, ap, now, event)
+        return self._earn_reply(result)
+
+    async def EarnBatch(
+        self, request: points_pb2.EarnBatchRequest, context: Any
+    ) -> points_pb2.EarnBatchResponse:
+        """All events are checked before any is applied; each then commits on its own, so a
+        retried batch replays what was done and does the rest."""
+        if len(request.events) > MAX_BATCH:
+            raise InvalidArgument("events", f"at most {MAX_BATCH} events per batch")
+        checked = []
+        for index, item in enumerate(request.events):
+            prefix = f"events[{index}]."
+            require_id(f"{prefix}app", item.app)
+            ap = await self.programs.get(item.app)
+            event = self._earn_input(item, prefix)
+            self._check_not_future(f"{prefix}occurred_at", event.occurred_at, self.programs.now(ap))
+            checked.append((ap, event))
+        results = []
+        async with self.engine.connect() as conn:
+            for ap, event in checked:
+                async with conn.begin():
+                    results.append(await earning.earn(conn, ap, self.programs.now(ap), event))
+        return points_pb2.EarnBatchResponse(results=[self._earn_reply(r) for r in results])
+
+    async def ReverseEvent(
+        self, request: points_pb2.ReverseEventRequest, context: Any
+    ) -> points_pb2.ReverseEventResponse:
+        event_id = require_id("event_id", request.event_id)
+        reason = optional_text("reason", request.reason)
+        result = await self._in_transaction(
+            request.app,
+            lambda conn, ap, now: earning.reverse_event(conn, ap, now, event_id, reason),
+        )
+        return points_pb2.ReverseEventResponse(
+            points_reversed=result.points_reversed, balance=result.balance
+        )
+
+    # --- ops and users -------------------------------------------------------------------
+
+    async def Grant(self, request: points_pb2.GrantRequest, context: Any) -> points_pb2.Movement:
+        request_id = require_id("request_id", request.request_id)
+        user_id = require_id("user_id", request.user_id)
+        amount = require_positive("amount", request.amount)
+        reason = require_id("reason", request.reason, max_length=1024)
+        operator = require_id("operator", request.operator)
+        reply = await self._in_transaction(
+            request.app,
+            lambda conn, ap, now: movements.grant(
+                conn, ap, now, request_id, user_id, amount, reason, operator
+            ),
+        )
+        return points_pb2.Movement(**reply)
+
+    async def Adjust(self, request: points_pb2.AdjustRequest, context: Any) -> points_pb2.Movement:
+        request_id = require_id("request_id", request.request_id)
+        user_id = require_id("user_id", request.user_id)
+        delta = require_nonzero("delta", request.delta)
+        reason = require_id("reason", request.reason, max_length=1024)
+        operator = require_id("operator", request.operator)
+        reply = await self._in_transaction(
+            request.app,
+            lambda conn, ap, now: movements.adjust(
+                conn, ap, now, request_id, user_id, delta, reason, operator
+            ),
+        )
+        return points_pb2.Movement(**reply)
+
+    async def Gift(self, request: points_pb2.GiftRequest, context: Any) -> points_pb2.Movement:
+        request_id = require_id("request_id", request.request_id)
+        sender = require_id("from_user_id", request.from_user_id)
+        receiver = require_id("to_user_id", request.to_user_id)
+        if sender == receiver:
+            raise InvalidArgument("to_user_id", "must differ from from_user_id")
+        amount = require_positive("amount", request.amount)
+        reply = await self._in_transaction(
+            request.app,
+            lambda conn, ap, now: movements.gift(
+                conn, ap, now, request_id, sender, receiver, amount
+            ),
+        )
+        return points_pb2.Movement(**reply)
+
+    # --- two-phase spend -------------------------------------------------------------------
+
+    @staticmethod
+    def _hold_reply(result: holds.HoldResult) -> points_pb2.HoldResponse:
+        return points_pb2.HoldResponse(
+            saga_id=result.saga_id,
+            state=_HOLD_STATES[result.state],
+            amount=result.amount,
+            expires_at=_timestamp(result.expires_at),
+        )
+
+    async def Hold(self, request: points_pb2.HoldRequest, context: Any) -> points_pb2.HoldResponse:
+        saga_id = require_id("saga_id", request.saga_id)
+        user_id = require_id("user_id", request.user_id)
+        amount = require_positive("amount", request.amount)
+        ref = optional_text("ref", request.ref, max_length=256)
+        ttl = DEFAULT_HOLD_TTL
+        if request.HasField("ttl"):
+            ttl = request.ttl.ToTimedelta()
+            if ttl <= timedelta(0) or ttl > MAX_HOLD_TTL:
+                raise InvalidArgument("ttl", "must be more than 0 and at most 7 days")
+        result = await self._in_transaction(
+            request.app,
+            lambda conn, ap, now: holds.hold(conn, ap, now, saga_id, user_id, amount, ttl, ref),
+        )
+        return self._hold_reply(result)
+
+    async def Capture(
+        self, request: points_pb2.CaptureRequest, context: Any
+    ) -> points_pb2.HoldResponse:
+        saga_id = require_id("saga_id", request.saga_id)
+        result = await self._in_transaction(
+            request.app, lambda conn, ap, now: holds.capture(conn, ap, now, saga_id)
+        )
+        # Refusals are raised after the commit, so an expiry found here is kept.
+        if result.state == holds.RELEASED:
+            raise HoldReleased(f"saga {saga_id!r} was released; it cannot be captured")
+        if result.state == holds.EXPIRED:
+            raise HoldExpired(f"the hold of saga {saga_id!r} expired; it cannot be captured")
+        return self._hold_reply(result)
+
+    async def ReleaseHold(
+        self, request: points_pb2.ReleaseHoldRequest, context: Any
+    ) -> points_pb2.HoldResponse:
+        saga_id = require_id("saga_id", request.saga_id)
+        result = await self._in_transaction(
+            request.app, lambda conn, ap, now: holds.release(conn, ap, now, saga_id)
+        )
+        if result.state == holds.CAPTURED:
+            raise HoldCaptured(f"saga {saga_id!r} was captured; refund it instead")
+        return self._hold_reply(result)
+
+    async def Refund(self, request: points_pb2.RefundRequest, context: Any) -> points_pb2.Movement:
+        request_id = require_id("request_id", request.request_id)
+        saga_id = require_id("saga_id", request.saga_id)
+        amount = require_positive("amount", request.amount)
+        reason = optional_text("reason", request.reason)
+        reply = await self._in_transaction(
+            request.app,
+            lambda conn, ap, now: holds.refund(conn, ap, now, request_id, saga_id, amount, reason),
+        )
+        return points_pb2.Movement(**reply)
+
+    # --- expiry ----------------------------------------------------------------------------
+
+    async def ExpireDue(
+        self, request: points_pb2.ExpireDueRequest, context: Any
+    ) -> points_pb2.ExpireDueResponse:
+        require_id("app", request.app)
+        ap = await self.programs.get(request.app)
+        now = self.programs.now(ap)
+        as_of = _moment("as_of", request, "as_of") or now
+        if as_of > now:
+            raise InvalidArgument("as_of", "is in the future: points cannot expire early")
+        result = await sweep.expire_due(self.engine, ap.app, ap.system["expired"], as_of, now)
+        return points_pb2.ExpireDueResponse(
+            lots_expired=result.lots_expired, points_expired=result.points_expired
+        )
+
+    # --- queries ---------------------------------------------------------------------------
+
+    async def GetBalance(
+        self, request: points_pb2.GetBalanceRequest, context: Any
+    ) -> points_pb2.Balance:
+        require_id("app", request.app)
+        user_id = require_id("user_id", request.user_id)
+        days = request.expiring_within_days or 30
+        if days < 0 or days > 3660:
+            raise InvalidArgument("expiring_within_days", "must be between 0 and 3660")
+        ap = await self.programs.get(request.app)
+        async with self.engine.connect() as conn:
+            view = await queries.balance(
+                conn, ap.app, user_id, self.programs.now(ap), timedelta(days=days)
+            )
+        return points_pb2.Balance(
+            user_id=user_id,
+            available=view.available,
+            held=view.held,
+            lifetime_earned=view.lifetime_earned,
+            balance=view.balance,
+            expiring=[
+                common_pb2.ExpiringPoints(amount=amount, expires_at=_timestamp(when))
+                for amount, when in view.expiring
+            ],
+        )
+
+    async def ListHistory(
+        self, request: points_pb2.ListHistoryRequest, context: Any
+    ) -> points_pb2.ListHistoryResponse:
+        require_id("app", request.app)
+        user_id = require_id("user_id", request.user_id)
+        if request.page_size < 0:
+            raise InvalidArgument("page_size", "must be >= 0")
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        before = _decode_page_token(request.page_token) if request.page_token else None
+        ap = await self.programs.get(request.app)
+        async with self.engine.connect() as conn:
+            rows = await queries.history(conn, ap.app, user_id, before, size + 1)
+        page, more = rows[:size], len(rows) > size
+        return points_pb2.ListHistoryResponse(
+            entries=[
+                points_pb2.HistoryEntry(
+                    amount=row.amount,
+                    kind=row.kind,
+                    reason=row.reason,
+                    ref=row.ref,
+                    created_at=_timestamp(row.created_at),
+                    expires_at=_timestamp(row.expires_at),
+                )
+                for row in page
+            ],
+            next_page_token=_encode_page_token(page[-1].id) if more and page else "",
+        )
+
+    async def GetLiability(
+        self, request: points_pb2.GetLiabilityRequest, context: Any
+    ) -> points_pb2.GetLiabilityResponse:
+        require_id("app", request.app)
+        first = _date("from_date", request.from_date)
+        last = _date("to_date", request.to_date)
+        if last < first:
+            raise InvalidArgument("to_date", "must not be before from_date")
+        if (last - first).days >= MAX_LIABILITY_DAYS:
+            raise InvalidArgument("to_date", f"at most {MAX_LIABILITY_DAYS} days per report")
+        ap = await self.programs.get(request.app)
+        zone = ap.program.zone
+        until = datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=zone)
+        async with self.engine.connect() as conn:
+            rows = await queries.liability(conn, ap.app, ap.program.timezone, first, last, until)
+        rate = ap.program.money_rate
+        return points_pb2.GetLiabilityResponse(
+            money_rate=rate,
+            days=[
+                points_pb2.LiabilityDay(
+                    date=row.day.isoformat(),
+                    issued=row.issued,
+                    spent=row.spent,
+                    expired=row.expired,
+                    adjusted=row.adjusted,
+                    outstanding=row.outstanding,
+                    # money_rate points are worth 1 CNY = 100 fen.
+                    outstanding_fen=row.outstanding * 100 // rate,
+                )
+                for row in rows
+            ],
+        )
+
+    # --- sandbox test clock ----------------------------------------------------------------
+
+    async def AdvanceClock(
+        self, request: common_pb2.AdvanceClockRequest, context: Any
+    ) -> common_pb2.AdvanceClockResponse:
+        """Moves the app's clock, then releases the holds and expires the lots that fell due,
+        so the caller sees their effect as soon as this returns. A retried request_id moves
+        the clock once."""
+        require_id("app", request.app)
+        request_id = require_id("request_id", request.request_id)
+        seconds = require_positive("seconds", request.seconds, maximum=MAX_CLOCK_ADVANCE)
+        ap = await self.programs.get(request.app)
+        async with self.engine.begin() as conn:
+            digest = payload_hash({"seconds": seconds})
+            replay = await claim_request(
+                conn, ap.app, request_id, "advance_clock", digest, self.programs.now(ap)
+            )
+            if replay is None:
+                await finish_request(conn, ap.app, request_id, {"seconds": seconds})
+        if replay is None:
+            ap = await self.programs.advance_clock(ap.app, seconds)
+        await jobs.release_expired_holds(self.engine, self.programs, only=ap.app)
+        await jobs.expire_due_lots(self.engine, self.programs, only=ap.app)
+        return common_pb2.AdvanceClockResponse(now=_timestamp(self.programs.now(ap)))
+
+
+def _date(field: str, value: str) -> date:
+    if not value:
+        raise InvalidArgument(field, "is required (YYYY-MM-DD)")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument(field, "must be a date YYYY-MM-DD") from None
+
+
+def _encode_page_token(entry_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": entry_id}).encode()).decode()
+
+
+def _decode_page_token(token: str) -> int:
+    try:
+        before = json.loads(base64.urlsafe_b64decode(token.encode()))["before"]
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise InvalidArgument("page_token", "is not a token this service issued") from None
+    if not isinstance(before, int) or before <= 0:
+        raise InvalidArgument("page_token", "is not a token this service issued")
+    return before

@@ -8,6 +8,7 @@ from pydantic_settings import SettingsConfigDict
 from plumbing.server import Registration, ServiceSpec
 from plumbing.settings import ServiceSettings
 from services.points.api import PointsServicer
+from services.points.jobs import expiry_sweeper, hold_reaper
 
 
 class PointsSettings(ServiceSettings):
@@ -15,6 +16,9 @@ class PointsSettings(ServiceSettings):
 
     listen: str = "127.0.0.1:50052"
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/loyalty_points"
+    # How often live holds past their TTL are released, and due lots expired (seconds).
+    hold_sweep_seconds: float = 1.0
+    expiry_sweep_seconds: float = 60.0
 
 
 SERVICE = ServiceSpec(
@@ -29,4 +33,5 @@ SERVICE = ServiceSpec(
     ],
     migrations=Path(__file__).parent / "migrations",
     needs_redis=False,
+    background=[hold_reaper, expiry_sweeper],
 )

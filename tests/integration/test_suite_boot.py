@@ -67,9 +67,11 @@ def test_every_rpc_answers_without_internal_errors(suite, service):
 
 async def test_typed_stubs_reach_the_points_service(stubs):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stubs.points.GetBalance(points_pb2.GetBalanceRequest(app="video", user_id="u1"))
-    # Until the ledger is built (issue #3) the honest answer is UNIMPLEMENTED.
-    assert caught.value.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND)
+        await stubs.points.GetBalance(
+            points_pb2.GetBalanceRequest(app="no-program-here", user_id="u1")
+        )
+    # An app without a points program is unknown to the ledger.
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -1,0 +1,54 @@
+"""The points service's business errors, each with the reason code callers branch on."""
+
+from __future__ import annotations
+
+from plumbing.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+
+class InsufficientPoints(FailedPrecondition):
+    reason = "INSUFFICIENT_POINTS"
+
+
+class UnknownApp(InvalidArgument):
+    """The app has no points program yet (ConfigureRules has not been called for it)."""
+
+    def __init__(self, app: str) -> None:
+        super().__init__("app", f"unknown app {app!r}: no points program is configured")
+
+
+class HoldNotFound(NotFound):
+    reason = "HOLD_NOT_FOUND"
+
+
+class HoldReleased(FailedPrecondition):
+    """The saga's hold was released (or its release arrived first and barred the hold)."""
+
+    reason = "HOLD_RELEASED"
+
+
+class HoldCaptured(FailedPrecondition):
+    reason = "HOLD_CAPTURED"
+
+
+class HoldExpired(FailedPrecondition):
+    reason = "HOLD_EXPIRED"
+
+
+class HoldNotCaptured(FailedPrecondition):
+    """A refund needs a captured hold."""
+
+    reason = "HOLD_NOT_CAPTURED"
+
+
+class RefundExceedsCapture(FailedPrecondition):
+    reason = "REFUND_EXCEEDS_CAPTURE"
+
+
+class EventNotFound(NotFound):
+    reason = "EVENT_NOT_FOUND"
+
+
+class IdempotencyConflict(AlreadyExists):
+    """The same idempotency key arrived earlier with a different payload."""
+
+    reason = "IDEMPOTENCY_KEY_REUSED"

@@ -1,0 +1,322 @@
+"""The app's points program: the `points` and `earning` sections of the program YAML, validated.
+
+``parse_program`` turns the JSON object the gateway sends (``timezone``, ``points``, ``earning``)
+into immutable rules, or raises ``ProgramInvalid`` listing every problem with its path in the
+program (``earning[2].points: must be an integer``), so an operator fixes them all in one go.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from plumbing.validation import MAX_AMOUNT
+
+
+class ProgramInvalid(Exception):
+    def __init__(self, errors: Sequence[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = list(errors)
+
+
+class ExpiryPolicy(enum.Enum):
+    ROLLING = "rolling"
+    CALENDAR_YEAR_END = "calendar_year_end"
+    NEVER = "never"
+
+
+@dataclass(frozen=True)
+class Expiry:
+    policy: ExpiryPolicy
+    # rolling only: a lot earned on local day D expires at the end of local day D + months.
+    months: int = 0
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One `require` entry: attribute ``attribute`` compared with ``value``.
+
+    ``min_length: 20`` reads as attribute ``length`` >= 20; ``max_x`` as <=; any other key must
+    equal the attribute as a string (``platform: ios``)."""
+
+    attribute: str
+    op: str  # "min" | "max" | "eq"
+    value: str
+
+    def holds(self, attributes: Mapping[str, str]) -> bool:
+        given = attributes.get(self.attribute)
+        if given is None:
+            return False
+        if self.op == "eq":
+            return given == self.value
+        try:
+            number = float(given)
+        except ValueError:
+            return False
+        limit = float(self.value)
+        return number >= limit if self.op == "min" else number <= limit
+
+
+@dataclass(frozen=True)
+class EarningRule:
+    action: str
+    # Points per unit (negative for a penalty rule).
+    points: int
+    # Quantity per unit: `watch` with unit 10 pays per 10 minutes (quantity = minutes).
+    unit: int = 1
+    # Pays `points` per `per_amount` of attribute `amount_fen` (purchases).
+    per_amount: int | None = None
+    # At most this many units per user per local day.
+    daily_limit: int | None = None
+    once: bool = False
+    # Streak length in consecutive local days -> bonus points on reaching it.
+    streak_bonus: tuple[tuple[int, int], ...] = ()
+    require: tuple[Requirement, ...] = ()
+    counts_toward_daily_cap: bool = True
+
+    @property
+    def is_penalty(self) -> bool:
+        return self.points < 0
+
+
+@dataclass(frozen=True)
+class PointsProgram:
+    timezone: str
+    money_rate: int
+    expiry: Expiry
+    # Points per user per local day from tasks; None means no cap.
+    daily_cap: int | None
+    display_name: str = "points"
+    rules: Mapping[str, EarningRule] = field(default_factory=dict)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+_POINTS_KEYS = {"display_name", "money_rate", "expiry", "daily_cap"}
+_RULE_KEYS = {
+    "action",
+    "points",
+    "growth",  # the levels service's part of the rule; accepted and ignored here
+    "unit",
+    "per_amount",
+    "daily_limit",
+    "once",
+    "streak_bonus",
+    "require",
+    "counts_toward_daily_cap",
+}
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.errors.append(f"{path}: {message}")
+
+    def integer(
+        self, path: str, value: Any, *, minimum: int | None = None, allow_zero: bool = True
+    ) -> int | None:
+        # bool is an int in Python; `points: true` is a mistake, not 1.
+        if not isinstance(value, int) or isinstance(value, bool):
+            self.add(path, "must be an integer")
+            return None
+        if minimum is not None and value < minimum:
+            self.add(path, f"must be >= {minimum}")
+            return None
+        if not allow_zero and value == 0:
+            self.add(path, "must not be 0")
+            return None
+        if abs(value) > MAX_AMOUNT:
+            self.add(path, f"must be at most {MAX_AMOUNT} in absolute value")
+            return None
+        return value
+
+    def boolean(self, path: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            self.add(path, "must be true or false")
+            return False
+        return value
+
+    def unknown_keys(self, path: str, given: Mapping[str, Any], known: set[str]) -> None:
+        for key in sorted(set(given) - known):
+            self.add(f"{path}.{key}" if path else key, "unknown key")
+
+
+def parse_program(section: Mapping[str, Any]) -> PointsProgram:
+    """Validates the sections; raises ``ProgramInvalid`` with every error found."""
+    c = _Collector()
+    if not isinstance(section, Mapping):
+        raise ProgramInvalid(["(root): must be an object"])
+
+    timezone = section.get("timezone", "UTC")
+    if not isinstance(timezone, str):
+        c.add("timezone", "must be an IANA zone name such as Asia/Shanghai")
+        timezone = "UTC"
+    else:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            c.add("timezone", f"unknown time zone {timezone!r}")
+            timezone = "UTC"
+
+    points = section.get("points")
+    money_rate, expiry, daily_cap, display_name = 100, Expiry(ExpiryPolicy.NEVER), None, "points"
+    if not isinstance(points, Mapping):
+        c.add("points", "is required and must be an object")
+    else:
+        c.unknown_keys("points", points, _POINTS_KEYS)
+        display_name = str(points.get("display_name", display_name))
+        if "money_rate" not in points:
+            c.add("points.money_rate", "is required (points worth 1 CNY)")
+        else:
+            money_rate = c.integer("points.money_rate", points["money_rate"], minimum=1) or 100
+        expiry = _parse_expiry(c, points.get("expiry"))
+        if points.get("daily_cap") is not None:
+            daily_cap = c.integer("points.daily_cap", points["daily_cap"], minimum=1)
+
+    rules: dict[str, EarningRule] = {}
+    earning = section.get("earning", [])
+    if not isinstance(earning, list):
+        c.add("earning", "must be a list of rules")
+        earning = []
+    for index, raw in enumerate(earning):
+        rule = _parse_rule(c, f"earning[{index}]", raw)
+        if rule is None:
+            continue
+        if rule.action in rules:
+            c.add(f"earning[{index}].action", f"duplicate rule for action {rule.action!r}")
+            continue
+        rules[rule.action] = rule
+
+    if c.errors:
+        raise ProgramInvalid(c.errors)
+    return PointsProgram(
+        timezone=timezone,
+        money_rate=money_rate,
+        expiry=expiry,
+        daily_cap=daily_cap,
+        display_name=display_name,
+        rules=rules,
+    )
+
+
+def _parse_expiry(c: _Collector, raw: Any) -> Expiry:
+    if raw is None:
+        c.add("points.expiry", "is required (policy: rolling | calendar_year_end | never)")
+        return Expiry(ExpiryPolicy.NEVER)
+    if not isinstance(raw, Mapping):
+        c.add("points.expiry", "must be an object")
+        return Expiry(ExpiryPolicy.NEVER)
+    c.unknown_keys("points.expiry", raw, {"policy", "months"})
+    try:
+        policy = ExpiryPolicy(raw.get("policy"))
+    except ValueError:
+        c.add("points.expiry.policy", "must be one of rolling, calendar_year_end, never")
+        return Expiry(ExpiryPolicy.NEVER)
+    if policy is ExpiryPolicy.ROLLING:
+        months = c.integer("points.expiry.months", raw.get("months"), minimum=1)
+        if months is not None and months > 1200:
+            c.add("points.expiry.months", "must be at most 1200")
+        return Expiry(policy, months or 12)
+    if "months" in raw:
+        c.add("points.expiry.months", f"only applies to policy rolling, not {policy.value}")
+    return Expiry(policy)
+
+
+def _parse_rule(c: _Collector, path: str, raw: Any) -> EarningRule | None:
+    if not isinstance(raw, Mapping):
+        c.add(path, "must be an object")
+        return None
+    before = len(c.errors)
+    c.unknown_keys(path, raw, _RULE_KEYS)
+    action = raw.get("action")
+    if not isinstance(action, str) or not action or len(action) > 128:
+        c.add(f"{path}.action", "is required (a name of at most 128 characters)")
+        action = ""
+    if "points" not in raw:
+        if "growth" not in raw:
+            c.add(f"{path}.points", "is required")
+        points = 0  # a growth-only rule: no points, the levels service uses it
+    else:
+        points = c.integer(f"{path}.points", raw["points"], allow_zero=False) or 0
+    unit = c.integer(f"{path}.unit", raw.get("unit", 1), minimum=1) or 1
+    per_amount = None
+    if raw.get("per_amount") is not None:
+        per_amount = c.integer(f"{path}.per_amount", raw["per_amount"], minimum=1)
+        if "unit" in raw:
+            c.add(f"{path}.unit", "cannot be combined with per_amount")
+    daily_limit = None
+    if raw.get("daily_limit") is not None:
+        daily_limit = c.integer(f"{path}.daily_limit", raw["daily_limit"], minimum=1)
+    once = c.boolean(f"{path}.once", raw.get("once", False))
+    counts = c.boolean(f"{path}.counts_toward_daily_cap", raw.get("counts_toward_daily_cap", True))
+    streak = _parse_streak(c, f"{path}.streak_bonus", raw.get("streak_bonus"))
+    require = _parse_require(c, f"{path}.require", raw.get("require"))
+    if points < 0 and streak:
+        c.add(f"{path}.streak_bonus", "a penalty rule (negative points) cannot pay a streak bonus")
+    if len(c.errors) > before:
+        return None
+    return EarningRule(
+        action=action,
+        points=points,
+        unit=unit,
+        per_amount=per_amount,
+        daily_limit=daily_limit,
+        once=once,
+        streak_bonus=streak,
+        require=require,
+        counts_toward_daily_cap=counts,
+    )
+
+
+def _parse_streak(c: _Collector, path: str, raw: Any) -> tuple[tuple[int, int], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping) or not raw:
+        c.add(path, "must map a streak length in days to bonus points, e.g. {7: 20}")
+        return ()
+    bonuses: list[tuple[int, int]] = []
+    for key, value in raw.items():
+        try:
+            days = int(key)
+        except (TypeError, ValueError):
+            c.add(f"{path}.{key}", "the key must be a number of days")
+            continue
+        if days < 2:
+            c.add(f"{path}.{key}", "a streak is at least 2 days")
+            continue
+        bonus = c.integer(f"{path}.{key}", value, minimum=1)
+        if bonus is not None:
+            bonuses.append((days, bonus))
+    return tuple(sorted(bonuses))
+
+
+def _parse_require(c: _Collector, path: str, raw: Any) -> tuple[Requirement, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        c.add(path, "must be an object such as {min_length: 20}")
+        return ()
+    requirements = []
+    for key, value in raw.items():
+        key = str(key)
+        for op in ("min", "max"):
+            if key.startswith(f"{op}_") and len(key) > len(op) + 1:
+                if not isinstance(value, int | float) or isinstance(value, bool):
+                    c.add(f"{path}.{key}", "must be a number")
+                    break
+                requirements.append(Requirement(key[len(op) + 1 :], op, str(value)))
+                break
+        else:
+            if isinstance(value, Mapping | list):
+                c.add(f"{path}.{key}", "must be a plain value")
+                continue
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            requirements.append(Requirement(key, "eq", text))
+    return tuple(requirements)

@@ -1,0 +1,220 @@
+"""The points database, as SQLAlchemy Core tables. Migrations in ../migrations create them;
+tests/integration/test_points_schema.py checks the two agree.
+
+Every row carries its `app`; every query filters on it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+# The app's points program (the `points` and `earning` sections), current version.
+apps = Table(
+    "apps",
+    metadata,
+    Column("app", Text, primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("program", JSONB, nullable=False),
+    # Sandbox apps run on a test clock: the service's clock plus this offset.
+    Column("clock_offset_seconds", BigInteger, nullable=False, server_default="0"),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Every version ever stored, for audit and rollback.
+program_versions = Table(
+    "program_versions",
+    metadata,
+    Column("app", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("program", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("app", "version"),
+)
+
+# One per (app, user) and five system accounts per app (user_id ''): issued, spent, expired,
+# adjusted, held. A user's `balance` is the sum of its entries and may be negative only after a
+# reversal. System accounts keep balance NULL: their balances are the sums of their entries,
+# computed when read, because a stored one would make every earn of an app queue on one row.
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("app", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("balance", BigInteger),
+    # Points of this user sitting in live holds (they left `balance` for the held account).
+    Column("held", BigInteger, nullable=False, server_default="0"),
+    Column("lifetime_earned", BigInteger, nullable=False, server_default="0"),
+    UniqueConstraint("app", "kind", "user_id", name="accounts_app_kind_user_key"),
+)
+
+# One per movement; its entries (legs) sum to zero. Append-only.
+transactions = Table(
+    "transactions",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("app", Text, nullable=False),
+    # earn, grant, adjust, gift, hold, release, capture, refund, expire, reverse
+    Column("kind", Text, nullable=False),
+    # The event id, saga id or request id behind it.
+    Column("ref", Text, nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("operator", Text, nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("txn_id", BigInteger, ForeignKey("transactions.id"), nullable=False),
+    Column("app", Text, nullable=False),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    # The lot a user leg credited or debited, when there is one (history shows its expiry).
+    Column("lot_id", BigInteger),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("entries_account_id_idx", "account_id", "id"),
+    Index("entries_app_created_idx", "app", "created_at"),
+    Index("entries_txn_idx", "txn_id"),
+)
+
+# Points that expire together: one lot per (account, expiry instant). Credits on the same local
+# day share a lot under a rolling policy, so an account has a lot per day it earned, not per
+# event. `remaining` is what is left to spend; a hold's share lives in hold_allocations.
+lots = Table(
+    "lots",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("app", Text, nullable=False),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("amount", BigInteger, nullable=False),
+    Column("remaining", BigInteger, nullable=False),
+    Column("expired", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint(
+        "account_id",
+        "expires_at",
+        name="lots_account_expiry_key",
+        postgresql_nulls_not_distinct=True,
+    ),
+    Index(
+        "lots_due_idx",
+        "app",
+        "expires_at",
+        "id",
+        postgresql_where=text("remaining > 0 AND expires_at IS NOT NULL"),
+    ),
+)
+
+# Earn idempotency: one row per (app, event_id) with the reply; the reversal's reply too.
+events = Table(
+    "events",
+    metadata,
+    Column("app", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("payload_hash", Text, nullable=False),
+    Column("points", BigInteger, nullable=False, server_default="0"),
+    Column("response", JSONB),
+    Column("reversal", JSONB),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("app", "event_id"),
+)
+
+# Idempotency of Grant, Adjust, Gift and Refund: the first reply, by (app, request_id).
+requests = Table(
+    "requests",
+    metadata,
+    Column("app", Text, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("payload_hash", Text, nullable=False),
+    Column("response", JSONB),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("app", "request_id"),
+)
+
+# Per user, action and local day: quantity reported and units paid (daily_limit). Action ''
+# counts the points toward the per-user daily cap.
+earn_counters = Table(
+    "earn_counters",
+    metadata,
+    Column("app", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("quantity", BigInteger, nullable=False, server_default="0"),
+    Column("units", BigInteger, nullable=False, server_default="0"),
+    Column("points", BigInteger, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("app", "user_id", "day", "action"),
+)
+
+# Per user and action: `once` rules already paid, and the streak of consecutive local days.
+earn_state = Table(
+    "earn_state",
+    metadata,
+    Column("app", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("once_done", Boolean, nullable=False, server_default="false"),
+    Column("streak_last_day", Date),
+    Column("streak_length", Integer, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("app", "user_id", "action"),
+)
+
+# A saga's hold, and its barrier: one row per (app, saga_id) written in the same transaction as
+# the movement. A release that finds no hold writes a RELEASED row with amount 0, so the late
+# hold for that saga finds it and fails; repeats read the row and answer as the first did.
+holds = Table(
+    "holds",
+    metadata,
+    Column("app", Text, nullable=False),
+    Column("saga_id", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    # HELD, CAPTURED, RELEASED, EXPIRED
+    Column("state", Text, nullable=False),
+    Column("ref", Text, nullable=False, server_default=""),
+    Column("payload_hash", Text, nullable=False, server_default=""),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("refunded", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("app", "saga_id"),
+    Index("holds_live_idx", "expires_at", postgresql_where=text("state = 'HELD'")),
+)
+
+# Which lots a hold took its points from, so a release or refund puts them back.
+hold_allocations = Table(
+    "hold_allocations",
+    metadata,
+    Column("app", Text, nullable=False),
+    Column("saga_id", Text, nullable=False),
+    Column("lot_id", BigInteger, ForeignKey("lots.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("refunded", BigInteger, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("app", "saga_id", "lot_id"),
+)
+
+SYSTEM_ACCOUNTS = ("issued", "spent", "expired", "adjusted", "held")
