@@ -11,8 +11,10 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2
 from loyalty.common.v1 import common_pb2
 from loyalty.points.v1 import points_pb2 as pb
+from loyalty.points.v1.points_pb2_grpc import PointsServiceAsyncStub as PointsStub
 
 from plumbing.grpc_errors import rich_status
 from tests.programs import example_program, points_section, points_section_json
@@ -36,11 +38,14 @@ async def app(points) -> str:
     reply = await points.ConfigureRules(
         pb.ConfigureRulesRequest(app=name, section_json=points_section_json())
     )
-    assert reply.version == 1 and not reply.errors
+    assert reply.version == 1
+    assert not reply.errors
     return name
 
 
-async def earn(points, app, user, action, quantity=0, **attributes):
+async def earn(
+    points: PointsStub, app: str, user: str, action: str, quantity: int = 0, **attributes: str
+) -> pb.EarnResponse:
     return await points.Earn(
         pb.EarnRequest(
             app=app,
@@ -53,7 +58,7 @@ async def earn(points, app, user, action, quantity=0, **attributes):
     )
 
 
-async def grant(points, app, user, amount):
+async def grant(points: PointsStub, app: str, user: str, amount: int) -> pb.Movement:
     return await points.Grant(
         pb.GrantRequest(
             app=app,
@@ -66,23 +71,21 @@ async def grant(points, app, user, amount):
     )
 
 
-async def balance(points, app, user) -> pb.Balance:
+async def balance(points: PointsStub, app: str, user: str) -> pb.Balance:
     return await points.GetBalance(pb.GetBalanceRequest(app=app, user_id=user))
 
 
-async def advance(points, app, seconds):
+async def advance(points: PointsStub, app: str, seconds: int) -> common_pb2.AdvanceClockResponse:
     return await points.AdvanceClock(
         common_pb2.AdvanceClockRequest(app=app, seconds=seconds, request_id=new_id("clk-"))
     )
 
 
-def failure(caught) -> tuple[grpc.StatusCode, str, str]:
+def failure(caught: pytest.ExceptionInfo[grpc.aio.AioRpcError]) -> tuple[grpc.StatusCode, str, str]:
     """(code, reason, field) of a failed call."""
     error = caught.value
     status = rich_status(error)
     reason = field = ""
-    from google.rpc import error_details_pb2
-
     for detail in status.details if status else []:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
@@ -314,7 +317,8 @@ async def test_two_concurrent_holds_exceeding_the_balance_one_wins(points, app):
     )
     won = [o for o in outcomes if isinstance(o, pb.HoldResponse)]
     lost = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
-    assert len(won) == 1 and len(lost) == 1
+    assert len(won) == 1
+    assert len(lost) == 1
     assert lost[0].code() == grpc.StatusCode.FAILED_PRECONDITION
     view = await balance(points, app, "u1")
     assert (view.available, view.held) == (40, 60)
@@ -328,7 +332,8 @@ async def test_fifty_concurrent_spends_never_overdraw(points, app):
         try:
             await points.Hold(pb.HoldRequest(app=app, saga_id=saga, user_id="u1", amount=30))
         except grpc.aio.AioRpcError as error:
-            assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+            if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
             return False
         await points.Capture(pb.CaptureRequest(app=app, saga_id=saga))
         return True
