@@ -212,7 +212,7 @@ def test_allocation_takes_exactly_the_amount_soonest_first(
     by_id = {lot.lot_id: lot for lot in lots}
     assert all(part.amount <= by_id[part.lot_id].amount for part in taken)
     # Every lot expiring strictly before the last one touched was emptied.
-    last = max(by_id[p.lot_id].expires_at for p in taken)  # type: ignore[type-var]
+    last = max(by_id[p.lot_id].expires_at or base for p in taken)
     for lot in lots:
         if lot.expires_at is not None and lot.expires_at < last:
             assert any(p.lot_id == lot.lot_id and p.amount == lot.amount for p in taken)
