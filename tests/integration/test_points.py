@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -14,10 +15,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from loyalty.common.v1 import common_pb2
 from loyalty.points.v1 import points_pb2 as pb
-from loyalty.points.v1.points_pb2_grpc import PointsServiceAsyncStub as PointsStub
 
 from plumbing.grpc_errors import rich_status
 from tests.programs import example_program, points_section, points_section_json
+
+if TYPE_CHECKING:
+    from loyalty.points.v1.points_pb2_grpc import PointsServiceAsyncStub as PointsStub
 
 MONTH = 31 * 86400
 
