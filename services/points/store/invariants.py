@@ -13,6 +13,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 CHECKS: dict[str, str] = {
+    # Every leg belongs to a transaction and an account of its own app (what foreign keys
+    # would enforce; see tables.entries for why there are none).
+    "legs reference their app": """
+        SELECT e.id FROM entries e
+        LEFT JOIN accounts a ON a.id = e.account_id
+        LEFT JOIN transactions t ON t.id = e.txn_id
+        WHERE e.app = :app
+          AND (a.id IS NULL OR t.id IS NULL OR a.app <> e.app OR t.app <> e.app)
+    """,
     # Every transaction's legs sum to zero.
     "transactions balance": """
         SELECT t.id, t.kind, sum(e.amount) AS total

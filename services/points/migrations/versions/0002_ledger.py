@@ -60,16 +60,15 @@ def upgrade() -> None:
     op.create_table(
         "entries",
         sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
-        sa.Column("txn_id", sa.BigInteger, sa.ForeignKey("transactions.id"), nullable=False),
+        sa.Column("txn_id", sa.BigInteger, nullable=False),
         sa.Column("app", sa.Text, nullable=False),
-        sa.Column("account_id", sa.BigInteger, sa.ForeignKey("accounts.id"), nullable=False),
+        sa.Column("account_id", sa.BigInteger, nullable=False),
         sa.Column("amount", sa.BigInteger, nullable=False),
         sa.Column("lot_id", sa.BigInteger),
         sa.Column("created_at", TS, nullable=False),
     )
     op.create_index("entries_account_id_idx", "entries", ["account_id", "id"])
     op.create_index("entries_app_created_idx", "entries", ["app", "created_at"])
-    op.create_index("entries_txn_idx", "entries", ["txn_id"])
     op.create_table(
         "lots",
         sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
