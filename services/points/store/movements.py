@@ -45,22 +45,9 @@ async def grant(
     operator: str,
 ) -> dict[str, Any]:
     """An ops credit: new points from `issued`, with the app's expiry, outside the daily cap."""
-    digest = payload_hash(
-        {"user_id": user_id, "amount": amount, "reason": reason, "operator": operator}
+    return await _ops_movement(
+        conn, ap, now, "grant", request_id, user_id, amount, reason, operator, counter="issued"
     )
-    replay = await claim_request(conn, ap.app, request_id, "grant", digest, now)
-    if replay is not None:
-        return {**replay, "duplicate": True}
-    account = await lock_user_account(conn, ap.app, user_id)
-    legs = await _credit_new(conn, ap, account, amount, now)
-    legs.append(Leg(ap.system["issued"], -amount))
-    txn_id = await record_transaction(
-        conn, ap.app, "grant", request_id, now, legs, reason=reason, operator=operator
-    )
-    await apply_to_account(conn, account, balance=amount, earned=amount)
-    response = _movement(txn_id, amount, account.balance)
-    await finish_request(conn, ap.app, request_id, response)
-    return {**response, "duplicate": False}
 
 
 async def adjust(
@@ -75,10 +62,29 @@ async def adjust(
 ) -> dict[str, Any]:
     """An ops correction against `adjusted`: up creates a lot; down spends lots soonest-expiring
     first and may not overdraw (INSUFFICIENT_POINTS)."""
+    return await _ops_movement(
+        conn, ap, now, "adjust", request_id, user_id, delta, reason, operator, counter="adjusted"
+    )
+
+
+async def _ops_movement(
+    conn: AsyncConnection,
+    ap: AppProgram,
+    now: datetime,
+    kind: str,
+    request_id: str,
+    user_id: str,
+    delta: int,
+    reason: str,
+    operator: str,
+    *,
+    counter: str,
+) -> dict[str, Any]:
+    """One audited ops movement (reason and operator on the transaction), idempotent."""
     digest = payload_hash(
         {"user_id": user_id, "delta": delta, "reason": reason, "operator": operator}
     )
-    replay = await claim_request(conn, ap.app, request_id, "adjust", digest, now)
+    replay = await claim_request(conn, ap.app, request_id, kind, digest, now)
     if replay is not None:
         return {**replay, "duplicate": True}
     account = await lock_user_account(conn, ap.app, user_id)
@@ -86,11 +92,13 @@ async def adjust(
         legs = await _credit_new(conn, ap, account, delta, now)
     else:
         _, legs = await take_points(conn, ap.app, account, -delta, now, ap.system["expired"])
-    legs.append(Leg(ap.system["adjusted"], -delta))
+    legs.append(Leg(ap.system[counter], -delta))
     txn_id = await record_transaction(
-        conn, ap.app, "adjust", request_id, now, legs, reason=reason, operator=operator
+        conn, ap.app, kind, request_id, now, legs, reason=reason, operator=operator
     )
-    await apply_to_account(conn, account, balance=delta)
+    # Grants count as earned (lifetime); corrections do not.
+    earned = delta if kind == "grant" else 0
+    await apply_to_account(conn, account, balance=delta, earned=earned)
     response = _movement(txn_id, delta, account.balance)
     await finish_request(conn, ap.app, request_id, response)
     return {**response, "duplicate": False}
