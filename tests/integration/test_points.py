@@ -104,15 +104,20 @@ def failure(caught: pytest.ExceptionInfo[grpc.aio.AioRpcError]) -> tuple[grpc.St
 # --- configuration ----------------------------------------------------------------------
 
 
-async def test_the_example_program_is_accepted_and_versioned(points):
+async def test_the_example_program_is_accepted_and_versioned(points: PointsStub) -> None:
     name = new_id("app-")
+    program = example_program()
     first = await points.ConfigureRules(
-        pb.ConfigureRulesRequest(app=name, section_json=points_section_json())
+        pb.ConfigureRulesRequest(app=name, section_json=points_section_json(program))
     )
-    second = await points.ConfigureRules(
-        pb.ConfigureRulesRequest(app=name, section_json=points_section_json())
+    same = await points.ConfigureRules(
+        pb.ConfigureRulesRequest(app=name, section_json=points_section_json(program))
     )
-    assert (first.version, second.version) == (1, 2)
+    program["points"]["daily_cap"] = 120
+    changed = await points.ConfigureRules(
+        pb.ConfigureRulesRequest(app=name, section_json=points_section_json(program))
+    )
+    assert (first.version, same.version, changed.version) == (1, 1, 2)
 
 
 async def test_an_invalid_program_reports_every_error_with_its_path(points):

@@ -44,7 +44,19 @@ class Programs:
         return self._clock.now() + app.clock_offset
 
     async def store(self, app: str, section: dict[str, Any], program: PointsProgram) -> int:
+        """Stores the program as the app's next version; the same program again keeps its
+        version, so re-applying a program file is a no-op."""
         async with self._engine.begin() as conn:
+            current = (
+                await conn.execute(
+                    select(apps.c.version, apps.c.program)
+                    .where(apps.c.app == app)
+                    .with_for_update()
+                )
+            ).one_or_none()
+            if current is not None and current.program == section:
+                # Applying the same program again changes nothing: no new version.
+                return int(current.version)
             now = self._clock.now()
             row = (
                 await conn.execute(
