@@ -29,7 +29,6 @@ from services.points import jobs
 from services.points.domain.errors import HoldCaptured, HoldExpired, HoldReleased
 from services.points.domain.program import ProgramInvalid, parse_program
 from services.points.store import earning, holds, movements, queries, sweep
-from services.points.store.idempotency import claim_request, finish_request, payload_hash
 from services.points.store.programs import AppProgram, Programs
 
 T = TypeVar("T")
@@ -405,15 +404,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         request_id = require_id("request_id", request.request_id)
         seconds = require_positive("seconds", request.seconds, maximum=MAX_CLOCK_ADVANCE)
         ap = await self.programs.get(request.app)
-        async with self.engine.begin() as conn:
-            digest = payload_hash({"seconds": seconds})
-            replay = await claim_request(
-                conn, ap.app, request_id, "advance_clock", digest, self.programs.now(ap)
-            )
-            if replay is None:
-                await finish_request(conn, ap.app, request_id, {"seconds": seconds})
-        if replay is None:
-            ap = await self.programs.advance_clock(ap.app, seconds)
+        ap = await self.programs.advance_clock(ap.app, request_id, seconds, self.programs.now(ap))
         await jobs.release_expired_holds(self.engine, self.programs, only=ap.app)
         await jobs.expire_due_lots(self.engine, self.programs, only=ap.app)
         return common_pb2.AdvanceClockResponse(now=_timestamp(self.programs.now(ap)))

@@ -78,11 +78,6 @@ _CLAIM = """
     VALUES (%(app)s, %(event_id)s, %(user_id)s, %(hash)s, 0, %(response)s::jsonb, %(now)s)
     ON CONFLICT DO NOTHING RETURNING 1
 """
-_LOCK_ACCOUNT = """
-    INSERT INTO accounts (app, kind, user_id, balance) VALUES (%(app)s, 'user', %(user_id)s, 0)
-    ON CONFLICT ON CONSTRAINT accounts_app_kind_user_key DO UPDATE SET held = accounts.held
-    RETURNING id, user_id, balance, held, lifetime_earned
-"""
 _KEY = "app = %(app)s AND user_id = %(user_id)s"
 _READ_STATE = f"""
     SELECT
@@ -159,7 +154,7 @@ async def earn(
     if rule is None or rule.points == 0:
         return result
 
-    account = _account((await conn.exec_driver_sql(_LOCK_ACCOUNT, params)).one())
+    account = await lock_user_account(conn, ap.app, event.user_id)
     day = local_day(event.occurred_at or now, program.zone)
     params["day"] = day
     before = _state((await conn.exec_driver_sql(_READ_STATE, params)).one())
@@ -205,10 +200,6 @@ async def earn(
     params.update(points_awarded=points, response=json.dumps(_to_json(result)))
     await conn.exec_driver_sql("WITH " + ",\n".join(ctes) + "\nSELECT 1", params)
     return result
-
-
-def _account(row: Any) -> Account:
-    return Account(int(row[0]), row[1], int(row[2]), int(row[3]), int(row[4]))
 
 
 def _state(row: Any) -> EarnState:

@@ -46,6 +46,9 @@ from services.points.store.ledger import (
 from services.points.store.programs import AppProgram
 from services.points.store.tables import hold_allocations, holds, lots
 
+# A row of _HOLD_COLUMNS (saga_id, user_id, amount, state, expires_at, payload_hash, refunded).
+HoldRow = Any
+
 HELD, CAPTURED, RELEASED, EXPIRED = "HELD", "CAPTURED", "RELEASED", "EXPIRED"
 
 
@@ -57,8 +60,8 @@ class HoldResult:
     expires_at: datetime | None
 
 
-def _result(row: object) -> HoldResult:
-    return HoldResult(row.saga_id, row.state, int(row.amount), row.expires_at)  # type: ignore[attr-defined]
+def _result(row: HoldRow) -> HoldResult:
+    return HoldResult(row.saga_id, row.state, int(row.amount), row.expires_at)
 
 
 _HOLD_COLUMNS = (
@@ -72,7 +75,7 @@ _HOLD_COLUMNS = (
 )
 
 
-async def _lock_hold(conn: AsyncConnection, app: str, saga_id: str) -> object | None:
+async def _lock_hold(conn: AsyncConnection, app: str, saga_id: str) -> HoldRow | None:
     return (
         await conn.execute(
             select(*_HOLD_COLUMNS)
@@ -114,9 +117,9 @@ async def hold(
     if inserted is None:
         row = await _lock_hold(conn, ap.app, saga_id)
         assert row is not None
-        if row.payload_hash == "":  # type: ignore[attr-defined]
+        if row.payload_hash == "":
             raise HoldReleased(f"saga {saga_id!r} was released before its hold arrived")
-        if row.payload_hash != digest:  # type: ignore[attr-defined]
+        if row.payload_hash != digest:
             raise IdempotencyConflict(f"saga {saga_id!r} already holds a different amount or user")
         return _result(row)
 
@@ -143,13 +146,13 @@ async def capture(conn: AsyncConnection, ap: AppProgram, now: datetime, saga_id:
     row = await _lock_hold(conn, ap.app, saga_id)
     if row is None:
         raise HoldNotFound(f"no hold for saga {saga_id!r}")
-    if row.state != HELD:  # type: ignore[attr-defined]
+    if row.state != HELD:
         return _result(row)
-    if row.expires_at < now:  # type: ignore[attr-defined]
+    if row.expires_at < now:
         return await _give_back(conn, ap, now, row, EXPIRED)
-    account = await lock_existing_account(conn, ap.app, row.user_id)  # type: ignore[attr-defined]
+    account = await lock_existing_account(conn, ap.app, row.user_id)
     assert account is not None
-    amount = int(row.amount)  # type: ignore[attr-defined]
+    amount = int(row.amount)
     legs = [Leg(ap.system["held"], -amount), Leg(ap.system["spent"], amount)]
     await record_transaction(conn, ap.app, "capture", saga_id, now, legs)
     await apply_to_account(conn, account, held=-amount)
@@ -184,21 +187,21 @@ async def release(conn: AsyncConnection, ap: AppProgram, now: datetime, saga_id:
         # A hold for this saga committed in between: release it like any other.
         row = await _lock_hold(conn, ap.app, saga_id)
         assert row is not None
-    if row.state != HELD:  # type: ignore[attr-defined]
+    if row.state != HELD:
         return _result(row)
     return await _give_back(conn, ap, now, row, RELEASED)
 
 
 async def _give_back(
-    conn: AsyncConnection, ap: AppProgram, now: datetime, row: object, final_state: str
+    conn: AsyncConnection, ap: AppProgram, now: datetime, row: HoldRow, final_state: str
 ) -> HoldResult:
     """The held points return to the lots they came from; those whose lot expired meanwhile
     expire at once, in a transaction of their own that says so."""
-    saga_id: str = row.saga_id  # type: ignore[attr-defined]
-    amount = int(row.amount)  # type: ignore[attr-defined]
-    account = await lock_existing_account(conn, ap.app, row.user_id)  # type: ignore[attr-defined]
+    saga_id: str = row.saga_id
+    amount = int(row.amount)
+    account = await lock_existing_account(conn, ap.app, row.user_id)
     assert account is not None
-    parts = await _allocations(conn, ap.app, saga_id, refunded=False)
+    parts = await _allocations(conn, ap.app, saga_id)
     legs, dead = await put_back_points(conn, account, parts, now)
     legs.append(Leg(ap.system["held"], -amount))
     kind = "release" if final_state == RELEASED else "expire_hold"
@@ -230,10 +233,8 @@ async def _expire_returned(
         )
 
 
-async def _allocations(
-    conn: AsyncConnection, app: str, saga_id: str, *, refunded: bool
-) -> list[LotSlice]:
-    """The hold's lots, latest-expiring first; with ``refunded`` only what is not refunded yet."""
+async def _allocations(conn: AsyncConnection, app: str, saga_id: str) -> list[LotSlice]:
+    """What the hold took from each lot and has not refunded yet, latest-expiring first."""
     left = hold_allocations.c.amount - hold_allocations.c.refunded
     statement = (
         select(hold_allocations.c.lot_id, lots.c.expires_at, left.label("amount"))
@@ -276,20 +277,20 @@ async def refund(
     row = await _lock_hold(conn, ap.app, saga_id)
     if row is None:
         raise HoldNotFound(f"no hold for saga {saga_id!r}")
-    if row.state == RELEASED:  # type: ignore[attr-defined]
+    if row.state == RELEASED:
         raise HoldReleased(f"saga {saga_id!r} was released, nothing was spent")
-    if row.state != CAPTURED:  # type: ignore[attr-defined]
-        raise HoldNotCaptured(f"saga {saga_id!r} is {row.state}, not captured")  # type: ignore[attr-defined]
-    refundable = int(row.amount) - int(row.refunded)  # type: ignore[attr-defined]
+    if row.state != CAPTURED:
+        raise HoldNotCaptured(f"saga {saga_id!r} is {row.state}, not captured")
+    refundable = int(row.amount) - int(row.refunded)
     if amount > refundable:
         raise RefundExceedsCapture(
             f"at most {refundable} points of saga {saga_id!r} can still be refunded",
             metadata={"refundable": str(refundable)},
         )
-    account = await lock_existing_account(conn, ap.app, row.user_id)  # type: ignore[attr-defined]
+    account = await lock_existing_account(conn, ap.app, row.user_id)
     assert account is not None
     parts, left = [], amount
-    for part in await _allocations(conn, ap.app, saga_id, refunded=True):
+    for part in await _allocations(conn, ap.app, saga_id):
         take = min(left, part.amount)
         if take:
             parts.append(LotSlice(part.lot_id, part.expires_at, take))
@@ -319,7 +320,7 @@ async def refund(
     return {**response, "duplicate": False}
 
 
-async def due_holds(conn: AsyncConnection, app: str, now: datetime, limit: int) -> list[object]:
+async def due_holds(conn: AsyncConnection, app: str, now: datetime, limit: int) -> list[HoldRow]:
     """Live holds past their TTL, locked; holds another transaction is working on are skipped."""
     statement = (
         select(*_HOLD_COLUMNS)
@@ -331,5 +332,5 @@ async def due_holds(conn: AsyncConnection, app: str, now: datetime, limit: int) 
     return list(await conn.execute(statement))
 
 
-async def expire_hold(conn: AsyncConnection, ap: AppProgram, now: datetime, row: object) -> None:
+async def expire_hold(conn: AsyncConnection, ap: AppProgram, now: datetime, row: HoldRow) -> None:
     await _give_back(conn, ap, now, row, EXPIRED)

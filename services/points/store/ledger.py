@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -49,21 +50,23 @@ _ACCOUNT_COLUMNS = (
 )
 
 
-def _account(row: Sequence[object]) -> Account:
-    return Account(*row)  # type: ignore[arg-type]
+def _account(row: Any) -> Account:
+    return Account(int(row[0]), row[1], int(row[2]), int(row[3]), int(row[4]))
+
+
+# Driver-level SQL: the account lock is on every write path (Earn included), so it skips
+# statement compilation; tracing still sees it.
+_LOCK_USER_ACCOUNT = """
+    INSERT INTO accounts (app, kind, user_id, balance) VALUES (%(app)s, 'user', %(user_id)s, 0)
+    ON CONFLICT ON CONSTRAINT accounts_app_kind_user_key DO UPDATE SET held = accounts.held
+    RETURNING id, user_id, balance, held, lifetime_earned
+"""
 
 
 async def lock_user_account(conn: AsyncConnection, app: str, user_id: str) -> Account:
     """Creates the account if needed and returns it locked (the upsert takes the row lock)."""
-    statement = (
-        pg_insert(accounts)
-        .values(app=app, kind="user", user_id=user_id, balance=0)
-        .on_conflict_do_update(
-            constraint="accounts_app_kind_user_key", set_={"held": accounts.c.held}
-        )
-        .returning(*_ACCOUNT_COLUMNS)
-    )
-    return _account((await conn.execute(statement)).one())
+    params = {"app": app, "user_id": user_id}
+    return _account((await conn.exec_driver_sql(_LOCK_USER_ACCOUNT, params)).one())
 
 
 async def lock_existing_account(conn: AsyncConnection, app: str, user_id: str) -> Account | None:

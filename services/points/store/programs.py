@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from plumbing.clock import Clock
 from services.points.domain.errors import UnknownApp
 from services.points.domain.program import PointsProgram, parse_program
+from services.points.store.idempotency import claim_request, finish_request, payload_hash
 from services.points.store.tables import SYSTEM_ACCOUNTS, accounts, apps, program_versions
 
 CACHE_SECONDS = 2.0
@@ -87,19 +88,22 @@ class Programs:
         self._cache.pop(app, None)
         return version
 
-    async def advance_clock(self, app: str, seconds: int) -> AppProgram:
-        """Moves a sandbox app's test clock forward (the gateway checks the app is a sandbox)."""
+    async def advance_clock(
+        self, app: str, request_id: str, seconds: int, now: datetime
+    ) -> AppProgram:
+        """Moves a sandbox app's test clock forward (the gateway checks the app is a sandbox).
+        The request is claimed in the same transaction as the move, so a retry after any
+        failure moves the clock exactly once."""
         async with self._engine.begin() as conn:
-            moved = (
+            digest = payload_hash({"seconds": seconds})
+            replay = await claim_request(conn, app, request_id, "advance_clock", digest, now)
+            if replay is None:
                 await conn.execute(
                     update(apps)
                     .where(apps.c.app == app)
                     .values(clock_offset_seconds=apps.c.clock_offset_seconds + seconds)
-                    .returning(apps.c.app)
                 )
-            ).scalar_one_or_none()
-            if moved is None:
-                raise UnknownApp(app)
+                await finish_request(conn, app, request_id, {"seconds": seconds})
         self._cache.pop(app, None)
         return await self.get(app)
 
