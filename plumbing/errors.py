@@ -71,6 +71,12 @@ class AlreadyExists(LoyaltyError):
     reason = "ALREADY_EXISTS"
 
 
+class IdempotencyConflict(AlreadyExists):
+    """The same idempotency key arrived earlier with a different payload."""
+
+    reason = "IDEMPOTENCY_KEY_REUSED"
+
+
 class FailedPrecondition(LoyaltyError):
     kind = ErrorKind.FAILED_PRECONDITION
     reason = "FAILED_PRECONDITION"

@@ -39,3 +39,16 @@ def points_section(program: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def points_section_json(program: dict[str, Any] | None = None) -> str:
     return json.dumps(points_section(program))
+
+
+def levels_section(program: dict[str, Any] | None = None) -> dict[str, Any]:
+    program = program or example_program()
+    return {
+        "timezone": program["timezone"],
+        "levels": program["levels"],
+        "badges": program.get("badges", []),
+    }
+
+
+def levels_section_json(program: dict[str, Any] | None = None) -> str:
+    return json.dumps(levels_section(program))

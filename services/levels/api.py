@@ -1,13 +1,389 @@
-"""gRPC API of the levels service: protobuf in, domain calls, protobuf out.
+"""gRPC API of the levels service: checks the request, runs the store, maps the answer to
+protobuf. Domain errors become statuses in plumbing.grpc_errors."""
 
-Every RPC answers UNIMPLEMENTED (inherited from the generated base) until issue #4
-builds the service; nothing here pretends to work."""
+from __future__ import annotations
 
-from loyalty.levels.v1 import levels_pb2_grpc
+import asyncio
+import contextlib
+from datetime import date, datetime, timedelta
+from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
+from loyalty.common.v1 import common_pb2
+from loyalty.levels.v1 import levels_pb2, levels_pb2_grpc
+
+from plumbing.errors import InvalidArgument
+from plumbing.programs import StoredProgram
+from plumbing.sections import ProgramInvalid, invalid_section, load_section
 from plumbing.server import Resources
+from plumbing.validation import (
+    check_attributes,
+    optional_text,
+    require_id,
+    require_non_negative,
+    require_positive,
+)
+from plumbing.wire import (
+    decode_page_token,
+    encode_page_token,
+    from_timestamp,
+    page_size,
+    to_timestamp,
+)
+from services.levels import jobs
+from services.levels.domain.errors import TierTooLow, UnknownTier
+from services.levels.domain.periods import local_day, local_midnight
+from services.levels.domain.program import LevelsProgram, parse_levels
+from services.levels.domain.tiers import rank
+from services.levels.store import growth, tiers
+from services.levels.store.boards import Board, Leaderboards
+from services.levels.store.programs import levels_programs
+
+# Product backends and the gateway stamp events; a little clock skew is fine, the future is not.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+MAX_BATCH = 500
+MAX_TOP_N = 100
+MAX_FRIENDS = 1000
+MAX_CLOCK_ADVANCE = 10 * 366 * 86400
+
+_BOARDS: dict[int, Board] = {
+    levels_pb2.WEEK: Board.WEEK,
+    levels_pb2.MONTH: Board.MONTH,
+    levels_pb2.ALL_TIME: Board.ALL_TIME,
+}
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _board(value: int) -> Board:
+    board = _BOARDS.get(value)
+    if board is None:
+        raise InvalidArgument("board", "must be WEEK, MONTH or ALL_TIME")
+    return board
+
+
+def _badge(entry: dict[str, Any]) -> levels_pb2.Badge:
+    earned = entry["earned_at"]
+    if isinstance(earned, str):
+        earned = datetime.fromisoformat(earned)
+    return levels_pb2.Badge(
+        code=entry["code"],
+        name=entry["name"],
+        reward_points=int(entry["reward_points"]),
+        earned_at=to_timestamp(earned),
+    )
+
+
+def _growth_reply(reply: dict[str, Any], duplicate: bool) -> levels_pb2.AddGrowthResponse:
+    return levels_pb2.AddGrowthResponse(
+        event_id=reply["event_id"],
+        growth_added=reply["growth_added"],
+        tier_before=reply["tier_before"],
+        tier_after=reply["tier_after"],
+        badges_earned=[_badge(b) for b in reply["badges_earned"]],
+        duplicate=duplicate,
+        notes=reply["notes"],
+    )
 
 
 class LevelsServicer(levels_pb2_grpc.LevelsServiceServicer):
     def __init__(self, resources: Resources) -> None:
-        self.resources = resources
+        self.engine = resources.engine
+        self.programs = levels_programs(resources)
+        if resources.redis is None:
+            raise RuntimeError("the levels service needs Redis for its leaderboards")
+        self.boards = Leaderboards(resources.redis, resources.engine)
+        # Boards that missed writes while Redis was away are rebuilt by this process, which
+        # is the one that knows it missed them.
+        seconds = float(getattr(resources.settings, "board_repair_seconds", 10.0))
+        repair = asyncio.get_running_loop().create_task(
+            jobs.every(
+                seconds, "board repair", lambda: jobs.repair_boards(self.boards, self.programs)
+            ),
+            name="levels-board-repair",
+        )
+        resources.cleanup.push_async_callback(_cancel, repair)
+
+    async def _program(self, app: str) -> StoredProgram[LevelsProgram]:
+        require_id("app", app)
+        return await self.programs.get(app)
+
+    # --- configuration -------------------------------------------------------------------
+
+    async def ConfigureLevels(
+        self, request: levels_pb2.ConfigureLevelsRequest, context: Any
+    ) -> common_pb2.ConfigureResult:
+        require_id("app", request.app)
+        section = load_section(request.section_json)
+        try:
+            parse_levels(section)
+        except ProgramInvalid as invalid:
+            if request.validate_only:
+                return common_pb2.ConfigureResult(errors=invalid.errors)
+            raise invalid_section(invalid) from None
+        if request.validate_only:
+            return common_pb2.ConfigureResult()
+        version = await self.programs.store(request.app, section)
+        return common_pb2.ConfigureResult(version=version)
+
+    # --- growth --------------------------------------------------------------------------
+
+    async def SetUserAttributes(
+        self, request: levels_pb2.SetUserAttributesRequest, context: Any
+    ) -> levels_pb2.SetUserAttributesResponse:
+        stored = await self._program(request.app)
+        user_id = require_id("user_id", request.user_id)
+        attributes = check_attributes("attributes", request.attributes)
+        async with self.engine.begin() as conn:
+            merged = await growth.set_attributes(
+                conn, stored, self.programs.now(stored), user_id, attributes
+            )
+        return levels_pb2.SetUserAttributesResponse(attributes=merged)
+
+    def _growth_input(
+        self, request: levels_pb2.AddGrowthRequest, now: datetime, prefix: str = ""
+    ) -> growth.GrowthInput:
+        occurred_at = from_timestamp(f"{prefix}occurred_at", request, "occurred_at")
+        if occurred_at is not None and occurred_at > now + MAX_CLOCK_SKEW:
+            raise InvalidArgument(f"{prefix}occurred_at", "is in the future")
+        return growth.GrowthInput(
+            event_id=require_id(f"{prefix}event_id", request.event_id),
+            user_id=require_id(f"{prefix}user_id", request.user_id),
+            action=require_id(f"{prefix}action", request.action),
+            amount=require_non_negative(f"{prefix}amount", request.amount),
+            occurred_at=occurred_at,
+            exempt_from_daily_cap=request.exempt_from_daily_cap,
+        )
+
+    async def AddGrowth(
+        self, request: levels_pb2.AddGrowthRequest, context: Any
+    ) -> levels_pb2.AddGrowthResponse:
+        stored = await self._program(request.app)
+        now = self.programs.now(stored)
+        event = self._growth_input(request, now)
+        async with self.engine.begin() as conn:
+            result = await growth.add_growth(conn, stored, now, event)
+        if result.board is not None:
+            await self.boards.record(stored.app, result.board)
+        return _growth_reply(result.reply, result.duplicate)
+
+    async def AddGrowthBatch(
+        self, request: levels_pb2.AddGrowthBatchRequest, context: Any
+    ) -> levels_pb2.AddGrowthBatchResponse:
+        """All events are checked before any is applied; each then commits on its own, so a
+        retried batch replays what was done and does the rest."""
+        if len(request.events) > MAX_BATCH:
+            raise InvalidArgument("events", f"at most {MAX_BATCH} events per batch")
+        checked = []
+        for index, item in enumerate(request.events):
+            prefix = f"events[{index}]."
+            require_id(f"{prefix}app", item.app)
+            stored = await self.programs.get(item.app)
+            checked.append((stored, self._growth_input(item, self.programs.now(stored), prefix)))
+        results = []
+        async with self.engine.connect() as conn:
+            for stored, event in checked:
+                async with conn.begin():
+                    result = await growth.add_growth(conn, stored, self.programs.now(stored), event)
+                results.append(result)
+                if result.board is not None:
+                    await self.boards.record(stored.app, result.board)
+        return levels_pb2.AddGrowthBatchResponse(
+            results=[_growth_reply(r.reply, r.duplicate) for r in results]
+        )
+
+    async def ReverseGrowth(
+        self, request: levels_pb2.ReverseGrowthRequest, context: Any
+    ) -> levels_pb2.ReverseGrowthResponse:
+        stored = await self._program(request.app)
+        event_id = require_id("event_id", request.event_id)
+        reason = optional_text("reason", request.reason)
+        async with self.engine.begin() as conn:
+            result = await growth.reverse_growth(
+                conn, stored, self.programs.now(stored), event_id, reason
+            )
+        if result.board is not None:
+            await self.boards.record(stored.app, result.board)
+        return levels_pb2.ReverseGrowthResponse(
+            growth_reversed=result.growth_reversed, tier_after=result.tier_after
+        )
+
+    # --- tiers ---------------------------------------------------------------------------
+
+    async def EvaluateTiers(
+        self, request: levels_pb2.EvaluateTiersRequest, context: Any
+    ) -> levels_pb2.EvaluateTiersResponse:
+        stored = await self._program(request.app)
+        now = self.programs.now(stored)
+        as_of = from_timestamp("as_of", request, "as_of") or now
+        if as_of > now:
+            raise InvalidArgument("as_of", "is in the future: tiers cannot be judged early")
+        result = await tiers.evaluate_tiers(self.engine, stored, as_of, now)
+        return levels_pb2.EvaluateTiersResponse(
+            users_evaluated=result.users_evaluated, tiers_changed=result.tiers_changed
+        )
+
+    async def _grant(
+        self, app: str, request_id: str, user_id: str, tier: str | None, op: str, why: str
+    ) -> levels_pb2.Level:
+        stored = await self._program(app)
+        async with self.engine.begin() as conn:
+            await tiers.grant_tier(
+                conn, stored, self.programs.now(stored), request_id, user_id, tier, op, why
+            )
+        return await self._level(stored, user_id)
+
+    async def GrantTier(
+        self, request: levels_pb2.GrantTierRequest, context: Any
+    ) -> levels_pb2.Level:
+        stored = await self._program(request.app)
+        request_id = require_id("request_id", request.request_id)
+        user_id = require_id("user_id", request.user_id)
+        code = require_id("tier", request.tier)
+        if stored.program.tier(code) is None:
+            raise UnknownTier("tier", code)
+        operator = require_id("operator", request.operator)
+        reason = require_id("reason", request.reason, max_length=1024)
+        return await self._grant(request.app, request_id, user_id, code, operator, reason)
+
+    async def RevokeTier(
+        self, request: levels_pb2.RevokeTierRequest, context: Any
+    ) -> levels_pb2.Level:
+        require_id("app", request.app)
+        request_id = require_id("request_id", request.request_id)
+        user_id = require_id("user_id", request.user_id)
+        operator = require_id("operator", request.operator)
+        reason = require_id("reason", request.reason, max_length=1024)
+        return await self._grant(request.app, request_id, user_id, None, operator, reason)
+
+    async def _level(self, stored: StoredProgram[LevelsProgram], user_id: str) -> levels_pb2.Level:
+        now = self.programs.now(stored)
+        view = await tiers.level_view(self.engine, stored, now, user_id)
+        standing = view.standing
+        tier = standing.tier
+        zone = stored.program.zone
+        return levels_pb2.Level(
+            user_id=user_id,
+            lifetime_growth=view.lifetime_growth,
+            qualifying_growth=standing.qualifying_growth,
+            tier=tier.code if tier else "",
+            tier_name=tier.name if tier else "",
+            perks=dict(tier.perks) if tier else {},
+            next_tier=standing.next_tier.code if standing.next_tier else "",
+            growth_to_next_tier=standing.growth_to_next_tier,
+            granted=standing.granted,
+            growth_to_keep_tier=standing.growth_to_keep_tier,
+            period_ends_at=(
+                to_timestamp(local_midnight(standing.period_ends, zone))
+                if standing.period_ends
+                else None
+            ),
+            badges=[_badge(b) for b in view.badges],
+        )
+
+    async def GetLevel(self, request: levels_pb2.GetLevelRequest, context: Any) -> levels_pb2.Level:
+        stored = await self._program(request.app)
+        return await self._level(stored, require_id("user_id", request.user_id))
+
+    async def ListTierChanges(
+        self, request: levels_pb2.ListTierChangesRequest, context: Any
+    ) -> levels_pb2.ListTierChangesResponse:
+        stored = await self._program(request.app)
+        user_id = require_id("user_id", request.user_id)
+        size = page_size(request.page_size)
+        before = decode_page_token(request.page_token)
+        async with self.engine.connect() as conn:
+            rows = await tiers.tier_changes(conn, stored.app, user_id, before, size + 1)
+        page, more = rows[:size], len(rows) > size
+        return levels_pb2.ListTierChangesResponse(
+            changes=[
+                levels_pb2.TierChange(
+                    from_tier=row.from_tier,
+                    to_tier=row.to_tier,
+                    reason=row.reason,
+                    changed_at=to_timestamp(row.changed_at),
+                    operator=row.operator,
+                    note=row.note,
+                )
+                for row in page
+            ],
+            next_page_token=encode_page_token(page[-1].id) if more and page else "",
+        )
+
+    async def CheckTier(
+        self, request: levels_pb2.CheckTierRequest, context: Any
+    ) -> levels_pb2.CheckTierResponse:
+        stored = await self._program(request.app)
+        user_id = require_id("user_id", request.user_id)
+        wanted = None
+        if request.min_tier:
+            wanted = stored.program.tier(request.min_tier)
+            if wanted is None:
+                raise UnknownTier("min_tier", request.min_tier)
+        code = await tiers.current_tier(self.engine, stored, self.programs.now(stored), user_id)
+        if wanted is not None and rank(stored.program.tier(code)) < wanted.rank:
+            raise TierTooLow(user_id, code, wanted.code)
+        return levels_pb2.CheckTierResponse(tier=code)
+
+    # --- leaderboards --------------------------------------------------------------------
+
+    def _today(self, stored: StoredProgram[LevelsProgram]) -> date:
+        return local_day(self.programs.now(stored), stored.program.zone)
+
+    async def GetRank(
+        self, request: levels_pb2.GetRankRequest, context: Any
+    ) -> levels_pb2.GetRankResponse:
+        stored = await self._program(request.app)
+        user_id = require_id("user_id", request.user_id)
+        board = _board(request.board)
+        position, score = await self.boards.rank(stored.app, board, user_id, self._today(stored))
+        return levels_pb2.GetRankResponse(rank=position, growth=score)
+
+    async def TopN(self, request: levels_pb2.TopNRequest, context: Any) -> levels_pb2.TopNResponse:
+        stored = await self._program(request.app)
+        board = _board(request.board)
+        n = require_positive("n", request.n, maximum=MAX_TOP_N) if request.n else 10
+        entries = await self.boards.top(stored.app, board, n, self._today(stored))
+        return levels_pb2.TopNResponse(
+            users=[
+                levels_pb2.RankedUser(user_id=user, rank=index, growth=score)
+                for index, (user, score) in enumerate(entries, start=1)
+            ]
+        )
+
+    async def RankFriends(
+        self, request: levels_pb2.RankFriendsRequest, context: Any
+    ) -> levels_pb2.TopNResponse:
+        stored = await self._program(request.app)
+        board = _board(request.board)
+        if not request.user_ids:
+            raise InvalidArgument("user_ids", "is required: the user and their friends")
+        if len(request.user_ids) > MAX_FRIENDS:
+            raise InvalidArgument("user_ids", f"at most {MAX_FRIENDS} ids")
+        ids = list(dict.fromkeys(require_id("user_ids[]", u) for u in request.user_ids))
+        entries = await self.boards.friends(stored.app, board, ids, self._today(stored))
+        return levels_pb2.TopNResponse(
+            users=[
+                levels_pb2.RankedUser(user_id=user, rank=index, growth=score)
+                for index, (user, score) in enumerate(entries, start=1)
+            ]
+        )
+
+    # --- sandbox test clock --------------------------------------------------------------
+
+    async def AdvanceClock(
+        self, request: common_pb2.AdvanceClockRequest, context: Any
+    ) -> common_pb2.AdvanceClockResponse:
+        """Moves the app's clock, then applies the downgrades that fell due, so the caller
+        sees them as soon as this returns. A retried request_id moves the clock once."""
+        stored = await self._program(request.app)
+        request_id = require_id("request_id", request.request_id)
+        seconds = require_positive("seconds", request.seconds, maximum=MAX_CLOCK_ADVANCE)
+        stored = await self.programs.advance_clock(stored.app, request_id, seconds)
+        await jobs.judge_stale_members(self.engine, self.programs, only=stored.app)
+        stamp: Timestamp | None = to_timestamp(self.programs.now(stored))
+        return common_pb2.AdvanceClockResponse(now=stamp)

@@ -3,19 +3,16 @@ transaction, maps the answer to protobuf. Domain errors become statuses in plumb
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from loyalty.common.v1 import common_pb2
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plumbing.errors import InvalidArgument
+from plumbing.sections import ProgramInvalid, invalid_section, load_section
 from plumbing.server import Resources
 from plumbing.validation import (
     check_attributes,
@@ -25,9 +22,16 @@ from plumbing.validation import (
     require_nonzero,
     require_positive,
 )
+from plumbing.wire import (
+    decode_page_token,
+    encode_page_token,
+    from_timestamp,
+    page_size,
+    to_timestamp,
+)
 from services.points import jobs
 from services.points.domain.errors import HoldCaptured, HoldExpired, HoldReleased
-from services.points.domain.program import ProgramInvalid, parse_program
+from services.points.domain.program import parse_program
 from services.points.store import earning, holds, movements, queries, sweep
 from services.points.store.programs import AppProgram, Programs
 
@@ -38,10 +42,7 @@ MAX_HOLD_TTL = timedelta(days=7)
 # Product backends and the gateway stamp events; a little clock skew is fine, the future is not.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_BATCH = 500
-MAX_PAGE_SIZE = 200
-DEFAULT_PAGE_SIZE = 50
 MAX_LIABILITY_DAYS = 366
-MAX_SECTION_BYTES = 1 << 20
 MAX_CLOCK_ADVANCE = 10 * 366 * 86400
 
 _HOLD_STATES = {
@@ -50,24 +51,6 @@ _HOLD_STATES = {
     "RELEASED": points_pb2.RELEASED,
     "EXPIRED": points_pb2.EXPIRED,
 }
-
-
-def _timestamp(moment: datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment.astimezone(UTC))
-    return stamp
-
-
-def _moment(field: str, message: Any, name: str) -> datetime | None:
-    if not message.HasField(name):
-        return None
-    stamp: Timestamp = getattr(message, name)
-    try:
-        return stamp.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        raise InvalidArgument(field, "is not a valid timestamp") from None
 
 
 class PointsServicer(points_pb2_grpc.PointsServiceServicer):
@@ -89,21 +72,13 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self, request: points_pb2.ConfigureRulesRequest, context: Any
     ) -> common_pb2.ConfigureResult:
         require_id("app", request.app)
-        if len(request.section_json) > MAX_SECTION_BYTES:
-            raise InvalidArgument("section_json", "must be at most 1 MiB")
-        try:
-            section = json.loads(request.section_json or "{}")
-        except json.JSONDecodeError as error:
-            raise InvalidArgument("section_json", f"is not valid JSON: {error}") from None
+        section = load_section(request.section_json)
         try:
             program = parse_program(section)
         except ProgramInvalid as invalid:
             if request.validate_only:
                 return common_pb2.ConfigureResult(errors=invalid.errors)
-            first, *rest = invalid.errors
-            raise InvalidArgument(
-                "section_json", first, more=[("section_json", error) for error in rest]
-            ) from None
+            raise invalid_section(invalid) from None
         if request.validate_only:
             return common_pb2.ConfigureResult()
         version = await self.programs.store(request.app, section, program)
@@ -118,7 +93,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             action=require_id(f"{prefix}action", request.action),
             quantity=require_non_negative(f"{prefix}quantity", request.quantity),
             attributes=check_attributes(f"{prefix}attributes", request.attributes),
-            occurred_at=_moment(f"{prefix}occurred_at", request, "occurred_at"),
+            occurred_at=from_timestamp(f"{prefix}occurred_at", request, "occurred_at"),
         )
 
     def _check_not_future(self, field: str, moment: datetime | None, now: datetime) -> None:
@@ -233,7 +208,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             saga_id=result.saga_id,
             state=_HOLD_STATES[result.state],
             amount=result.amount,
-            expires_at=_timestamp(result.expires_at),
+            expires_at=to_timestamp(result.expires_at),
         )
 
     async def Hold(self, request: points_pb2.HoldRequest, context: Any) -> points_pb2.HoldResponse:
@@ -296,7 +271,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         require_id("app", request.app)
         ap = await self.programs.get(request.app)
         now = self.programs.now(ap)
-        as_of = _moment("as_of", request, "as_of") or now
+        as_of = from_timestamp("as_of", request, "as_of") or now
         if as_of > now:
             raise InvalidArgument("as_of", "is in the future: points cannot expire early")
         result = await sweep.expire_due(self.engine, ap.app, ap.system["expired"], as_of, now)
@@ -326,7 +301,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             lifetime_earned=view.lifetime_earned,
             balance=view.balance,
             expiring=[
-                common_pb2.ExpiringPoints(amount=amount, expires_at=_timestamp(when))
+                common_pb2.ExpiringPoints(amount=amount, expires_at=to_timestamp(when))
                 for amount, when in view.expiring
             ],
         )
@@ -336,10 +311,8 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
     ) -> points_pb2.ListHistoryResponse:
         require_id("app", request.app)
         user_id = require_id("user_id", request.user_id)
-        if request.page_size < 0:
-            raise InvalidArgument("page_size", "must be >= 0")
-        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        before = _decode_page_token(request.page_token) if request.page_token else None
+        size = page_size(request.page_size)
+        before = decode_page_token(request.page_token)
         ap = await self.programs.get(request.app)
         async with self.engine.connect() as conn:
             rows = await queries.history(conn, ap.app, user_id, before, size + 1)
@@ -351,12 +324,12 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
                     kind=row.kind,
                     reason=row.reason,
                     ref=row.ref,
-                    created_at=_timestamp(row.created_at),
-                    expires_at=_timestamp(row.expires_at),
+                    created_at=to_timestamp(row.created_at),
+                    expires_at=to_timestamp(row.expires_at),
                 )
                 for row in page
             ],
-            next_page_token=_encode_page_token(page[-1].id) if more and page else "",
+            next_page_token=encode_page_token(page[-1].id) if more and page else "",
         )
 
     async def GetLiability(
@@ -407,7 +380,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         ap = await self.programs.advance_clock(ap.app, request_id, seconds, self.programs.now(ap))
         await jobs.release_expired_holds(self.engine, self.programs, only=ap.app)
         await jobs.expire_due_lots(self.engine, self.programs, only=ap.app)
-        return common_pb2.AdvanceClockResponse(now=_timestamp(self.programs.now(ap)))
+        return common_pb2.AdvanceClockResponse(now=to_timestamp(self.programs.now(ap)))
 
 
 def _date(field: str, value: str) -> date:
@@ -417,17 +390,3 @@ def _date(field: str, value: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise InvalidArgument(field, "must be a date YYYY-MM-DD") from None
-
-
-def _encode_page_token(entry_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"before": entry_id}).encode()).decode()
-
-
-def _decode_page_token(token: str) -> int:
-    try:
-        before = json.loads(base64.urlsafe_b64decode(token.encode()))["before"]
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise InvalidArgument("page_token", "is not a token this service issued") from None
-    if not isinstance(before, int) or before <= 0:
-        raise InvalidArgument("page_token", "is not a token this service issued")
-    return before

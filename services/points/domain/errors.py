@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from plumbing.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from plumbing.errors import FailedPrecondition, IdempotencyConflict, InvalidArgument, NotFound
+
+__all__ = ["IdempotencyConflict"]
 
 
 class InsufficientPoints(FailedPrecondition):
@@ -46,9 +48,3 @@ class RefundExceedsCapture(FailedPrecondition):
 
 class EventNotFound(NotFound):
     reason = "EVENT_NOT_FOUND"
-
-
-class IdempotencyConflict(AlreadyExists):
-    """The same idempotency key arrived earlier with a different payload."""
-
-    reason = "IDEMPOTENCY_KEY_REUSED"

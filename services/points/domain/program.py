@@ -8,18 +8,14 @@ program (``earning[2].points: must be an integer``), so an operator fixes them a
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from plumbing.validation import MAX_AMOUNT
+from plumbing.sections import ErrorCollector, ProgramInvalid
 
-
-class ProgramInvalid(Exception):
-    def __init__(self, errors: Sequence[str]) -> None:
-        super().__init__("; ".join(errors))
-        self.errors = list(errors)
+__all__ = ["ProgramInvalid", "parse_program"]
 
 
 class ExpiryPolicy(enum.Enum):
@@ -112,58 +108,13 @@ _RULE_KEYS = {
 }
 
 
-class _Collector:
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.errors.append(f"{path}: {message}")
-
-    def integer(
-        self, path: str, value: Any, *, minimum: int | None = None, allow_zero: bool = True
-    ) -> int | None:
-        # bool is an int in Python; `points: true` is a mistake, not 1.
-        if not isinstance(value, int) or isinstance(value, bool):
-            self.add(path, "must be an integer")
-            return None
-        if minimum is not None and value < minimum:
-            self.add(path, f"must be >= {minimum}")
-            return None
-        if not allow_zero and value == 0:
-            self.add(path, "must not be 0")
-            return None
-        if abs(value) > MAX_AMOUNT:
-            self.add(path, f"must be at most {MAX_AMOUNT} in absolute value")
-            return None
-        return value
-
-    def boolean(self, path: str, value: Any) -> bool:
-        if not isinstance(value, bool):
-            self.add(path, "must be true or false")
-            return False
-        return value
-
-    def unknown_keys(self, path: str, given: Mapping[str, Any], known: set[str]) -> None:
-        for key in sorted(set(given) - known):
-            self.add(f"{path}.{key}" if path else key, "unknown key")
-
-
 def parse_program(section: Mapping[str, Any]) -> PointsProgram:
     """Validates the sections; raises ``ProgramInvalid`` with every error found."""
-    c = _Collector()
+    c = ErrorCollector()
     if not isinstance(section, Mapping):
         raise ProgramInvalid(["(root): must be an object"])
 
-    timezone = section.get("timezone", "UTC")
-    if not isinstance(timezone, str):
-        c.add("timezone", "must be an IANA zone name such as Asia/Shanghai")
-        timezone = "UTC"
-    else:
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            c.add("timezone", f"unknown time zone {timezone!r}")
-            timezone = "UTC"
+    timezone = c.timezone("timezone", section.get("timezone", "UTC"))
 
     points = section.get("points")
     money_rate, expiry, daily_cap, display_name = 100, Expiry(ExpiryPolicy.NEVER), None, "points"
@@ -206,7 +157,7 @@ def parse_program(section: Mapping[str, Any]) -> PointsProgram:
     )
 
 
-def _parse_expiry(c: _Collector, raw: Any) -> Expiry:
+def _parse_expiry(c: ErrorCollector, raw: Any) -> Expiry:
     if raw is None:
         c.add("points.expiry", "is required (policy: rolling | calendar_year_end | never)")
         return Expiry(ExpiryPolicy.NEVER)
@@ -229,7 +180,7 @@ def _parse_expiry(c: _Collector, raw: Any) -> Expiry:
     return Expiry(policy)
 
 
-def _parse_rule(c: _Collector, path: str, raw: Any) -> EarningRule | None:
+def _parse_rule(c: ErrorCollector, path: str, raw: Any) -> EarningRule | None:
     if not isinstance(raw, Mapping):
         c.add(path, "must be an object")
         return None
@@ -275,7 +226,7 @@ def _parse_rule(c: _Collector, path: str, raw: Any) -> EarningRule | None:
     )
 
 
-def _parse_streak(c: _Collector, path: str, raw: Any) -> tuple[tuple[int, int], ...]:
+def _parse_streak(c: ErrorCollector, path: str, raw: Any) -> tuple[tuple[int, int], ...]:
     if raw is None:
         return ()
     if not isinstance(raw, Mapping) or not raw:
@@ -297,7 +248,7 @@ def _parse_streak(c: _Collector, path: str, raw: Any) -> tuple[tuple[int, int], 
     return tuple(sorted(bonuses))
 
 
-def _parse_require(c: _Collector, path: str, raw: Any) -> tuple[Requirement, ...]:
+def _parse_require(c: ErrorCollector, path: str, raw: Any) -> tuple[Requirement, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, Mapping):

@@ -1,69 +1,28 @@
-"""Replays answer as the first call did; the same key with another payload is refused.
-
-The key row is inserted first in the caller's transaction. A concurrent call with the same key
-waits on the unique index until the first commits, then reads its answer; if the first rolled
-back, the second proceeds as new. So a key acts at most once."""
+"""The points service's keyed requests (Grant, Adjust, Gift, Refund, AdvanceClock): the shared
+claim-then-finish pattern of ``plumbing.idempotency`` on this database's ``requests`` table."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.points.domain.errors import IdempotencyConflict
+from plumbing import idempotency
+from plumbing.idempotency import payload_hash
 from services.points.store.tables import requests
 
-
-def payload_hash(payload: Mapping[str, Any]) -> str:
-    encoded = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(encoded.encode()).hexdigest()
+__all__ = ["claim_request", "finish_request", "payload_hash"]
 
 
 async def claim_request(
-    conn: AsyncConnection,
-    app: str,
-    request_id: str,
-    kind: str,
-    digest: str,
-    now: datetime,
+    conn: AsyncConnection, app: str, request_id: str, kind: str, digest: str, now: datetime
 ) -> dict[str, Any] | None:
-    """None when the key is new (go ahead); the first answer when it is a replay."""
-    inserted = (
-        await conn.execute(
-            pg_insert(requests)
-            .values(app=app, request_id=request_id, kind=kind, payload_hash=digest, created_at=now)
-            .on_conflict_do_nothing()
-            .returning(requests.c.request_id)
-        )
-    ).scalar_one_or_none()
-    if inserted is not None:
-        return None
-    row = (
-        await conn.execute(
-            select(requests.c.kind, requests.c.payload_hash, requests.c.response).where(
-                requests.c.app == app, requests.c.request_id == request_id
-            )
-        )
-    ).one()
-    if row.kind != kind or row.payload_hash != digest:
-        raise IdempotencyConflict(
-            f"request_id {request_id!r} was already used for a different {row.kind} request"
-        )
-    response: dict[str, Any] = row.response
-    return response
+    return await idempotency.claim_request(conn, requests, app, request_id, kind, digest, now)
 
 
 async def finish_request(
     conn: AsyncConnection, app: str, request_id: str, response: Mapping[str, Any]
 ) -> None:
-    await conn.execute(
-        update(requests)
-        .where(requests.c.app == app, requests.c.request_id == request_id)
-        .values(response=dict(response))
-    )
+    await idempotency.finish_request(conn, requests, app, request_id, response)

@@ -24,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from plumbing.idempotency import requests_table
+
 metadata = MetaData()
 
 # The app's points program (the `points` and `earning` sections), current version.
@@ -144,18 +146,8 @@ events = Table(
     PrimaryKeyConstraint("app", "event_id"),
 )
 
-# Idempotency of Grant, Adjust, Gift and Refund: the first reply, by (app, request_id).
-requests = Table(
-    "requests",
-    metadata,
-    Column("app", Text, nullable=False),
-    Column("request_id", Text, nullable=False),
-    Column("kind", Text, nullable=False),
-    Column("payload_hash", Text, nullable=False),
-    Column("response", JSONB),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    PrimaryKeyConstraint("app", "request_id"),
-)
+# Idempotency of Grant, Adjust, Gift, Refund and AdvanceClock: the first reply by request_id.
+requests = requests_table(metadata)
 
 # Per user, action and local day: quantity reported and units paid (daily_limit). Action ''
 # counts the points toward the per-user daily cap.

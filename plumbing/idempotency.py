@@ -1,0 +1,86 @@
+"""Replays answer as the first call did; the same key with another payload is refused.
+
+Each service keeps a ``requests`` table of its own (``requests_table``). The key row is inserted
+first in the caller's transaction, beside the business change. A concurrent call with the same
+key waits on the unique index until the first commits, then reads its answer; if the first
+rolled back, the second proceeds as new. So a key acts at most once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, DateTime, MetaData, PrimaryKeyConstraint, Table, Text, select, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from plumbing.errors import IdempotencyConflict
+
+
+def requests_table(metadata: MetaData) -> Table:
+    """The first reply of every keyed request, by (app, request_id)."""
+    return Table(
+        "requests",
+        metadata,
+        Column("app", Text, nullable=False),
+        Column("request_id", Text, nullable=False),
+        Column("kind", Text, nullable=False),
+        Column("payload_hash", Text, nullable=False),
+        Column("response", JSONB),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        PrimaryKeyConstraint("app", "request_id"),
+    )
+
+
+def payload_hash(payload: Mapping[str, Any]) -> str:
+    encoded = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+async def claim_request(
+    conn: AsyncConnection,
+    requests: Table,
+    app: str,
+    request_id: str,
+    kind: str,
+    digest: str,
+    now: datetime,
+) -> dict[str, Any] | None:
+    """None when the key is new (go ahead); the first answer when it is a replay."""
+    inserted = (
+        await conn.execute(
+            pg_insert(requests)
+            .values(app=app, request_id=request_id, kind=kind, payload_hash=digest, created_at=now)
+            .on_conflict_do_nothing()
+            .returning(requests.c.request_id)
+        )
+    ).scalar_one_or_none()
+    if inserted is not None:
+        return None
+    row = (
+        await conn.execute(
+            select(requests.c.kind, requests.c.payload_hash, requests.c.response).where(
+                requests.c.app == app, requests.c.request_id == request_id
+            )
+        )
+    ).one()
+    if row.kind != kind or row.payload_hash != digest:
+        raise IdempotencyConflict(
+            f"request_id {request_id!r} was already used for a different {row.kind} request"
+        )
+    response: dict[str, Any] = row.response
+    return response
+
+
+async def finish_request(
+    conn: AsyncConnection, requests: Table, app: str, request_id: str, response: Mapping[str, Any]
+) -> None:
+    await conn.execute(
+        update(requests)
+        .where(requests.c.app == app, requests.c.request_id == request_id)
+        .values(response=dict(response))
+    )

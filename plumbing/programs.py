@@ -1,0 +1,185 @@
+"""An app's stored program section (versioned), its sandbox clock, and a short in-process cache.
+
+Every service that is configured from the program keeps two tables of its own (``apps``: the
+current version and the clock offset; ``program_versions``: every version ever stored) and reads
+them through ``ProgramStore``. The cache keeps hot paths at zero extra queries: a program
+stored by this process takes effect at once; one stored through another replica within
+``CACHE_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from plumbing.clock import Clock
+from plumbing.idempotency import claim_request, finish_request, payload_hash
+
+CACHE_SECONDS = 2.0
+
+P = TypeVar("P")
+
+
+def program_tables(metadata: MetaData) -> tuple[Table, Table]:
+    """``apps`` (current version, sandbox clock offset) and ``program_versions`` (history)."""
+    apps = Table(
+        "apps",
+        metadata,
+        Column("app", Text, primary_key=True),
+        Column("version", BigInteger, nullable=False),
+        Column("program", JSONB, nullable=False),
+        # Sandbox apps run on a test clock: the service's clock plus this offset.
+        Column("clock_offset_seconds", BigInteger, nullable=False, server_default="0"),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+    )
+    versions = Table(
+        "program_versions",
+        metadata,
+        Column("app", Text, nullable=False),
+        Column("version", BigInteger, nullable=False),
+        Column("program", JSONB, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        PrimaryKeyConstraint("app", "version"),
+    )
+    return apps, versions
+
+
+@dataclass(frozen=True)
+class StoredProgram(Generic[P]):
+    app: str
+    version: int
+    program: P
+    clock_offset: timedelta
+
+
+class ProgramStore(Generic[P]):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Clock,
+        tables: tuple[Table, Table],
+        requests: Table,
+        parse: Callable[[Mapping[str, Any]], P],
+        unknown_app: Callable[[str], Exception],
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._apps, self._versions = tables
+        self._requests = requests
+        self._parse = parse
+        self._unknown_app = unknown_app
+        self._cache: dict[str, tuple[float, StoredProgram[P]]] = {}
+
+    def now(self, stored: StoredProgram[P]) -> datetime:
+        """The app's time: the service clock, moved by a sandbox app's test clock offset."""
+        return self._clock.now() + stored.clock_offset
+
+    async def store(self, app: str, section: Mapping[str, Any]) -> int:
+        """Stores the section as the app's next version; the same section again keeps its
+        version, so re-applying a program file is a no-op."""
+        apps = self._apps
+        async with self._engine.begin() as conn:
+            current = (
+                await conn.execute(
+                    select(apps.c.version, apps.c.program)
+                    .where(apps.c.app == app)
+                    .with_for_update()
+                )
+            ).one_or_none()
+            if current is not None and current.program == section:
+                return int(current.version)
+            now = self._clock.now()
+            version = (
+                await conn.execute(
+                    pg_insert(apps)
+                    .values(app=app, version=1, program=dict(section), updated_at=now)
+                    .on_conflict_do_update(
+                        index_elements=[apps.c.app],
+                        set_={
+                            "version": apps.c.version + 1,
+                            "program": dict(section),
+                            "updated_at": now,
+                        },
+                    )
+                    .returning(apps.c.version)
+                )
+            ).scalar_one()
+            await conn.execute(
+                self._versions.insert().values(
+                    app=app, version=version, program=dict(section), created_at=now
+                )
+            )
+        self._cache.pop(app, None)
+        return int(version)
+
+    async def advance_clock(self, app: str, request_id: str, seconds: int) -> StoredProgram[P]:
+        """Moves a sandbox app's test clock forward (the gateway checks the app is a sandbox).
+        The key is claimed in the move's transaction, so a retry moves the clock once."""
+        stored = await self.get(app)
+        async with self._engine.begin() as conn:
+            digest = payload_hash({"seconds": seconds})
+            replay = await claim_request(
+                conn, self._requests, app, request_id, "advance_clock", digest, self.now(stored)
+            )
+            if replay is None:
+                await conn.execute(
+                    update(self._apps)
+                    .where(self._apps.c.app == app)
+                    .values(clock_offset_seconds=self._apps.c.clock_offset_seconds + seconds)
+                )
+                await finish_request(conn, self._requests, app, request_id, {"seconds": seconds})
+        self._cache.pop(app, None)
+        return await self.get(app)
+
+    async def get(self, app: str, conn: AsyncConnection | None = None) -> StoredProgram[P]:
+        cached = self._cache.get(app)
+        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+            return cached[1]
+        if conn is None:
+            async with self._engine.connect() as fresh:
+                loaded = await self._load(app, fresh)
+        else:
+            loaded = await self._load(app, conn)
+        self._cache[app] = (time.monotonic(), loaded)
+        return loaded
+
+    async def _load(self, app: str, conn: AsyncConnection) -> StoredProgram[P]:
+        apps = self._apps
+        row = (
+            await conn.execute(
+                select(apps.c.version, apps.c.program, apps.c.clock_offset_seconds).where(
+                    apps.c.app == app
+                )
+            )
+        ).one_or_none()
+        if row is None:
+            raise self._unknown_app(app)
+        return StoredProgram(
+            app=app,
+            version=int(row.version),
+            program=self._parse(row.program),
+            clock_offset=timedelta(seconds=int(row.clock_offset_seconds)),
+        )
+
+    async def all_apps(self) -> list[str]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(self._apps.c.app).order_by(self._apps.c.app))
+            return list(rows.scalars())

@@ -1,0 +1,60 @@
+"""Protobuf helpers every API shares: timestamps in and out, opaque page tokens, page sizes.
+Each input check raises ``InvalidArgument`` naming the field."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from plumbing.errors import InvalidArgument
+
+MAX_PAGE_SIZE = 200
+DEFAULT_PAGE_SIZE = 50
+
+
+def to_timestamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment.astimezone(UTC))
+    return stamp
+
+
+def from_timestamp(field: str, message: Any, name: str) -> datetime | None:
+    """The timestamp field ``name`` of ``message`` as an aware UTC datetime, None when unset."""
+    if not message.HasField(name):
+        return None
+    stamp: Timestamp = getattr(message, name)
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(field, "is not a valid timestamp") from None
+
+
+def page_size(value: int, field: str = "page_size") -> int:
+    """0 means the default; at most ``MAX_PAGE_SIZE``."""
+    if value < 0:
+        raise InvalidArgument(field, "must be >= 0")
+    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def encode_page_token(before_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": before_id}).encode()).decode()
+
+
+def decode_page_token(token: str, field: str = "page_token") -> int | None:
+    """The id a keyset page continues before; None for the first page."""
+    if not token:
+        return None
+    try:
+        before = json.loads(base64.urlsafe_b64decode(token.encode()))["before"]
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise InvalidArgument(field, "is not a token this service issued") from None
+    if not isinstance(before, int) or isinstance(before, bool) or before <= 0:
+        raise InvalidArgument(field, "is not a token this service issued")
+    return before

@@ -1,0 +1,67 @@
+"""Background work of the levels service: members whose period ended (requalify, decay) or
+whose program changed are judged again set-wise, and leaderboards that missed writes while
+Redis was away are rebuilt. Safe in several replicas at once: judging is idempotent for a day,
+and members are locked batch by batch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from plumbing.programs import ProgramStore
+from plumbing.server import Resources
+from services.levels.domain.periods import local_day
+from services.levels.domain.program import LevelsProgram
+from services.levels.store import tiers
+from services.levels.store.boards import Leaderboards
+from services.levels.store.programs import levels_programs
+
+log = logging.getLogger(__name__)
+
+
+async def judge_stale_members(
+    engine: AsyncEngine, programs: ProgramStore[LevelsProgram], *, only: str | None = None
+) -> int:
+    """Applies due downgrades (and program changes) for every app, on each app's own clock."""
+    changed = 0
+    for app in [only] if only is not None else await programs.all_apps():
+        stored = await programs.get(app)
+        now = programs.now(stored)
+        result = await tiers.evaluate_tiers(engine, stored, now, now, only_stale=True)
+        changed += result.tiers_changed
+    return changed
+
+
+async def repair_boards(boards: Leaderboards, programs: ProgramStore[LevelsProgram]) -> int:
+    """Rebuilds from scratch the boards of apps that missed a write (Redis was away)."""
+    repaired = 0
+    for app in sorted(boards.stale):
+        stored = await programs.get(app)
+        await boards.rebuild(
+            app, local_day(programs.now(stored), stored.program.zone), from_scratch=True
+        )
+        repaired += 1
+    return repaired
+
+
+async def every(seconds: float, name: str, work: Callable[[], Awaitable[int]]) -> None:
+    while True:
+        try:
+            done = await work()
+            if done:
+                log.info("%s: %d done", name, done)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A failed round (database or Redis restarting, ...) is retried on the next tick.
+            log.exception("%s failed; retrying in %.0f s", name, seconds)
+        await asyncio.sleep(seconds)
+
+
+async def tier_judge(resources: Resources) -> None:
+    programs = levels_programs(resources)
+    seconds = float(getattr(resources.settings, "tier_sweep_seconds", 60.0))
+    await every(seconds, "tier judge", lambda: judge_stale_members(resources.engine, programs))
