@@ -13,6 +13,7 @@ from loyalty.common.v1 import common_pb2
 from loyalty.levels.v1 import levels_pb2, levels_pb2_grpc
 
 from plumbing.errors import InvalidArgument
+from plumbing.jobs import every
 from plumbing.programs import StoredProgram
 from plumbing.sections import ProgramInvalid, invalid_section, load_section
 from plumbing.server import Resources
@@ -78,6 +79,16 @@ def _badge(entry: dict[str, Any]) -> levels_pb2.Badge:
     )
 
 
+def _ranked(entries: list[tuple[str, int]]) -> levels_pb2.TopNResponse:
+    """Board entries, best first, ranked from 1."""
+    return levels_pb2.TopNResponse(
+        users=[
+            levels_pb2.RankedUser(user_id=user, rank=index, growth=score)
+            for index, (user, score) in enumerate(entries, start=1)
+        ]
+    )
+
+
 def _growth_reply(reply: dict[str, Any], duplicate: bool) -> levels_pb2.AddGrowthResponse:
     return levels_pb2.AddGrowthResponse(
         event_id=reply["event_id"],
@@ -101,9 +112,7 @@ class LevelsServicer(levels_pb2_grpc.LevelsServiceServicer):
         # is the one that knows it missed them.
         seconds = float(getattr(resources.settings, "board_repair_seconds", 10.0))
         repair = asyncio.get_running_loop().create_task(
-            jobs.every(
-                seconds, "board repair", lambda: jobs.repair_boards(self.boards, self.programs)
-            ),
+            every(seconds, "board repair", lambda: jobs.repair_boards(self.boards, self.programs)),
             name="levels-board-repair",
         )
         resources.cleanup.push_async_callback(_cancel, repair)
@@ -348,12 +357,7 @@ class LevelsServicer(levels_pb2_grpc.LevelsServiceServicer):
         board = _board(request.board)
         n = require_positive("n", request.n, maximum=MAX_TOP_N) if request.n else 10
         entries = await self.boards.top(stored.app, board, n, self._today(stored))
-        return levels_pb2.TopNResponse(
-            users=[
-                levels_pb2.RankedUser(user_id=user, rank=index, growth=score)
-                for index, (user, score) in enumerate(entries, start=1)
-            ]
-        )
+        return _ranked(entries)
 
     async def RankFriends(
         self, request: levels_pb2.RankFriendsRequest, context: Any
@@ -366,12 +370,7 @@ class LevelsServicer(levels_pb2_grpc.LevelsServiceServicer):
             raise InvalidArgument("user_ids", f"at most {MAX_FRIENDS} ids")
         ids = list(dict.fromkeys(require_id("user_ids[]", u) for u in request.user_ids))
         entries = await self.boards.friends(stored.app, board, ids, self._today(stored))
-        return levels_pb2.TopNResponse(
-            users=[
-                levels_pb2.RankedUser(user_id=user, rank=index, growth=score)
-                for index, (user, score) in enumerate(entries, start=1)
-            ]
-        )
+        return _ranked(entries)
 
     # --- sandbox test clock --------------------------------------------------------------
 

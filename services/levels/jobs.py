@@ -5,12 +5,11 @@ and members are locked batch by batch."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from plumbing.jobs import every
 from plumbing.programs import ProgramStore
 from plumbing.server import Resources
 from services.levels.domain.periods import local_day
@@ -45,20 +44,6 @@ async def repair_boards(boards: Leaderboards, programs: ProgramStore[LevelsProgr
         )
         repaired += 1
     return repaired
-
-
-async def every(seconds: float, name: str, work: Callable[[], Awaitable[int]]) -> None:
-    while True:
-        try:
-            done = await work()
-            if done:
-                log.info("%s: %d done", name, done)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # A failed round (database or Redis restarting, ...) is retried on the next tick.
-            log.exception("%s failed; retrying in %.0f s", name, seconds)
-        await asyncio.sleep(seconds)
 
 
 async def tier_judge(resources: Resources) -> None:

@@ -377,7 +377,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         request_id = require_id("request_id", request.request_id)
         seconds = require_positive("seconds", request.seconds, maximum=MAX_CLOCK_ADVANCE)
         ap = await self.programs.get(request.app)
-        ap = await self.programs.advance_clock(ap.app, request_id, seconds, self.programs.now(ap))
+        ap = await self.programs.advance_clock(ap.app, request_id, seconds)
         await jobs.release_expired_holds(self.engine, self.programs, only=ap.app)
         await jobs.expire_due_lots(self.engine, self.programs, only=ap.app)
         return common_pb2.AdvanceClockResponse(now=to_timestamp(self.programs.now(ap)))

@@ -4,12 +4,11 @@ are safe to run in several replicas at once (SKIP LOCKED)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from plumbing.jobs import every
 from plumbing.server import Resources
 from services.points.store import holds, sweep
 from services.points.store.programs import Programs
@@ -54,24 +53,10 @@ async def expire_due_lots(
     return expired
 
 
-async def _every(seconds: float, name: str, work: Callable[[], Awaitable[int]]) -> None:
-    while True:
-        try:
-            done = await work()
-            if done:
-                log.info("%s: %d done", name, done)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # A failed round (database restarting, ...) is retried on the next tick.
-            log.exception("%s failed; retrying in %.0f s", name, seconds)
-        await asyncio.sleep(seconds)
-
-
 async def hold_reaper(resources: Resources) -> None:
     programs = Programs(resources.engine, resources.clock)
     seconds = float(getattr(resources.settings, "hold_sweep_seconds", 1.0))
-    await _every(
+    await every(
         seconds, "hold TTL sweep", lambda: release_expired_holds(resources.engine, programs)
     )
 
@@ -79,4 +64,4 @@ async def hold_reaper(resources: Resources) -> None:
 async def expiry_sweeper(resources: Resources) -> None:
     programs = Programs(resources.engine, resources.clock)
     seconds = float(getattr(resources.settings, "expiry_sweep_seconds", 60.0))
-    await _every(seconds, "lot expiry sweep", lambda: expire_due_lots(resources.engine, programs))
+    await every(seconds, "lot expiry sweep", lambda: expire_due_lots(resources.engine, programs))

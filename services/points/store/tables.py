@@ -25,31 +25,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from plumbing.idempotency import requests_table
+from plumbing.programs import program_tables
 
 metadata = MetaData()
 
-# The app's points program (the `points` and `earning` sections), current version.
-apps = Table(
-    "apps",
-    metadata,
-    Column("app", Text, primary_key=True),
-    Column("version", BigInteger, nullable=False),
-    Column("program", JSONB, nullable=False),
-    # Sandbox apps run on a test clock: the service's clock plus this offset.
-    Column("clock_offset_seconds", BigInteger, nullable=False, server_default="0"),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
-
-# Every version ever stored, for audit and rollback.
-program_versions = Table(
-    "program_versions",
-    metadata,
-    Column("app", Text, nullable=False),
-    Column("version", BigInteger, nullable=False),
-    Column("program", JSONB, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    PrimaryKeyConstraint("app", "version"),
-)
+# The app's points program (the `points` and `earning` sections): current version, sandbox
+# clock offset, and every version ever stored.
+apps, program_versions = program_tables(metadata)
 
 # One per (app, user) and five system accounts per app (user_id ''): issued, spent, expired,
 # adjusted, held. A user's `balance` is the sum of its entries and may be negative only after a
