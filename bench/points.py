@@ -22,8 +22,6 @@ import asyncio
 import json
 import random
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +36,7 @@ from sqlalchemy import make_url
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import closed_loop, pgbench_one_row_update  # noqa: E402
 from devtools.embedded import EmbeddedPostgres, free_port  # noqa: E402
 from devtools.suite import Suite  # noqa: E402
 from tests.programs import points_section  # noqa: E402
@@ -46,42 +45,7 @@ APP = "bench"
 USERS = 10_000
 
 
-def pgbench_binary() -> str:
-    bundled = EmbeddedPostgres(Path(tempfile.gettempdir()), 0).bin / "pgbench"
-    found = shutil.which("pgbench")
-    return str(bundled) if bundled.exists() else (found or "pgbench")
-
-
-def pgbench_one_row_update(server_url: str, seconds: int) -> float:
-    """Transactions per second of a one-row UPDATE, 8 clients (BASELINES.md's `-N` row)."""
-    url = make_url(server_url).set(drivername="postgresql", database="loyalty_bench_pgbench")
-    admin = make_url(server_url).set(drivername="postgresql")
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS loyalty_bench_pgbench")
-        conn.execute("CREATE DATABASE loyalty_bench_pgbench")
-    dsn = url.render_as_string(hide_password=False)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE bench_one_row (id int PRIMARY KEY, n bigint NOT NULL)")
-        conn.execute("INSERT INTO bench_one_row SELECT g, 0 FROM generate_series(1, 100000) g")
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
-        script.write(
-            "\\set id random(1, 100000)\nUPDATE bench_one_row SET n = n + 1 WHERE id = :id;\n"
-        )
-    out = subprocess.run(
-        [pgbench_binary(), "-n", "-c", "8", "-j", "2", "-T", str(seconds), "-f", script.name, dsn],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    Path(script.name).unlink()
-    for line in out.splitlines():
-        if line.startswith("tps = "):
-            return float(line.split()[2])
-    raise RuntimeError(f"no tps in pgbench output:\n{out}")
-
-
 async def earn_load(address: str, seconds: int, concurrency: int) -> tuple[float, float, float]:
-    latencies: list[float] = []
     async with grpc.aio.insecure_channel(address) as channel:
         stub = points_pb2_grpc.PointsServiceStub(channel)
         configured = await stub.ConfigureRules(
@@ -98,25 +62,7 @@ async def earn_load(address: str, seconds: int, concurrency: int) -> tuple[float
                 attributes={"amount_fen": str(random.randrange(100, 100_000))},
             )
 
-        for _ in range(200):  # warm up: connections, caches, the first accounts
-            await stub.Earn(event())
-        end = time.perf_counter() + seconds
-
-        async def worker() -> None:
-            while time.perf_counter() < end:
-                start = time.perf_counter()
-                await stub.Earn(event())
-                latencies.append(time.perf_counter() - start)
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
-    latencies.sort()
-    return (
-        len(latencies) / elapsed,
-        statistics.median(latencies) * 1000,
-        latencies[int(len(latencies) * 0.99)] * 1000,
-    )
+        return await closed_loop(lambda: stub.Earn(event()), seconds, concurrency)
 
 
 def load_due_lots(database_url: str, lots: int) -> None:

@@ -19,8 +19,13 @@ from services.levels.domain.errors import EventNotFound
 from services.levels.domain.growth import coefficient_for, decide_growth
 from services.levels.domain.periods import add_months, local_day, week_start
 from services.levels.domain.program import BadgeKind, LevelsProgram
-from services.levels.domain.tiers import REASON_REVERSAL
-from services.levels.store.members import judge, lock_member
+from services.levels.domain.tiers import (
+    REASON_REVERSAL,
+    change_reason,
+    evaluate,
+    tier_for_growth,
+)
+from services.levels.store.members import growth_key, growth_select, judge, lock_member
 
 
 @dataclass(frozen=True)
@@ -65,47 +70,73 @@ class GrowthResult:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-async def _claim_event(
-    conn: AsyncConnection, app: str, event: GrowthInput, day: date, now: datetime
-) -> dict[str, Any] | None:
-    """None when the event is new; its first reply when it is a replay."""
-    params = {
-        "app": app,
-        "event_id": event.event_id,
-        "user_id": event.user_id,
-        "action": event.action,
-        "hash": event.digest(),
-        "day": day,
-        "now": now,
-    }
-    inserted = (
-        await conn.execute(
-            text(
-                """INSERT INTO growth_events
-                   (app, event_id, user_id, action, payload_hash, day, created_at)
-                   VALUES (:app, :event_id, :user_id, :action, :hash, :day, :now)
-                   ON CONFLICT DO NOTHING RETURNING 1"""
-            ),
-            params,
-        )
-    ).scalar_one_or_none()
-    if inserted is not None:
-        return None
-    row = (
-        await conn.execute(
-            text(
-                "SELECT payload_hash, response FROM growth_events "
-                "WHERE app = :app AND event_id = :event_id"
-            ),
-            params,
-        )
-    ).one()
-    if row.payload_hash != params["hash"]:
-        raise IdempotencyConflict(
-            f"event_id {event.event_id!r} was already used for a different growth event"
-        )
-    reply: dict[str, Any] = row.response
-    return reply
+# AddGrowth is the hot path (every RecordEvent): it speaks SQL to the driver (exec_driver_sql:
+# no statement compilation, still traced) in three round trips and a commit, whatever the
+# program: claim the event and lock the member; read what the rules need; write everything.
+_CLAIM_AND_LOCK = """
+    WITH claim AS (
+      INSERT INTO growth_events (app, event_id, user_id, action, payload_hash, day, created_at)
+      VALUES (%(app)s, %(event_id)s, %(user_id)s, %(action)s, %(hash)s, %(day)s, %(now)s)
+      ON CONFLICT DO NOTHING RETURNING 1)
+    INSERT INTO members (app, user_id, tier, created_at, updated_at)
+    SELECT %(app)s, %(user_id)s, %(base)s, %(now)s, %(now)s FROM claim
+    ON CONFLICT (app, user_id) DO UPDATE SET updated_at = EXCLUDED.updated_at
+    RETURNING attributes, lifetime_growth, tier, granted_tier
+"""
+_REPLAY = """
+    SELECT payload_hash, response FROM growth_events
+    WHERE app = %(app)s AND event_id = %(event_id)s
+"""
+# Read after the member lock is held, so it sees every earlier change to this member.
+_KEY = "app = %(app)s AND user_id = %(user_id)s"
+_READ_STATE = f"""
+    SELECT
+      (SELECT counted FROM growth_days WHERE {_KEY} AND day = %(day)s) AS counted,
+      (SELECT coalesce(json_agg(json_build_array(g.day, g.amount)), '[]')
+         FROM ({{growth}}) g) AS growth,
+      (SELECT coalesce(sum(amount), 0) FROM growth_days
+         WHERE {_KEY} AND day >= %(week_first)s AND day < %(week_last)s) AS week,
+      (SELECT coalesce(sum(amount), 0) FROM growth_days
+         WHERE {_KEY} AND day >= %(month_first)s AND day < %(month_last)s) AS month,
+      (SELECT coalesce(array_agg(code), '{{{{}}}}') FROM member_badges WHERE {_KEY}) AS owned,
+      (SELECT coalesce(array_agg(day), '{{{{}}}}') FROM action_days
+         WHERE {_KEY} AND action = %(action)s
+           AND day BETWEEN %(streak_first)s AND %(streak_last)s) AS streak_days,
+      (SELECT count FROM action_counts WHERE {_KEY} AND action = %(action)s) AS action_count
+"""
+_WRITE = """
+    WITH days AS (
+      INSERT INTO growth_days (app, user_id, day, amount, counted)
+      SELECT %(app)s, %(user_id)s, %(day)s, %(awarded)s, %(counted)s
+      WHERE %(awarded)s <> 0 OR %(counted)s <> 0
+      ON CONFLICT (app, user_id, day) DO UPDATE
+      SET amount = growth_days.amount + EXCLUDED.amount,
+          counted = growth_days.counted + EXCLUDED.counted),
+    streak AS (
+      INSERT INTO action_days (app, user_id, action, day)
+      SELECT %(app)s, %(user_id)s, %(action)s, %(day)s WHERE %(track_streak)s
+      ON CONFLICT DO NOTHING),
+    counts AS (
+      INSERT INTO action_counts (app, user_id, action, count)
+      SELECT %(app)s, %(user_id)s, %(action)s, 1 WHERE %(track_count)s
+      ON CONFLICT (app, user_id, action) DO UPDATE SET count = action_counts.count + 1),
+    badges AS (
+      INSERT INTO member_badges (app, user_id, code, name, reward_points, event_id, earned_at)
+      SELECT %(app)s, %(user_id)s, b.code, b.name, b.reward, %(event_id)s, %(now)s
+      FROM unnest(%(badge_codes)s::text[], %(badge_names)s::text[], %(badge_rewards)s::bigint[])
+           AS b(code, name, reward)),
+    member AS (
+      UPDATE members SET lifetime_growth = lifetime_growth + %(awarded)s,
+        qualifying_growth = %(qualifying)s, tier = %(tier)s, program_version = %(version)s,
+        evaluated_day = %(today)s, updated_at = %(now)s
+      WHERE app = %(app)s AND user_id = %(user_id)s),
+    change AS (
+      INSERT INTO tier_changes (app, user_id, from_tier, to_tier, reason, ref, changed_at)
+      SELECT %(app)s, %(user_id)s, %(tier_before)s, %(tier)s, %(reason)s, %(event_id)s, %(now)s
+      WHERE %(tier_before)s <> %(tier)s)
+    UPDATE growth_events SET amount = %(awarded)s, response = %(reply)s::jsonb
+    WHERE app = %(app)s AND event_id = %(event_id)s
+"""
 
 
 async def add_growth(
@@ -115,165 +146,118 @@ async def add_growth(
     zone = program.zone
     day = local_day(event.occurred_at or now, zone)
     today = max(local_day(now, zone), day)
-    replay = await _claim_event(conn, stored.app, event, day, now)
-    if replay is not None:
-        return GrowthResult(reply=replay, duplicate=True)
+    base = tier_for_growth(program, 0)
+    params: dict[str, Any] = {
+        "app": stored.app,
+        "event_id": event.event_id,
+        "user_id": event.user_id,
+        "action": event.action,
+        "hash": event.digest(),
+        "day": day,
+        "now": now,
+        "base": base.code if base else "",
+    }
+    locked = (await conn.exec_driver_sql(_CLAIM_AND_LOCK, params)).one_or_none()
+    if locked is None:
+        return GrowthResult(reply=await _replay(conn, params), duplicate=True)
 
-    member = await lock_member(conn, stored, event.user_id, now)
-    key = {"app": stored.app, "user_id": event.user_id, "day": day}
-    counted_today = (
-        await conn.execute(
-            text(
-                "SELECT counted FROM growth_days "
-                "WHERE app = :app AND user_id = :user_id AND day = :day"
-            ),
-            key,
+    # What the rules need, read under the member's lock.
+    badges = [b for b in program.badges if b.action == event.action]
+    reach = max(longest_streak_needed(badges, event.action), 1)
+    week_first, month_first = week_start(day), day.replace(day=1)
+    growth_sql, growth_params = growth_select(program, today)
+    state = (
+        await conn.exec_driver_sql(
+            _READ_STATE.format(growth=growth_sql),
+            {
+                **params,
+                **growth_params,
+                "users": [event.user_id],
+                "week_first": week_first,
+                "week_last": week_first + timedelta(days=7),
+                "month_first": month_first,
+                "month_last": add_months(month_first, 1),
+                "streak_first": day - timedelta(days=reach - 1),
+                "streak_last": day + timedelta(days=reach - 1),
+            },
         )
-    ).scalar_one_or_none() or 0
+    ).one()
+
+    # The rules: coefficient and cap, badges, tier.
     decision = decide_growth(
         event.amount,
-        coefficient_for(member.attributes, program.coefficients),
-        int(counted_today),
+        coefficient_for(dict(locked.attributes or {}), program.coefficients),
+        int(state.counted or 0),
         program.growth_daily_cap,
         event.exempt_from_daily_cap,
     )
-    if decision.awarded or decision.counted:
-        await conn.execute(
-            text(
-                """INSERT INTO growth_days (app, user_id, day, amount, counted)
-                   VALUES (:app, :user_id, :day, :amount, :counted)
-                   ON CONFLICT (app, user_id, day) DO UPDATE
-                   SET amount = growth_days.amount + EXCLUDED.amount,
-                       counted = growth_days.counted + EXCLUDED.counted"""
-            ),
-            {**key, "amount": decision.awarded, "counted": decision.counted},
-        )
-    badges = await _award_badges(conn, stored, event, day, now)
-    [judgement] = await judge(
-        conn,
-        stored,
-        [member],
-        today,
-        now,
-        ref=event.event_id,
-        lifetime_delta={event.user_id: decision.awarded},
-    )
+    track_streak = any(b.kind is BadgeKind.STREAK for b in badges)
+    track_count = any(b.kind is BadgeKind.COUNT for b in badges)
+    streak = run_length({*state.streak_days, day}, day) if track_streak else 0
+    count = int(state.action_count or 0) + 1 if track_count else 0
+    earned = badges_reached(badges, event.action, streak, count, set(state.owned))
+    growth = {date.fromisoformat(d): int(a) for d, a in state.growth}
+    key = growth_key(program, day, today)
+    growth[key] = growth.get(key, 0) + decision.awarded
+    standing = evaluate(program, growth, today, locked.granted_tier)
+    tier_after = standing.tier.code if standing.tier else ""
     reply = {
         "event_id": event.event_id,
         "growth_added": decision.awarded,
-        "tier_before": judgement.before,
-        "tier_after": judgement.after,
-        "badges_earned": badges,
+        "tier_before": locked.tier,
+        "tier_after": tier_after,
+        "badges_earned": [
+            {
+                "code": b.code,
+                "name": b.name,
+                "reward_points": b.reward_points,
+                "earned_at": now.isoformat(),
+            }
+            for b in earned
+        ],
         "notes": list(decision.notes),
     }
-    await conn.execute(
-        text(
-            """UPDATE growth_events SET amount = :amount, response = CAST(:reply AS jsonb)
-               WHERE app = :app AND event_id = :event_id"""
-        ),
+    await conn.exec_driver_sql(
+        _WRITE,
         {
-            "app": stored.app,
-            "event_id": event.event_id,
-            "amount": decision.awarded,
+            **params,
+            "awarded": decision.awarded,
+            "counted": decision.counted,
+            "track_streak": track_streak,
+            "track_count": track_count,
+            "badge_codes": [b.code for b in earned],
+            "badge_names": [b.name for b in earned],
+            "badge_rewards": [b.reward_points for b in earned],
+            "qualifying": standing.qualifying_growth,
+            "tier": tier_after,
+            "tier_before": locked.tier,
+            "reason": change_reason(program.tier(locked.tier), standing.tier, program),
+            "version": stored.version,
+            "today": today,
             "reply": _json(reply),
         },
     )
     board = None
     if decision.awarded:
-        board = await board_scores(
-            conn, stored.app, event.user_id, day, member.lifetime_growth + decision.awarded
+        board = BoardUpdate(
+            event.user_id,
+            day,
+            int(locked.lifetime_growth) + decision.awarded,
+            int(state.week) + decision.awarded,
+            int(state.month) + decision.awarded,
         )
     return GrowthResult(reply=reply, board=board)
 
 
-async def _award_badges(
-    conn: AsyncConnection,
-    stored: StoredProgram[LevelsProgram],
-    event: GrowthInput,
-    day: date,
-    now: datetime,
-) -> list[dict[str, Any]]:
-    """Counts the action toward its badges and awards those newly reached."""
-    badges = [b for b in stored.program.badges if b.action == event.action]
-    if not badges:
-        return []
-    key = {"app": stored.app, "user_id": event.user_id, "action": event.action, "day": day}
-    streak = count = 0
-    reach = longest_streak_needed(badges, event.action)
-    if reach:
-        await conn.execute(
-            text(
-                """INSERT INTO action_days (app, user_id, action, day)
-                   VALUES (:app, :user_id, :action, :day) ON CONFLICT DO NOTHING"""
-            ),
-            key,
+async def _replay(conn: AsyncConnection, params: dict[str, Any]) -> dict[str, Any]:
+    """The first reply of an event seen before; the same id with another payload is refused."""
+    row = (await conn.exec_driver_sql(_REPLAY, params)).one()
+    if row.payload_hash != params["hash"]:
+        raise IdempotencyConflict(
+            f"event_id {params['event_id']!r} was already used for a different growth event"
         )
-        days = (
-            await conn.execute(
-                text(
-                    """SELECT day FROM action_days
-                       WHERE app = :app AND user_id = :user_id AND action = :action
-                         AND day BETWEEN :first AND :last"""
-                ),
-                {
-                    **key,
-                    "first": day - timedelta(days=reach - 1),
-                    "last": day + timedelta(days=reach - 1),
-                },
-            )
-        ).scalars()
-        streak = run_length(set(days), day)
-    if any(b.kind is BadgeKind.COUNT for b in badges):
-        count = (
-            await conn.execute(
-                text(
-                    """INSERT INTO action_counts (app, user_id, action, count)
-                       VALUES (:app, :user_id, :action, 1)
-                       ON CONFLICT (app, user_id, action) DO UPDATE
-                       SET count = action_counts.count + 1 RETURNING count"""
-                ),
-                key,
-            )
-        ).scalar_one()
-    owned = set(
-        (
-            await conn.execute(
-                text("SELECT code FROM member_badges WHERE app = :app AND user_id = :user_id"),
-                key,
-            )
-        ).scalars()
-    )
-    reached = badges_reached(badges, event.action, streak, int(count), owned)
-    if not reached:
-        return []
-    await conn.execute(
-        text(
-            """INSERT INTO member_badges
-               (app, user_id, code, name, reward_points, event_id, earned_at)
-               VALUES (:app, :user_id, :code, :name, :reward, :event_id, :now)"""
-        ),
-        [
-            {
-                "app": stored.app,
-                "user_id": event.user_id,
-                "code": badge.code,
-                "name": badge.name,
-                "reward": badge.reward_points,
-                "event_id": event.event_id,
-                "now": now,
-            }
-            for badge in reached
-        ],
-    )
-    return [
-        {
-            "code": badge.code,
-            "name": badge.name,
-            "reward_points": badge.reward_points,
-            "earned_at": now.isoformat(),
-        }
-        for badge in reached
-    ]
+    reply: dict[str, Any] = row.response
+    return reply
 
 
 async def board_scores(

@@ -79,9 +79,10 @@ async def lock_member(
 
 
 async def read_member(conn: AsyncConnection, app: str, user_id: str) -> Member | None:
+    # Driver-level: CheckTier (a saga step) is this one read on its common path.
     row = (
-        await conn.execute(
-            text(f"SELECT {_COLUMNS} FROM members WHERE app = :app AND user_id = :user_id"),
+        await conn.exec_driver_sql(
+            f"SELECT {_COLUMNS} FROM members WHERE app = %(app)s AND user_id = %(user_id)s",
             {"app": app, "user_id": user_id},
         )
     ).one_or_none()
@@ -104,31 +105,47 @@ def needs_judging(member: Member, stored: StoredProgram[LevelsProgram], today: d
 _TRUNC = {Period.MONTHLY: "month", Period.QUARTERLY: "quarter", Period.YEARLY: "year"}
 
 
-async def growth_by_day(
-    conn: AsyncConnection, app: str, program: LevelsProgram, users: Sequence[str], today: date
-) -> dict[str, dict[date, int]]:
-    """Each member's net growth by local day, as coarse as the policy allows (see
-    ``tiers.evaluate``): one all-time total under none, totals per period under decay, the
-    days since the start of the previous period under requalify."""
+def growth_select(program: LevelsProgram, today: date) -> tuple[str, dict[str, Any]]:
+    """SQL (driver style: %(app)s, %(users)s) for the members' net growth by local day, as
+    coarse as the policy allows (see ``tiers.evaluate``): one all-time total under none,
+    totals per period under decay, the days since the start of the previous period under
+    requalify. Columns: user_id, day, amount."""
     downgrade = program.downgrade
-    params: dict[str, Any] = {"app": app, "users": list(users), "today": today}
+    params: dict[str, Any] = {"today": today}
+    where = "app = %(app)s AND user_id = ANY(%(users)s) AND day <= %(today)s"
     if downgrade.policy is DowngradePolicy.REQUALIFY:
-        params["first"] = add_months(
-            period_start(today, downgrade.period), -downgrade.period.months
-        )
-        sql = """SELECT user_id, day, amount FROM growth_days
-                 WHERE app = :app AND user_id = ANY(:users) AND day BETWEEN :first AND :today"""
+        # The start of the previous period: its growth decides the tier kept this period.
+        period = downgrade.period
+        params["first"] = add_months(period_start(today, period), -period.months)
+        sql = f"SELECT user_id, day, amount FROM growth_days WHERE {where} AND day >= %(first)s"
     elif downgrade.policy is DowngradePolicy.DECAY:
         unit = _TRUNC[downgrade.period]
         sql = f"""SELECT user_id, date_trunc('{unit}', day)::date AS day, sum(amount) AS amount
-                  FROM growth_days WHERE app = :app AND user_id = ANY(:users) AND day <= :today
-                  GROUP BY 1, 2"""
+                  FROM growth_days WHERE {where} GROUP BY 1, 2"""
     else:
-        sql = """SELECT user_id, CAST(:today AS date) AS day, sum(amount) AS amount
-                 FROM growth_days WHERE app = :app AND user_id = ANY(:users) AND day <= :today
-                 GROUP BY 1"""
+        sql = f"""SELECT user_id, %(today)s::date AS day, sum(amount) AS amount
+                  FROM growth_days WHERE {where} GROUP BY 1"""
+    return sql, params
+
+
+def growth_key(program: LevelsProgram, day: date, today: date) -> date:
+    """Where growth on ``day`` lands in ``growth_select``'s coarse sums."""
+    downgrade = program.downgrade
+    if downgrade.policy is DowngradePolicy.DECAY:
+        return period_start(day, downgrade.period)
+    if downgrade.policy is DowngradePolicy.NONE:
+        return today
+    return day
+
+
+async def growth_by_day(
+    conn: AsyncConnection, app: str, program: LevelsProgram, users: Sequence[str], today: date
+) -> dict[str, dict[date, int]]:
+    """Each member's net growth by local day, as ``growth_select`` gives it."""
+    sql, params = growth_select(program, today)
     result: dict[str, dict[date, int]] = {user: {} for user in users}
-    for row in await conn.execute(text(sql), params):
+    rows = await conn.exec_driver_sql(sql, {**params, "app": app, "users": list(users)})
+    for row in rows:
         result[row.user_id][row.day] = int(row.amount)
     return result
 
@@ -172,56 +189,54 @@ async def judge(
     program = stored.program
     growth = await growth_by_day(conn, stored.app, program, [m.user_id for m in members], today)
     judgements = []
-    updates = []
-    changes = []
+    changed = []
     for member in members:
         standing = evaluate(program, growth[member.user_id], today, member.granted_tier)
         judgement = Judgement(member.user_id, member.tier, standing)
         judgements.append(judgement)
-        updates.append(
+        if judgement.changed:
+            changed.append(judgement)
+    deltas = lifetime_delta or {}
+    # One statement for the whole batch (arrays unnested), however many members it holds.
+    await conn.exec_driver_sql(
+        """UPDATE members m SET lifetime_growth = m.lifetime_growth + u.delta,
+               qualifying_growth = u.qualifying, tier = u.tier, program_version = %(version)s,
+               evaluated_day = %(day)s, updated_at = %(now)s
+           FROM unnest(%(users)s::text[], %(deltas)s::bigint[], %(qualifying)s::bigint[],
+                       %(tiers)s::text[]) AS u(user_id, delta, qualifying, tier)
+           WHERE m.app = %(app)s AND m.user_id = u.user_id""",
+        {
+            "app": stored.app,
+            "version": stored.version,
+            "day": today,
+            "now": now,
+            "users": [j.user_id for j in judgements],
+            "deltas": [deltas.get(j.user_id, 0) for j in judgements],
+            "qualifying": [j.standing.qualifying_growth for j in judgements],
+            "tiers": [j.after for j in judgements],
+        },
+    )
+    if changed:
+        await conn.exec_driver_sql(
+            """INSERT INTO tier_changes
+               (app, user_id, from_tier, to_tier, reason, ref, operator, note, changed_at)
+               SELECT %(app)s, c.user_id, c.from_tier, c.to_tier, c.reason, %(ref)s,
+                      %(operator)s, %(note)s, %(now)s
+               FROM unnest(%(users)s::text[], %(froms)s::text[], %(tos)s::text[],
+                           %(reasons)s::text[]) AS c(user_id, from_tier, to_tier, reason)""",
             {
                 "app": stored.app,
-                "user_id": member.user_id,
-                "delta": (lifetime_delta or {}).get(member.user_id, 0),
-                "qualifying": standing.qualifying_growth,
-                "tier": judgement.after,
-                "version": stored.version,
-                "day": today,
+                "ref": ref,
+                "operator": operator,
+                "note": note,
                 "now": now,
-            }
-        )
-        if judgement.changed:
-            changes.append(
-                {
-                    "app": stored.app,
-                    "user_id": member.user_id,
-                    "from_tier": judgement.before,
-                    "to_tier": judgement.after,
-                    "reason": reason
-                    or change_reason(program.tier(judgement.before), standing.tier, program),
-                    "ref": ref,
-                    "operator": operator,
-                    "note": note,
-                    "now": now,
-                }
-            )
-    await conn.execute(
-        text(
-            """UPDATE members SET lifetime_growth = lifetime_growth + :delta,
-                   qualifying_growth = :qualifying, tier = :tier, program_version = :version,
-                   evaluated_day = :day, updated_at = :now
-               WHERE app = :app AND user_id = :user_id"""
-        ),
-        updates,
-    )
-    if changes:
-        await conn.execute(
-            text(
-                """INSERT INTO tier_changes
-                   (app, user_id, from_tier, to_tier, reason, ref, operator, note, changed_at)
-                   VALUES (:app, :user_id, :from_tier, :to_tier, :reason, :ref, :operator,
-                           :note, :now)"""
-            ),
-            changes,
+                "users": [j.user_id for j in changed],
+                "froms": [j.before for j in changed],
+                "tos": [j.after for j in changed],
+                "reasons": [
+                    reason or change_reason(program.tier(j.before), j.standing.tier, program)
+                    for j in changed
+                ],
+            },
         )
     return judgements

@@ -1,0 +1,75 @@
+"""What the benchmarks share: the pgbench one-row UPDATE baseline and a closed-loop load that
+keeps N calls in flight and reports calls/s, p50 and p99."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from sqlalchemy import make_url
+
+from devtools.embedded import EmbeddedPostgres
+
+
+def pgbench_binary() -> str:
+    bundled = EmbeddedPostgres(Path(tempfile.gettempdir()), 0).bin / "pgbench"
+    found = shutil.which("pgbench")
+    return str(bundled) if bundled.exists() else (found or "pgbench")
+
+
+def pgbench_one_row_update(server_url: str, seconds: int) -> float:
+    """Transactions per second of a one-row UPDATE, 8 clients (BASELINES.md's `-N` row)."""
+    url = make_url(server_url).set(drivername="postgresql", database="loyalty_bench_pgbench")
+    admin = make_url(server_url).set(drivername="postgresql")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS loyalty_bench_pgbench")
+        conn.execute("CREATE DATABASE loyalty_bench_pgbench")
+    dsn = url.render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bench_one_row (id int PRIMARY KEY, n bigint NOT NULL)")
+        conn.execute("INSERT INTO bench_one_row SELECT g, 0 FROM generate_series(1, 100000) g")
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
+        script.write(
+            "\\set id random(1, 100000)\nUPDATE bench_one_row SET n = n + 1 WHERE id = :id;\n"
+        )
+    out = subprocess.run(
+        [pgbench_binary(), "-n", "-c", "8", "-j", "2", "-T", str(seconds), "-f", script.name, dsn],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    Path(script.name).unlink()
+    for line in out.splitlines():
+        if line.startswith("tps = "):
+            return float(line.split()[2])
+    raise RuntimeError(f"no tps in pgbench output:\n{out}")
+
+
+async def closed_loop(
+    call: Callable[[], Awaitable[Any]], seconds: float, concurrency: int, warmup: int = 200
+) -> tuple[float, float, float]:
+    """Keeps ``concurrency`` calls in flight for ``seconds``: (calls/s, p50 ms, p99 ms)."""
+    for _ in range(warmup):  # connections, caches, first rows
+        await call()
+    latencies: list[float] = []
+    end = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - start)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    cuts = statistics.quantiles(latencies, n=100)
+    return len(latencies) / elapsed, cuts[49] * 1000, cuts[98] * 1000
