@@ -246,7 +246,9 @@ async def test_a_reversal_takes_the_growth_and_the_tier_back(levels, app):
 
 async def test_badges_are_earned_once_with_their_reward_points(levels, app):
     today = datetime.now(SHANGHAI).date()
-    noon = datetime.combine(today, datetime.min.time(), SHANGHAI) + timedelta(hours=12)
+    # Yesterday noon, local: always in the past, whatever the hour the test runs at.
+    noon = datetime.combine(today - timedelta(days=1), datetime.min.time(), SHANGHAI)
+    noon += timedelta(hours=12)
     # Seven consecutive local days of sign_in, the fourth arriving last (out of order).
     days = [noon - timedelta(days=offset) for offset in (6, 5, 4, 2, 1, 0)]
     for moment in days:
@@ -264,7 +266,9 @@ async def test_badges_are_earned_once_with_their_reward_points(levels, app):
 
 async def test_a_broken_streak_earns_nothing(levels, app):
     today = datetime.now(SHANGHAI).date()
-    noon = datetime.combine(today, datetime.min.time(), SHANGHAI) + timedelta(hours=12)
+    # Yesterday noon, local: always in the past, whatever the hour the test runs at.
+    noon = datetime.combine(today - timedelta(days=1), datetime.min.time(), SHANGHAI)
+    noon += timedelta(hours=12)
     for offset in (7, 6, 5, 4, 3, 2, 0):  # day 1 missed
         reply = await add(levels, app, "gap", 10, "sign_in", at=noon - timedelta(days=offset))
         assert list(reply.badges_earned) == []
