@@ -88,6 +88,10 @@ class ProgramStore(Generic[P]):
         self._unknown_app = unknown_app
         self._cache: dict[str, tuple[float, StoredProgram[P]]] = {}
 
+    def service_now(self) -> datetime:
+        """The service's own clock (no app's sandbox offset)."""
+        return self._clock.now()
+
     def now(self, stored: StoredProgram[P]) -> datetime:
         """The app's time: the service clock, moved by a sandbox app's test clock offset."""
         return self._clock.now() + stored.clock_offset

@@ -40,6 +40,11 @@ SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.so_reuseport", 0),
+    # gRPC core cancels calls queued beyond 1,000 not-yet-handled requests with a bare
+    # CANCELLED, which no caller treats as retryable. A flash sale queues thousands of cheap
+    # calls for a moment; let them wait for their real answer instead.
+    ("grpc.server.max_pending_requests", 10000),
+    ("grpc.server.max_pending_requests_hard_limit", 20000),
 ]
 
 

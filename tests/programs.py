@@ -52,3 +52,13 @@ def levels_section(program: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def levels_section_json(program: dict[str, Any] | None = None) -> str:
     return json.dumps(levels_section(program))
+
+
+def mall_section(program: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the gateway sends the mall: its section, the timezone and the tier ladder."""
+    program = program or example_program()
+    return {
+        "timezone": program["timezone"],
+        "mall": program["mall"],
+        "levels": {"tiers": program["levels"]["tiers"]},
+    }

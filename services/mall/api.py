@@ -1,13 +1,420 @@
-"""gRPC API of the mall service: protobuf in, domain calls, protobuf out.
+"""gRPC API of the mall: checks the request, runs the store, maps the answer to protobuf.
+Domain errors become statuses in plumbing.grpc_errors."""
 
-Every RPC answers UNIMPLEMENTED (inherited from the generated base) until issue #5
-builds the service; nothing here pretends to work."""
+from __future__ import annotations
 
-from loyalty.mall.v1 import mall_pb2_grpc
+from datetime import date, datetime, timedelta
+from typing import Any
 
+from loyalty.common.v1 import common_pb2
+from loyalty.mall.v1 import mall_pb2, mall_pb2_grpc
+
+from plumbing.errors import InvalidArgument
+from plumbing.programs import StoredProgram
+from plumbing.sections import ProgramInvalid, invalid_section, load_section
 from plumbing.server import Resources
+from plumbing.validation import optional_text, require_id, require_positive
+from plumbing.wire import decode_page_token, encode_page_token, page_size, to_timestamp
+from services.mall.domain.program import Catalog, ItemKind, parse_mall
+from services.mall.domain.sale import SaleStatus, limit_left, tier_allows
+from services.mall.jobs import expire_reservations
+from services.mall.store import catalog as catalog_store
+from services.mall.store import orders as order_store
+from services.mall.store import stats
+from services.mall.store.catalog import ItemView, item_views
+from services.mall.store.gate import StockGate
+from services.mall.store.orders import OrderView
+from services.mall.store.programs import mall_programs
+from services.mall.store.reservations import Reservations, ReservationView, ReserveInput
+
+DEFAULT_TTL = timedelta(minutes=15)
+MAX_TTL = timedelta(days=1)
+MAX_QUANTITY = 1000
+MAX_CODES = 10_000
+MAX_STATS_DAYS = 366
+MAX_CLOCK_ADVANCE = 10 * 366 * 86400
+
+_KINDS = {
+    ItemKind.COUPON: mall_pb2.COUPON,
+    ItemKind.VIRTUAL: mall_pb2.VIRTUAL,
+    ItemKind.PHYSICAL: mall_pb2.PHYSICAL,
+    ItemKind.PRIVILEGE: mall_pb2.PRIVILEGE,
+}
+_SALE = {
+    SaleStatus.UPCOMING: mall_pb2.UPCOMING,
+    SaleStatus.ON_SALE: mall_pb2.ON_SALE,
+    SaleStatus.ENDED: mall_pb2.ENDED,
+    SaleStatus.SOLD_OUT: mall_pb2.SOLD_OUT,
+    SaleStatus.OFF_SHELF: mall_pb2.OFF_SHELF,
+}
+_STATES = {
+    "RESERVED": mall_pb2.RESERVED,
+    "CONFIRMED": mall_pb2.CONFIRMED,
+    "RELEASED": mall_pb2.RELEASED,
+    "EXPIRED": mall_pb2.EXPIRED,
+}
+_ORDER_STATUS = {
+    "PENDING": mall_pb2.PENDING,
+    "FULFILLED": mall_pb2.FULFILLED,
+    "SHIPPED": mall_pb2.SHIPPED,
+    "CANCELLED": mall_pb2.CANCELLED,
+    "REFUNDED": mall_pb2.REFUNDED,
+}
+_ORDER_STATUS_NAMES = {value: name for name, value in _ORDER_STATUS.items()}
+_ADDRESS_FIELDS = ("name", "phone", "line1", "line2", "city", "region", "postal_code", "country")
+
+
+def _item(view: ItemView, user_given: bool, tier: str | None, catalog: Catalog) -> mall_pb2.Item:
+    item, sale = view.item, view.sale
+    status = sale.status
+    if status is SaleStatus.ON_SALE and view.available == 0:
+        status = SaleStatus.SOLD_OUT
+    reply = mall_pb2.Item(
+        sku=item.sku,
+        name=item.name,
+        kind=_KINDS[item.kind],
+        price_points=item.price_points,
+        unlimited=item.unlimited,
+        available=view.available or 0,
+        min_tier=item.min_tier,
+        sale_status=_SALE[status],
+        next_session_start=to_timestamp(sale.next_session_start),
+        requires_address=item.requires_address,
+        limit_left=-1,
+    )
+    if user_given or tier is not None:
+        left = limit_left(item.limits, view.usage) if view.usage is not None else None
+        reply.limit_left = -1 if left is None else left
+        reason = ""
+        if status is SaleStatus.SOLD_OUT:
+            reason = "OUT_OF_STOCK"
+        elif status is not SaleStatus.ON_SALE:
+            reason = "NOT_ON_SALE"
+        elif tier is not None and not tier_allows(catalog, item, tier):
+            reason = "TIER_TOO_LOW"
+        elif left == 0:
+            reason = "LIMIT_EXCEEDED"
+        reply.eligible = reason == ""
+        reply.ineligible_reason = reason
+    return reply
+
+
+def _reservation(view: ReservationView) -> mall_pb2.Reservation:
+    return mall_pb2.Reservation(
+        saga_id=view.saga_id,
+        sku=view.sku,
+        quantity=view.quantity,
+        state=_STATES[view.state],
+        price_points=view.price_points,
+        expires_at=to_timestamp(view.expires_at),
+    )
+
+
+def _order(view: OrderView) -> mall_pb2.Order:
+    return mall_pb2.Order(
+        order_id=view.order_id,
+        saga_id=view.saga_id,
+        user_id=view.user_id,
+        sku=view.sku,
+        quantity=view.quantity,
+        price_points=view.price_points,
+        status=_ORDER_STATUS[view.status],
+        coupon_code=view.coupon_codes[0] if view.coupon_codes else "",
+        coupon_codes=view.coupon_codes,
+        address=mall_pb2.Address(**view.address) if view.address else None,
+        carrier=view.carrier,
+        tracking_number=view.tracking_number,
+        created_at=to_timestamp(view.created_at),
+        history=[
+            mall_pb2.OrderTransition(
+                status=_ORDER_STATUS[t.status], actor=t.actor, note=t.note, at=to_timestamp(t.at)
+            )
+            for t in view.history
+        ],
+    )
+
+
+def _address(request: mall_pb2.ReserveRequest) -> dict[str, str] | None:
+    if not request.HasField("address"):
+        return None
+    address = {
+        name: optional_text(f"address.{name}", getattr(request.address, name), max_length=256)
+        for name in _ADDRESS_FIELDS
+    }
+    return {name: value for name, value in address.items() if value}
+
+
+def _date(field: str, value: str) -> date:
+    if not value:
+        raise InvalidArgument(field, "is required (YYYY-MM-DD)")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument(field, "must be a date YYYY-MM-DD") from None
 
 
 class MallServicer(mall_pb2_grpc.MallServiceServicer):
     def __init__(self, resources: Resources) -> None:
-        self.resources = resources
+        self.engine = resources.engine
+        self.programs = mall_programs(resources)
+        self.gate = StockGate(resources.redis)
+        self.reservations = Reservations(resources.engine, self.gate)
+
+    async def _program(self, app: str) -> StoredProgram[Catalog]:
+        require_id("app", app)
+        return await self.programs.get(app)
+
+    # --- catalog -------------------------------------------------------------------------
+
+    async def UpsertItems(
+        self, request: mall_pb2.UpsertItemsRequest, context: Any
+    ) -> common_pb2.ConfigureResult:
+        require_id("app", request.app)
+        section = load_section(request.section_json)
+        try:
+            catalog = parse_mall(section)
+            async with self.engine.begin() as conn:
+                await catalog_store.sync_catalog(
+                    conn, request.app, catalog, self.programs.service_now()
+                )
+                if request.validate_only:
+                    await conn.rollback()
+        except ProgramInvalid as invalid:
+            if request.validate_only:
+                return common_pb2.ConfigureResult(errors=invalid.errors)
+            raise invalid_section(invalid) from None
+        if request.validate_only:
+            return common_pb2.ConfigureResult()
+        version = await self.programs.store(request.app, section)
+        return common_pb2.ConfigureResult(version=version)
+
+    async def _item_view(self, stored: StoredProgram[Catalog], sku: str) -> mall_pb2.Item:
+        now = self.programs.now(stored)
+        today = now.astimezone(stored.program.zone).date()
+        item = catalog_store.item_of(stored, sku)
+        async with self.engine.connect() as conn:
+            [view] = await item_views(conn, stored, [item], now, today, today.replace(day=1), None)
+        return _item(view, False, None, stored.program)
+
+    async def AddStock(self, request: mall_pb2.AddStockRequest, context: Any) -> mall_pb2.Item:
+        stored = await self._program(request.app)
+        request_id = require_id("request_id", request.request_id)
+        sku = require_id("sku", request.sku)
+        quantity = require_positive("quantity", request.quantity, maximum=10**9)
+        async with self.engine.begin() as conn:
+            bucket, _ = await catalog_store.add_stock(
+                conn, stored, self.programs.now(stored), request_id, sku, quantity
+            )
+        await self.gate.give_back(stored.app, sku, bucket, quantity)
+        return await self._item_view(stored, sku)
+
+    async def LoadCodes(
+        self, request: mall_pb2.LoadCodesRequest, context: Any
+    ) -> mall_pb2.LoadCodesResponse:
+        stored = await self._program(request.app)
+        request_id = require_id("request_id", request.request_id)
+        sku = require_id("sku", request.sku)
+        if not request.codes:
+            raise InvalidArgument("codes", "is required")
+        if len(request.codes) > MAX_CODES:
+            raise InvalidArgument("codes", f"at most {MAX_CODES} codes per call")
+        codes = [require_id(f"codes[{i}]", code) for i, code in enumerate(request.codes)]
+        async with self.engine.begin() as conn:
+            loaded, skipped = await catalog_store.load_codes(
+                conn, stored, self.programs.now(stored), request_id, sku, codes
+            )
+        await self.gate.give_back(stored.app, sku, "", loaded)
+        return mall_pb2.LoadCodesResponse(loaded=loaded, duplicates_skipped=skipped)
+
+    async def ListItems(
+        self, request: mall_pb2.ListItemsRequest, context: Any
+    ) -> mall_pb2.ListItemsResponse:
+        stored = await self._program(request.app)
+        user_id = require_id("user_id", request.user_id) if request.user_id else None
+        tier = optional_text("tier", request.tier, max_length=128) if request.tier else None
+        if user_id is not None and tier is None:
+            tier = ""
+        size = page_size(request.page_size)
+        offset = (decode_page_token(request.page_token) or 1) - 1
+        listed = list(stored.program.items.values())
+        page = listed[offset : offset + size]
+        now = self.programs.now(stored)
+        today = now.astimezone(stored.program.zone).date()
+        async with self.engine.connect() as conn:
+            views = await item_views(conn, stored, page, now, today, today.replace(day=1), user_id)
+        more = offset + size < len(listed)
+        return mall_pb2.ListItemsResponse(
+            items=[_item(v, user_id is not None, tier, stored.program) for v in views],
+            next_page_token=encode_page_token(offset + size + 1) if more else "",
+        )
+
+    # --- two-phase reservation -----------------------------------------------------------
+
+    async def Reserve(self, request: mall_pb2.ReserveRequest, context: Any) -> mall_pb2.Reservation:
+        stored = await self._program(request.app)
+        ttl = DEFAULT_TTL
+        if request.HasField("ttl"):
+            ttl = request.ttl.ToTimedelta()
+            if ttl <= timedelta(0) or ttl > MAX_TTL:
+                raise InvalidArgument("ttl", "must be more than 0 and at most a day")
+        reserve = ReserveInput(
+            saga_id=require_id("saga_id", request.saga_id),
+            user_id=require_id("user_id", request.user_id),
+            sku=require_id("sku", request.sku),
+            quantity=require_positive("quantity", request.quantity, maximum=MAX_QUANTITY),
+            tier=optional_text("tier", request.tier, max_length=128),
+            address=_address(request),
+            ttl=ttl,
+            prize=request.prize,
+        )
+        view = await self.reservations.reserve(stored, self.programs.now(stored), reserve)
+        return _reservation(view)
+
+    async def Confirm(self, request: mall_pb2.ConfirmRequest, context: Any) -> mall_pb2.Order:
+        stored = await self._program(request.app)
+        saga_id = require_id("saga_id", request.saga_id)
+        return _order(await self.reservations.confirm(stored, self.programs.now(stored), saga_id))
+
+    async def Release(self, request: mall_pb2.ReleaseRequest, context: Any) -> mall_pb2.Reservation:
+        stored = await self._program(request.app)
+        saga_id = require_id("saga_id", request.saga_id)
+        view = await self.reservations.release(stored, self.programs.now(stored), saga_id)
+        return _reservation(view)
+
+    # --- orders --------------------------------------------------------------------------
+
+    async def GetOrder(self, request: mall_pb2.GetOrderRequest, context: Any) -> mall_pb2.Order:
+        stored = await self._program(request.app)
+        order_id = require_id("order_id", request.order_id)
+        async with self.engine.connect() as conn:
+            return _order(await order_store.get_order(conn, stored.app, order_id))
+
+    async def ListOrders(
+        self, request: mall_pb2.ListOrdersRequest, context: Any
+    ) -> mall_pb2.ListOrdersResponse:
+        stored = await self._program(request.app)
+        user_id = require_id("user_id", request.user_id) if request.user_id else None
+        status = None
+        if request.status:
+            status = _ORDER_STATUS_NAMES.get(request.status)
+            if status is None:
+                raise InvalidArgument("status", "is not an order status")
+        size = page_size(request.page_size)
+        before = decode_page_token(request.page_token)
+        async with self.engine.connect() as conn:
+            rows = await order_store.list_orders(
+                conn, stored.app, user_id, status, before, size + 1
+            )
+        page, more = rows[:size], len(rows) > size
+        return mall_pb2.ListOrdersResponse(
+            orders=[_order(o) for o in page],
+            next_page_token=encode_page_token(page[-1].seq) if more and page else "",
+        )
+
+    async def MarkShipped(
+        self, request: mall_pb2.MarkShippedRequest, context: Any
+    ) -> mall_pb2.Order:
+        stored = await self._program(request.app)
+        order_id = require_id("order_id", request.order_id)
+        carrier = require_id("carrier", request.carrier)
+        tracking = require_id("tracking_number", request.tracking_number)
+        operator = require_id("operator", request.operator)
+        async with self.engine.begin() as conn:
+            order, _ = await order_store.transition(
+                conn,
+                stored.app,
+                order_id,
+                order_store.SHIPPED,
+                operator,
+                f"{carrier} {tracking}",
+                self.programs.now(stored),
+                allowed_from=(order_store.PENDING,),
+                kinds=(ItemKind.PHYSICAL.value,),
+                fields={"carrier": carrier, "tracking_number": tracking},
+            )
+        return _order(order)
+
+    async def MarkFulfilled(
+        self, request: mall_pb2.MarkFulfilledRequest, context: Any
+    ) -> mall_pb2.Order:
+        stored = await self._program(request.app)
+        order_id = require_id("order_id", request.order_id)
+        operator = require_id("operator", request.operator)
+        note = optional_text("note", request.note)
+        async with self.engine.begin() as conn:
+            order, _ = await order_store.transition(
+                conn,
+                stored.app,
+                order_id,
+                order_store.FULFILLED,
+                operator,
+                note,
+                self.programs.now(stored),
+                allowed_from=(order_store.PENDING,),
+                kinds=(ItemKind.VIRTUAL.value, ItemKind.PRIVILEGE.value, ItemKind.COUPON.value),
+            )
+        return _order(order)
+
+    async def CancelOrder(
+        self, request: mall_pb2.CancelOrderRequest, context: Any
+    ) -> mall_pb2.Order:
+        stored = await self._program(request.app)
+        order_id = require_id("order_id", request.order_id)
+        operator = require_id("operator", request.operator)
+        reason = require_id("reason", request.reason, max_length=1024)
+        async with self.engine.begin() as conn:
+            order, bucket = await order_store.cancel_order(
+                conn, stored.app, order_id, operator, reason, self.programs.now(stored)
+            )
+        if order.status == order_store.CANCELLED:
+            await self.gate.give_back(stored.app, order.sku, bucket, order.quantity)
+        return _order(order)
+
+    # --- sandbox test clock --------------------------------------------------------------
+
+    async def AdvanceClock(
+        self, request: common_pb2.AdvanceClockRequest, context: Any
+    ) -> common_pb2.AdvanceClockResponse:
+        """Moves the app's clock, then expires the reservations that fell due, so the caller
+        sees their stock back as soon as this returns. A retried request_id moves it once."""
+        stored = await self._program(request.app)
+        request_id = require_id("request_id", request.request_id)
+        seconds = require_positive("seconds", request.seconds, maximum=MAX_CLOCK_ADVANCE)
+        stored = await self.programs.advance_clock(stored.app, request_id, seconds)
+        await expire_reservations(self.reservations, self.programs, only=stored.app)
+        return common_pb2.AdvanceClockResponse(now=to_timestamp(self.programs.now(stored)))
+
+    # --- stats ---------------------------------------------------------------------------
+
+    async def GetItemStats(
+        self, request: mall_pb2.GetItemStatsRequest, context: Any
+    ) -> mall_pb2.GetItemStatsResponse:
+        stored = await self._program(request.app)
+        sku = require_id("sku", request.sku) if request.sku else None
+        first = _date("from_date", request.from_date)
+        last = _date("to_date", request.to_date)
+        if last < first:
+            raise InvalidArgument("to_date", "must not be before from_date")
+        if (last - first).days >= MAX_STATS_DAYS:
+            raise InvalidArgument("to_date", f"at most {MAX_STATS_DAYS} days per report")
+        zone = stored.program.zone
+        since = datetime.combine(first, datetime.min.time(), tzinfo=zone)
+        until = datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=zone)
+        async with self.engine.connect() as conn:
+            days = await stats.item_days(
+                conn, stored.app, stored.program.timezone, sku, first, last, since, until
+            )
+        return mall_pb2.GetItemStatsResponse(
+            days=[
+                mall_pb2.ItemDayStats(
+                    sku=d.sku,
+                    date=d.day.isoformat(),
+                    reserved=d.reserved,
+                    confirmed=d.confirmed,
+                    released=d.released,
+                    expired=d.expired,
+                    cancelled=d.cancelled,
+                )
+                for d in days
+            ]
+        )

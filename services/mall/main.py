@@ -3,11 +3,13 @@
 from pathlib import Path
 
 from loyalty.mall.v1 import mall_pb2, mall_pb2_grpc
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from plumbing.server import Registration, ServiceSpec
 from plumbing.settings import ServiceSettings
 from services.mall.api import MallServicer
+from services.mall.jobs import gate_reconciler, reservation_reaper
 
 
 class MallSettings(ServiceSettings):
@@ -15,6 +17,10 @@ class MallSettings(ServiceSettings):
 
     listen: str = "127.0.0.1:50054"
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/loyalty_mall"
+    # How often reservations past their TTL are expired (their stock returns), and the
+    # flash-sale gate's Redis counters are set to Postgres's figures (seconds).
+    reservation_sweep_seconds: float = Field(default=1.0, gt=0)
+    gate_reconcile_seconds: float = Field(default=5.0, gt=0)
 
 
 SERVICE = ServiceSpec(
@@ -29,4 +35,5 @@ SERVICE = ServiceSpec(
     ],
     migrations=Path(__file__).parent / "migrations",
     needs_redis=True,
+    background=[reservation_reaper, gate_reconciler],
 )

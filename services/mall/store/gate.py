@@ -1,0 +1,122 @@
+"""The flash-sale gate: an admission counter per stock bucket in Redis, in front of Postgres.
+
+Postgres decides: a reservation takes stock with ``UPDATE stock SET available = available - q
+WHERE available >= q`` (and a CHECK), so nothing is ever oversold, whatever Redis says or
+whether it is there at all. Redis only keeps the losers away from that row: ``admit`` (one Lua
+call, one round trip) takes ``q`` from the bucket's counter, or answers "sold out" without the
+database being touched. What the counter may get wrong, and why it is safe:
+
+- too high (a seed or reconcile raced a reservation): more requests reach Postgres, which
+  refuses the extras, and they give their admission back;
+- missing (Redis restarted or was flushed): the request goes to Postgres and the counter is
+  seeded afterwards from what Postgres says is left (``SET NX``);
+- too low (an admission that was never given back, a process killed mid-request): the
+  reconcile job sets every live counter to Postgres's figure every few seconds.
+
+A replayed Reserve must answer as the first did even after the sale sold out, so a successful
+reservation leaves a saga marker that sends its replays to Postgres.
+
+Keys: ``loyalty:mall:{app}:stock:<sku>:<bucket>`` and ``loyalty:mall:{app}:saga:<saga_id>``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from plumbing.redis import key_prefix
+
+log = logging.getLogger(__name__)
+
+SOLD_OUT = -1
+UNKNOWN = -2  # no counter (new bucket, or Redis lost it): go to Postgres, seed afterwards
+REPLAY = -3  # this saga reserved before: go to Postgres for the first answer
+BYPASS = -4  # Redis is unreachable: go to Postgres (which alone decides anyway)
+
+_ADMIT = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -3 end
+local left = redis.call('GET', KEYS[1])
+if not left then return -2 end
+if tonumber(left) < tonumber(ARGV[1]) then return -1 end
+return redis.call('DECRBY', KEYS[1], ARGV[1])
+"""
+_GIVE_BACK = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end
+return -2
+"""
+
+
+def _base(app: str) -> str:
+    return f"{key_prefix('mall')}{{{app}}}:"
+
+
+def stock_key(app: str, sku: str, bucket: str) -> str:
+    return f"{_base(app)}stock:{sku}:{bucket}"
+
+
+def saga_key(app: str, saga_id: str) -> str:
+    return f"{_base(app)}saga:{saga_id}"
+
+
+class StockGate:
+    def __init__(self, redis: aioredis.Redis | None) -> None:
+        self._redis = redis
+        self._admit = redis.register_script(_ADMIT) if redis is not None else None
+        self._give_back = redis.register_script(_GIVE_BACK) if redis is not None else None
+
+    async def admit(self, app: str, sku: str, bucket: str, saga_id: str, quantity: int) -> int:
+        """Units left after admitting ``quantity`` (>= 0), or SOLD_OUT, UNKNOWN, REPLAY, BYPASS."""
+        if self._admit is None:
+            return BYPASS
+        try:
+            keys = [stock_key(app, sku, bucket), saga_key(app, saga_id)]
+            return int(await self._admit(keys=keys, args=[quantity]))
+        except (RedisError, OSError) as error:
+            log.warning("stock gate unavailable, Postgres decides alone: %s", error)
+            return BYPASS
+
+    async def give_back(self, app: str, sku: str, bucket: str, quantity: int) -> None:
+        """Returns units to the counter (a failed or released reservation); never fails."""
+        if self._give_back is None or quantity <= 0:
+            return
+        try:
+            await self._give_back(keys=[stock_key(app, sku, bucket)], args=[quantity])
+        except (RedisError, OSError) as error:
+            log.warning("stock gate give-back lost (the reconcile job heals it): %s", error)
+
+    async def reserved(self, app: str, saga_id: str, ttl_seconds: int) -> None:
+        """Marks the saga as reserved, so its replays reach Postgres after a sell-out."""
+        if self._redis is None:
+            return
+        try:
+            await self._redis.set(saga_key(app, saga_id), b"1", ex=max(60, ttl_seconds + 60))
+        except (RedisError, OSError) as error:
+            log.warning("stock gate saga marker lost: %s", error)
+
+    async def seed(self, app: str, sku: str, bucket: str, available: int) -> None:
+        """Creates a missing counter from what Postgres says is left."""
+        if self._redis is None:
+            return
+        try:
+            await self._redis.set(stock_key(app, sku, bucket), available, nx=True, ex=8 * 86400)
+        except (RedisError, OSError) as error:
+            log.warning("stock gate seed lost: %s", error)
+
+    async def reconcile(self, app: str, buckets: Iterable[tuple[str, str, int]]) -> int:
+        """Sets the live counters of ``(sku, bucket, available)`` to Postgres's figures."""
+        if self._redis is None:
+            return 0
+        done = 0
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for sku, bucket, available in buckets:
+                    pipe.set(stock_key(app, sku, bucket), available, xx=True, keepttl=True)
+                    done += 1
+                await pipe.execute()
+        except (RedisError, OSError) as error:
+            log.warning("stock gate reconcile skipped: %s", error)
+            return 0
+        return done
