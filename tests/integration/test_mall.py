@@ -29,6 +29,7 @@ from plumbing.programs import ProgramStore
 from services.mall.domain.errors import UnknownApp
 from services.mall.domain.program import parse_mall
 from services.mall.store.gate import StockGate
+from services.mall.store.invariants import check_mall
 from services.mall.store.reservations import Reservations
 from services.mall.store.tables import apps, program_versions, requests
 from tests.programs import mall_section
@@ -126,6 +127,15 @@ def query(suite: Any, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     url = make_url(suite.database_url("mall")).set(drivername="postgresql")
     with psycopg.connect(url.render_as_string(hide_password=False)) as conn:
         return conn.execute(sql, params).fetchall()
+
+
+async def assert_invariants(suite: Any, app: str) -> None:
+    engine = create_engine(suite.database_url("mall"), pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            assert await check_mall(conn, app) == []
+    finally:
+        await engine.dispose()
 
 
 def stock_of(suite: Any, app: str, sku: str) -> tuple[int, int]:
@@ -439,6 +449,7 @@ async def test_a_flash_sale_of_100_units_to_2000_buyers_sells_exactly_100(mall, 
     # The units released are on sale again.
     _, outcomes = await sale(mall, app, 120, prefix="second")
     assert outcomes["RESERVED"] == 50
+    await assert_invariants(suite, app)
 
 
 async def test_flushing_redis_mid_sale_oversells_nothing(mall, suite, infra):
@@ -460,6 +471,7 @@ async def test_flushing_redis_mid_sale_oversells_nothing(mall, suite, infra):
         "SELECT sum(quantity) FROM reservations WHERE app = %s AND state = 'RESERVED'",
         app,
     ) == [(100,)]
+    await assert_invariants(suite, app)
 
 
 # --- orders --------------------------------------------------------------------------------
@@ -518,6 +530,7 @@ async def test_orders_move_with_their_history(mall, app, suite):
     )
     [day] = stats.days
     assert (day.reserved, day.confirmed, day.cancelled) == (2, 1, 1)
+    await assert_invariants(suite, app)
 
 
 async def test_pool_codes_are_loaded_reserved_and_issued_once(mall, suite):
@@ -544,6 +557,7 @@ async def test_pool_codes_are_loaded_reserved_and_issued_once(mall, suite):
     await reserve(mall, app, "gift", saga="g3")
     second = await mall.Confirm(pb.ConfirmRequest(app=app, saga_id="g3"))
     assert sorted([first.coupon_code, second.coupon_code]) == ["A1", "A2"]
+    await assert_invariants(suite, app)
 
 
 # --- bad input -----------------------------------------------------------------------------

@@ -7,9 +7,12 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from plumbing.clock import FakeClock
 from services.mall.domain.program import (
+    WEEKDAYS,
     Catalog,
     CodeSource,
     ItemKind,
@@ -165,3 +168,50 @@ def test_codes_are_random_and_readable() -> None:
     assert len(codes) == 2000
     assert all(len(code) == 14 and code.count("-") == 2 for code in codes)
     assert not any(set(code) & set("ILOU") for code in codes)
+
+
+# --- sessions as a property ----------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    weekday=st.integers(0, 6),
+    hour=st.integers(0, 23),
+    minute=st.integers(0, 59),
+    minutes=st.integers(1, 600),
+    offset_seconds=st.integers(0, 21 * 86_400),
+)
+def test_on_sale_exactly_inside_a_session(weekday, hour, minute, minutes, offset_seconds) -> None:
+    """Against a brute-force reading of the session: on sale iff some weekly occurrence
+    (local time) holds the instant; the bucket is that occurrence's start."""
+    section = mall_section()
+    day = WEEKDAYS[weekday]
+    section["mall"]["items"] = [
+        {
+            "sku": "s",
+            "kind": "coupon",
+            "price_points": 1,
+            "stock": 1,
+            "sessions": {
+                "weekly": {"day": day, "at": f"{hour:02d}:{minute:02d}", "minutes": minutes}
+            },
+        }
+    ]
+    item = parse_mall(section).items["s"]
+    now = datetime(2026, 11, 2, tzinfo=UTC) + timedelta(seconds=offset_seconds)
+    state = sale_state(item, now, SHANGHAI)
+    local = now.astimezone(SHANGHAI)
+    holding = None
+    for back in range(0, 9):
+        date_ = (local - timedelta(days=back)).date()
+        if date_.weekday() != weekday:
+            continue
+        start = datetime(date_.year, date_.month, date_.day, hour, minute, tzinfo=SHANGHAI)
+        if start <= now < start + timedelta(minutes=minutes):
+            holding = start
+    assert state.on_sale == (holding is not None)
+    if holding is not None:
+        assert state.bucket == holding.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
+    else:
+        assert state.next_session_start is not None
+        assert state.next_session_start > now
