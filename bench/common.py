@@ -9,14 +9,16 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from sqlalchemy import make_url
 
-from devtools.embedded import EmbeddedPostgres
+from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 
 def pgbench_binary() -> str:
@@ -73,3 +75,34 @@ async def closed_loop(
     elapsed = time.perf_counter() - began
     cuts = statistics.quantiles(latencies, n=100)
     return len(latencies) / elapsed, cuts[49] * 1000, cuts[98] * 1000
+
+
+@dataclass(frozen=True)
+class Servers:
+    postgres_url: str
+    redis_url: str
+    workdir: Path
+
+
+@contextmanager
+def servers(
+    name: str, postgres_url: str = "", redis_url: str = "", *, with_redis: bool = True
+) -> Iterator[Servers]:
+    """The benchmark's PostgreSQL and Redis: the given URLs, or embedded ones in a temporary
+    folder (as `make run` starts them), stopped and removed afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    postgres = redis = None
+    try:
+        if not postgres_url:
+            postgres = EmbeddedPostgres(workdir / "postgres", free_port())
+            postgres_url = postgres.start()
+        if with_redis and not redis_url:
+            redis = EmbeddedRedis(workdir / "redis", free_port())
+            redis_url = redis.start()
+        yield Servers(postgres_url, redis_url, workdir)
+    finally:
+        if redis is not None:
+            redis.stop()
+        if postgres is not None:
+            postgres.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

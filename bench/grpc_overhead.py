@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.common import closed_loop  # noqa: E402
 
 
 async def serve(mode: str, port: int) -> None:
@@ -43,25 +44,10 @@ async def serve(mode: str, port: int) -> None:
 
 
 async def load(port: int, seconds: float, concurrency: int) -> tuple[float, float, float]:
-    latencies: list[float] = []
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         request = health_pb2.HealthCheckRequest()
-        for _ in range(200):  # warm up
-            await stub.Check(request)
-        end = time.perf_counter() + seconds
-
-        async def worker() -> None:
-            while time.perf_counter() < end:
-                start = time.perf_counter()
-                await stub.Check(request)
-                latencies.append(time.perf_counter() - start)
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
-    cuts = statistics.quantiles(latencies, n=100)
-    return len(latencies) / elapsed, cuts[49] * 1000, cuts[98] * 1000
+        return await closed_loop(lambda: stub.Check(request), seconds, concurrency)
 
 
 def run_mode(mode: str, port: int, seconds: float, concurrency: int) -> tuple[float, float, float]:

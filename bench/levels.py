@@ -22,9 +22,7 @@ import argparse
 import asyncio
 import json
 import random
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -38,9 +36,9 @@ from sqlalchemy import make_url
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import closed_loop, pgbench_one_row_update  # noqa: E402
+from bench.common import closed_loop, pgbench_one_row_update, servers  # noqa: E402
 from bench.grpc_overhead import run_mode  # noqa: E402
-from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port  # noqa: E402
+from devtools.embedded import free_port  # noqa: E402
 from devtools.suite import Suite  # noqa: E402
 from tests.programs import levels_section  # noqa: E402
 
@@ -138,57 +136,49 @@ def main() -> None:
     parser.add_argument("--redis-url", default="")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-levels-"))
-    postgres = embedded_redis = None
-    server_url, redis_url = args.postgres_url, args.redis_url
-    if not server_url:
-        postgres = EmbeddedPostgres(workdir / "postgres", free_port())
-        server_url = postgres.start()
-    if not redis_url:
-        embedded_redis = EmbeddedRedis(workdir / "redis", free_port())
-        redis_url = embedded_redis.start()
     # The tier job must not race the timed EvaluateTiers.
     quiet = {"LOYALTY_LEVELS_TIER_SWEEP_SECONDS": "86400"}
-    suite = Suite(server_url, redis_url, {"levels": free_port()}, workdir / "logs", extra_env=quiet)
-    try:
-        print(f"postgres: {make_url(server_url).render_as_string(hide_password=True)}")
-        print(f"pgbench one-row UPDATE, 8 clients, {args.seconds} s ...", flush=True)
-        update_tps = pgbench_one_row_update(server_url, args.seconds)
-        print(f"  {update_tps:,.0f} tps   (BASELINES.md: 6,643 on PostgreSQL 15)")
-        print(f"bare grpc.aio Health/Check, {args.concurrency} in flight ...", flush=True)
-        echo, _, _ = run_mode("bare", free_port(), args.seconds, args.concurrency)
-        print(f"  {echo:,.0f} RPC/s   (BASELINES.md: ~6,900)")
+    with servers("levels", args.postgres_url, args.redis_url, with_redis=True) as up:
+        server_url, redis_url = up.postgres_url, up.redis_url
+        suite = Suite(
+            server_url, redis_url, {"levels": free_port()}, up.workdir / "logs", extra_env=quiet
+        )
+        try:
+            print(f"postgres: {make_url(server_url).render_as_string(hide_password=True)}")
+            print(f"pgbench one-row UPDATE, 8 clients, {args.seconds} s ...", flush=True)
+            update_tps = pgbench_one_row_update(server_url, args.seconds)
+            print(f"  {update_tps:,.0f} tps   (BASELINES.md: 6,643 on PostgreSQL 15)")
+            print(f"bare grpc.aio Health/Check, {args.concurrency} in flight ...", flush=True)
+            echo, _, _ = run_mode("bare", free_port(), args.seconds, args.concurrency)
+            print(f"  {echo:,.0f} RPC/s   (BASELINES.md: ~6,900)")
 
-        suite.create_databases()
-        suite.start_service("levels")
-        suite.wait_serving("levels")
-        address = suite.address("levels")
-        print(f"AddGrowth and CheckTier, {args.concurrency} in flight, {args.seconds} s each ...")
-        online = asyncio.run(online_load(address, args.seconds, args.concurrency))
-        for name, baseline, label in (
-            ("AddGrowth", update_tps, "the one-row UPDATE"),
-            ("CheckTier", echo, "the bare gRPC call"),
-        ):
-            rate, p50, p99 = online[name]
-            print(f"  {name}: {rate:,.0f}/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms")
-            print(f"    ratio to {label}: {rate / baseline:.2f}")
+            suite.create_databases()
+            suite.start_service("levels")
+            suite.wait_serving("levels")
+            address = suite.address("levels")
+            print(
+                f"AddGrowth and CheckTier, {args.concurrency} in flight, {args.seconds} s each ..."
+            )
+            online = asyncio.run(online_load(address, args.seconds, args.concurrency))
+            for name, baseline, label in (
+                ("AddGrowth", update_tps, "the one-row UPDATE"),
+                ("CheckTier", echo, "the bare gRPC call"),
+            ):
+                rate, p50, p99 = online[name]
+                print(f"  {name}: {rate:,.0f}/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms")
+                print(f"    ratio to {label}: {rate / baseline:.2f}")
 
-        print(f"loading {args.members:,} members ...", flush=True)
-        load_members(suite.database_url("levels"), args.members)
-        evaluated, changed, took = asyncio.run(evaluate_all(address))
-        rate = evaluated / took if took else 0.0
-        print(f"  EvaluateTiers: {evaluated:,} members ({changed:,} changed) in {took:.1f} s")
-        print(f"  {rate:,.0f} members/s; ratio to the one-row UPDATE: {rate / update_tps:.2f}")
+            print(f"loading {args.members:,} members ...", flush=True)
+            load_members(suite.database_url("levels"), args.members)
+            evaluated, changed, took = asyncio.run(evaluate_all(address))
+            rate = evaluated / took if took else 0.0
+            print(f"  EvaluateTiers: {evaluated:,} members ({changed:,} changed) in {took:.1f} s")
+            print(f"  {rate:,.0f} members/s; ratio to the one-row UPDATE: {rate / update_tps:.2f}")
 
-        took = asyncio.run(rebuild_boards(address, redis_url))
-        print(f"  board rebuild (all time, week, month) on the next read: {took:.2f} s")
-    finally:
-        suite.stop()
-        if embedded_redis is not None:
-            embedded_redis.stop()
-        if postgres is not None:
-            postgres.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+            took = asyncio.run(rebuild_boards(address, redis_url))
+            print(f"  board rebuild (all time, week, month) on the next read: {took:.2f} s")
+        finally:
+            suite.stop()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import defaultdict
@@ -34,9 +33,9 @@ from sqlalchemy import make_url
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import closed_loop, pgbench_one_row_update  # noqa: E402
+from bench.common import closed_loop, pgbench_one_row_update, servers  # noqa: E402
 from bench.grpc_overhead import run_mode  # noqa: E402
-from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port  # noqa: E402
+from devtools.embedded import free_port  # noqa: E402
 from devtools.suite import Suite  # noqa: E402
 from plumbing.grpc_errors import reason_of  # noqa: E402
 from tests.programs import mall_section  # noqa: E402
@@ -164,52 +163,44 @@ def main() -> None:
     parser.add_argument("--redis-url", default="")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-mall-"))
-    postgres = embedded_redis = None
-    server_url, redis_url = args.postgres_url, args.redis_url
-    if not server_url:
-        postgres = EmbeddedPostgres(workdir / "postgres", free_port())
-        server_url = postgres.start()
-    if not redis_url:
-        embedded_redis = EmbeddedRedis(workdir / "redis", free_port())
-        redis_url = embedded_redis.start()
-    suite = Suite(server_url, redis_url, {"mall": free_port()}, workdir / "logs")
-    try:
-        print(f"bare grpc.aio Health/Check, {args.concurrency} in flight, {args.seconds} s ...")
-        echo, echo_p50, echo_p99 = run_mode("bare", free_port(), args.seconds, args.concurrency)
-        print(f"  {echo:,.0f} RPC/s  p50 {echo_p50:.1f} ms  p99 {echo_p99:.1f} ms")
-        get_rate = redis_get_rate(redis_url, args.seconds)
-        if get_rate is not None:
-            print(f"redis-benchmark GET, 64 clients: {get_rate:,.0f} requests/s")
-        update_tps = pgbench_one_row_update(server_url, args.seconds)
-        print(f"pgbench one-row UPDATE, 8 clients: {update_tps:,.0f} tps")
+    with servers("mall", args.postgres_url, args.redis_url, with_redis=True) as up:
+        server_url, redis_url = up.postgres_url, up.redis_url
+        suite = Suite(server_url, redis_url, {"mall": free_port()}, up.workdir / "logs")
+        try:
+            print(f"bare grpc.aio Health/Check, {args.concurrency} in flight, {args.seconds} s ...")
+            echo, echo_p50, echo_p99 = run_mode("bare", free_port(), args.seconds, args.concurrency)
+            print(f"  {echo:,.0f} RPC/s  p50 {echo_p50:.1f} ms  p99 {echo_p99:.1f} ms")
+            get_rate = redis_get_rate(redis_url, args.seconds)
+            if get_rate is not None:
+                print(f"redis-benchmark GET, 64 clients: {get_rate:,.0f} requests/s")
+            update_tps = pgbench_one_row_update(server_url, args.seconds)
+            print(f"pgbench one-row UPDATE, 8 clients: {update_tps:,.0f} tps")
 
-        suite.create_databases()
-        suite.start_service("mall")
-        suite.wait_serving("mall")
-        print(f"flash sale: 100 units, {args.concurrency} buyers, {args.seconds} s ...", flush=True)
-        result = asyncio.run(flash_sale(suite.address("mall"), args.seconds, args.concurrency))
-        r50, r99 = result.reserve_cuts
-        j50, j99 = result.reject_cuts
-        print(f"  reserved {result.reserved} (other outcomes: {result.others or 'none'})")
-        print(f"  sold out in {result.sold_in:.2f} s; reserve p50 {r50:.1f} ms  p99 {r99:.1f} ms")
-        print(
-            f"  then {result.rejected:,} OUT_OF_STOCK at {result.reject_rate:,.0f}/s  "
-            f"p50 {j50:.1f} ms  p99 {j99:.1f} ms"
-        )
-        print(f"    ratio to the bare gRPC call: {result.reject_rate / echo:.2f}")
-        rate, p50, p99 = result.deep
-        print(
-            f"sustained Reserve on a deep item: {rate:,.0f}/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms"
-        )
-        print(f"  ratio to the one-row UPDATE: {rate / update_tps:.2f}")
-    finally:
-        suite.stop()
-        if embedded_redis is not None:
-            embedded_redis.stop()
-        if postgres is not None:
-            postgres.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+            suite.create_databases()
+            suite.start_service("mall")
+            suite.wait_serving("mall")
+            print(
+                f"flash sale: 100 units, {args.concurrency} buyers, {args.seconds} s ...",
+                flush=True,
+            )
+            result = asyncio.run(flash_sale(suite.address("mall"), args.seconds, args.concurrency))
+            r50, r99 = result.reserve_cuts
+            j50, j99 = result.reject_cuts
+            print(f"  reserved {result.reserved} (other outcomes: {result.others or 'none'})")
+            print(
+                f"  sold out in {result.sold_in:.2f} s; reserve p50 {r50:.1f} ms  p99 {r99:.1f} ms"
+            )
+            print(
+                f"  then {result.rejected:,} OUT_OF_STOCK at {result.reject_rate:,.0f}/s  "
+                f"p50 {j50:.1f} ms  p99 {j99:.1f} ms"
+            )
+            print(f"    ratio to the bare gRPC call: {result.reject_rate / echo:.2f}")
+            rate, p50, p99 = result.deep
+            print(f"sustained Reserve on a deep item: {rate:,.0f}/s", end="  ")
+            print(f"p50 {p50:.1f} ms  p99 {p99:.1f} ms")
+            print(f"  ratio to the one-row UPDATE: {rate / update_tps:.2f}")
+        finally:
+            suite.stop()
 
 
 if __name__ == "__main__":

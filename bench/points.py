@@ -21,9 +21,7 @@ import argparse
 import asyncio
 import json
 import random
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -36,8 +34,8 @@ from sqlalchemy import make_url
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import closed_loop, pgbench_one_row_update  # noqa: E402
-from devtools.embedded import EmbeddedPostgres, free_port  # noqa: E402
+from bench.common import closed_loop, pgbench_one_row_update, servers  # noqa: E402
+from devtools.embedded import free_port  # noqa: E402
 from devtools.suite import Suite  # noqa: E402
 from tests.programs import points_section  # noqa: E402
 
@@ -113,45 +111,41 @@ def main() -> None:
     parser.add_argument("--postgres-url", default="")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-points-"))
-    postgres = None
-    server_url = args.postgres_url
-    if not server_url:
-        postgres = EmbeddedPostgres(workdir / "postgres", free_port())
-        postgres.start()
-        server_url = postgres.url
     # The service's own sweep must not race the timed ExpireDue.
     quiet = {"LOYALTY_POINTS_EXPIRY_SWEEP_SECONDS": "86400"}
-    suite = Suite(server_url, "", {"points": free_port()}, workdir / "logs", extra_env=quiet)
-    try:
-        print(f"postgres: {make_url(server_url).render_as_string(hide_password=True)}")
-        print(f"pgbench one-row UPDATE, 8 clients, {args.seconds} s ...", flush=True)
-        update_tps = pgbench_one_row_update(server_url, args.seconds)
-        print(f"  {update_tps:,.0f} tps   (BASELINES.md: 6,643 on PostgreSQL 15)")
+    with servers("points", args.postgres_url, "", with_redis=False) as up:
+        server_url, redis_url = up.postgres_url, up.redis_url
+        suite = Suite(
+            server_url, redis_url, {"points": free_port()}, up.workdir / "logs", extra_env=quiet
+        )
+        try:
+            print(f"postgres: {make_url(server_url).render_as_string(hide_password=True)}")
+            print(f"pgbench one-row UPDATE, 8 clients, {args.seconds} s ...", flush=True)
+            update_tps = pgbench_one_row_update(server_url, args.seconds)
+            print(f"  {update_tps:,.0f} tps   (BASELINES.md: 6,643 on PostgreSQL 15)")
 
-        suite.create_databases()
-        suite.start_service("points")
-        suite.wait_serving("points")
-        address = suite.address("points")
-        print(f"Earn through gRPC, {args.concurrency} in flight, {args.seconds} s ...", flush=True)
-        rate, p50, p99 = asyncio.run(earn_load(address, args.seconds, args.concurrency))
-        print(f"  {rate:,.0f} Earn/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms")
-        print(f"  ratio to the one-row UPDATE: {rate / update_tps:.2f}")
+            suite.create_databases()
+            suite.start_service("points")
+            suite.wait_serving("points")
+            address = suite.address("points")
+            print(
+                f"Earn through gRPC, {args.concurrency} in flight, {args.seconds} s ...", flush=True
+            )
+            rate, p50, p99 = asyncio.run(earn_load(address, args.seconds, args.concurrency))
+            print(f"  {rate:,.0f} Earn/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms")
+            print(f"  ratio to the one-row UPDATE: {rate / update_tps:.2f}")
 
-        print(f"loading {args.lots:,} due lots ...", flush=True)
-        began = time.perf_counter()
-        load_due_lots(suite.database_url("points"), args.lots)
-        print(f"  loaded in {time.perf_counter() - began:.1f} s; ExpireDue ...", flush=True)
-        expired, points, took = asyncio.run(sweep(address))
-        per_second = expired / took if took else 0.0
-        print(f"  {expired:,} lots ({points:,} points) expired in {took:.1f} s")
-        print(f"  {per_second:,.0f} lots/s")
-        print(f"  ratio to the one-row UPDATE: {per_second / update_tps:.2f}")
-    finally:
-        suite.stop()
-        if postgres is not None:
-            postgres.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+            print(f"loading {args.lots:,} due lots ...", flush=True)
+            began = time.perf_counter()
+            load_due_lots(suite.database_url("points"), args.lots)
+            print(f"  loaded in {time.perf_counter() - began:.1f} s; ExpireDue ...", flush=True)
+            expired, points, took = asyncio.run(sweep(address))
+            per_second = expired / took if took else 0.0
+            print(f"  {expired:,} lots ({points:,} points) expired in {took:.1f} s")
+            print(f"  {per_second:,.0f} lots/s")
+            print(f"  ratio to the one-row UPDATE: {per_second / update_tps:.2f}")
+        finally:
+            suite.stop()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -34,6 +34,16 @@ def from_timestamp(field: str, message: Any, name: str) -> datetime | None:
         return stamp.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
         raise InvalidArgument(field, "is not a valid timestamp") from None
+
+
+def parse_date(field: str, value: str) -> date:
+    """A required calendar date, YYYY-MM-DD."""
+    if not value:
+        raise InvalidArgument(field, "is required (YYYY-MM-DD)")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument(field, "must be a date YYYY-MM-DD") from None
 
 
 def page_size(value: int, field: str = "page_size") -> int:

@@ -12,10 +12,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from loyalty.common.v1 import common_pb2
 from loyalty.levels.v1 import levels_pb2, levels_pb2_grpc
 
+from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument
 from plumbing.jobs import every
 from plumbing.programs import StoredProgram
-from plumbing.sections import ProgramInvalid, invalid_section, load_section
 from plumbing.server import Resources
 from plumbing.validation import (
     check_attributes,
@@ -126,18 +126,13 @@ class LevelsServicer(levels_pb2_grpc.LevelsServiceServicer):
     async def ConfigureLevels(
         self, request: levels_pb2.ConfigureLevelsRequest, context: Any
     ) -> common_pb2.ConfigureResult:
-        require_id("app", request.app)
-        section = load_section(request.section_json)
-        try:
-            parse_levels(section)
-        except ProgramInvalid as invalid:
-            if request.validate_only:
-                return common_pb2.ConfigureResult(errors=invalid.errors)
-            raise invalid_section(invalid) from None
-        if request.validate_only:
-            return common_pb2.ConfigureResult()
-        version = await self.programs.store(request.app, section)
-        return common_pb2.ConfigureResult(version=version)
+        return await configure_section(
+            request.app,
+            request.section_json,
+            request.validate_only,
+            parse_levels,
+            lambda app, section, _: self.programs.store(app, section),
+        )
 
     # --- growth --------------------------------------------------------------------------
 

@@ -3,18 +3,18 @@ Domain errors become statuses in plumbing.grpc_errors."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from loyalty.common.v1 import common_pb2
 from loyalty.mall.v1 import mall_pb2, mall_pb2_grpc
 
+from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument
 from plumbing.programs import StoredProgram
-from plumbing.sections import ProgramInvalid, invalid_section, load_section
 from plumbing.server import Resources
 from plumbing.validation import optional_text, require_id, require_positive
-from plumbing.wire import decode_page_token, encode_page_token, page_size, to_timestamp
+from plumbing.wire import decode_page_token, encode_page_token, page_size, parse_date, to_timestamp
 from services.mall.domain.program import Catalog, ItemKind, parse_mall
 from services.mall.domain.sale import SaleStatus, limit_left, tier_allows
 from services.mall.jobs import expire_reservations
@@ -144,15 +144,6 @@ def _address(request: mall_pb2.ReserveRequest) -> dict[str, str] | None:
     return {name: value for name, value in address.items() if value}
 
 
-def _date(field: str, value: str) -> date:
-    if not value:
-        raise InvalidArgument(field, "is required (YYYY-MM-DD)")
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise InvalidArgument(field, "must be a date YYYY-MM-DD") from None
-
-
 class MallServicer(mall_pb2_grpc.MallServiceServicer):
     def __init__(self, resources: Resources) -> None:
         self.engine = resources.engine
@@ -169,24 +160,22 @@ class MallServicer(mall_pb2_grpc.MallServiceServicer):
     async def UpsertItems(
         self, request: mall_pb2.UpsertItemsRequest, context: Any
     ) -> common_pb2.ConfigureResult:
-        require_id("app", request.app)
-        section = load_section(request.section_json)
-        try:
-            catalog = parse_mall(section)
-            async with self.engine.begin() as conn:
-                await catalog_store.sync_catalog(
-                    conn, request.app, catalog, self.programs.service_now()
-                )
-                if request.validate_only:
-                    await conn.rollback()
-        except ProgramInvalid as invalid:
-            if request.validate_only:
-                return common_pb2.ConfigureResult(errors=invalid.errors)
-            raise invalid_section(invalid) from None
-        if request.validate_only:
-            return common_pb2.ConfigureResult()
-        version = await self.programs.store(request.app, section)
-        return common_pb2.ConfigureResult(version=version)
+        return await configure_section(
+            request.app,
+            request.section_json,
+            request.validate_only,
+            parse_mall,
+            lambda app, section, _: self.programs.store(app, section),
+            self._sync_catalog,
+        )
+
+    async def _sync_catalog(self, app: str, catalog: Catalog, validate_only: bool) -> None:
+        """Items and stock follow the catalog before it is stored (rolled back when only
+        validating); stock already sold refuses a lower `stock` with the item's path."""
+        async with self.engine.begin() as conn:
+            await catalog_store.sync_catalog(conn, app, catalog, self.programs.service_now())
+            if validate_only:
+                await conn.rollback()
 
     async def _item_view(self, stored: StoredProgram[Catalog], sku: str) -> mall_pb2.Item:
         now = self.programs.now(stored)
@@ -391,8 +380,8 @@ class MallServicer(mall_pb2_grpc.MallServiceServicer):
     ) -> mall_pb2.GetItemStatsResponse:
         stored = await self._program(request.app)
         sku = require_id("sku", request.sku) if request.sku else None
-        first = _date("from_date", request.from_date)
-        last = _date("to_date", request.to_date)
+        first = parse_date("from_date", request.from_date)
+        last = parse_date("to_date", request.to_date)
         if last < first:
             raise InvalidArgument("to_date", "must not be before from_date")
         if (last - first).days >= MAX_STATS_DAYS:

@@ -4,15 +4,15 @@ transaction, maps the answer to protobuf. Domain errors become statuses in plumb
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from loyalty.common.v1 import common_pb2
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument
-from plumbing.sections import ProgramInvalid, invalid_section, load_section
 from plumbing.server import Resources
 from plumbing.validation import (
     check_attributes,
@@ -27,6 +27,7 @@ from plumbing.wire import (
     encode_page_token,
     from_timestamp,
     page_size,
+    parse_date,
     to_timestamp,
 )
 from services.points import jobs
@@ -71,18 +72,13 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
     async def ConfigureRules(
         self, request: points_pb2.ConfigureRulesRequest, context: Any
     ) -> common_pb2.ConfigureResult:
-        require_id("app", request.app)
-        section = load_section(request.section_json)
-        try:
-            program = parse_program(section)
-        except ProgramInvalid as invalid:
-            if request.validate_only:
-                return common_pb2.ConfigureResult(errors=invalid.errors)
-            raise invalid_section(invalid) from None
-        if request.validate_only:
-            return common_pb2.ConfigureResult()
-        version = await self.programs.store(request.app, section, program)
-        return common_pb2.ConfigureResult(version=version)
+        return await configure_section(
+            request.app,
+            request.section_json,
+            request.validate_only,
+            parse_program,
+            self.programs.store,
+        )
 
     # --- earning -------------------------------------------------------------------------
 
@@ -336,8 +332,8 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self, request: points_pb2.GetLiabilityRequest, context: Any
     ) -> points_pb2.GetLiabilityResponse:
         require_id("app", request.app)
-        first = _date("from_date", request.from_date)
-        last = _date("to_date", request.to_date)
+        first = parse_date("from_date", request.from_date)
+        last = parse_date("to_date", request.to_date)
         if last < first:
             raise InvalidArgument("to_date", "must not be before from_date")
         if (last - first).days >= MAX_LIABILITY_DAYS:
@@ -381,12 +377,3 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         await jobs.release_expired_holds(self.engine, self.programs, only=ap.app)
         await jobs.expire_due_lots(self.engine, self.programs, only=ap.app)
         return common_pb2.AdvanceClockResponse(now=to_timestamp(self.programs.now(ap)))
-
-
-def _date(field: str, value: str) -> date:
-    if not value:
-        raise InvalidArgument(field, "is required (YYYY-MM-DD)")
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise InvalidArgument(field, "must be a date YYYY-MM-DD") from None

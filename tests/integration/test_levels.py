@@ -687,23 +687,3 @@ async def test_a_batch_adds_each_event_once(levels, app):
     assert all(r.duplicate for r in again.results)
     level = await levels.GetLevel(pb.GetLevelRequest(app=app, user_id="batch"))
     assert level.lifetime_growth == 100
-
-
-def test_migrations_create_the_tables_the_code_uses(suite):
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-    from sqlalchemy import create_engine
-
-    from services.levels.store.tables import metadata
-
-    engine = create_engine(suite.database_url("levels"))
-    try:
-        with engine.connect() as conn:
-            differences = [
-                diff
-                for diff in compare_metadata(MigrationContext.configure(conn), metadata)
-                if not (diff[0] == "remove_table" and diff[1].name == "alembic_version")
-            ]
-    finally:
-        engine.dispose()
-    assert differences == []

@@ -615,23 +615,3 @@ async def test_bad_input_names_the_field_and_writes_nothing(mall, app, suite):
         == "section_json"
     )
     assert await field_of(mall.GetOrder(pb.GetOrderRequest(app=app))) == "order_id"
-
-
-def test_migrations_create_the_tables_the_code_uses(suite):
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-    from sqlalchemy import create_engine as create_sync_engine
-
-    from services.mall.store.tables import metadata
-
-    engine = create_sync_engine(suite.database_url("mall"))
-    try:
-        with engine.connect() as conn:
-            differences = [
-                diff
-                for diff in compare_metadata(MigrationContext.configure(conn), metadata)
-                if not (diff[0] == "remove_table" and diff[1].name == "alembic_version")
-            ]
-    finally:
-        engine.dispose()
-    assert differences == []

@@ -1,5 +1,5 @@
 """The levels database, as SQLAlchemy Core tables. Migrations in ../migrations create them;
-tests/integration/test_levels.py checks the two agree.
+tests/integration/test_schemas.py checks the two agree.
 
 Every row carries its `app`; every query filters on it. Growth is kept per member and local
 day (`growth_days`), which is all the tier rules need; events keep their replies for replays.

@@ -1,5 +1,5 @@
 """The mall database, as SQLAlchemy Core tables. Migrations in ../migrations create them;
-tests/integration/test_mall.py checks the two agree. Every row carries its `app`."""
+tests/integration/test_schemas.py checks the two agree. Every row carries its `app`."""
 
 from __future__ import annotations
 

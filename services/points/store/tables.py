@@ -1,5 +1,5 @@
 """The points database, as SQLAlchemy Core tables. Migrations in ../migrations create them;
-tests/integration/test_points_schema.py checks the two agree.
+tests/integration/test_schemas.py checks the two agree.
 
 Every row carries its `app`; every query filters on it.
 """
