@@ -62,3 +62,8 @@ def mall_section(program: dict[str, Any] | None = None) -> dict[str, Any]:
         "mall": program["mall"],
         "levels": {"tiers": program["levels"]["tiers"]},
     }
+
+
+def risk_section(program: dict[str, Any] | None = None) -> dict[str, Any]:
+    program = program or example_program()
+    return {"timezone": program["timezone"], "risk": program["risk"]}

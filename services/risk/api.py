@@ -1,13 +1,272 @@
-"""gRPC API of the risk service: protobuf in, domain calls, protobuf out.
+"""gRPC API of the risk service: checks the request (IPs parsed, not trusted), decides, and
+queues the audit. Domain errors become statuses in plumbing.grpc_errors."""
 
-Every RPC answers UNIMPLEMENTED (inherited from the generated base) until issue #6
-builds the service; nothing here pretends to work."""
+from __future__ import annotations
 
-from loyalty.risk.v1 import risk_pb2_grpc
+import asyncio
+import ipaddress
+from datetime import datetime, timedelta
+from typing import Any
 
+from loyalty.common.v1 import common_pb2
+from loyalty.risk.v1 import risk_pb2, risk_pb2_grpc
+
+from plumbing.configure import configure_section
+from plumbing.errors import InvalidArgument
+from plumbing.programs import ProgramStore, StoredProgram
 from plumbing.server import Resources
+from plumbing.validation import (
+    check_attributes,
+    optional_text,
+    require_id,
+    require_non_negative,
+)
+from plumbing.wire import (
+    decode_page_token,
+    encode_page_token,
+    from_timestamp,
+    page_size,
+    to_timestamp,
+)
+from services.risk.domain.decide import (
+    Event,
+    Outcome,
+    by_lists,
+    combine,
+    counts,
+    static_rules,
+    without_counters,
+)
+from services.risk.domain.errors import UnknownApp
+from services.risk.domain.program import RiskProgram, Verdict, parse_risk
+from services.risk.store import reviews as review_store
+from services.risk.store.audit import AuditLog
+from services.risk.store.counters import Counters, CountersUnavailable
+from services.risk.store.tables import apps, program_versions, requests
+
+MAX_BATCH = 500
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+REVIEW_STATES = ("open", "approved", "rejected")
+_VERDICTS = {
+    Verdict.ALLOW: risk_pb2.ALLOW,
+    Verdict.REVIEW: risk_pb2.REVIEW,
+    Verdict.DENY: risk_pb2.DENY,
+}
+
+
+def risk_programs(resources: Resources) -> ProgramStore[RiskProgram]:
+    return ProgramStore(
+        resources.engine,
+        resources.clock,
+        (apps, program_versions),
+        requests,
+        parse_risk,
+        UnknownApp,
+    )
+
+
+def _ip(field: str, value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if not value:
+        return None
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        raise InvalidArgument(field, "is not an IPv4 or IPv6 address") from None
 
 
 class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
     def __init__(self, resources: Resources) -> None:
-        self.resources = resources
+        if resources.redis is None:
+            raise RuntimeError("the risk service needs Redis for its counters")
+        self.engine = resources.engine
+        self.programs = risk_programs(resources)
+        self.counters = Counters(resources.redis)
+        self.audit = AuditLog(resources.engine)
+        self.audit.start()
+        resources.cleanup.push_async_callback(self.audit.close)
+
+    async def ConfigureRisk(
+        self, request: risk_pb2.ConfigureRiskRequest, context: Any
+    ) -> common_pb2.ConfigureResult:
+        return await configure_section(
+            request.app,
+            request.section_json,
+            request.validate_only,
+            parse_risk,
+            lambda app, section, _: self.programs.store(app, section),
+        )
+
+    def _event(
+        self, request: risk_pb2.EvaluateRequest, now: datetime, prefix: str = ""
+    ) -> tuple[str, Event]:
+        created = from_timestamp(f"{prefix}account_created_at", request, "account_created_at")
+        if created is not None and created > now + MAX_CLOCK_SKEW:
+            raise InvalidArgument(f"{prefix}account_created_at", "is in the future")
+        request_id = require_id(f"{prefix}request_id", request.request_id)
+        return request_id, Event(
+            action=require_id(f"{prefix}action", request.action),
+            user_id=require_id(f"{prefix}user_id", request.user_id),
+            device_id=optional_text(f"{prefix}device_id", request.device_id, max_length=128),
+            ip=_ip(f"{prefix}ip", request.ip),
+            amount=require_non_negative(f"{prefix}amount", request.amount),
+            attributes=check_attributes(f"{prefix}attributes", request.attributes),
+            account_created_at=created,
+        )
+
+    async def _decide(
+        self, stored: StoredProgram[RiskProgram], now: datetime, request_id: str, event: Event
+    ) -> risk_pb2.EvaluateResponse:
+        program = stored.program
+        listed = by_lists(program, event, now)
+        fired = [] if listed else static_rules(program, event, now)
+        static = listed or combine(fired, [])
+        windows = [] if listed else counts(program, event, request_id)
+        thresholds = {r.code: r.alert_per_minute for r in program.rules if r.alert_per_minute}
+        duplicate = blind = False
+        try:
+            counted = await self.counters.evaluate(
+                stored.app, request_id, now, static, windows, thresholds
+            )
+            outcome = Outcome(counted.verdict, counted.rules, counted.score)
+            duplicate = counted.replayed
+            for alert in () if duplicate else counted.alerts:
+                kind, _, subject = alert.partition(":")
+                self.audit.alert(
+                    stored.app,
+                    "rule_rate" if kind == "rule" else "run",
+                    subject,
+                    f"{subject} fired above its alert rate"
+                    if kind == "rule"
+                    else f"{subject} taken more than {program.run_alert_per_minute} times a minute",
+                    now,
+                )
+        except CountersUnavailable:
+            # Redis is down: counted rules fail open or closed as configured.
+            blind = True
+            outcome = listed or combine([*fired, *without_counters(program, event)], [])
+        if not duplicate:
+            self.audit.decision(
+                {
+                    "app": stored.app,
+                    "request_id": request_id,
+                    "review_id": f"rv-{request_id}",
+                    "action": event.action,
+                    "user_id": event.user_id,
+                    "device_id": event.device_id,
+                    "ip": str(event.ip) if event.ip is not None else "",
+                    "amount": event.amount,
+                    "attributes": dict(event.attributes),
+                    "decision": outcome.verdict.name,
+                    "rules": list(outcome.rules),
+                    "score": outcome.score,
+                    "without_counters": blind,
+                    "decided_at": now,
+                }
+            )
+        return risk_pb2.EvaluateResponse(
+            decision=_VERDICTS[outcome.verdict],
+            rules=outcome.rules,
+            score=outcome.score,
+            without_counters=blind,
+            duplicate=duplicate,
+            request_id=request_id,
+        )
+
+    async def Evaluate(
+        self, request: risk_pb2.EvaluateRequest, context: Any
+    ) -> risk_pb2.EvaluateResponse:
+        require_id("app", request.app)
+        stored = await self.programs.get(request.app)
+        now = self.programs.now(stored)
+        request_id, event = self._event(request, now)
+        return await self._decide(stored, now, request_id, event)
+
+    async def EvaluateBatch(
+        self, request: risk_pb2.EvaluateBatchRequest, context: Any
+    ) -> risk_pb2.EvaluateBatchResponse:
+        """Every request is checked before any is counted; then all are decided at once."""
+        if len(request.requests) > MAX_BATCH:
+            raise InvalidArgument("requests", f"at most {MAX_BATCH} per batch")
+        checked = []
+        for index, item in enumerate(request.requests):
+            prefix = f"requests[{index}]."
+            require_id(f"{prefix}app", item.app)
+            stored = await self.programs.get(item.app)
+            now = self.programs.now(stored)
+            checked.append((stored, now, *self._event(item, now, prefix)))
+        results = await asyncio.gather(*(self._decide(*args) for args in checked))
+        return risk_pb2.EvaluateBatchResponse(results=results)
+
+    async def ListReviews(
+        self, request: risk_pb2.ListReviewsRequest, context: Any
+    ) -> risk_pb2.ListReviewsResponse:
+        require_id("app", request.app)
+        state = request.state or "open"
+        if state not in REVIEW_STATES:
+            raise InvalidArgument("state", "must be open, approved or rejected")
+        size = page_size(request.page_size)
+        before = decode_page_token(request.page_token)
+        async with self.engine.connect() as conn:
+            rows = await review_store.list_reviews(conn, request.app, state, before, size + 1)
+        page, more = rows[:size], len(rows) > size
+        return risk_pb2.ListReviewsResponse(
+            reviews=[_review(row) for row in page],
+            next_page_token=encode_page_token(page[-1].seq) if more and page else "",
+        )
+
+    async def DecideReview(
+        self, request: risk_pb2.DecideReviewRequest, context: Any
+    ) -> risk_pb2.Review:
+        require_id("app", request.app)
+        stored = await self.programs.get(request.app)
+        review_id = require_id("review_id", request.review_id)
+        operator = require_id("operator", request.operator)
+        note = optional_text("note", request.note)
+        async with self.engine.begin() as conn:
+            row = await review_store.decide_review(
+                conn,
+                stored.app,
+                review_id,
+                request.approve,
+                operator,
+                note,
+                self.programs.now(stored),
+            )
+        return _review(row)
+
+    async def ListAlerts(
+        self, request: risk_pb2.ListAlertsRequest, context: Any
+    ) -> risk_pb2.ListAlertsResponse:
+        require_id("app", request.app)
+        size = page_size(request.page_size)
+        before = decode_page_token(request.page_token)
+        async with self.engine.connect() as conn:
+            rows = await review_store.list_alerts(conn, request.app, before, size + 1)
+        page, more = rows[:size], len(rows) > size
+        return risk_pb2.ListAlertsResponse(
+            alerts=[
+                risk_pb2.Alert(
+                    kind=row.kind,
+                    subject=row.subject,
+                    message=row.message,
+                    raised_at=to_timestamp(row.raised_at),
+                )
+                for row in page
+            ],
+            next_page_token=encode_page_token(page[-1].id) if more and page else "",
+        )
+
+
+def _review(row: review_store.ReviewRow) -> risk_pb2.Review:
+    return risk_pb2.Review(
+        review_id=row.review_id,
+        request_id=row.request_id,
+        action=row.action,
+        user_id=row.user_id,
+        rules=row.rules,
+        state=row.state,
+        operator=row.operator,
+        note=row.note,
+        created_at=to_timestamp(row.created_at),
+        decided_at=to_timestamp(row.decided_at),
+    )

@@ -11,7 +11,7 @@ from sqlalchemy import MetaData, create_engine
 
 from devtools.suite import Suite
 
-SERVICES_WITH_TABLES = ("points", "levels", "mall")
+SERVICES_WITH_TABLES = ("points", "levels", "mall", "risk")
 
 
 @pytest.mark.parametrize("service", SERVICES_WITH_TABLES)
