@@ -11,36 +11,51 @@ from __future__ import annotations
 
 import os
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.grpc import (
     GrpcAioInstrumentorClient,
     GrpcAioInstrumentorServer,
 )
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 _state: dict[str, TracerProvider] = {}
+_meters: dict[str, MeterProvider] = {}
 
 
 def setup_telemetry(service: str, extra_exporter: SpanExporter | None = None) -> TracerProvider:
     """Install the tracer provider and the gRPC and Redis instrumentation (once per process)."""
     if "provider" in _state:
         return _state["provider"]
-    provider = TracerProvider(
-        resource=Resource.create(
-            {"service.name": f"loyalty-{service}", "service.namespace": "loyalty"}
-        )
+    resource = Resource.create(
+        {"service.name": f"loyalty-{service}", "service.namespace": "loyalty"}
     )
+    provider = TracerProvider(resource=resource)
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     ):
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    # Metrics (decisions, alerts, ...) go to the same collector, every 15 s.
+    readers: list[MetricReader] = []
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
+    ):
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        readers.append(
+            PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=15_000)
+        )
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    metrics.set_meter_provider(meter_provider)
+    _meters["provider"] = meter_provider
     if extra_exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(extra_exporter))
     trace.set_tracer_provider(provider)
@@ -63,3 +78,6 @@ def shutdown_telemetry() -> None:
     provider = _state.get("provider")
     if provider is not None:
         provider.shutdown()
+    meter_provider = _meters.get("provider")
+    if meter_provider is not None:
+        meter_provider.shutdown()

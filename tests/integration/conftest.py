@@ -8,14 +8,21 @@ already run (nothing embedded is started then); the databases it creates are its
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loyalty.gateway.v1 import admin_pb2_grpc, loyalty_pb2_grpc
 from loyalty.levels.v1 import levels_pb2_grpc
 from loyalty.lottery.v1 import lottery_pb2_grpc
@@ -24,7 +31,7 @@ from loyalty.points.v1 import points_pb2_grpc
 from loyalty.risk.v1 import risk_pb2_grpc
 
 from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from devtools.suite import SERVICES, Suite
+from devtools.suite import REPO, SERVICES, Suite, module_of
 
 
 @dataclass(frozen=True)
@@ -96,3 +103,43 @@ def stubs(channels: dict[str, grpc.aio.Channel]) -> Stubs:
         loyalty=loyalty_pb2_grpc.LoyaltyServiceStub(channels["gateway"]),
         admin=admin_pb2_grpc.AdminServiceStub(channels["gateway"]),
     )
+
+
+@asynccontextmanager
+async def serve_alone(
+    suite: Suite, service: str, log_dir: Path, **overrides: str
+) -> AsyncIterator[grpc.aio.Channel]:
+    """One more process of ``service`` beside the suite, with settings overridden (a Redis that
+    is not there, ...): yields a channel once it is SERVING; on exit, SIGTERM and wait, so its
+    clean-shutdown work (audit flush, ...) is done when the block ends."""
+    port = free_port()
+    prefix = f"LOYALTY_{service.upper()}_"
+    env = {
+        **suite.env_for(service),
+        f"{prefix}LISTEN": f"127.0.0.1:{port}",
+        **{f"{prefix}{key.upper()}": value for key, value in overrides.items()},
+    }
+    with (log_dir / f"{service}-alone.log").open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            module_of(service),
+            "serve",
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                for _ in range(300):
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                        if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                            break
+                    await asyncio.sleep(0.1)
+                yield channel
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 20)

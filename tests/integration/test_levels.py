@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
-import sys
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -19,7 +16,6 @@ import pytest
 import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from loyalty.common.v1 import common_pb2
@@ -28,11 +24,11 @@ from loyalty.levels.v1 import levels_pb2_grpc
 from loyalty.points.v1 import points_pb2
 
 from devtools.embedded import free_port
-from devtools.suite import REPO
 from plumbing.grpc_errors import reason_of, rich_status
 from services.levels.domain.periods import local_day, next_period_start
 from services.levels.domain.program import parse_levels
 from services.levels.domain.tiers import evaluate
+from tests.integration.conftest import serve_alone
 from tests.programs import levels_section, levels_section_json, points_section_json
 
 if TYPE_CHECKING:
@@ -534,47 +530,17 @@ async def test_a_reversal_lowers_the_board(levels, app):
 async def test_without_redis_growth_still_counts_and_boards_say_unavailable(suite, infra, tmp_path):
     """A levels process whose Redis is gone: AddGrowth still commits (Postgres is the truth),
     the boards answer UNAVAILABLE, and nothing is INTERNAL."""
-    port = free_port()
-    env = {
-        **suite.env_for("levels"),
-        "LOYALTY_LEVELS_LISTEN": f"127.0.0.1:{port}",
-        "LOYALTY_LEVELS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-    }
-    log = (tmp_path / "levels.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.levels",
-        "serve",
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            for _ in range(200):
-                try:
-                    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                except grpc.aio.AioRpcError:
-                    pass
-                await asyncio.sleep(0.1)
-            stub = levels_pb2_grpc.LevelsServiceStub(channel)
-            app = await configure(stub)
-            reply = await add(stub, app, "u", 1_000, "purchase", exempt=True)
-            assert reply.tier_after == "actor"
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.GetRank(pb.GetRankRequest(app=app, user_id="u", board=pb.ALL_TIME))
-            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-            level = await stub.GetLevel(pb.GetLevelRequest(app=app, user_id="u"))
-            assert level.lifetime_growth == 1_000
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.wait(), 20)
-        log.close()
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    async with serve_alone(suite, "levels", tmp_path, redis_url=dead_redis) as channel:
+        stub = levels_pb2_grpc.LevelsServiceStub(channel)
+        app = await configure(stub)
+        reply = await add(stub, app, "u", 1_000, "purchase", exempt=True)
+        assert reply.tier_after == "actor"
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetRank(pb.GetRankRequest(app=app, user_id="u", board=pb.ALL_TIME))
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        level = await stub.GetLevel(pb.GetLevelRequest(app=app, user_id="u"))
+        assert level.lifetime_growth == 1_000
 
 
 # --- bad input ---------------------------------------------------------------------------

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -20,18 +17,17 @@ import pytest
 import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loyalty.risk.v1 import risk_pb2 as pb
 from loyalty.risk.v1 import risk_pb2_grpc
 from sqlalchemy import make_url
 
 from devtools.embedded import free_port
-from devtools.suite import REPO
 from plumbing.clock import FakeClock
 from plumbing.grpc_errors import reason_of, rich_status
 from services.risk.domain.decide import Count, Outcome
 from services.risk.domain.program import Verdict
 from services.risk.store.counters import Counters
+from tests.integration.conftest import serve_alone
 from tests.programs import risk_section
 
 if TYPE_CHECKING:
@@ -291,49 +287,22 @@ async def test_alerts_for_a_rule_firing_fast_and_a_run_on_a_prize(risk):
 # --- Redis down ------------------------------------------------------------------------------
 
 
-async def test_with_redis_down_each_action_gets_its_documented_decision(suite):
+async def test_with_redis_down_each_action_gets_its_documented_decision(suite, tmp_path):
     """A risk process whose Redis is gone: value moves (redeem, draw, gift) fail closed,
     earning fails open, and every decision says it was made without counters. On SIGTERM it
     flushes its audit: nothing is lost."""
-    port = free_port()
-    env = {
-        **suite.env_for("risk"),
-        "LOYALTY_RISK_LISTEN": f"127.0.0.1:{port}",
-        "LOYALTY_RISK_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.risk",
-        "serve",
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            for _ in range(200):
-                try:
-                    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                except grpc.aio.AioRpcError:
-                    pass
-                await asyncio.sleep(0.1)
-            stub = risk_pb2_grpc.RiskServiceStub(channel)
-            app = await configure(stub)
-            redeem = await evaluate(stub, app, "redeem", "u", ip="198.51.100.1")
-            assert (redeem.decision, redeem.without_counters) == (pb.DENY, True)
-            assert list(redeem.rules) == ["velocity-user", "shared-ip-redeem"]
-            gift = await evaluate(stub, app, "gift", "u")
-            assert (gift.decision, list(gift.rules)) == (pb.DENY, ["velocity-user", "gift-farming"])
-            earn = await evaluate(stub, app, "sign_in", "u")
-            assert (earn.decision, earn.without_counters, list(earn.rules)) == (pb.ALLOW, True, [])
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.wait(), 20)
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    async with serve_alone(suite, "risk", tmp_path, redis_url=dead_redis) as channel:
+        stub = risk_pb2_grpc.RiskServiceStub(channel)
+        app = await configure(stub)
+        redeem = await evaluate(stub, app, "redeem", "u", ip="198.51.100.1")
+        assert (redeem.decision, redeem.without_counters) == (pb.DENY, True)
+        assert list(redeem.rules) == ["velocity-user", "shared-ip-redeem"]
+        gift = await evaluate(stub, app, "gift", "u")
+        assert (gift.decision, list(gift.rules)) == (pb.DENY, ["velocity-user", "gift-farming"])
+        earn = await evaluate(stub, app, "sign_in", "u")
+        assert (earn.decision, earn.without_counters, list(earn.rules)) == (pb.ALLOW, True, [])
+    # The process has stopped: its audit was flushed on the way out.
     assert query(
         suite,
         "SELECT action, decision, without_counters FROM decisions WHERE app = %s ORDER BY 1",

@@ -22,9 +22,6 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.2
 BATCH = 1000
 
-_meter = metrics.get_meter("loyalty.risk")
-DECISIONS = _meter.create_counter("loyalty.risk.decisions", description="risk decisions")
-ALERTS = _meter.create_counter("loyalty.risk.alerts", description="risk alerts raised")
 
 _DECISIONS = """
     INSERT INTO decisions (app, request_id, action, user_id, device_id, ip, amount, attributes,
@@ -47,8 +44,11 @@ _ALERTS = """
 
 
 class AuditLog:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, meter: metrics.Meter | None = None) -> None:
         self._engine = engine
+        meter = meter or metrics.get_meter("loyalty.risk")
+        self._decided = meter.create_counter("loyalty.risk.decisions", description="decisions")
+        self._alerted = meter.create_counter("loyalty.risk.alerts", description="alerts raised")
         self._decisions: list[dict[str, Any]] = []
         self._alerts: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
@@ -60,13 +60,13 @@ class AuditLog:
     def decision(self, row: dict[str, Any]) -> None:
         """Queues a decision (and its review, if REVIEW); never waits."""
         self._decisions.append(row)
-        DECISIONS.add(1, {"app": row["app"], "decision": row["decision"]})
+        self._decided.add(1, {"app": row["app"], "decision": row["decision"]})
         if len(self._decisions) >= BATCH:
             self._wake.set()
 
     def alert(self, app: str, kind: str, subject: str, message: str, at: datetime) -> None:
         log.warning("risk alert %s %s: %s", kind, subject, message, extra={"app": app})
-        ALERTS.add(1, {"app": app, "kind": kind})
+        self._alerted.add(1, {"app": app, "kind": kind})
         self._alerts.append(
             {"app": app, "kind": kind, "subject": subject, "message": message, "raised_at": at}
         )
