@@ -277,6 +277,32 @@ async def test_a_release_before_its_reserve_bars_the_reserve(mall, app, suite):
     assert stock_of(suite, app, "phone-flagship") == (5, 5)
 
 
+async def test_reserve_and_release_racing_leave_nothing_held(mall, app, suite):
+    """Whichever arrives first, a saga whose Release races its Reserve ends released: no unit
+    stays held, and the accounting is exact."""
+
+    async def race(saga: str) -> None:
+        await asyncio.gather(
+            reserve(mall, app, "mobile-data-1g", saga=saga, user=saga),
+            mall.Release(pb.ReleaseRequest(app=app, saga_id=saga)),
+            return_exceptions=True,
+        )
+        # The saga's compensation is retried until it sticks, as the gateway does.
+        assert (await mall.Release(pb.ReleaseRequest(app=app, saga_id=saga))).state in (
+            pb.RELEASED,
+            pb.EXPIRED,
+        )
+
+    await asyncio.gather(*(race(f"race-{i}") for i in range(40)))
+    assert stock_of(suite, app, "mobile-data-1g") == (5000, 5000)
+    assert query(
+        suite,
+        "SELECT count(*) FROM reservations WHERE app = %s AND state = 'RESERVED'",
+        app,
+    ) == [(0,)]
+    await assert_invariants(suite, app)
+
+
 async def test_release_returns_stock_once_and_confirm_after_release_fails(mall, app, suite):
     await reserve(mall, app, "phone-flagship", saga="s2", address=ADDRESS, quantity=1)
     assert stock_of(suite, app, "phone-flagship") == (4, 5)

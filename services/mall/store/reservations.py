@@ -101,6 +101,14 @@ _CLAIM = f"""
     ON CONFLICT DO NOTHING RETURNING {_COLUMNS}
 """
 _EXISTING = f"SELECT {_COLUMNS} FROM reservations WHERE app = %(app)s AND saga_id = %(saga_id)s"
+# A release that finds no reservation records itself, so the late reserve is refused.
+_BARRIER = f"""
+    INSERT INTO reservations (app, saga_id, user_id, sku, quantity, price_points, state,
+                              local_day, expires_at, created_at, finished_at)
+    VALUES (%(app)s, %(saga_id)s, '', '', 0, 0, 'RELEASED', %(now)s::date, %(now)s, %(now)s,
+            %(now)s)
+    ON CONFLICT DO NOTHING RETURNING {_COLUMNS}
+"""
 _LOCK_MEMBER_ITEM = """
     INSERT INTO member_items (app, user_id, sku) VALUES (%(app)s, %(user_id)s, %(sku)s)
     ON CONFLICT (app, user_id, sku) DO UPDATE SET sku = EXCLUDED.sku
@@ -304,28 +312,24 @@ class Reservations:
         """Returns the stock. With no reservation it records the release (the barrier) and
         succeeds; repeats answer the same; a confirmed one is refused (cancel the order)."""
         params = {"app": stored.app, "saga_id": saga_id, "now": now}
-        async with self.engine.begin() as conn:
-            row = (await conn.exec_driver_sql(_EXISTING + " FOR UPDATE", params)).one_or_none()
-            if row is None:
-                barrier = (
-                    await conn.exec_driver_sql(
-                        f"""INSERT INTO reservations (app, saga_id, user_id, sku, quantity,
-                              price_points, state, local_day, expires_at, created_at,
-                              finished_at)
-                            VALUES (%(app)s, %(saga_id)s, '', '', 0, 0, 'RELEASED',
-                                    %(now)s::date, %(now)s, %(now)s, %(now)s)
-                            ON CONFLICT DO NOTHING RETURNING {_COLUMNS}""",
-                        params,
-                    )
-                ).one_or_none()
-                if barrier is None:  # a Reserve committed meanwhile: release that
-                    return await self.release(stored, now, saga_id)
-                return _view(barrier)
-            if row.state == CONFIRMED:
-                raise ReservationConfirmed(f"saga {saga_id!r} is an order; cancel it instead")
-            if row.state != RESERVED:
-                return _view(row)
-            await _finish(conn, stored.app, row, RELEASED, now)
+        # Twice at most: a Reserve that commits between our read and our barrier insert is
+        # found (and released) on the second pass.
+        for _ in range(2):
+            async with self.engine.begin() as conn:
+                row = (await conn.exec_driver_sql(_EXISTING + " FOR UPDATE", params)).one_or_none()
+                if row is None:
+                    barrier = (await conn.exec_driver_sql(_BARRIER, params)).one_or_none()
+                    if barrier is not None:
+                        return _view(barrier)
+                    continue  # a Reserve committed meanwhile: release that
+                if row.state == CONFIRMED:
+                    raise ReservationConfirmed(f"saga {saga_id!r} is an order; cancel it instead")
+                if row.state != RESERVED:
+                    return _view(row)
+                await _finish(conn, stored.app, row, RELEASED, now)
+                break
+        else:
+            raise ReservationNotFound(f"saga {saga_id!r}: the reservation moved twice; retry")
         await self.gate.give_back(stored.app, row.sku, row.bucket, int(row.quantity))
         return ReservationView(
             row.saga_id, row.sku, int(row.quantity), RELEASED, int(row.price_points), row.expires_at
