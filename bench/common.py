@@ -77,6 +77,39 @@ async def closed_loop(
     return len(latencies) / elapsed, cuts[49] * 1000, cuts[98] * 1000
 
 
+def redis_get_rate(redis_url: str, seconds: int) -> float | None:
+    """redis-benchmark GET, 64 clients (BASELINES.md's Redis row), or None if not installed."""
+    binary = shutil.which("redis-benchmark")
+    if binary is None:
+        return None
+    url = make_url(redis_url)
+    requests = 40_000 * seconds
+    out = subprocess.run(
+        [
+            binary,
+            "-h",
+            url.host or "127.0.0.1",
+            "-p",
+            str(url.port or 6379),
+            "-c",
+            "64",
+            "-n",
+            str(requests),
+            "-t",
+            "get",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    # "GET: 98765.43 requests per second, p50=0.311 msec"
+    for part in out.replace("\r", "\n").split("\n"):
+        if part.startswith("GET:") and "requests per second" in part:
+            return float(part.split()[1])
+    return None
+
+
 @dataclass(frozen=True)
 class Servers:
     postgres_url: str

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -28,12 +26,16 @@ from pathlib import Path
 
 import grpc
 from loyalty.mall.v1 import mall_pb2, mall_pb2_grpc
-from sqlalchemy import make_url
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import closed_loop, pgbench_one_row_update, servers  # noqa: E402
+from bench.common import (  # noqa: E402
+    closed_loop,
+    pgbench_one_row_update,
+    redis_get_rate,
+    servers,
+)
 from bench.grpc_overhead import run_mode  # noqa: E402
 from devtools.embedded import free_port  # noqa: E402
 from devtools.suite import Suite  # noqa: E402
@@ -41,39 +43,6 @@ from plumbing.grpc_errors import reason_of  # noqa: E402
 from tests.programs import mall_section  # noqa: E402
 
 APP = "bench"
-
-
-def redis_get_rate(redis_url: str, seconds: int) -> float | None:
-    """redis-benchmark GET, 64 clients (BASELINES.md's Redis row), or None if not installed."""
-    binary = shutil.which("redis-benchmark")
-    if binary is None:
-        return None
-    url = make_url(redis_url)
-    requests = 40_000 * seconds
-    out = subprocess.run(
-        [
-            binary,
-            "-h",
-            url.host or "127.0.0.1",
-            "-p",
-            str(url.port or 6379),
-            "-c",
-            "64",
-            "-n",
-            str(requests),
-            "-t",
-            "get",
-            "-q",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    # "GET: 98765.43 requests per second, p50=0.311 msec"
-    for part in out.replace("\r", "\n").split("\n"):
-        if part.startswith("GET:") and "requests per second" in part:
-            return float(part.split()[1])
-    return None
 
 
 def cuts(latencies: list[float]) -> tuple[float, float]:

@@ -25,9 +25,8 @@ from loyalty.risk.v1 import risk_pb2, risk_pb2_grpc
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import closed_loop, servers  # noqa: E402
+from bench.common import closed_loop, redis_get_rate, servers  # noqa: E402
 from bench.grpc_overhead import run_mode  # noqa: E402
-from bench.mall import redis_get_rate  # noqa: E402
 from devtools.embedded import free_port  # noqa: E402
 from devtools.suite import Suite  # noqa: E402
 from tests.programs import risk_section  # noqa: E402

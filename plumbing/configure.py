@@ -20,22 +20,23 @@ async def configure_section(
     validate_only: bool,
     parse: Callable[[Mapping[str, Any]], P],
     store: Callable[[str, dict[str, Any], P], Awaitable[int]],
-    check: Callable[[str, P, bool], Awaitable[None]] | None = None,
+    check: Callable[[str, P], Awaitable[None]] | None = None,
 ) -> common_pb2.ConfigureResult:
     """``validate_only`` answers with the errors (or none) and changes nothing; otherwise the
-    errors are one INVALID_ARGUMENT on ``section_json``. ``check`` may raise ``ProgramInvalid``
-    for what only the database can tell (stock already sold); it is told whether to keep what
-    it does."""
+    errors are one INVALID_ARGUMENT on ``section_json``. What only the database can tell
+    (stock already sold) raises ``ProgramInvalid`` from ``store``, whose transaction then
+    writes nothing, or from ``check``, which a validate_only call runs instead of storing."""
     require_id("app", app)
     section = load_section(section_json)
     try:
         program = parse(section)
-        if check is not None:
-            await check(app, program, validate_only)
+        if validate_only:
+            if check is not None:
+                await check(app, program)
+            return common_pb2.ConfigureResult()
+        version = await store(app, section, program)
     except ProgramInvalid as invalid:
         if validate_only:
             return common_pb2.ConfigureResult(errors=invalid.errors)
         raise invalid_section(invalid) from None
-    if validate_only:
-        return common_pb2.ConfigureResult()
-    return common_pb2.ConfigureResult(version=await store(app, section, program))
+    return common_pb2.ConfigureResult(version=version)

@@ -10,7 +10,7 @@ stored by this process takes effect at once; one stored through another replica 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -75,15 +75,17 @@ class ProgramStore(Generic[P]):
         self,
         engine: AsyncEngine,
         clock: Clock,
-        tables: tuple[Table, Table],
-        requests: Table,
+        metadata: MetaData,
         parse: Callable[[Mapping[str, Any]], P],
         unknown_app: Callable[[str], Exception],
     ) -> None:
+        """``metadata``: the service's tables, which include ``program_tables`` and
+        ``requests_table``."""
         self._engine = engine
         self._clock = clock
-        self._apps, self._versions = tables
-        self._requests = requests
+        self._apps = metadata.tables["apps"]
+        self._versions = metadata.tables["program_versions"]
+        self._requests = metadata.tables["requests"]
         self._parse = parse
         self._unknown_app = unknown_app
         self._cache: dict[str, tuple[float, StoredProgram[P]]] = {}
@@ -96,11 +98,20 @@ class ProgramStore(Generic[P]):
         """The app's time: the service clock, moved by a sandbox app's test clock offset."""
         return self._clock.now() + stored.clock_offset
 
-    async def store(self, app: str, section: Mapping[str, Any]) -> int:
+    async def store(
+        self,
+        app: str,
+        section: Mapping[str, Any],
+        before: Callable[[AsyncConnection], Awaitable[None]] | None = None,
+    ) -> int:
         """Stores the section as the app's next version; the same section again keeps its
-        version, so re-applying a program file is a no-op."""
+        version, so re-applying a program file is a no-op. ``before`` runs first in the same
+        transaction (the service's own rows that follow the program), so the two commit or
+        fail together."""
         apps = self._apps
         async with self._engine.begin() as conn:
+            if before is not None:
+                await before(conn)
             current = (
                 await conn.execute(
                     select(apps.c.version, apps.c.program)
@@ -153,14 +164,11 @@ class ProgramStore(Generic[P]):
         self._cache.pop(app, None)
         return await self.get(app)
 
-    async def get(self, app: str, conn: AsyncConnection | None = None) -> StoredProgram[P]:
+    async def get(self, app: str) -> StoredProgram[P]:
         cached = self._cache.get(app)
         if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
             return cached[1]
-        if conn is None:
-            async with self._engine.connect() as fresh:
-                loaded = await self._load(app, fresh)
-        else:
+        async with self._engine.connect() as conn:
             loaded = await self._load(app, conn)
         self._cache[app] = (time.monotonic(), loaded)
         return loaded

@@ -131,7 +131,7 @@ class LevelsServicer(levels_pb2_grpc.LevelsServiceServicer):
             request.section_json,
             request.validate_only,
             parse_levels,
-            lambda app, section, _: self.programs.store(app, section),
+            lambda app, section, _program: self.programs.store(app, section),
         )
 
     # --- growth --------------------------------------------------------------------------

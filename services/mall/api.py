@@ -165,17 +165,23 @@ class MallServicer(mall_pb2_grpc.MallServiceServicer):
             request.section_json,
             request.validate_only,
             parse_mall,
-            lambda app, section, _: self.programs.store(app, section),
-            self._sync_catalog,
+            self._store_catalog,
+            self._check_catalog,
         )
 
-    async def _sync_catalog(self, app: str, catalog: Catalog, validate_only: bool) -> None:
-        """Items and stock follow the catalog before it is stored (rolled back when only
-        validating); stock already sold refuses a lower `stock` with the item's path."""
+    async def _store_catalog(self, app: str, section: dict[str, Any], catalog: Catalog) -> int:
+        """Items and stock follow the catalog in the transaction that stores it; stock already
+        sold refuses a lower `stock` with the item's path, and then nothing is written."""
+        now = self.programs.service_now()
+        return await self.programs.store(
+            app, section, before=lambda conn: catalog_store.sync_catalog(conn, app, catalog, now)
+        )
+
+    async def _check_catalog(self, app: str, catalog: Catalog) -> None:
+        """validate_only: the same sync, rolled back."""
         async with self.engine.begin() as conn:
             await catalog_store.sync_catalog(conn, app, catalog, self.programs.service_now())
-            if validate_only:
-                await conn.rollback()
+            await conn.rollback()
 
     async def _item_view(self, stored: StoredProgram[Catalog], sku: str) -> mall_pb2.Item:
         now = self.programs.now(stored)
@@ -191,10 +197,11 @@ class MallServicer(mall_pb2_grpc.MallServiceServicer):
         sku = require_id("sku", request.sku)
         quantity = require_positive("quantity", request.quantity, maximum=10**9)
         async with self.engine.begin() as conn:
-            bucket, _ = await catalog_store.add_stock(
+            bucket, added = await catalog_store.add_stock(
                 conn, stored, self.programs.now(stored), request_id, sku, quantity
             )
-        await self.gate.give_back(stored.app, sku, bucket, quantity)
+        if added:  # a replay added nothing, so the gate gets nothing
+            await self.gate.give_back(stored.app, sku, bucket, quantity)
         return await self._item_view(stored, sku)
 
     async def LoadCodes(
@@ -209,10 +216,11 @@ class MallServicer(mall_pb2_grpc.MallServiceServicer):
             raise InvalidArgument("codes", f"at most {MAX_CODES} codes per call")
         codes = [require_id(f"codes[{i}]", code) for i, code in enumerate(request.codes)]
         async with self.engine.begin() as conn:
-            loaded, skipped = await catalog_store.load_codes(
+            loaded, skipped, replayed = await catalog_store.load_codes(
                 conn, stored, self.programs.now(stored), request_id, sku, codes
             )
-        await self.gate.give_back(stored.app, sku, "", loaded)
+        if not replayed:
+            await self.gate.give_back(stored.app, sku, "", loaded)
         return mall_pb2.LoadCodesResponse(loaded=loaded, duplicates_skipped=skipped)
 
     async def ListItems(

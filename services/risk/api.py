@@ -13,7 +13,7 @@ from loyalty.risk.v1 import risk_pb2, risk_pb2_grpc
 
 from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument
-from plumbing.programs import ProgramStore, StoredProgram
+from plumbing.programs import StoredProgram
 from plumbing.server import Resources
 from plumbing.validation import (
     check_attributes,
@@ -37,12 +37,11 @@ from services.risk.domain.decide import (
     static_rules,
     without_counters,
 )
-from services.risk.domain.errors import UnknownApp
 from services.risk.domain.program import RiskProgram, Verdict, parse_risk
 from services.risk.store import reviews as review_store
 from services.risk.store.audit import AuditLog
 from services.risk.store.counters import Counters, CountersUnavailable
-from services.risk.store.tables import apps, program_versions, requests
+from services.risk.store.programs import risk_programs
 
 MAX_BATCH = 500
 MAX_CLOCK_SKEW = timedelta(minutes=5)
@@ -52,17 +51,6 @@ _VERDICTS = {
     Verdict.REVIEW: risk_pb2.REVIEW,
     Verdict.DENY: risk_pb2.DENY,
 }
-
-
-def risk_programs(resources: Resources) -> ProgramStore[RiskProgram]:
-    return ProgramStore(
-        resources.engine,
-        resources.clock,
-        (apps, program_versions),
-        requests,
-        parse_risk,
-        UnknownApp,
-    )
 
 
 def _ip(field: str, value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -93,7 +81,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
             request.section_json,
             request.validate_only,
             parse_risk,
-            lambda app, section, _: self.programs.store(app, section),
+            lambda app, section, _program: self.programs.store(app, section),
         )
 
     def _event(
@@ -121,11 +109,10 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
         fired = [] if listed else static_rules(program, event, now)
         static = listed or combine(fired, [])
         windows = [] if listed else counts(program, event, request_id)
-        thresholds = {r.code: r.alert_per_minute for r in program.rules if r.alert_per_minute}
         duplicate = blind = False
         try:
             counted = await self.counters.evaluate(
-                stored.app, request_id, now, static, windows, thresholds
+                stored.app, request_id, now, static, windows, program.alert_thresholds
             )
             outcome = Outcome(counted.verdict, counted.rules, counted.score)
             duplicate = counted.replayed

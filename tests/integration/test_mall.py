@@ -31,7 +31,7 @@ from services.mall.domain.program import parse_mall
 from services.mall.store.gate import StockGate
 from services.mall.store.invariants import check_mall
 from services.mall.store.reservations import Reservations
-from services.mall.store.tables import apps, program_versions, requests
+from services.mall.store.tables import metadata
 from tests.programs import mall_section
 
 if TYPE_CHECKING:
@@ -213,6 +213,17 @@ async def test_stock_follows_the_program_but_never_below_what_is_sold(mall, app,
         "mall.items[3].stock: cannot go below the 3 units already sold or reserved"
     ]
     assert stock_of(suite, app, "phone-flagship") == (5, 8)
+    # Refused for real: nothing of it is written, not even another item's raise.
+    lowered["mall"]["items"][2]["stock"] = 6000
+    assert (
+        await field_of(
+            mall.UpsertItems(pb.UpsertItemsRequest(app=app, section_json=json.dumps(lowered)))
+        )
+        == "section_json"
+    )
+    assert stock_of(suite, app, "phone-flagship") == (5, 8)
+    assert stock_of(suite, app, "mobile-data-1g") == (5000, 5000)
+    assert query(suite, "SELECT version FROM apps WHERE app = %s", app) == [(2,)]
     # Off shelf: the item leaves the catalog, its row (and its orders) stay.
     gone = mall_section()
     gone["mall"]["items"] = gone["mall"]["items"][:3]
@@ -325,9 +336,7 @@ async def test_the_reaper_expires_with_a_fake_clock(mall, app, suite):
     await reserve(mall, app, "phone-flagship", saga="s3", address=ADDRESS, ttl=300)
     engine = create_engine(suite.database_url("mall"), pool_size=1)
     try:
-        programs = ProgramStore(
-            engine, SystemClock(), (apps, program_versions), requests, parse_mall, UnknownApp
-        )
+        programs = ProgramStore(engine, SystemClock(), metadata, parse_mall, UnknownApp)
         stored = await programs.get(app)
         reaper = Reservations(engine, StockGate(None))
         now = datetime.now(UTC)

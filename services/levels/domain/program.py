@@ -94,9 +94,6 @@ class LevelsProgram:
                 return tier
         return None
 
-    def badge_actions(self) -> frozenset[str]:
-        return frozenset(badge.action for badge in self.badges)
-
 
 _LEVELS_KEYS = {"growth_daily_cap", "downgrade", "tiers", "growth_coefficients"}
 _TIER_KEYS = {"code", "name", "threshold", "perks", "invite_only"}

@@ -47,8 +47,6 @@ class Standing:
     # True when an ops grant decides the tier.
     granted: bool
     qualifying_growth: int
-    # The first day of the current period (requalify, decay); None under `none`.
-    period_started: date | None
     # The next tier growth can reach, and what it still takes.
     next_tier: Tier | None
     growth_to_next_tier: int
@@ -105,18 +103,17 @@ def evaluate(
     downgrade = program.downgrade
     sums = _Sums(growth_by_day, today)
     period_ends: date | None = None
-    period_started: date | None = None
     keep = 0
     if downgrade.policy is DowngradePolicy.REQUALIFY:
         period = downgrade.period
-        period_started = period_start(today, period)
-        last_of_previous = period_started - timedelta(days=1)
+        started = period_start(today, period)
+        last_of_previous = started - timedelta(days=1)
         earned_previous = sums.between(window_start(last_of_previous, period), last_of_previous)
         growth_tier = tier_for_growth(program, earned_previous)
         # Inside a period the tier only rises: the best trailing growth of any day this period
         # (trailing growth only grows on days with growth, so those are the days to look at).
         for day in sums.days:
-            if day >= period_started:
+            if day >= started:
                 trailing = sums.between(window_start(day, period), day)
                 growth_tier = _higher(growth_tier, tier_for_growth(program, trailing))
         qualifying = sums.between(window_start(today, period), today)
@@ -126,7 +123,6 @@ def evaluate(
             already = sums.between(window_start(last_day, period), today)
             keep = max(0, growth_tier.threshold - already)
     elif downgrade.policy is DowngradePolicy.DECAY:
-        period_started = period_start(today, downgrade.period)
         qualifying = decayed_growth(growth_by_day, downgrade.period, downgrade.percent, today)
         growth_tier = tier_for_growth(program, qualifying)
     else:
@@ -141,7 +137,6 @@ def evaluate(
         growth_tier=growth_tier,
         granted=grant is not None and rank(grant) >= rank(growth_tier),
         qualifying_growth=qualifying,
-        period_started=period_started,
         next_tier=next_tier,
         growth_to_next_tier=max(0, next_tier.threshold - qualifying) if next_tier else 0,
         period_ends=period_ends,

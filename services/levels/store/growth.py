@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -67,7 +67,6 @@ class GrowthResult:
     reply: dict[str, Any]
     duplicate: bool = False
     board: BoardUpdate | None = None
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 # AddGrowth is the hot path (every RecordEvent): it speaks SQL to the driver (exec_driver_sql:
@@ -98,11 +97,13 @@ _READ_STATE = f"""
          WHERE {_KEY} AND day >= %(week_first)s AND day < %(week_last)s) AS week,
       (SELECT coalesce(sum(amount), 0) FROM growth_days
          WHERE {_KEY} AND day >= %(month_first)s AND day < %(month_last)s) AS month,
-      (SELECT coalesce(array_agg(code), '{{{{}}}}') FROM member_badges WHERE {_KEY}) AS owned,
+      (SELECT coalesce(array_agg(code), '{{{{}}}}') FROM member_badges
+         WHERE %(badges)s AND {_KEY}) AS owned,
       (SELECT coalesce(array_agg(day), '{{{{}}}}') FROM action_days
-         WHERE {_KEY} AND action = %(action)s
+         WHERE %(streak)s AND {_KEY} AND action = %(action)s
            AND day BETWEEN %(streak_first)s AND %(streak_last)s) AS streak_days,
-      (SELECT count FROM action_counts WHERE {_KEY} AND action = %(action)s) AS action_count
+      (SELECT count FROM action_counts
+         WHERE %(badges)s AND {_KEY} AND action = %(action)s) AS action_count
 """
 _WRITE = """
     WITH days AS (
@@ -127,7 +128,7 @@ _WRITE = """
            AS b(code, name, reward)),
     member AS (
       UPDATE members SET lifetime_growth = lifetime_growth + %(awarded)s,
-        qualifying_growth = %(qualifying)s, tier = %(tier)s, program_version = %(version)s,
+        tier = %(tier)s, program_version = %(version)s,
         evaluated_day = %(today)s, updated_at = %(now)s
       WHERE app = %(app)s AND user_id = %(user_id)s),
     change AS (
@@ -162,7 +163,10 @@ async def add_growth(
         return GrowthResult(reply=await _replay(conn, params), duplicate=True)
 
     # What the rules need, read under the member's lock.
+    # Badge state is only read for an action some badge watches.
     badges = [b for b in program.badges if b.action == event.action]
+    track_streak = any(b.kind is BadgeKind.STREAK for b in badges)
+    track_count = any(b.kind is BadgeKind.COUNT for b in badges)
     reach = max(longest_streak_needed(badges, event.action), 1)
     week_first, month_first = week_start(day), day.replace(day=1)
     growth_sql, growth_params = growth_select(program, today)
@@ -179,6 +183,8 @@ async def add_growth(
                 "month_last": add_months(month_first, 1),
                 "streak_first": day - timedelta(days=reach - 1),
                 "streak_last": day + timedelta(days=reach - 1),
+                "badges": bool(badges),
+                "streak": track_streak,
             },
         )
     ).one()
@@ -191,8 +197,6 @@ async def add_growth(
         program.growth_daily_cap,
         event.exempt_from_daily_cap,
     )
-    track_streak = any(b.kind is BadgeKind.STREAK for b in badges)
-    track_count = any(b.kind is BadgeKind.COUNT for b in badges)
     streak = run_length({*state.streak_days, day}, day) if track_streak else 0
     count = int(state.action_count or 0) + 1 if track_count else 0
     earned = badges_reached(badges, event.action, streak, count, set(state.owned))
@@ -228,7 +232,6 @@ async def add_growth(
             "badge_codes": [b.code for b in earned],
             "badge_names": [b.name for b in earned],
             "badge_rewards": [b.reward_points for b in earned],
-            "qualifying": standing.qualifying_growth,
             "tier": tier_after,
             "tier_before": locked.tier,
             "reason": change_reason(program.tier(locked.tier), standing.tier, program),

@@ -27,7 +27,6 @@ class Member:
     user_id: str
     attributes: dict[str, str] = field(default_factory=dict)
     lifetime_growth: int = 0
-    qualifying_growth: int = 0
     tier: str = ""
     granted_tier: str | None = None
     program_version: int = 0
@@ -39,7 +38,6 @@ class Member:
             user_id=row.user_id,
             attributes=dict(row.attributes or {}),
             lifetime_growth=int(row.lifetime_growth),
-            qualifying_growth=int(row.qualifying_growth),
             tier=row.tier,
             granted_tier=row.granted_tier,
             program_version=int(row.program_version),
@@ -47,9 +45,8 @@ class Member:
         )
 
 
-_COLUMNS = (
-    "user_id, attributes, lifetime_growth, qualifying_growth, tier, granted_tier, "
-    "program_version, evaluated_day"
+MEMBER_COLUMNS = (
+    "user_id, attributes, lifetime_growth, tier, granted_tier, program_version, evaluated_day"
 )
 
 
@@ -65,7 +62,7 @@ async def lock_member(
                 f"""INSERT INTO members (app, user_id, tier, created_at, updated_at)
                 VALUES (:app, :user_id, :base, :now, :now)
                 ON CONFLICT (app, user_id) DO UPDATE SET updated_at = EXCLUDED.updated_at
-                RETURNING {_COLUMNS}"""
+                RETURNING {MEMBER_COLUMNS}"""
             ),
             {
                 "app": stored.app,
@@ -82,7 +79,7 @@ async def read_member(conn: AsyncConnection, app: str, user_id: str) -> Member |
     # Driver-level: CheckTier (a saga step) is this one read on its common path.
     row = (
         await conn.exec_driver_sql(
-            f"SELECT {_COLUMNS} FROM members WHERE app = %(app)s AND user_id = %(user_id)s",
+            f"SELECT {MEMBER_COLUMNS} FROM members WHERE app = %(app)s AND user_id = %(user_id)s",
             {"app": app, "user_id": user_id},
         )
     ).one_or_none()
@@ -179,7 +176,7 @@ async def judge(
     lifetime_delta: Mapping[str, int] | None = None,
 ) -> list[Judgement]:
     """Judges the members' tiers as of local day ``today`` and stores the result: tier,
-    qualifying growth, the program version and day judged, and a tier change with its reason
+    the program version and day judged, and a tier change with its reason
     (``reason``, or by direction: growth up, the policy's downgrade or decay down).
     ``lifetime_delta`` adds to lifetime growth in the same statement. The members must be
     locked by the caller."""
@@ -200,10 +197,10 @@ async def judge(
     # One statement for the whole batch (arrays unnested), however many members it holds.
     await conn.exec_driver_sql(
         """UPDATE members m SET lifetime_growth = m.lifetime_growth + u.delta,
-               qualifying_growth = u.qualifying, tier = u.tier, program_version = %(version)s,
+               tier = u.tier, program_version = %(version)s,
                evaluated_day = %(day)s, updated_at = %(now)s
-           FROM unnest(%(users)s::text[], %(deltas)s::bigint[], %(qualifying)s::bigint[],
-                       %(tiers)s::text[]) AS u(user_id, delta, qualifying, tier)
+           FROM unnest(%(users)s::text[], %(deltas)s::bigint[], %(tiers)s::text[])
+                AS u(user_id, delta, tier)
            WHERE m.app = %(app)s AND m.user_id = u.user_id""",
         {
             "app": stored.app,
@@ -212,7 +209,6 @@ async def judge(
             "now": now,
             "users": [j.user_id for j in judgements],
             "deltas": [deltas.get(j.user_id, 0) for j in judgements],
-            "qualifying": [j.standing.qualifying_growth for j in judgements],
             "tiers": [j.after for j in judgements],
         },
     )

@@ -6,15 +6,8 @@ from plumbing.programs import ProgramStore
 from plumbing.server import Resources
 from services.levels.domain.errors import UnknownApp
 from services.levels.domain.program import LevelsProgram, parse_levels
-from services.levels.store.tables import apps, program_versions, requests
+from services.levels.store.tables import metadata
 
 
 def levels_programs(resources: Resources) -> ProgramStore[LevelsProgram]:
-    return ProgramStore(
-        resources.engine,
-        resources.clock,
-        (apps, program_versions),
-        requests,
-        parse_levels,
-        UnknownApp,
-    )
+    return ProgramStore(resources.engine, resources.clock, metadata, parse_levels, UnknownApp)

@@ -42,8 +42,6 @@ members = Table(
     Column("attributes", JSONB, nullable=False, server_default="{}"),
     # Net growth ever awarded (awards minus reversals).
     Column("lifetime_growth", BigInteger, nullable=False, server_default="0"),
-    # Growth the policy counts (trailing period, decayed), as of the last evaluation.
-    Column("qualifying_growth", BigInteger, nullable=False, server_default="0"),
     # The member's tier ('' below every tier) and an ops grant, if any.
     Column("tier", Text, nullable=False, server_default=""),
     Column("granted_tier", Text),

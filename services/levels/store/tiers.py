@@ -16,6 +16,7 @@ from services.levels.domain.periods import local_day, period_start
 from services.levels.domain.program import DowngradePolicy, LevelsProgram
 from services.levels.domain.tiers import REASON_GRANT, REASON_REVOKE, Standing, evaluate
 from services.levels.store.members import (
+    MEMBER_COLUMNS,
     Member,
     growth_by_day,
     judge,
@@ -160,9 +161,8 @@ async def evaluate_tiers(
             rows = (
                 await conn.execute(
                     text(
-                        f"""SELECT user_id, attributes, lifetime_growth, qualifying_growth, tier,
-                              granted_tier, program_version, evaluated_day
-                            FROM members WHERE app = :app AND user_id > :after
+                        f"""SELECT {MEMBER_COLUMNS} FROM members
+                            WHERE app = :app AND user_id > :after
                               AND (evaluated_day IS NULL OR evaluated_day <= :today)
                               {stale_filter}
                             ORDER BY user_id LIMIT :limit FOR UPDATE"""

@@ -31,7 +31,7 @@ async def sync_catalog(conn: AsyncConnection, app: str, catalog: Catalog, now: d
         row.sku: row
         for row in await conn.execute(
             text(
-                """SELECT sku, available, from_program FROM stock
+                """SELECT sku, available, loaded, from_program FROM stock
                    WHERE app = :app AND bucket = '' FOR UPDATE"""
             ),
             {"app": app},
@@ -45,7 +45,7 @@ async def sync_catalog(conn: AsyncConnection, app: str, catalog: Catalog, now: d
         row = loaded.get(item.sku)
         delta = item.stock - (row.from_program if row else 0)
         if row is not None and row.available + delta < 0:
-            taken = row.from_program - row.available
+            taken = row.loaded - row.available
             errors.append(
                 f"mall.items[{index}].stock: cannot go below the {taken} units already sold "
                 "or reserved"
@@ -109,9 +109,9 @@ async def add_stock(
     request_id: str,
     sku: str,
     quantity: int,
-) -> tuple[str, int]:
-    """Adds units to the item's current (or next) bucket; once per request_id.
-    Returns (bucket, available)."""
+) -> tuple[str, bool]:
+    """Adds units to the item's current (or next) bucket, once per request_id; returns the
+    bucket and whether this call added them (False for a replay)."""
     item = item_of(stored, sku)
     if item.unlimited:
         raise InvalidArgument("sku", f"{sku!r} has unlimited stock")
@@ -121,7 +121,7 @@ async def add_stock(
     digest = payload_hash({"sku": sku, "quantity": quantity})
     replay = await claim_request(conn, requests, stored.app, request_id, "add_stock", digest, now)
     if replay is not None:
-        return str(replay["bucket"]), await available_in(conn, stored.app, sku, bucket, item)
+        return str(replay["bucket"]), False
     await ensure_bucket(conn, stored.app, item, bucket)
     await conn.execute(
         text(
@@ -133,7 +133,7 @@ async def add_stock(
         {"app": stored.app, "sku": sku, "bucket": bucket, "quantity": quantity},
     )
     await finish_request(conn, requests, stored.app, request_id, {"bucket": bucket})
-    return bucket, await available_in(conn, stored.app, sku, bucket, item)
+    return bucket, True
 
 
 async def load_codes(
@@ -143,16 +143,16 @@ async def load_codes(
     request_id: str,
     sku: str,
     codes: Sequence[str],
-) -> tuple[int, int]:
+) -> tuple[int, int, bool]:
     """Loads ops' codes into a pool item (each becomes a unit of stock); a code the app already
-    has (in any item) is skipped. Once per request_id. Returns (loaded, skipped)."""
+    has (in any item) is skipped. Once per request_id. Returns (loaded, skipped, replayed)."""
     item = item_of(stored, sku)
     if item.codes is not CodeSource.POOL:
         raise InvalidArgument("sku", f"{sku!r} does not take loaded codes (coupon_codes: pool)")
     digest = payload_hash({"sku": sku, "codes": sorted(codes)})
     replay = await claim_request(conn, requests, stored.app, request_id, "load_codes", digest, now)
     if replay is not None:
-        return int(replay["loaded"]), int(replay["skipped"])
+        return int(replay["loaded"]), int(replay["skipped"]), True
     inserted = (
         await conn.exec_driver_sql(
             """INSERT INTO codes (app, code, sku, state, updated_at)
@@ -176,7 +176,7 @@ async def load_codes(
     await finish_request(
         conn, requests, stored.app, request_id, {"loaded": loaded, "skipped": skipped}
     )
-    return loaded, skipped
+    return loaded, skipped, False
 
 
 async def available_in(conn: AsyncConnection, app: str, sku: str, bucket: str, item: Item) -> int:

@@ -64,13 +64,15 @@ async def create_order(
     kind = item.kind if item is not None else ItemKind.VIRTUAL
     immediate = kind in (ItemKind.COUPON, ItemKind.PRIVILEGE)
     order_id = f"ord_{uuid.uuid4().hex}"
-    await conn.exec_driver_sql(
+    status = FULFILLED if immediate else PENDING
+    seq = await conn.exec_driver_sql(
         """INSERT INTO orders (app, order_id, saga_id, user_id, sku, item_name, kind, quantity,
                                price_points, status, coupon_codes, address, created_at,
                                updated_at)
            VALUES (%(app)s, %(order_id)s, %(saga_id)s, %(user_id)s, %(sku)s, %(name)s,
                    %(kind)s, %(quantity)s, %(price)s, %(status)s, %(codes)s,
-                   %(address)s::jsonb, %(now)s, %(now)s)""",
+                   %(address)s::jsonb, %(now)s, %(now)s)
+           RETURNING seq""",
         {
             "app": stored.app,
             "order_id": order_id,
@@ -81,17 +83,34 @@ async def create_order(
             "kind": kind.value,
             "quantity": reservation.quantity,
             "price": reservation.price_points,
-            "status": FULFILLED if immediate else PENDING,
+            "status": status,
             "codes": codes,
             "address": json.dumps(reservation.address) if reservation.address else None,
             "now": now,
         },
     )
-    await _record(conn, stored.app, order_id, PENDING, "saga", f"saga {reservation.saga_id}", now)
+    history = [Transition(PENDING, "saga", f"saga {reservation.saga_id}", now)]
     if immediate:
-        note = "code issued" if codes else "granted"
-        await _record(conn, stored.app, order_id, FULFILLED, "mall", note, now)
-    return await get_order(conn, stored.app, order_id)
+        history.append(Transition(FULFILLED, "mall", "code issued" if codes else "granted", now))
+    for step in history:
+        await _record(conn, stored.app, order_id, step.status, step.actor, step.note, now)
+    # Built from what was just written (Confirm is the saga's commit step: no re-read).
+    return OrderView(
+        order_id=order_id,
+        saga_id=reservation.saga_id,
+        user_id=reservation.user_id,
+        sku=reservation.sku,
+        quantity=int(reservation.quantity),
+        price_points=int(reservation.price_points),
+        status=status,
+        coupon_codes=codes,
+        address=reservation.address,
+        carrier="",
+        tracking_number="",
+        created_at=now,
+        seq=int(seq.scalar_one()),
+        history=history,
+    )
 
 
 async def _record(

@@ -37,6 +37,7 @@ from services.mall.domain.errors import (
 )
 from services.mall.domain.program import Catalog, CodeSource, Item
 from services.mall.domain.sale import (
+    SaleState,
     Usage,
     generate_code,
     sale_state,
@@ -180,7 +181,7 @@ class Reservations:
         took = admitted >= 0
         try:
             async with self.engine.begin() as conn:
-                view, left = await self._reserve(conn, stored, now, item, sale.bucket, request)
+                view, left = await self._reserve(conn, stored, now, item, sale, request)
         except BaseException:
             if took:
                 await self.gate.give_back(stored.app, item.sku, sale.bucket, request.quantity)
@@ -205,7 +206,7 @@ class Reservations:
         stored: StoredProgram[Catalog],
         now: datetime,
         item: Item,
-        bucket: str,
+        sale: SaleState,
         request: ReserveInput,
     ) -> tuple[ReservationView, int | None]:
         """The reservation, and the units left in its bucket (None for a replay)."""
@@ -216,7 +217,7 @@ class Reservations:
             "saga_id": request.saga_id,
             "user_id": request.user_id,
             "sku": item.sku,
-            "bucket": bucket,
+            "bucket": sale.bucket,
             "quantity": request.quantity,
             "price": 0 if request.prize else item.price_points * request.quantity,
             "prize": request.prize,
@@ -248,7 +249,7 @@ class Reservations:
                     [item.sku],
                     today,
                     today.replace(day=1),
-                    {item.sku: sale_state(item, now, zone)},
+                    {item.sku: sale},
                     now,
                 )
             ).get(item.sku, Usage())
@@ -260,7 +261,7 @@ class Reservations:
                 )
         remaining = -1
         if not item.unlimited:
-            await ensure_bucket(conn, stored.app, item, bucket)
+            await ensure_bucket(conn, stored.app, item, sale.bucket)
             row = (await conn.exec_driver_sql(_TAKE_STOCK, params)).one_or_none()
             if row is None:
                 raise OutOfStock(f"{item.sku!r} has fewer than {request.quantity} left")
@@ -407,21 +408,18 @@ async def _finish(conn: AsyncConnection, app: str, row: Any, state: str, now: da
 async def _codes(
     conn: AsyncConnection, app: str, row: Any, item: Item | None, now: datetime
 ) -> list[str]:
-    """The reservation's codes, issued: its reserved pool codes, or fresh ones."""
+    """The reservation's codes, issued: its reserved pool codes, or fresh ones. An item gone
+    off shelf since may still hold pool codes for this saga."""
     params = {"app": app, "saga_id": row.saga_id, "sku": row.sku, "now": now}
-    issued = (
-        (
-            await conn.exec_driver_sql(
-                """UPDATE codes SET state = 'issued', updated_at = %(now)s
+    codes: list[str] = []
+    if item is None or item.codes is CodeSource.POOL:
+        issued = await conn.exec_driver_sql(
+            """UPDATE codes SET state = 'issued', updated_at = %(now)s
                WHERE app = %(app)s AND saga_id = %(saga_id)s AND state = 'reserved'
                RETURNING code""",
-                params,
-            )
+            params,
         )
-        .scalars()
-        .all()
-    )
-    codes = sorted(issued)
+        codes = sorted(issued.scalars().all())
     if item is not None and item.codes is CodeSource.GENERATE:
         while len(codes) < int(row.quantity):
             fresh = generate_code()

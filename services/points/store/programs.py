@@ -13,19 +13,13 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from plumbing.clock import Clock
-from plumbing.programs import ProgramStore, StoredProgram
+from plumbing.programs import ProgramStore
 from services.points.domain.errors import UnknownApp
 from services.points.domain.program import PointsProgram, parse_program
-from services.points.store.tables import (
-    SYSTEM_ACCOUNTS,
-    accounts,
-    apps,
-    program_versions,
-    requests,
-)
+from services.points.store.tables import SYSTEM_ACCOUNTS, accounts, metadata
 
 
 @dataclass(frozen=True)
@@ -42,28 +36,27 @@ class Programs:
     def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
         self._engine = engine
         self._store: ProgramStore[PointsProgram] = ProgramStore(
-            engine, clock, (apps, program_versions), requests, parse_program, UnknownApp
+            engine, clock, metadata, parse_program, UnknownApp
         )
         self._system: dict[str, dict[str, int]] = {}
 
     def now(self, app: AppProgram) -> datetime:
         """The app's time: the service clock, moved by the offset of a sandbox app's test clock."""
-        return self._store.now(self._stored(app))
-
-    @staticmethod
-    def _stored(app: AppProgram) -> StoredProgram[PointsProgram]:
-        return StoredProgram(app.app, app.version, app.program, app.clock_offset)
+        return self._store.service_now() + app.clock_offset
 
     async def store(self, app: str, section: dict[str, Any], program: PointsProgram) -> int:
         """Stores the program as the app's next version (the same program again keeps its
-        version). The system accounts come first, so an app with a program always has them."""
-        async with self._engine.begin() as conn:
+        version). The system accounts are made in the same transaction, so an app with a
+        program always has them."""
+
+        async def system_accounts(conn: AsyncConnection) -> None:
             await conn.execute(
                 pg_insert(accounts)
                 .values([{"app": app, "kind": kind, "user_id": ""} for kind in SYSTEM_ACCOUNTS])
                 .on_conflict_do_nothing(constraint="accounts_app_kind_user_key")
             )
-        return await self._store.store(app, section)
+
+        return await self._store.store(app, section, before=system_accounts)
 
     async def advance_clock(self, app: str, request_id: str, seconds: int) -> AppProgram:
         """Moves a sandbox app's test clock forward, once per request_id."""

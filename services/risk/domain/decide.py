@@ -55,8 +55,6 @@ class Outcome:
     rules: tuple[str, ...] = ()
     # 0 allow; 60 per deny rule and 30 per review rule that fired, at most 100.
     score: int = 0
-    # True when the lists decided and no rule was looked at.
-    listed: bool = False
 
 
 def _score(verdicts: Iterable[Verdict]) -> int:
@@ -78,17 +76,17 @@ def by_lists(program: RiskProgram, event: Event, now: datetime) -> Outcome | Non
     """The lists' decision, or None when no list has the event."""
     lists = program.lists
     if _listed(lists.deny_users, event.user_id, now):
-        return Outcome(Verdict.DENY, ("deny_list:user",), 100, listed=True)
+        return Outcome(Verdict.DENY, ("deny_list:user",), 100)
     if _listed(lists.deny_devices, event.device_id, now):
-        return Outcome(Verdict.DENY, ("deny_list:device",), 100, listed=True)
+        return Outcome(Verdict.DENY, ("deny_list:device",), 100)
     if _ip_listed(lists.deny_ips, event.ip, now):
-        return Outcome(Verdict.DENY, ("deny_list:ip",), 100, listed=True)
+        return Outcome(Verdict.DENY, ("deny_list:ip",), 100)
     if (
         _listed(lists.allow_users, event.user_id, now)
         or _listed(lists.allow_devices, event.device_id, now)
         or _ip_listed(lists.allow_ips, event.ip, now)
     ):
-        return Outcome(Verdict.ALLOW, ("allow_list",), 0, listed=True)
+        return Outcome(Verdict.ALLOW, ("allow_list",), 0)
     return None
 
 

@@ -100,6 +100,8 @@ class RiskProgram:
     lists: Lists = field(default_factory=Lists)
     # Alert when one sku, prize or pool is taken more often than this per minute (挤兑).
     run_alert_per_minute: int | None = None
+    # Rule code -> fires per minute above which it raises an alert (derived from the rules).
+    alert_thresholds: Mapping[str, int] = field(default_factory=dict)
 
 
 _DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
@@ -160,7 +162,8 @@ def parse_risk(section: Mapping[str, Any]) -> RiskProgram:
     if risk.get("run_alert_per_minute") is not None:
         run = c.integer("risk.run_alert_per_minute", risk["run_alert_per_minute"], minimum=1)
     c.raise_if_any()
-    return RiskProgram(tuple(rules), lists, run)
+    thresholds = {r.code: r.alert_per_minute for r in rules if r.alert_per_minute is not None}
+    return RiskProgram(tuple(rules), lists, run, thresholds)
 
 
 def _parse_rule(c: ErrorCollector, path: str, raw: Any) -> Rule | None:

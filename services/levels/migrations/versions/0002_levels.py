@@ -53,7 +53,6 @@ def upgrade() -> None:
         sa.Column("user_id", sa.Text, nullable=False),
         sa.Column("attributes", JSONB, nullable=False, server_default="{}"),
         sa.Column("lifetime_growth", sa.BigInteger, nullable=False, server_default="0"),
-        sa.Column("qualifying_growth", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("tier", sa.Text, nullable=False, server_default=""),
         sa.Column("granted_tier", sa.Text),
         sa.Column("program_version", sa.BigInteger, nullable=False, server_default="0"),
