@@ -32,7 +32,7 @@ async def expire_reservations(
 
 
 async def reconcile_gate(reservations: Reservations, programs: ProgramStore[Catalog]) -> int:
-    """Every counter that exists in Redis is set to what Postgres says is left."""
+    """Quiet counters that disagree with what Postgres says is left are corrected."""
     reconciled = 0
     for app in await programs.all_apps():
         async with reservations.engine.connect() as conn:

@@ -17,8 +17,8 @@ class MallSettings(ServiceSettings):
 
     listen: str = "127.0.0.1:50054"
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/loyalty_mall"
-    # How often reservations past their TTL are expired (their stock returns), and the
-    # flash-sale gate's Redis counters are set to Postgres's figures (seconds).
+    # How often reservations past their TTL are expired (their stock returns), and quiet
+    # flash-sale gate counters are corrected to Postgres's figures (seconds).
     reservation_sweep_seconds: float = Field(default=1.0, gt=0)
     gate_reconcile_seconds: float = Field(default=5.0, gt=0)
 

@@ -28,7 +28,7 @@ from plumbing.grpc_errors import reason_of, rich_status
 from plumbing.programs import ProgramStore
 from services.mall.domain.errors import UnknownApp
 from services.mall.domain.program import parse_mall
-from services.mall.store.gate import StockGate
+from services.mall.store.gate import StockGate, stock_key
 from services.mall.store.invariants import check_mall
 from services.mall.store.reservations import Reservations
 from services.mall.store.tables import metadata
@@ -507,6 +507,28 @@ async def test_flushing_redis_mid_sale_oversells_nothing(mall, suite, infra):
         app,
     ) == [(100,)]
     await assert_invariants(suite, app)
+
+
+async def test_the_gate_corrects_only_quiet_buckets(infra):
+    """A counter off from Postgres is corrected once it has been seen the same, with the same
+    figure, two rounds running; a bucket in use between rounds is left alone, so a release
+    crediting the counter mid-round is never overwritten by an older figure."""
+    client = aioredis.Redis.from_url(infra.redis_url)
+    gate, app = StockGate(client), new_id("gate-")
+    key = stock_key(app, "hot", "")
+    try:
+        await client.set(key, 7)  # three admissions leaked by a killed process
+        assert await gate.reconcile(app, [("hot", "", 10)]) == 0  # first look
+        assert await gate.reconcile(app, [("hot", "", 10)]) == 1  # quiet: corrected
+        assert int(await client.get(key)) == 10
+        # In use: a release credits the counter between the database read and the next round.
+        assert await gate.reconcile(app, [("hot", "", 9)]) == 0
+        await client.incrby(key, 1)
+        assert await gate.reconcile(app, [("hot", "", 9)]) == 0
+        assert int(await client.get(key)) == 11
+    finally:
+        await client.delete(key)
+        await client.aclose()
 
 
 # --- orders --------------------------------------------------------------------------------

@@ -10,8 +10,11 @@ database being touched. What the counter may get wrong, and why it is safe:
   refuses the extras, and they give their admission back;
 - missing (Redis restarted or was flushed): the request goes to Postgres and the counter is
   seeded afterwards from what Postgres says is left (``SET NX``);
-- too low (an admission that was never given back, a process killed mid-request): the
-  reconcile job sets every live counter to Postgres's figure every few seconds.
+- off for good (an admission never given back, a process killed mid-request): the reconcile
+  job corrects a counter to Postgres's figure, but only for a quiet bucket: the same counter
+  and the same figure two rounds running, and still that counter when it writes (compare and
+  set). A bucket in use is left alone, because a reservation or release in flight between the
+  database read and the write would otherwise be lost (a released unit shown as sold out).
 
 A replayed Reserve must answer as the first did even after the sale sold out, so a successful
 reservation leaves a saga marker that sends its replays to Postgres.
@@ -43,6 +46,13 @@ if not left then return -2 end
 if tonumber(left) < tonumber(ARGV[1]) then return -1 end
 return redis.call('DECRBY', KEYS[1], ARGV[1])
 """
+_CORRECT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  return 1
+end
+return 0
+"""
 _GIVE_BACK = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end
 return -2
@@ -66,6 +76,9 @@ class StockGate:
         self._redis = redis
         self._admit = redis.register_script(_ADMIT) if redis is not None else None
         self._give_back = redis.register_script(_GIVE_BACK) if redis is not None else None
+        self._correct = redis.register_script(_CORRECT) if redis is not None else None
+        # The reconcile job's last look at each bucket: (counter, Postgres's figure).
+        self._seen: dict[tuple[str, str, str], tuple[int, int]] = {}
 
     async def admit(self, app: str, sku: str, bucket: str, saga_id: str, quantity: int) -> int:
         """Units left after admitting ``quantity`` (>= 0), or SOLD_OUT, UNKNOWN, REPLAY, BYPASS."""
@@ -106,17 +119,23 @@ class StockGate:
             log.warning("stock gate seed lost: %s", error)
 
     async def reconcile(self, app: str, buckets: Iterable[tuple[str, str, int]]) -> int:
-        """Sets the live counters of ``(sku, bucket, available)`` to Postgres's figures."""
-        if self._redis is None:
+        """Corrects the counters of quiet buckets to Postgres's figures (``(sku, bucket,
+        available)``, read just before); returns how many it corrected."""
+        if self._redis is None or self._correct is None:
             return 0
-        done = 0
+        buckets = list(buckets)
+        corrected = 0
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for sku, bucket, available in buckets:
-                    pipe.set(stock_key(app, sku, bucket), available, xx=True, keepttl=True)
-                    done += 1
-                await pipe.execute()
+            keys = [stock_key(app, sku, bucket) for sku, bucket, _ in buckets]
+            counters = await self._redis.mget(keys) if keys else []
+            for (sku, bucket, available), key, raw in zip(buckets, keys, counters, strict=True):
+                if raw is None:
+                    continue  # no counter: the next reserve seeds it
+                seen = (int(raw), available)
+                previous = self._seen.get((app, sku, bucket))
+                self._seen[(app, sku, bucket)] = seen
+                if previous == seen and seen[0] != available:
+                    corrected += int(await self._correct(keys=[key], args=[raw, available]))
         except (RedisError, OSError) as error:
             log.warning("stock gate reconcile skipped: %s", error)
-            return 0
-        return done
+        return corrected
