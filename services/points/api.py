@@ -104,6 +104,8 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             notes=list(result.notes),
             duplicate=result.duplicate,
             streak_days=result.streak_days,
+            growth=result.growth,
+            exempt_from_daily_cap=result.exempt_from_daily_cap,
         )
 
     async def Earn(self, request: points_pb2.EarnRequest, context: Any) -> points_pb2.EarnResponse:

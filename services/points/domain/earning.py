@@ -65,6 +65,8 @@ class EarnDecision:
     # The state to write back (unchanged fields are equal to the input's).
     state: EarnState
     streak_days: int = 0
+    # The rule's growth for the units counted (limits applied; the points cap does not apply).
+    growth: int = 0
 
 
 def decide_earn(
@@ -125,7 +127,7 @@ def decide_earn(
         once_done=state.once_done or rule.once,
         streak=streak,
     )
-    return EarnDecision(points, tuple(notes), new_state, streak_days)
+    return EarnDecision(points, tuple(notes), new_state, streak_days, units * rule.growth)
 
 
 def limit_penalty(points: int, available: int) -> tuple[int, tuple[str, ...]]:

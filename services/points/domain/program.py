@@ -72,6 +72,9 @@ class EarningRule:
     streak_bonus: tuple[tuple[int, int], ...] = ()
     require: tuple[Requirement, ...] = ()
     counts_toward_daily_cap: bool = True
+    # Growth per unit: the levels service's part of the rule. Points counts the units (limits
+    # included) and answers with growth = units x this; the gateway passes it on to levels.
+    growth: int = 0
 
     @property
     def is_penalty(self) -> bool:
@@ -97,7 +100,7 @@ _POINTS_KEYS = {"display_name", "money_rate", "expiry", "daily_cap"}
 _RULE_KEYS = {
     "action",
     "points",
-    "growth",  # the levels service's part of the rule; accepted and ignored here
+    "growth",  # growth per unit, reported back for the levels service
     "unit",
     "per_amount",
     "daily_limit",
@@ -206,6 +209,9 @@ def _parse_rule(c: ErrorCollector, path: str, raw: Any) -> EarningRule | None:
     if raw.get("daily_limit") is not None:
         daily_limit = c.integer(f"{path}.daily_limit", raw["daily_limit"], minimum=1)
     once = c.boolean(f"{path}.once", raw.get("once", False))
+    growth = 0
+    if raw.get("growth") is not None:
+        growth = c.integer(f"{path}.growth", raw["growth"], minimum=0) or 0
     counts = c.boolean(f"{path}.counts_toward_daily_cap", raw.get("counts_toward_daily_cap", True))
     streak = _parse_streak(c, f"{path}.streak_bonus", raw.get("streak_bonus"))
     require = _parse_require(c, f"{path}.require", raw.get("require"))
@@ -223,6 +229,7 @@ def _parse_rule(c: ErrorCollector, path: str, raw: Any) -> EarningRule | None:
         streak_bonus=streak,
         require=require,
         counts_toward_daily_cap=counts,
+        growth=growth,
     )
 
 

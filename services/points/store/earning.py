@@ -68,6 +68,9 @@ class EarnResult:
     points_awarded: int
     notes: tuple[str, ...] = ()
     streak_days: int = 0
+    # Growth the rule grants for this event, and whether it escapes the daily caps.
+    growth: int = 0
+    exempt_from_daily_cap: bool = False
     duplicate: bool = False
 
 
@@ -144,14 +147,14 @@ async def earn(
         "now": now,
         "response": None,
     }
-    if rule is None or rule.points == 0:
+    if rule is None or (rule.points == 0 and rule.growth == 0):
         # Nothing to pay: the answer is known before anything is locked.
         result = EarnResult(event.event_id, 0, ("no_rule",) if rule is None else ())
         params["response"] = json.dumps(_to_json(result))
     claimed = (await conn.exec_driver_sql(_CLAIM, params)).scalar_one_or_none()
     if claimed is None:
         return await _replay(conn, ap.app, event.event_id, digest)
-    if rule is None or rule.points == 0:
+    if rule is None or (rule.points == 0 and rule.growth == 0):
         return result
 
     account = await lock_user_account(conn, ap.app, event.user_id)
@@ -171,7 +174,14 @@ async def earn(
     if points != 0 and not credit_here:
         await _move(conn, ap, account, points, now, event, rule)
 
-    result = EarnResult(event.event_id, points, tuple(notes), decision.streak_days)
+    result = EarnResult(
+        event.event_id,
+        points,
+        tuple(notes),
+        decision.streak_days,
+        growth=decision.growth,
+        exempt_from_daily_cap=not rule.counts_toward_daily_cap,
+    )
     after = decision.state
     ctes = []
     if credit_here:

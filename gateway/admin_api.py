@@ -1,0 +1,441 @@
+"""The ops API (``loyalty.gateway.v1.AdminService``): admin keys only, every call audited with
+the key, the call, its arguments and how it ended. The lottery controls (issue #8) answer
+UNIMPLEMENTED until the lottery exists."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime, timedelta
+from typing import Any, TypeVar
+from uuid import uuid4
+
+from google.protobuf.json_format import MessageToDict
+from loyalty.common.v1 import common_pb2
+from loyalty.gateway.v1 import admin_pb2, admin_pb2_grpc
+from loyalty.levels.v1 import levels_pb2
+from loyalty.mall.v1 import mall_pb2
+from loyalty.points.v1 import points_pb2
+from loyalty.risk.v1 import risk_pb2
+
+from gateway.auth import Caller
+from gateway.context import Gateway, gateway_of
+from gateway.domain.program import load_program, service_sections
+from gateway.participants import ask
+from gateway.store.events import daily_counts
+from gateway.store.sagas import UNFINISHED, SagaRecord
+from gateway.store.tenancy import record_audit
+from plumbing.errors import FailedPrecondition, InvalidArgument, LoyaltyError, NotFound
+from plumbing.sections import ProgramInvalid
+from plumbing.server import Resources
+from plumbing.validation import require_id, require_nonzero, require_positive
+from plumbing.wire import page_size, parse_date, to_timestamp
+
+log = logging.getLogger(__name__)
+
+MAX_REPORT_DAYS = 366
+MAX_CLOCK_SECONDS = 10 * 366 * 86400
+SAGA_STATES = (*UNFINISHED, "COMPLETED", "COMPENSATED", "NEEDS_ATTENTION")
+# Arguments longer than this are cut in the audit (a program is kept whole in its versions).
+AUDIT_TEXT_LIMIT = 2000
+
+
+class SagaNotFound(NotFound):
+    reason = "SAGA_NOT_FOUND"
+
+
+class NotSandbox(FailedPrecondition):
+    reason = "NOT_SANDBOX"
+
+
+class SagaFinished(FailedPrecondition):
+    reason = "SAGA_FINISHED"
+
+
+R = TypeVar("R")
+Handler = Callable[[Any, Any, Any, Caller], Awaitable[R]]
+
+
+def audited(method: Handler[R]) -> Callable[[Any, Any, Any], Awaitable[R]]:
+    """Authenticates an admin key, runs the call, and audits it whatever the outcome."""
+
+    @functools.wraps(method)
+    async def call(self: AdminServicer, request: Any, context: Any) -> R:
+        caller = await self.gw.auth.caller(context, "admin")
+        outcome = "OK"
+        try:
+            return await method(self, request, context, caller)
+        except LoyaltyError as error:
+            outcome = f"{error.kind.value}:{error.reason}"
+            raise
+        except BaseException:
+            outcome = "INTERNAL"
+            raise
+        finally:
+            arguments = MessageToDict(request, preserving_proto_field_name=True)
+            for key, value in arguments.items():
+                if isinstance(value, str) and len(value) > AUDIT_TEXT_LIMIT:
+                    arguments[key] = value[:AUDIT_TEXT_LIMIT] + f"... ({len(value)} chars)"
+            try:
+                await record_audit(
+                    self.gw.resources.engine,
+                    caller.app,
+                    caller.key_id,
+                    method.__name__,
+                    arguments,
+                    outcome,
+                    self.gw.resources.clock.now(),
+                )
+            except Exception:
+                log.exception("admin audit not written", extra={"call": method.__name__})
+
+    return call
+
+
+def saga_message(saga: SagaRecord) -> admin_pb2.Saga:
+    def stamp(text: str | None) -> Any:
+        return to_timestamp(datetime.fromisoformat(text)) if text else None
+
+    return admin_pb2.Saga(
+        saga_id=saga.saga_id,
+        kind=saga.kind,
+        state=saga.state,
+        reason=saga.reason,
+        trace_id=saga.trace_id,
+        steps=[
+            admin_pb2.SagaStep(
+                name=step["name"],
+                state=step["state"],
+                attempts=step["attempts"],
+                started_at=stamp(step.get("started_at")),
+                finished_at=stamp(step.get("finished_at")),
+                error=step.get("error", ""),
+            )
+            for step in saga.steps
+        ],
+        request_id=saga.request_id,
+        user_id=saga.user_id,
+        created_at=to_timestamp(saga.created_at),
+    )
+
+
+def _encode_saga_token(saga: SagaRecord) -> str:
+    assert saga.created_at is not None
+    raw = json.dumps({"at": saga.created_at.isoformat(), "id": saga.saga_id})
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_saga_token(token: str) -> tuple[datetime, str] | None:
+    if not token:
+        return None
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return datetime.fromisoformat(raw["at"]), str(raw["id"])
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise InvalidArgument("page_token", "is not a token this service issued") from None
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(self, resources: Resources) -> None:
+        self.gw: Gateway = gateway_of(resources)
+        self.timeout = self.gw.settings.call_timeout_seconds
+
+    # --- the program ----------------------------------------------------------------------
+
+    @audited
+    async def ApplyProgram(
+        self, request: admin_pb2.ApplyProgramRequest, context: Any, caller: Caller
+    ) -> admin_pb2.ApplyProgramResponse:
+        if not request.program_yaml.strip():
+            raise InvalidArgument("program_yaml", "is required")
+        try:
+            program = load_program(request.program_yaml)
+        except ProgramInvalid as invalid:
+            return admin_pb2.ApplyProgramResponse(errors=invalid.errors)
+        if program.get("app") not in (None, caller.app):
+            # The key decides the app; the file's `app` is the operator's label.
+            log.warning(
+                "program names app %r, applied to the key's app %r", program["app"], caller.app
+            )
+        sections = service_sections(program)
+        errors = await self._configure(caller.app, sections, validate_only=True)
+        if errors or request.dry_run:
+            return admin_pb2.ApplyProgramResponse(errors=errors)
+        # Every section is valid: configure each service (each stores it as a new version;
+        # a retry after a failure re-applies the same sections, which changes nothing).
+        failures = await self._configure(caller.app, sections, validate_only=False)
+        if failures:
+            return admin_pb2.ApplyProgramResponse(errors=failures)
+        version = await self.gw.programs.store(
+            caller.app, {"yaml": request.program_yaml, "program": program}
+        )
+        return admin_pb2.ApplyProgramResponse(applied=True, version=version)
+
+    async def _configure(
+        self, app: str, sections: dict[str, dict[str, Any]], *, validate_only: bool
+    ) -> list[str]:
+        p = self.gw.participants
+        calls: dict[str, tuple[Any, Any]] = {
+            "points": (p.points.ConfigureRules, points_pb2.ConfigureRulesRequest),
+            "levels": (p.levels.ConfigureLevels, levels_pb2.ConfigureLevelsRequest),
+            "mall": (p.mall.UpsertItems, mall_pb2.UpsertItemsRequest),
+            "risk": (p.risk.ConfigureRisk, risk_pb2.ConfigureRiskRequest),
+        }
+
+        async def one(service: str) -> common_pb2.ConfigureResult:
+            method, message = calls[service]
+            request = message(
+                app=app,
+                section_json=json.dumps(sections[service]),
+                validate_only=validate_only,
+            )
+            result: common_pb2.ConfigureResult = await ask(
+                service, method, request, deadline=max(self.timeout, 10.0)
+            )
+            return result
+
+        results = await asyncio.gather(*(one(service) for service in calls))
+        return [error for result in results for error in result.errors]
+
+    @audited
+    async def GetProgram(
+        self, request: admin_pb2.GetProgramRequest, context: Any, caller: Caller
+    ) -> admin_pb2.GetProgramResponse:
+        stored = await self.gw.programs.get(caller.app)
+        return admin_pb2.GetProgramResponse(
+            program_yaml=stored.program.yaml, version=stored.version
+        )
+
+    # --- sagas ----------------------------------------------------------------------------
+
+    @audited
+    async def GetSaga(
+        self, request: admin_pb2.GetSagaRequest, context: Any, caller: Caller
+    ) -> admin_pb2.Saga:
+        saga = await self.gw.sagas.get(caller.app, require_id("saga_id", request.saga_id))
+        if saga is None:
+            raise SagaNotFound(f"no saga {request.saga_id!r}")
+        return saga_message(saga)
+
+    @audited
+    async def ListSagas(
+        self, request: admin_pb2.ListSagasRequest, context: Any, caller: Caller
+    ) -> admin_pb2.ListSagasResponse:
+        state = request.state.upper()
+        if state and state not in SAGA_STATES:
+            raise InvalidArgument("state", f"must be one of {', '.join(SAGA_STATES)}")
+        size = page_size(request.page_size)
+        found = await self.gw.sagas.page(
+            caller.app, state, size + 1, _decode_saga_token(request.page_token)
+        )
+        token = _encode_saga_token(found[size - 1]) if len(found) > size else ""
+        return admin_pb2.ListSagasResponse(
+            sagas=[saga_message(saga) for saga in found[:size]], next_page_token=token
+        )
+
+    @audited
+    async def RetrySaga(
+        self, request: admin_pb2.RetrySagaRequest, context: Any, caller: Caller
+    ) -> admin_pb2.Saga:
+        saga_id = require_id("saga_id", request.saga_id)
+        known = await self.gw.sagas.get(caller.app, saga_id)
+        if known is None:
+            raise SagaNotFound(f"no saga {saga_id!r}")
+        if known.state in ("COMPLETED", "COMPENSATED"):
+            raise SagaFinished(f"saga {saga_id} already ended {known.state}")
+        resume_state = known.result.get("stuck_state", "COMPENSATING")
+        saga = await self.gw.sagas.lease_one(caller.app, saga_id, resume_state)
+        if saga is None:
+            # A driver holds it right now; show where it is.
+            return saga_message(known)
+        await self.gw.resume(saga)
+        return saga_message(saga)
+
+    # --- points ---------------------------------------------------------------------------
+
+    @audited
+    async def AdjustPoints(
+        self, request: admin_pb2.AdjustPointsRequest, context: Any, caller: Caller
+    ) -> admin_pb2.AdjustPointsResponse:
+        moved = await ask(
+            "points",
+            self.gw.participants.points.Adjust,
+            points_pb2.AdjustRequest(
+                app=caller.app,
+                request_id=require_id("request_id", request.request_id),
+                user_id=require_id("user_id", request.user_id),
+                delta=require_nonzero("delta", request.delta),
+                reason=require_id("reason", request.reason, max_length=1024),
+                operator=f"key:{caller.key_id}",
+            ),
+            deadline=self.timeout,
+        )
+        return admin_pb2.AdjustPointsResponse(balance=moved.balance, duplicate=moved.duplicate)
+
+    async def _days(self, app: str, from_date: str, to_date: str) -> tuple[date, date]:
+        """The report's local days: both given, or the last seven up to today."""
+        if not from_date and not to_date:
+            stored = await self.gw.programs.get(app)
+            today = self.gw.programs.now(stored).astimezone(stored.program.zone).date()
+            return today - timedelta(days=6), today
+        first = parse_date("from_date", from_date)
+        last = parse_date("to_date", to_date)
+        if last < first:
+            raise InvalidArgument("to_date", "must not be before from_date")
+        if (last - first).days >= MAX_REPORT_DAYS:
+            raise InvalidArgument("to_date", f"at most {MAX_REPORT_DAYS} days per report")
+        return first, last
+
+    async def _liability(
+        self, app: str, first: date, last: date
+    ) -> points_pb2.GetLiabilityResponse:
+        answer: points_pb2.GetLiabilityResponse = await ask(
+            "points",
+            self.gw.participants.points.GetLiability,
+            points_pb2.GetLiabilityRequest(
+                app=app, from_date=first.isoformat(), to_date=last.isoformat()
+            ),
+            deadline=max(self.timeout, 10.0),
+        )
+        return answer
+
+    @audited
+    async def GetLiability(
+        self, request: admin_pb2.GetLiabilityRequest, context: Any, caller: Caller
+    ) -> admin_pb2.GetLiabilityResponse:
+        first, last = await self._days(caller.app, request.from_date, request.to_date)
+        report = await self._liability(caller.app, first, last)
+        return admin_pb2.GetLiabilityResponse(
+            days=[
+                admin_pb2.LiabilityDay(
+                    date=d.date,
+                    issued=d.issued,
+                    spent=d.spent,
+                    expired=d.expired,
+                    adjusted=d.adjusted,
+                    outstanding=d.outstanding,
+                    outstanding_fen=d.outstanding_fen,
+                )
+                for d in report.days
+            ]
+        )
+
+    @audited
+    async def GetStats(
+        self, request: admin_pb2.GetStatsRequest, context: Any, caller: Caller
+    ) -> admin_pb2.GetStatsResponse:
+        app = caller.app
+        first, last = await self._days(app, request.from_date, request.to_date)
+        stored = await self.gw.programs.get(app)
+        zone = stored.program.zone
+        start = datetime.combine(first, datetime.min.time(), tzinfo=zone)
+        end = datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=zone)
+        liability, events, redemptions = await asyncio.gather(
+            self._liability(app, first, last),
+            daily_counts(self.gw.resources.engine, app, first, last),
+            self.gw.sagas.stats(app, zone.key, start, end),
+        )
+        days: dict[str, admin_pb2.DayStats] = {}
+
+        def day(key: date | str) -> admin_pb2.DayStats:
+            text = key if isinstance(key, str) else key.isoformat()
+            return days.setdefault(text, admin_pb2.DayStats(date=text))
+
+        for d in liability.days:
+            stats = day(d.date)
+            stats.points_issued, stats.points_spent, stats.points_expired = (
+                d.issued,
+                d.spent,
+                d.expired,
+            )
+        for when, decision, count in events:
+            stats = day(when)
+            stats.events += count
+            stats.risk_decisions[decision] += count
+        for when, sku, state, reason, count in redemptions:
+            outcome = {"COMPLETED": "COMPLETED", "COMPENSATED": reason}.get(state, "PENDING")
+            day(when).redemptions[f"{sku}/{outcome}"] += count
+        return admin_pb2.GetStatsResponse(days=[days[key] for key in sorted(days)])
+
+    # --- risk reviews ---------------------------------------------------------------------
+
+    @audited
+    async def ListReviews(
+        self, request: admin_pb2.ListReviewsRequest, context: Any, caller: Caller
+    ) -> admin_pb2.ListReviewsResponse:
+        page = await ask(
+            "risk",
+            self.gw.participants.risk.ListReviews,
+            risk_pb2.ListReviewsRequest(
+                app=caller.app,
+                state=request.state,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            ),
+            deadline=self.timeout,
+        )
+        return admin_pb2.ListReviewsResponse(
+            reviews=[_review(r) for r in page.reviews], next_page_token=page.next_page_token
+        )
+
+    @audited
+    async def DecideReview(
+        self, request: admin_pb2.DecideReviewRequest, context: Any, caller: Caller
+    ) -> admin_pb2.Review:
+        review = await ask(
+            "risk",
+            self.gw.participants.risk.DecideReview,
+            risk_pb2.DecideReviewRequest(
+                app=caller.app,
+                review_id=require_id("review_id", request.review_id),
+                approve=request.approve,
+                operator=f"key:{caller.key_id}",
+                note=request.note,
+            ),
+            deadline=self.timeout,
+        )
+        return _review(review)
+
+    # --- sandbox clock --------------------------------------------------------------------
+
+    @audited
+    async def AdvanceClock(
+        self, request: admin_pb2.AdvanceClockRequest, context: Any, caller: Caller
+    ) -> admin_pb2.AdvanceClockResponse:
+        if not caller.sandbox:
+            raise NotSandbox(f"app {caller.app!r} is not a sandbox; its clock is the real one")
+        seconds = require_positive("seconds", request.seconds, maximum=MAX_CLOCK_SECONDS)
+        request_id = request.request_id or str(uuid4())
+        require_id("request_id", request_id)
+        await self.gw.programs.get(caller.app)  # a program must exist (NO_PROGRAM)
+        p = self.gw.participants
+        move = common_pb2.AdvanceClockRequest(
+            app=caller.app, seconds=seconds, request_id=request_id
+        )
+        # Each service moves its clock and runs what fell due before answering.
+        moved = await asyncio.gather(
+            ask("points", p.points.AdvanceClock, move, deadline=60.0),
+            ask("levels", p.levels.AdvanceClock, move, deadline=60.0),
+            ask("mall", p.mall.AdvanceClock, move, deadline=60.0),
+        )
+        await self.gw.programs.advance_clock(caller.app, request_id, seconds)
+        return admin_pb2.AdvanceClockResponse(now=moved[0].now)
+
+
+def _review(review: risk_pb2.Review) -> admin_pb2.Review:
+    return admin_pb2.Review(
+        review_id=review.review_id,
+        request_id=review.request_id,
+        action=review.action,
+        user_id=review.user_id,
+        rules=list(review.rules),
+        state=review.state,
+        operator=review.operator,
+        note=review.note,
+        created_at=review.created_at if review.HasField("created_at") else None,
+    )

@@ -1,0 +1,132 @@
+"""Who is calling: the API key in ``authorization: Bearer <key>`` names the app and the scope;
+a token bucket in Redis limits each key.
+
+No key or a bad key is UNAUTHENTICATED; the wrong scope is PERMISSION_DENIED; an empty bucket is
+RESOURCE_EXHAUSTED (reason RATE_LIMITED, with ``retry_after_ms``). Keys are cached in the
+process for ``KEY_CACHE_SECONDS``, so a revocation takes effect within that time everywhere.
+If Redis is down the limit is not enforced (it protects capacity; it is not a security check).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.domain.keys import scope_allows, secret_matches, split_key
+from gateway.store.tenancy import KeyRecord, find_key
+from plumbing.errors import PermissionDenied, ResourceExhausted, Unauthenticated
+
+log = logging.getLogger(__name__)
+
+KEY_CACHE_SECONDS = 5.0
+
+
+class RateLimited(ResourceExhausted):
+    reason = "RATE_LIMITED"
+
+
+@dataclass(frozen=True)
+class Caller:
+    app: str
+    key_id: str
+    scope: str
+    sandbox: bool
+
+
+# KEYS[1]: the key's bucket. ARGV: rate per second, burst. Answers {allowed, ms until one token}.
+# Redis's own clock, so every gateway replica agrees.
+_TOKEN_BUCKET = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(b[1])
+local at = tonumber(b[2])
+if tokens == nil then tokens = burst; at = now end
+tokens = math.min(burst, tokens + (now - at) * rate / 1000)
+local allowed = 0
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  wait = math.ceil((1 - tokens) * 1000 / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+return {allowed, wait}
+"""
+
+
+class Authenticator:
+    def __init__(self, engine: AsyncEngine, redis: aioredis.Redis | None, prefix: str) -> None:
+        self._engine = engine
+        self._redis = redis
+        self._prefix = prefix
+        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._bucket = redis.register_script(_TOKEN_BUCKET) if redis is not None else None
+        self._redis_warned = 0.0
+
+    async def caller(self, context: Any, scope: str) -> Caller:
+        key = _bearer(context)
+        parts = split_key(key) if key else None
+        if parts is None:
+            raise Unauthenticated("missing or malformed API key (authorization: Bearer <key>)")
+        record = await self._record(parts[0])
+        if record is None or not secret_matches(parts[1], record.secret_sha256):
+            raise Unauthenticated("unknown API key")
+        if record.revoked_at is not None:
+            raise Unauthenticated("this API key was revoked")
+        if not scope_allows(record.scope, scope):
+            raise PermissionDenied(
+                f"this call needs an {scope} key; the key's scope is {record.scope}"
+            )
+        await self._take_token(record)
+        return Caller(record.app, record.key_id, record.scope, record.sandbox)
+
+    async def _record(self, key_id: str) -> KeyRecord | None:
+        cached = self._cache.get(key_id)
+        if cached is not None and time.monotonic() - cached[0] < KEY_CACHE_SECONDS:
+            return cached[1]
+        record = await find_key(self._engine, key_id)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key_id] = (time.monotonic(), record)
+        return record
+
+    async def _take_token(self, record: KeyRecord) -> None:
+        if self._bucket is None:
+            return
+        try:
+            allowed, wait_ms = await self._bucket(
+                keys=[f"{self._prefix}ratelimit:{record.key_id}"],
+                args=[record.rate_per_second, record.burst],
+            )
+        except RedisError as error:
+            if time.monotonic() - self._redis_warned > 30:
+                self._redis_warned = time.monotonic()
+                log.warning("rate limit not enforced: redis is unavailable (%s)", error)
+            return
+        if not allowed:
+            raise RateLimited(
+                f"rate limit of {record.rate_per_second}/s for this key exceeded",
+                metadata={"retry_after_ms": str(wait_ms)},
+            )
+
+
+def _bearer(context: Any) -> str:
+    for name, value in context.invocation_metadata() or ():
+        if name == "authorization":
+            text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+            scheme, _, token = text.strip().partition(" ")
+            if scheme.lower() == "bearer":
+                return token.strip()
+            return ""
+    return ""

@@ -1,0 +1,184 @@
+"""What the gateway's two servicers and its recovery loop share in one process: the channels to
+the participants, the authenticator, the saga log and the applied programs. Built once per
+process from the bootstrap's ``Resources`` and closed with them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanContext, TraceFlags
+
+from gateway.auth import Authenticator
+from gateway.domain.program import GatewayProgram, parse_stored
+from gateway.participants import Participants
+from gateway.saga.engine import Drive, SagaPolicy
+from gateway.saga.redeem import RedeemTerms, run_redeem
+from gateway.settings import GatewaySettings
+from gateway.store.sagas import SagaLog, SagaRecord
+from gateway.store.tables import metadata
+from plumbing.errors import FailedPrecondition
+from plumbing.programs import ProgramStore, StoredProgram
+from plumbing.redis import key_prefix
+from plumbing.server import Resources
+
+log = logging.getLogger(__name__)
+
+
+class NoProgram(FailedPrecondition):
+    reason = "NO_PROGRAM"
+
+
+def _no_program(app: str) -> Exception:
+    return NoProgram(f"app {app!r} has no program yet; apply one first (loyaltyctl apply -f)")
+
+
+@dataclass
+class Gateway:
+    settings: GatewaySettings
+    resources: Resources
+    participants: Participants
+    auth: Authenticator
+    sagas: SagaLog
+    programs: ProgramStore[GatewayProgram]
+    policy: SagaPolicy
+    terms: RedeemTerms
+    tracer: trace.Tracer
+    # Drives still running after their Redeem call answered PENDING.
+    running: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def program(self, app: str) -> StoredProgram[GatewayProgram]:
+        return await self.programs.get(app)
+
+    async def app_now(self, app: str) -> datetime:
+        """The app's time (its sandbox clock once a program is applied)."""
+        try:
+            return self.programs.now(await self.programs.get(app))
+        except NoProgram:
+            return self.resources.clock.now()
+
+    def launch(self, saga: SagaRecord, span: trace.Span) -> asyncio.Task[None]:
+        """Drives a new saga in a task of its own, so a caller whose deadline passes gets
+        PENDING while the saga goes on; ``span`` (the saga's root) ends with the drive."""
+
+        async def drive() -> None:
+            with trace.use_span(span, end_on_exit=True):
+                await self._drive(saga, fresh=True)
+
+        task = asyncio.create_task(drive(), name=f"saga-{saga.saga_id}")
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+        return task
+
+    async def resume(self, saga: SagaRecord) -> None:
+        """A later drive (recovery loop, RetrySaga): its own span, linked to the saga's trace."""
+        links = []
+        if saga.trace_id and saga.span_id:
+            links.append(
+                Link(
+                    SpanContext(
+                        trace_id=int(saga.trace_id, 16),
+                        span_id=int(saga.span_id, 16),
+                        is_remote=True,
+                        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+                    )
+                )
+            )
+        with self.tracer.start_as_current_span(
+            f"saga.resume {saga.kind}",
+            links=links,
+            attributes={
+                "saga.id": saga.saga_id,
+                "saga.kind": saga.kind,
+                "app": saga.app,
+                "saga.drive": saga.drives,
+                "saga.trace_id": saga.trace_id,
+            },
+        ):
+            await self._drive(saga, fresh=False)
+
+    async def _drive(self, saga: SagaRecord, *, fresh: bool) -> None:
+        drive = Drive(saga, self.sagas, self.policy, self.tracer)
+        try:
+            if saga.kind == "redeem":
+                await run_redeem(drive, self.participants, self.terms, fresh=fresh)
+            else:
+                log.error("no driver for saga kind %r (saga %s)", saga.kind, saga.saga_id)
+        except Exception:
+            # The database went away mid-drive, ...: the lease runs out and the recovery loop
+            # takes the saga up again from its log.
+            log.exception("saga drive failed", extra={"saga_id": saga.saga_id})
+
+    async def recover(self, batch: int = 20) -> int:
+        due = await self.sagas.lease_due(batch)
+        await asyncio.gather(*(self.resume(saga) for saga in due))
+        return len(due)
+
+    async def close(self) -> None:
+        # Drives still running keep their leases; the recovery loop (here or in another
+        # replica) finishes them from the log.
+        for task in list(self.running):
+            task.cancel()
+        await asyncio.gather(*self.running, return_exceptions=True)
+        await self.participants.close()
+
+
+_made: dict[int, Gateway] = {}
+
+
+def gateway_of(resources: Resources) -> Gateway:
+    """The one ``Gateway`` of this process (both servicers and the recovery loop share it)."""
+    made = _made.get(id(resources))
+    if made is not None:
+        return made
+    settings = cast(GatewaySettings, resources.settings)
+    participants = Participants(
+        {
+            "points": settings.points_addr,
+            "levels": settings.levels_addr,
+            "mall": settings.mall_addr,
+            "lottery": settings.lottery_addr,
+            "risk": settings.risk_addr,
+        }
+    )
+    gateway = Gateway(
+        settings=settings,
+        resources=resources,
+        participants=participants,
+        auth=Authenticator(resources.engine, resources.redis, key_prefix("gateway")),
+        sagas=SagaLog(resources.engine, settings.saga_lease_seconds),
+        programs=ProgramStore(
+            resources.engine, resources.clock, metadata, parse_stored, _no_program
+        ),
+        policy=SagaPolicy(
+            call_timeout=settings.call_timeout_seconds,
+            step_attempts=settings.step_attempts,
+            backoff=settings.retry_backoff_seconds,
+            max_drives=settings.saga_max_drives,
+            kill_at=settings.fault_kill_at,
+        ),
+        terms=RedeemTerms(
+            reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
+            hold_ttl=timedelta(seconds=settings.hold_ttl_seconds),
+        ),
+        tracer=trace.get_tracer("loyalty.gateway.saga"),
+    )
+    _made[id(resources)] = gateway
+
+    async def close() -> None:
+        _made.pop(id(resources), None)
+        await gateway.close()
+
+    resources.cleanup.push_async_callback(close)
+    return gateway
+
+
+def trace_ids(span: Any) -> tuple[str, str]:
+    context = span.get_span_context()
+    if not context.is_valid:
+        return "", ""
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")

@@ -1,0 +1,125 @@
+"""The whole program as an operator writes it (shared/examples/video-app.yaml), and the sections
+each service is configured with. Pure: no I/O.
+
+The gateway checks only the shape of the file (a mapping, known sections, a time zone); each
+service validates its own sections and reports errors with their paths in the program, so
+``ApplyProgram`` can list every problem of the file before anything changes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+
+from plumbing.sections import ErrorCollector, ProgramInvalid
+
+MAX_PROGRAM_BYTES = 1 << 20
+
+# Top-level sections, in the order errors are reported.
+SECTIONS = (
+    "app",
+    "timezone",
+    "points",
+    "earning",
+    "checkout",
+    "levels",
+    "badges",
+    "mall",
+    "lottery",
+    "risk",
+)
+
+# Which service is configured with which sections (the timezone goes to every one).
+SERVICE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "points": ("points", "earning"),
+    "levels": ("levels", "badges"),
+    "mall": ("mall",),
+    "risk": ("risk",),
+}
+
+
+def load_program(text: str) -> dict[str, Any]:
+    """The YAML text as plain JSON-able data; every shape problem as ``ProgramInvalid``."""
+    if len(text.encode()) > MAX_PROGRAM_BYTES:
+        raise ProgramInvalid([f"program_yaml: larger than {MAX_PROGRAM_BYTES} bytes"])
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ProgramInvalid([f"program_yaml: not valid YAML{at}"]) from None
+    if not isinstance(loaded, dict):
+        raise ProgramInvalid(["program_yaml: must be a mapping of sections (app, timezone, ...)"])
+    # Dates and times YAML reads unquoted travel as text, as services read them.
+    program: dict[str, Any] = json.loads(json.dumps(loaded, default=str))
+    c = ErrorCollector()
+    for key in program:
+        if key not in SECTIONS:
+            c.add(str(key), f"unknown section (known: {', '.join(SECTIONS)})")
+    if "timezone" not in program:
+        c.add("timezone", "is required (an IANA zone name such as Asia/Shanghai)")
+    else:
+        c.timezone("timezone", program["timezone"])
+    for name in ("points", "earning", "levels", "mall"):
+        if name not in program:
+            c.add(name, "is required")
+    c.raise_if_any()
+    return program
+
+
+def service_sections(program: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The section each service is configured with. The mall also gets the tier ladder, to
+    check its items' ``min_tier``."""
+    sections = {
+        service: {
+            "timezone": program["timezone"],
+            **{name: program[name] for name in names if name in program},
+        }
+        for service, names in SERVICE_SECTIONS.items()
+    }
+    levels = program.get("levels")
+    if isinstance(levels, dict) and "tiers" in levels:
+        sections["mall"]["levels"] = {"tiers": levels["tiers"]}
+    sections["levels"].setdefault("badges", [])
+    sections["risk"].setdefault("risk", {"rules": []})
+    return sections
+
+
+@dataclass(frozen=True)
+class ItemTerms:
+    """What the saga must know of an item before it reserves: the tier gate and the price."""
+
+    sku: str
+    price_points: int
+    min_tier: str
+
+
+@dataclass(frozen=True)
+class GatewayProgram:
+    """The applied program as the gateway uses it."""
+
+    yaml: str
+    program: Mapping[str, Any]
+    zone: ZoneInfo
+    items: Mapping[str, ItemTerms] = field(default_factory=dict)
+
+
+def parse_stored(stored: Mapping[str, Any]) -> GatewayProgram:
+    """The stored form ({"yaml", "program"}), already validated by every service."""
+    program = stored["program"]
+    items: dict[str, ItemTerms] = {}
+    for raw in (program.get("mall") or {}).get("items") or []:
+        price = raw.get("price_points")
+        items[raw["sku"]] = ItemTerms(
+            sku=raw["sku"],
+            price_points=price if isinstance(price, int) else 0,
+            min_tier=str(raw.get("min_tier") or ""),
+        )
+    return GatewayProgram(
+        yaml=stored["yaml"], program=program, zone=ZoneInfo(program["timezone"]), items=items
+    )

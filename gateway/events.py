@@ -1,0 +1,266 @@
+"""RecordEvent and RecordEvents: risk first (DENY or REVIEW awards nothing), then points and
+growth, then badge reward points — one round trip per service per batch.
+
+Idempotent end to end by event_id: each participant replays by the same key, and the gateway
+logs an event only once every part of it is done. So a retry after a participant was down
+completes exactly what was missing, and a retry after success answers from the log at once
+with ``duplicate`` set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict, ParseDict
+from google.protobuf.timestamp_pb2 import Timestamp
+from loyalty.gateway.v1 import loyalty_pb2
+from loyalty.levels.v1 import levels_pb2
+from loyalty.points.v1 import points_pb2
+from loyalty.risk.v1 import risk_pb2
+
+from gateway.context import Gateway
+from gateway.participants import ask
+from gateway.store.events import LoggedEvent, find_logged, log_events
+from gateway.store.tenancy import see_members
+from plumbing.errors import IdempotencyConflict, InvalidArgument
+from plumbing.idempotency import payload_hash
+from plumbing.validation import (
+    check_attributes,
+    optional_text,
+    require_id,
+    require_non_negative,
+)
+from plumbing.wire import from_timestamp, to_timestamp
+
+MAX_BATCH = 500
+
+
+@dataclass(frozen=True)
+class EventIn:
+    event_id: str
+    user_id: str
+    action: str
+    quantity: int
+    attributes: dict[str, str]
+    occurred_at: datetime | None
+    device_id: str
+    ip: str
+    signed_up_at: datetime | None
+    digest: str = field(default="", compare=False)
+
+
+def parse_event(request: loyalty_pb2.RecordEventRequest, prefix: str = "") -> EventIn:
+    values: dict[str, Any] = {
+        "event_id": require_id(f"{prefix}event_id", request.event_id),
+        "user_id": require_id(f"{prefix}user_id", request.user_id),
+        "action": require_id(f"{prefix}action", request.action),
+        "quantity": require_non_negative(f"{prefix}quantity", request.quantity),
+        "attributes": check_attributes(f"{prefix}attributes", request.attributes),
+        "occurred_at": from_timestamp(f"{prefix}occurred_at", request, "occurred_at"),
+        "device_id": optional_text(f"{prefix}device_id", request.device_id, max_length=128),
+        "ip": optional_text(f"{prefix}ip", request.ip, max_length=64),
+        "signed_up_at": from_timestamp(f"{prefix}signed_up_at", request, "signed_up_at"),
+    }
+    digest = payload_hash({k: v for k, v in values.items() if k != "signed_up_at"})
+    return EventIn(**values, digest=digest)
+
+
+def parse_batch(request: loyalty_pb2.RecordEventsRequest) -> list[EventIn]:
+    if not request.events:
+        raise InvalidArgument("events", "must hold at least one event")
+    if len(request.events) > MAX_BATCH:
+        raise InvalidArgument("events", f"at most {MAX_BATCH} events per call")
+    return [parse_event(event, f"events[{i}].") for i, event in enumerate(request.events)]
+
+
+def _timestamp(moment: datetime | None) -> Timestamp | None:
+    return to_timestamp(moment) if moment is not None else None
+
+
+async def record_events(
+    gw: Gateway, app: str, events: Sequence[EventIn]
+) -> list[loyalty_pb2.RecordEventResponse]:
+    stored = await gw.program(app)
+    # One answer per distinct event_id; a repeat inside the batch is a duplicate of the first.
+    unique: dict[str, EventIn] = {}
+    for event in events:
+        first = unique.setdefault(event.event_id, event)
+        if first.digest != event.digest:
+            raise IdempotencyConflict(
+                f"event_id {event.event_id!r} appears twice with different payloads"
+            )
+    answers: dict[str, loyalty_pb2.RecordEventResponse] = {}
+    for event_id, (digest, response) in (
+        await find_logged(gw.resources.engine, app, list(unique))
+    ).items():
+        if digest != unique[event_id].digest:
+            raise IdempotencyConflict(
+                f"event_id {event_id!r} was already recorded with another payload"
+            )
+        answers[event_id] = ParseDict(response, loyalty_pb2.RecordEventResponse())
+        answers[event_id].duplicate = True
+    fresh = [event for event_id, event in unique.items() if event_id not in answers]
+    if fresh:
+        answers.update(await _record_fresh(gw, app, stored.program.zone, fresh))
+    replies = []
+    seen: set[str] = set()
+    for event in events:
+        reply = loyalty_pb2.RecordEventResponse()
+        reply.CopyFrom(answers[event.event_id])
+        if event.event_id in seen:
+            reply.duplicate = True
+        seen.add(event.event_id)
+        replies.append(reply)
+    return replies
+
+
+async def _record_fresh(
+    gw: Gateway, app: str, zone: Any, events: list[EventIn]
+) -> dict[str, loyalty_pb2.RecordEventResponse]:
+    p, timeout = gw.participants, gw.settings.call_timeout_seconds
+    now = await gw.app_now(app)
+    signups: dict[str, datetime | None] = {}
+    for event in events:
+        if event.signed_up_at is not None or event.user_id not in signups:
+            signups[event.user_id] = event.signed_up_at
+    created = await see_members(gw.resources.engine, app, signups, now)
+
+    decisions = await ask(
+        "risk",
+        p.risk.EvaluateBatch,
+        risk_pb2.EvaluateBatchRequest(
+            requests=[
+                risk_pb2.EvaluateRequest(
+                    app=app,
+                    request_id=f"event:{e.event_id}",
+                    action=e.action,
+                    user_id=e.user_id,
+                    device_id=e.device_id,
+                    ip=e.ip,
+                    attributes=e.attributes,
+                    account_created_at=_timestamp(created.get(e.user_id)),
+                )
+                for e in events
+            ]
+        ),
+        deadline=timeout,
+    )
+    replies = {
+        e.event_id: loyalty_pb2.RecordEventResponse(
+            event_id=e.event_id,
+            decision=loyalty_pb2.Decision.Value(risk_pb2.Decision.Name(d.decision)),
+            notes=[f"risk:{rule}" for rule in d.rules],
+        )
+        for e, d in zip(events, decisions.results, strict=True)
+    }
+    allowed = [
+        e for e, d in zip(events, decisions.results, strict=True) if d.decision == risk_pb2.ALLOW
+    ]
+    if allowed:
+        await _award(gw, app, allowed, replies, timeout)
+
+    logged = []
+    for event in events:
+        reply = replies[event.event_id]
+        day = (event.occurred_at or now).astimezone(zone).date()
+        logged.append(
+            LoggedEvent(
+                event_id=event.event_id,
+                user_id=event.user_id,
+                action=event.action,
+                payload_hash=event.digest,
+                decision=loyalty_pb2.Decision.Name(reply.decision),
+                points=reply.points_awarded,
+                growth=reply.growth_awarded,
+                response=MessageToDict(reply, preserving_proto_field_name=True),
+                day=day,
+            )
+        )
+    await log_events(gw.resources.engine, app, logged, now)
+    return replies
+
+
+async def _award(
+    gw: Gateway,
+    app: str,
+    events: list[EventIn],
+    replies: dict[str, loyalty_pb2.RecordEventResponse],
+    deadline: float,
+) -> None:
+    p = gw.participants
+    earned = await ask(
+        "points",
+        p.points.EarnBatch,
+        points_pb2.EarnBatchRequest(
+            events=[
+                points_pb2.EarnRequest(
+                    app=app,
+                    event_id=e.event_id,
+                    user_id=e.user_id,
+                    action=e.action,
+                    quantity=e.quantity,
+                    attributes=e.attributes,
+                    occurred_at=_timestamp(e.occurred_at),
+                )
+                for e in events
+            ]
+        ),
+        deadline=deadline,
+    )
+    # Every allowed event goes to levels, growth or not: badges count actions.
+    grown = await ask(
+        "levels",
+        p.levels.AddGrowthBatch,
+        levels_pb2.AddGrowthBatchRequest(
+            events=[
+                levels_pb2.AddGrowthRequest(
+                    app=app,
+                    event_id=e.event_id,
+                    user_id=e.user_id,
+                    action=e.action,
+                    amount=earn.growth,
+                    occurred_at=_timestamp(e.occurred_at),
+                    exempt_from_daily_cap=earn.exempt_from_daily_cap,
+                )
+                for e, earn in zip(events, earned.results, strict=True)
+            ]
+        ),
+        deadline=deadline,
+    )
+    grants = []
+    for event, earn, growth in zip(events, earned.results, grown.results, strict=True):
+        reply = replies[event.event_id]
+        reply.points_awarded = earn.points_awarded
+        reply.growth_awarded = growth.growth_added
+        reply.tier = growth.tier_after
+        reply.notes.extend(earn.notes)
+        reply.notes.extend(f"growth:{note}" for note in growth.notes)
+        for badge in growth.badges_earned:
+            reply.badges_awarded.append(
+                loyalty_pb2.BadgeAward(
+                    code=badge.code, name=badge.name, reward_points=badge.reward_points
+                )
+            )
+            if badge.reward_points > 0:
+                grants.append(
+                    ask(
+                        "points",
+                        p.points.Grant,
+                        points_pb2.GrantRequest(
+                            app=app,
+                            # Once per user and badge, however often the event is replayed.
+                            request_id=f"badge:{event.user_id}:{badge.code}",
+                            user_id=event.user_id,
+                            amount=badge.reward_points,
+                            reason=f"badge:{badge.code}",
+                            operator="gateway",
+                        ),
+                        deadline=deadline,
+                    )
+                )
+    if grants:
+        await asyncio.gather(*grants)

@@ -1,0 +1,421 @@
+"""The member API (``loyalty.gateway.v1.LoyaltyService``): what product backends call.
+
+Every call is authenticated first; the app comes from the key, never from the request. The
+lottery draw (issue #8) and checkout holds (issue #9) answer UNIMPLEMENTED until they exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from typing import Any
+from uuid import uuid4
+
+import grpc
+from loyalty.gateway.v1 import loyalty_pb2, loyalty_pb2_grpc
+from loyalty.levels.v1 import levels_pb2
+from loyalty.mall.v1 import mall_pb2
+from loyalty.points.v1 import points_pb2
+from loyalty.risk.v1 import risk_pb2
+from opentelemetry import trace
+
+from gateway.context import Gateway, gateway_of, trace_ids
+from gateway.events import parse_batch, parse_event, record_events
+from gateway.participants import ask
+from gateway.store.events import find_logged
+from gateway.store.sagas import SagaRecord
+from gateway.store.tenancy import see_members
+from plumbing.errors import FailedPrecondition, InvalidArgument, NotFound
+from plumbing.idempotency import payload_hash
+from plumbing.server import Resources
+from plumbing.validation import optional_text, require_id, require_positive
+from plumbing.wire import page_size, to_timestamp
+
+MAX_REDEEM_QUANTITY = 100
+_ADDRESS_FIELDS = ("name", "phone", "line1", "line2", "city", "region", "postal_code", "country")
+
+
+class UnknownSku(NotFound):
+    reason = "UNKNOWN_SKU"
+
+
+class RedemptionNotFound(NotFound):
+    reason = "REDEMPTION_NOT_FOUND"
+
+
+class EventNotFound(NotFound):
+    reason = "EVENT_NOT_FOUND"
+
+
+class RiskDenied(FailedPrecondition):
+    reason = "RISK_DENIED"
+
+
+class RiskReview(FailedPrecondition):
+    reason = "RISK_REVIEW"
+
+
+def redemption(saga: SagaRecord) -> loyalty_pb2.Redemption:
+    status = {
+        "COMPLETED": loyalty_pb2.Redemption.COMPLETED,
+        "COMPENSATED": loyalty_pb2.Redemption.FAILED,
+    }.get(saga.state, loyalty_pb2.Redemption.PENDING)
+    result = saga.result
+    completed = saga.state == "COMPLETED"
+    return loyalty_pb2.Redemption(
+        redemption_id=saga.saga_id,
+        status=status,
+        reason=saga.reason,
+        order_id=result.get("order_id", "") if completed else "",
+        points_spent=int(result.get("points_spent", 0)) if completed else 0,
+        coupon_code=result.get("coupon_code", "") if completed else "",
+        trace_id=saga.trace_id,
+    )
+
+
+def _address(request: loyalty_pb2.RedeemRequest) -> dict[str, str] | None:
+    if not request.HasField("address"):
+        return None
+    address = {
+        name: optional_text(f"address.{name}", getattr(request.address, name), max_length=256)
+        for name in _ADDRESS_FIELDS
+    }
+    return {name: value for name, value in address.items() if value}
+
+
+class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
+    def __init__(self, resources: Resources) -> None:
+        self.gw: Gateway = gateway_of(resources)
+        self.timeout = self.gw.settings.call_timeout_seconds
+
+    async def _app(self, context: Any) -> str:
+        return (await self.gw.auth.caller(context, "member")).app
+
+    async def _seen(self, app: str, user_id: str) -> None:
+        await see_members(
+            self.gw.resources.engine, app, {user_id: None}, await self.gw.app_now(app)
+        )
+
+    # --- events ---------------------------------------------------------------------------
+
+    async def RecordEvent(
+        self, request: loyalty_pb2.RecordEventRequest, context: Any
+    ) -> loyalty_pb2.RecordEventResponse:
+        app = await self._app(context)
+        (reply,) = await record_events(self.gw, app, [parse_event(request)])
+        return reply
+
+    async def RecordEvents(
+        self, request: loyalty_pb2.RecordEventsRequest, context: Any
+    ) -> loyalty_pb2.RecordEventsResponse:
+        app = await self._app(context)
+        replies = await record_events(self.gw, app, parse_batch(request))
+        return loyalty_pb2.RecordEventsResponse(results=replies)
+
+    async def ReverseEvent(
+        self, request: loyalty_pb2.ReverseEventRequest, context: Any
+    ) -> loyalty_pb2.ReverseEventResponse:
+        app = await self._app(context)
+        event_id = require_id("event_id", request.event_id)
+        reason = require_id("reason", request.reason, max_length=1024)
+        logged = await find_logged(self.gw.resources.engine, app, [event_id])
+        if event_id not in logged:
+            raise EventNotFound(f"no event {event_id!r} was recorded")
+        response = logged[event_id][1]
+        if response.get("decision", "ALLOW") != "ALLOW":
+            return loyalty_pb2.ReverseEventResponse()
+        p = self.gw.participants
+        points, growth = await asyncio.gather(
+            ask(
+                "points",
+                p.points.ReverseEvent,
+                points_pb2.ReverseEventRequest(app=app, event_id=event_id, reason=reason),
+                deadline=self.timeout,
+            ),
+            ask(
+                "levels",
+                p.levels.ReverseGrowth,
+                levels_pb2.ReverseGrowthRequest(app=app, event_id=event_id, reason=reason),
+                deadline=self.timeout,
+            ),
+        )
+        return loyalty_pb2.ReverseEventResponse(
+            points_reversed=points.points_reversed, growth_reversed=growth.growth_reversed
+        )
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def GetMember(
+        self, request: loyalty_pb2.GetMemberRequest, context: Any
+    ) -> loyalty_pb2.GetMemberResponse:
+        app = await self._app(context)
+        user_id = require_id("user_id", request.user_id)
+        await self._seen(app, user_id)
+        p = self.gw.participants
+        balance, level = await asyncio.gather(
+            ask(
+                "points",
+                p.points.GetBalance,
+                points_pb2.GetBalanceRequest(app=app, user_id=user_id),
+                deadline=self.timeout,
+            ),
+            ask(
+                "levels",
+                p.levels.GetLevel,
+                levels_pb2.GetLevelRequest(app=app, user_id=user_id),
+                deadline=self.timeout,
+            ),
+        )
+        return loyalty_pb2.GetMemberResponse(
+            user_id=user_id,
+            points_available=balance.available,
+            points_held=balance.held,
+            points_expiring=list(balance.expiring),
+            growth=level.lifetime_growth,
+            tier=level.tier,
+            tier_name=level.tier_name,
+            next_tier=level.next_tier,
+            growth_to_next_tier=level.growth_to_next_tier,
+            perks=dict(level.perks),
+            badges=[
+                loyalty_pb2.BadgeAward(code=b.code, name=b.name, reward_points=b.reward_points)
+                for b in level.badges
+            ],
+        )
+
+    async def ListPointsHistory(
+        self, request: loyalty_pb2.ListPointsHistoryRequest, context: Any
+    ) -> loyalty_pb2.ListPointsHistoryResponse:
+        app = await self._app(context)
+        user_id = require_id("user_id", request.user_id)
+        page = await ask(
+            "points",
+            self.gw.participants.points.ListHistory,
+            points_pb2.ListHistoryRequest(
+                app=app,
+                user_id=user_id,
+                page_size=page_size(request.page_size),
+                page_token=request.page_token,
+            ),
+            deadline=self.timeout,
+        )
+        return loyalty_pb2.ListPointsHistoryResponse(
+            entries=[
+                loyalty_pb2.PointsEntry(
+                    amount=e.amount,
+                    kind=e.kind,
+                    reason=e.reason,
+                    ref=e.ref,
+                    created_at=e.created_at if e.HasField("created_at") else None,
+                    expires_at=e.expires_at if e.HasField("expires_at") else None,
+                )
+                for e in page.entries
+            ],
+            next_page_token=page.next_page_token,
+        )
+
+    async def ListCatalog(
+        self, request: loyalty_pb2.ListCatalogRequest, context: Any
+    ) -> loyalty_pb2.ListCatalogResponse:
+        app = await self._app(context)
+        user_id = require_id("user_id", request.user_id)
+        p = self.gw.participants
+        level = await ask(
+            "levels",
+            p.levels.GetLevel,
+            levels_pb2.GetLevelRequest(app=app, user_id=user_id),
+            deadline=self.timeout,
+        )
+        page = await ask(
+            "mall",
+            p.mall.ListItems,
+            mall_pb2.ListItemsRequest(
+                app=app,
+                user_id=user_id,
+                tier=level.tier,
+                page_size=page_size(request.page_size),
+                page_token=request.page_token,
+            ),
+            deadline=self.timeout,
+        )
+        return loyalty_pb2.ListCatalogResponse(
+            items=[
+                loyalty_pb2.CatalogItem(
+                    sku=item.sku,
+                    name=item.name,
+                    kind=mall_pb2.ItemKind.Name(item.kind).lower(),
+                    price_points=item.price_points,
+                    available=item.available,
+                    sale_status=mall_pb2.SaleStatus.Name(item.sale_status).lower(),
+                    eligible=item.eligible,
+                    ineligible_reason=item.ineligible_reason,
+                )
+                for item in page.items
+            ],
+            next_page_token=page.next_page_token,
+        )
+
+    async def ListOrders(
+        self, request: loyalty_pb2.ListOrdersRequest, context: Any
+    ) -> loyalty_pb2.ListOrdersResponse:
+        app = await self._app(context)
+        user_id = require_id("user_id", request.user_id)
+        page = await ask(
+            "mall",
+            self.gw.participants.mall.ListOrders,
+            mall_pb2.ListOrdersRequest(
+                app=app,
+                user_id=user_id,
+                page_size=page_size(request.page_size),
+                page_token=request.page_token,
+            ),
+            deadline=self.timeout,
+        )
+        return loyalty_pb2.ListOrdersResponse(
+            orders=[
+                loyalty_pb2.MemberOrder(
+                    order_id=o.order_id,
+                    sku=o.sku,
+                    quantity=o.quantity,
+                    points_spent=o.price_points,
+                    status=mall_pb2.OrderStatus.Name(o.status).lower(),
+                    coupon_code=o.coupon_code,
+                    carrier=o.carrier,
+                    tracking_number=o.tracking_number,
+                    created_at=o.created_at if o.HasField("created_at") else None,
+                )
+                for o in page.orders
+            ],
+            next_page_token=page.next_page_token,
+        )
+
+    # --- the redemption saga ----------------------------------------------------------------
+
+    async def Redeem(
+        self, request: loyalty_pb2.RedeemRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> loyalty_pb2.Redemption:
+        app = await self._app(context)
+        request_id = require_id("request_id", request.request_id)
+        user_id = require_id("user_id", request.user_id)
+        sku = require_id("sku", request.sku)
+        quantity = require_positive("quantity", request.quantity or 1, maximum=MAX_REDEEM_QUANTITY)
+        address = _address(request)
+        device_id = optional_text("device_id", request.device_id, max_length=128)
+        ip = optional_text("ip", request.ip, max_length=64)
+        stored = await self.gw.program(app)
+        item = stored.program.items.get(sku)
+        if item is None:
+            raise UnknownSku(f"no item {sku!r} in the app's catalog")
+        asked = {
+            "user_id": user_id,
+            "sku": sku,
+            "quantity": quantity,
+            "address": address,
+            "device_id": device_id,
+            "ip": ip,
+        }
+        gw = self.gw
+        now = await gw.app_now(app)
+        created = await see_members(gw.resources.engine, app, {user_id: None}, now)
+        payload = {
+            **asked,
+            "price_points": item.price_points,
+            "min_tier": item.min_tier,
+            "account_created_at": created[user_id].isoformat(),
+        }
+        saga_id = str(uuid4())
+        span = gw.tracer.start_span(
+            "saga redeem",
+            attributes={"saga.id": saga_id, "saga.kind": "redeem", "app": app, "sku": sku},
+        )
+        trace_id, span_id = trace_ids(span)
+        with trace.use_span(span, end_on_exit=False):
+            saga, new = await gw.sagas.start(
+                saga_id,
+                app,
+                "redeem",
+                request_id,
+                user_id,
+                payload,
+                payload_hash(asked),
+                trace_id,
+                span_id,
+            )
+        if not new:
+            span.set_attribute("saga.replay_of", saga.saga_id)
+            span.end()
+            return redemption(saga)
+        task = gw.launch(saga, span)
+        remaining = context.time_remaining()
+        wait = gw.settings.redeem_wait_seconds
+        if remaining is not None and math.isfinite(remaining):
+            wait = max(0.0, min(wait, remaining - 0.25))
+        # On time-out the answer is PENDING: the drive goes on, and the recovery loop
+        # finishes the saga if this process dies first.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), wait)
+        return redemption(saga)
+
+    async def GetRedemption(
+        self, request: loyalty_pb2.GetRedemptionRequest, context: Any
+    ) -> loyalty_pb2.Redemption:
+        app = await self._app(context)
+        saga_id = require_id("redemption_id", request.redemption_id)
+        saga = await self.gw.sagas.get(app, saga_id)
+        if saga is None or saga.kind != "redeem":
+            raise RedemptionNotFound(f"no redemption {saga_id!r}")
+        return redemption(saga)
+
+    # --- gifts ------------------------------------------------------------------------------
+
+    async def Gift(
+        self, request: loyalty_pb2.GiftRequest, context: Any
+    ) -> loyalty_pb2.GiftResponse:
+        app = await self._app(context)
+        request_id = require_id("request_id", request.request_id)
+        sender = require_id("from_user_id", request.from_user_id)
+        receiver = require_id("to_user_id", request.to_user_id)
+        if sender == receiver:
+            raise InvalidArgument("to_user_id", "must differ from from_user_id")
+        points = require_positive("points", request.points)
+        device_id = optional_text("device_id", request.device_id, max_length=128)
+        ip = optional_text("ip", request.ip, max_length=64)
+        gw, p = self.gw, self.gw.participants
+        now = await gw.app_now(app)
+        created = await see_members(gw.resources.engine, app, {sender: None, receiver: None}, now)
+        decision = await ask(
+            "risk",
+            p.risk.Evaluate,
+            risk_pb2.EvaluateRequest(
+                app=app,
+                request_id=f"gift:{request_id}",
+                action="gift",
+                user_id=sender,
+                device_id=device_id,
+                ip=ip,
+                amount=points,
+                attributes={"to_user_id": receiver},
+                account_created_at=to_timestamp(created[sender]),
+            ),
+            deadline=self.timeout,
+        )
+        if decision.decision == risk_pb2.DENY:
+            raise RiskDenied(f"gift refused by risk rules: {', '.join(decision.rules)}")
+        if decision.decision == risk_pb2.REVIEW:
+            raise RiskReview(f"gift held for review: {', '.join(decision.rules)}")
+        moved = await ask(
+            "points",
+            p.points.Gift,
+            points_pb2.GiftRequest(
+                app=app,
+                request_id=request_id,
+                from_user_id=sender,
+                to_user_id=receiver,
+                amount=points,
+            ),
+            deadline=self.timeout,
+        )
+        return loyalty_pb2.GiftResponse(
+            points=moved.amount, from_points_available=moved.balance, duplicate=moved.duplicate
+        )

@@ -1,0 +1,93 @@
+"""The gateway's channels to the five services, and what their failures mean to its callers.
+
+A participant's business answer (FAILED_PRECONDITION with INSUFFICIENT_POINTS, NOT_FOUND, ...)
+reaches the gateway's caller as it is, reason and metadata included. A participant that is
+down or too slow is UNAVAILABLE to the caller, who retries with the same idempotency key.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from loyalty.levels.v1 import levels_pb2_grpc
+from loyalty.lottery.v1 import lottery_pb2_grpc
+from loyalty.mall.v1 import mall_pb2_grpc
+from loyalty.points.v1 import points_pb2_grpc
+from loyalty.risk.v1 import risk_pb2_grpc
+
+from plumbing.errors import ErrorKind, InvalidArgument, LoyaltyError, Unavailable
+from plumbing.grpc_errors import error_info, rich_status
+from plumbing.server import MAX_MESSAGE_BYTES
+
+# Codes a caller may retry with the same key: the call may or may not have acted.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # Reconnect quickly after a participant restarts (default backoff grows to 2 minutes).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.keepalive_time_ms", 30000),
+]
+
+
+class Participants:
+    """One channel per participant for the life of the process."""
+
+    def __init__(self, addresses: dict[str, str]) -> None:
+        self._channels = {
+            name: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            for name, address in addresses.items()
+        }
+        self.points = points_pb2_grpc.PointsServiceStub(self._channels["points"])
+        self.levels = levels_pb2_grpc.LevelsServiceStub(self._channels["levels"])
+        self.mall = mall_pb2_grpc.MallServiceStub(self._channels["mall"])
+        self.lottery = lottery_pb2_grpc.LotteryServiceStub(self._channels["lottery"])
+        self.risk = risk_pb2_grpc.RiskServiceStub(self._channels["risk"])
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+
+
+@functools.cache
+def _relayed_type(kind: ErrorKind, reason: str) -> type[LoyaltyError]:
+    return type("RelayedError", (LoyaltyError,), {"kind": kind, "reason": reason})
+
+
+def relay(error: grpc.aio.AioRpcError, service: str) -> LoyaltyError:
+    """A participant's failure as the gateway's own error."""
+    code = error.code()
+    if code in RETRYABLE or code.name not in ErrorKind.__members__:
+        return Unavailable(
+            f"the {service} service did not answer ({code.name}); retry with the same id"
+        )
+    info = error_info(error)
+    kind = ErrorKind[code.name]
+    message = error.details() or code.name
+    if kind is ErrorKind.INVALID_ARGUMENT:
+        status = rich_status(error)
+        field = info.metadata.get("field", "") if info else ""
+        if status is not None and field:
+            return InvalidArgument(field, message.split(": ", 1)[-1])
+        return InvalidArgument("request", message)
+    reason = info.reason if info and info.reason else code.name
+    relayed = _relayed_type(kind, reason)(message, metadata=dict(info.metadata) if info else {})
+    return relayed
+
+
+T = TypeVar("T")
+
+
+async def ask(
+    service: str, method: Callable[..., Awaitable[T]], request: Any, *, deadline: float
+) -> T:
+    """One call to a participant with a deadline (seconds); failures relayed (``relay``)."""
+    try:
+        return await method(request, timeout=deadline)
+    except grpc.aio.AioRpcError as error:
+        raise relay(error, service) from None

@@ -1,0 +1,170 @@
+"""How one saga step runs: logged before it runs, traced, retried only when the participant
+may not have answered, and told apart by what its failure means.
+
+- ``StepFailed``: a business answer (OUT_OF_STOCK, HOLD_EXPIRED, ...). Never retried: before
+  the commit point the saga compensates at once.
+- ``StepUnavailable``: UNAVAILABLE or DEADLINE_EXCEEDED on every attempt of this drive. The
+  saga stays as it is and the recovery loop takes it up again after a backoff.
+
+Every participant call is keyed by the saga id, so a retried or re-driven step acts once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import grpc
+from opentelemetry import metrics, trace
+
+from gateway.participants import RETRYABLE
+from gateway.store.sagas import SagaLog, SagaRecord
+from plumbing.grpc_errors import reason_of
+
+log = logging.getLogger(__name__)
+_meter = metrics.get_meter("loyalty.gateway")
+SAGA_OUTCOMES = _meter.create_counter(
+    "loyalty.saga.outcomes", description="Sagas ended, by kind, outcome and reason"
+)
+SAGA_ATTENTION = _meter.create_counter(
+    "loyalty.saga.needs_attention",
+    description="Sagas whose compensation or confirmation "
+    "kept failing and now wait for an operator",
+)
+STEP_SECONDS = _meter.create_histogram(
+    "loyalty.saga.step.duration", unit="s", description="Saga step latency by step and outcome"
+)
+
+T = TypeVar("T")
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, reason: str, message: str) -> None:
+        super().__init__(f"{step}: {reason}: {message}")
+        self.step = step
+        self.reason = reason
+        self.message = message
+
+
+class StepUnavailable(Exception):
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(f"{step}: {message}")
+        self.step = step
+
+
+@dataclass(frozen=True)
+class SagaPolicy:
+    """Deadlines and retries (the gateway's settings)."""
+
+    call_timeout: float = 2.0
+    step_attempts: int = 4
+    backoff: float = 0.05
+    # After this many drives without an end, the saga waits for an operator.
+    max_drives: int = 10
+    # Test-only fault injection: "before:<step>" or "after:<step>" SIGKILLs this process there.
+    kill_at: str = ""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class Drive:
+    """One driver's turn at a saga: it owns the saga's lease while it runs."""
+
+    def __init__(
+        self, saga: SagaRecord, log_: SagaLog, policy: SagaPolicy, tracer: trace.Tracer
+    ) -> None:
+        self.saga = saga
+        self.log = log_
+        self.policy = policy
+        self.tracer = tracer
+
+    async def save(self, lease_seconds: float | None = None) -> None:
+        await self.log.save(self.saga, lease_seconds)
+
+    def _fault(self, where: str) -> None:
+        if self.policy.kill_at == where:
+            log.warning("fault injection: SIGKILL at %s of saga %s", where, self.saga.saga_id)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    async def step(
+        self, name: str, call: Callable[[float], Awaitable[T]], *, log_first: bool = True
+    ) -> T:
+        """Runs ``call(timeout)`` as step ``name``. With ``log_first`` the step is written as
+        RUNNING (with every earlier outcome) before it is sent; checks that change nothing a
+        compensation must undo pass ``log_first=False`` and are written with the next step."""
+        record = self.saga.step(name)
+        record["state"] = "RUNNING"
+        record["started_at"] = record["started_at"] or _now()
+        for attempt in range(1, self.policy.step_attempts + 1):
+            record["attempts"] += 1
+            if log_first:
+                await self.save()
+            self._fault(f"before:{name}")
+            started = time.perf_counter()
+            with self.tracer.start_as_current_span(
+                f"saga.step {name}",
+                attributes={"saga.id": self.saga.saga_id, "saga.step": name, "attempt": attempt},
+            ) as span:
+                try:
+                    answer = await call(self.policy.call_timeout)
+                except grpc.aio.AioRpcError as error:
+                    code = error.code()
+                    reason = reason_of(error) or code.name
+                    span.set_status(trace.StatusCode.ERROR, reason)
+                    STEP_SECONDS.record(
+                        time.perf_counter() - started, {"step": name, "outcome": reason}
+                    )
+                    record["error"] = f"{reason}: {error.details() or ''}"[:500]
+                    if code in RETRYABLE:
+                        if attempt < self.policy.step_attempts:
+                            await asyncio.sleep(self.policy.backoff * 2 ** (attempt - 1))
+                        continue
+                    record["state"] = "FAILED"
+                    record["finished_at"] = _now()
+                    raise StepFailed(name, reason, error.details() or "") from None
+            STEP_SECONDS.record(time.perf_counter() - started, {"step": name, "outcome": "OK"})
+            self._fault(f"after:{name}")
+            record.update(state="DONE", finished_at=_now(), error="")
+            return answer
+        record["state"] = "RETRYING"
+        raise StepUnavailable(name, record["error"])
+
+    def event(self, name: str, **attributes: str) -> None:
+        trace.get_current_span().add_event(name, attributes=attributes)
+
+    async def finish(self, state: str, reason: str = "") -> None:
+        self.saga.state = state
+        self.saga.reason = reason
+        await self.save()
+        span = trace.get_current_span()
+        span.set_attribute("saga.outcome", state)
+        if reason:
+            span.set_attribute("saga.reason", reason)
+        SAGA_OUTCOMES.add(1, {"kind": self.saga.kind, "outcome": state, "reason": reason})
+
+    async def put_off(self) -> None:
+        """A participant is down: hand the saga to the recovery loop after a backoff that
+        grows with each drive; after ``max_drives`` an operator must look."""
+        if self.saga.drives >= self.policy.max_drives:
+            self.saga.result["stuck_state"] = self.saga.state
+            await self.finish("NEEDS_ATTENTION", self.saga.reason or "RETRIES_EXHAUSTED")
+            SAGA_ATTENTION.add(1, {"kind": self.saga.kind})
+            log.error(
+                "saga needs attention",
+                extra={
+                    "saga_id": self.saga.saga_id,
+                    "app": self.saga.app,
+                    "state": self.saga.result["stuck_state"],
+                },
+            )
+            return
+        await self.save(lease_seconds=min(60.0, 2.0 ** max(0, self.saga.drives - 1)))

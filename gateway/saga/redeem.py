@@ -1,0 +1,219 @@
+"""The redemption saga, as the business tells it (DESIGN.md, "The redemption saga"):
+
+    risk and tier checks → reserve the item → hold the points → COMMIT POINT →
+    confirm the order → capture the points → COMPLETED
+
+Before the commit point any business refusal compensates at once (release the hold, release
+the reservation) and the saga ends COMPENSATED with the refusal as its reason. After it the saga
+only goes forward; if a participant still says no there (the reservation or the hold ran out
+while the gateway was down), what was done is undone the same way (cancel the order, give the
+points back) and the reason says why. Every call is keyed by the saga id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from loyalty.levels.v1 import levels_pb2
+from loyalty.mall.v1 import mall_pb2
+from loyalty.points.v1 import points_pb2
+from loyalty.risk.v1 import risk_pb2
+
+from gateway.participants import Participants
+from gateway.saga.engine import Drive, StepFailed, StepUnavailable
+
+RISK_DENIED = "RISK_DENIED"
+RISK_REVIEW = "RISK_REVIEW"
+# A saga found unfinished before its commit point with no refusal on record.
+INTERRUPTED = "INTERRUPTED"
+
+
+@dataclass(frozen=True)
+class RedeemTerms:
+    reservation_ttl: timedelta
+    hold_ttl: timedelta
+
+
+def _duration(delta: timedelta) -> Duration:
+    duration = Duration()
+    duration.FromTimedelta(delta)
+    return duration
+
+
+async def run_redeem(drive: Drive, p: Participants, terms: RedeemTerms, *, fresh: bool) -> None:
+    """Drives a redemption from wherever its log says it is to COMPLETED or COMPENSATED (or
+    leaves it for the recovery loop when a participant does not answer). ``fresh``: the drive
+    of the Redeem call that started the saga; every later drive resumes from the log."""
+    saga = drive.saga
+    try:
+        if saga.state == "STARTED" and fresh:
+            await _try(drive, p, terms)
+            saga.state = "CONFIRMING"
+        elif saga.state == "STARTED":
+            # Found unfinished before the commit point: undo, never guess forward.
+            await _compensate(drive, p, saga.reason or INTERRUPTED)
+            return
+        if saga.state == "CONFIRMING":
+            await _confirm(drive, p)
+        elif saga.state == "COMPENSATING":
+            await _compensate(drive, p, saga.reason or INTERRUPTED)
+    except StepFailed as refused:
+        try:
+            await _compensate(drive, p, refused.reason)
+        except StepUnavailable:
+            await drive.put_off()
+    except StepUnavailable:
+        await drive.put_off()
+
+
+async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
+    saga = drive.saga
+    order: dict[str, Any] = saga.payload
+    app, saga_id, user = saga.app, saga.saga_id, saga.user_id
+
+    def evaluate(timeout: float) -> Any:
+        account = Timestamp()
+        if order.get("account_created_at"):
+            account.FromJsonString(order["account_created_at"])
+        return p.risk.Evaluate(
+            risk_pb2.EvaluateRequest(
+                app=app,
+                request_id=f"{saga_id}:risk",
+                action="redeem",
+                user_id=user,
+                device_id=order.get("device_id", ""),
+                ip=order.get("ip", ""),
+                amount=order["price_points"] * order["quantity"],
+                attributes={"sku": order["sku"], "quantity": str(order["quantity"])},
+                account_created_at=account if order.get("account_created_at") else None,
+            ),
+            timeout=timeout,
+        )
+
+    def check_tier(timeout: float) -> Any:
+        return p.levels.CheckTier(
+            levels_pb2.CheckTierRequest(app=app, user_id=user, min_tier=order["min_tier"]),
+            timeout=timeout,
+        )
+
+    # The two checks change nothing a compensation must undo: run together, logged together.
+    risk_task = asyncio.create_task(drive.step("risk", evaluate, log_first=False))
+    tier_task = asyncio.create_task(drive.step("tier", check_tier, log_first=False))
+    await asyncio.wait([risk_task, tier_task])
+    # Risk's refusal comes first; then the tier's; a participant that did not answer leaves
+    # the saga to the recovery loop.
+    risk: risk_pb2.EvaluateResponse = risk_task.result()
+    decision = risk_pb2.Decision.Name(risk.decision)
+    saga.result["risk_decision"] = decision
+    if risk.decision == risk_pb2.DENY:
+        raise StepFailed("risk", RISK_DENIED, ", ".join(risk.rules))
+    if risk.decision == risk_pb2.REVIEW:
+        raise StepFailed("risk", RISK_REVIEW, ", ".join(risk.rules))
+    tier: levels_pb2.CheckTierResponse = tier_task.result()
+
+    address = order.get("address")
+    reservation = await drive.step(
+        "reserve",
+        lambda timeout: p.mall.Reserve(
+            mall_pb2.ReserveRequest(
+                app=app,
+                saga_id=saga_id,
+                user_id=user,
+                sku=order["sku"],
+                quantity=order["quantity"],
+                tier=tier.tier,
+                address=mall_pb2.Address(**address) if address else None,
+                ttl=_duration(terms.reservation_ttl),
+            ),
+            timeout=timeout,
+        ),
+    )
+    saga.result["points_spent"] = reservation.price_points
+    await drive.step(
+        "hold",
+        lambda timeout: p.points.Hold(
+            points_pb2.HoldRequest(
+                app=app,
+                saga_id=saga_id,
+                user_id=user,
+                amount=reservation.price_points,
+                ttl=_duration(terms.hold_ttl),
+                ref=f"redeem:{order['sku']}",
+            ),
+            timeout=timeout,
+        ),
+    )
+
+
+async def _confirm(drive: Drive, p: Participants) -> None:
+    """After the commit point: only forward."""
+    saga = drive.saga
+    app, saga_id = saga.app, saga.saga_id
+    drive.event("commit")
+    if not saga.done("confirm"):
+        order = await drive.step(
+            "confirm",
+            lambda timeout: p.mall.Confirm(
+                mall_pb2.ConfirmRequest(app=app, saga_id=saga_id), timeout=timeout
+            ),
+        )
+        saga.result.update(order_id=order.order_id, coupon_code=order.coupon_code)
+    if not saga.done("capture"):
+        captured = await drive.step(
+            "capture",
+            lambda timeout: p.points.Capture(
+                points_pb2.CaptureRequest(app=app, saga_id=saga_id), timeout=timeout
+            ),
+        )
+        saga.result["points_spent"] = captured.amount
+    await drive.finish("COMPLETED")
+
+
+async def _compensate(drive: Drive, p: Participants, reason: str) -> None:
+    """Undoes what the log says may have happened, newest first; each undo is idempotent and
+    a release that arrives before its reserve is recorded by the participant (and refuses the
+    late reserve), so undoing a step that never acted is safe."""
+    saga = drive.saga
+    app, saga_id = saga.app, saga.saga_id
+    if saga.state != "COMPENSATING":
+        saga.state = "COMPENSATING"
+        saga.reason = reason
+    if saga.done("confirm") and not saga.done("capture") and not saga.done("cancel_order"):
+        drive.event("compensate", step="confirm", reason=reason)
+        order_id = saga.result.get("order_id", "")
+        await drive.step(
+            "cancel_order",
+            lambda timeout: p.mall.CancelOrder(
+                mall_pb2.CancelOrderRequest(
+                    app=app, order_id=order_id, operator="saga", reason=reason
+                ),
+                timeout=timeout,
+            ),
+        )
+    if saga.touched("hold") and not saga.done("capture") and not saga.done("release_hold"):
+        drive.event("compensate", step="hold", reason=reason)
+        await drive.step(
+            "release_hold",
+            lambda timeout: p.points.ReleaseHold(
+                points_pb2.ReleaseHoldRequest(app=app, saga_id=saga_id), timeout=timeout
+            ),
+        )
+    if (
+        saga.touched("reserve")
+        and not saga.done("confirm")
+        and not saga.done("release_reservation")
+    ):
+        drive.event("compensate", step="reserve", reason=reason)
+        await drive.step(
+            "release_reservation",
+            lambda timeout: p.mall.Release(
+                mall_pb2.ReleaseRequest(app=app, saga_id=saga_id), timeout=timeout
+            ),
+        )
+    saga.result["points_spent"] = 0
+    await drive.finish("COMPENSATED", reason)

@@ -1,0 +1,46 @@
+"""The gateway's settings: where the participants are, saga deadlines and retries, key
+defaults. Environment variables ``LOYALTY_GATEWAY_<NAME>``."""
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from plumbing.settings import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="LOYALTY_GATEWAY_", extra="ignore")
+
+    listen: str = "127.0.0.1:50051"
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/loyalty_gateway"
+    # host:port of each participant service.
+    points_addr: str = "127.0.0.1:50052"
+    levels_addr: str = "127.0.0.1:50053"
+    mall_addr: str = "127.0.0.1:50054"
+    lottery_addr: str = "127.0.0.1:50055"
+    risk_addr: str = "127.0.0.1:50056"
+
+    # --- sagas ---
+    # Deadline of each call to a participant (seconds).
+    call_timeout_seconds: float = Field(default=2.0, gt=0)
+    # Attempts per step and drive on UNAVAILABLE / DEADLINE_EXCEEDED, with backoff from here.
+    step_attempts: int = Field(default=3, ge=1, le=20)
+    retry_backoff_seconds: float = Field(default=0.05, ge=0)
+    # Redeem answers PENDING when its saga has not ended within this time (or the caller's
+    # deadline, if sooner); the saga goes on and the recovery loop finishes it if need be.
+    redeem_wait_seconds: float = Field(default=8.0, gt=0)
+    # A driver owns a saga this long after each write; then the recovery loop may take it.
+    saga_lease_seconds: float = Field(default=30.0, gt=0)
+    # How often the recovery loop looks for sagas nobody drives.
+    recovery_interval_seconds: float = Field(default=1.0, gt=0)
+    # Drives without an end before a saga is marked NEEDS_ATTENTION (backoff doubles, max 60 s).
+    saga_max_drives: int = Field(default=10, ge=1)
+    # Reservation and hold TTLs: long enough to outlive a gateway restart.
+    reservation_ttl_seconds: int = Field(default=600, ge=1, le=86400)
+    hold_ttl_seconds: int = Field(default=900, ge=1, le=604800)
+    # Test-only: "before:<step>" / "after:<step>" SIGKILLs the gateway there (fault tests).
+    fault_kill_at: str = ""
+
+    # --- keys ---
+    # Default token bucket of new keys (calls per second and burst).
+    key_rate_per_second: int = Field(default=1000, ge=1)
+    key_burst: int = Field(default=2000, ge=1)

@@ -1,0 +1,259 @@
+"""The saga log: one row per saga, rewritten at each step boundary, leased to one driver.
+
+A driver (the Redeem call, the recovery loop or RetrySaga) owns a saga while its lease runs;
+the recovery loop takes only sagas whose lease has run out, with ``FOR UPDATE SKIP LOCKED`` so
+several gateway replicas never take the same one. Lease times are the database's clock, so
+replicas with skewed clocks still agree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.store.tables import sagas
+from plumbing.errors import IdempotencyConflict
+
+UNFINISHED = ("STARTED", "CONFIRMING", "COMPENSATING")
+TERMINAL = ("COMPLETED", "COMPENSATED")
+
+
+@dataclass
+class SagaRecord:
+    saga_id: str
+    app: str
+    kind: str
+    request_id: str
+    user_id: str
+    payload: dict[str, Any]
+    state: str
+    reason: str = ""
+    trace_id: str = ""
+    span_id: str = ""
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] = field(default_factory=dict)
+    drives: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def step(self, name: str) -> dict[str, Any]:
+        for step in self.steps:
+            if step["name"] == name:
+                return step
+        fresh: dict[str, Any] = {
+            "name": name,
+            "state": "PENDING",
+            "attempts": 0,
+            "started_at": None,
+            "finished_at": None,
+            "error": "",
+        }
+        self.steps.append(fresh)
+        return fresh
+
+    def done(self, name: str) -> bool:
+        return any(s["name"] == name and s["state"] == "DONE" for s in self.steps)
+
+    def touched(self, name: str) -> bool:
+        """The step was tried at least once (so it may have acted)."""
+        return any(s["name"] == name and s["attempts"] > 0 for s in self.steps)
+
+
+_COLUMNS = (
+    "saga_id, app, kind, request_id, user_id, payload, state, reason, trace_id, span_id, "
+    "steps, result, drives, created_at, updated_at"
+)
+
+_START = f"""
+    INSERT INTO sagas (saga_id, app, kind, request_id, user_id, payload, payload_hash, state,
+                       trace_id, span_id, steps, result, drives, lease_until, created_at,
+                       updated_at)
+    VALUES (%(saga_id)s, %(app)s, %(kind)s, %(request_id)s, %(user_id)s, %(payload)s::jsonb,
+            %(hash)s, 'STARTED', %(trace_id)s, %(span_id)s, '[]'::jsonb, '{{}}'::jsonb, 1,
+            now() + make_interval(secs => %(lease)s), now(), now())
+    ON CONFLICT ON CONSTRAINT sagas_request_key DO NOTHING
+    RETURNING {_COLUMNS}
+"""
+_BY_REQUEST = f"""
+    SELECT {_COLUMNS}, payload_hash FROM sagas
+    WHERE app = %(app)s AND kind = %(kind)s AND request_id = %(request_id)s
+"""
+_SAVE = """
+    UPDATE sagas SET state = %(state)s, reason = %(reason)s, steps = %(steps)s::jsonb,
+                     result = %(result)s::jsonb, updated_at = now(),
+                     lease_until = now() + make_interval(secs => %(lease)s)
+    WHERE saga_id = %(saga_id)s
+"""
+_LEASE_DUE = f"""
+    WITH due AS (
+      SELECT saga_id FROM sagas
+      WHERE state IN ('STARTED', 'CONFIRMING', 'COMPENSATING') AND lease_until < now()
+      ORDER BY lease_until LIMIT %(limit)s
+      FOR UPDATE SKIP LOCKED)
+    UPDATE sagas SET lease_until = now() + make_interval(secs => %(lease)s),
+                     drives = sagas.drives + 1
+    FROM due WHERE sagas.saga_id = due.saga_id
+    RETURNING {", ".join("sagas." + c.strip() for c in _COLUMNS.split(","))}
+"""
+_LEASE_ONE = f"""
+    UPDATE sagas SET lease_until = now() + make_interval(secs => %(lease)s),
+                     drives = CASE WHEN %(reset)s THEN 1 ELSE drives + 1 END,
+                     state = CASE WHEN state = 'NEEDS_ATTENTION' THEN %(resume_state)s
+                                  ELSE state END
+    WHERE saga_id = %(saga_id)s AND app = %(app)s
+      AND (state = 'NEEDS_ATTENTION' OR (state IN ('STARTED', 'CONFIRMING', 'COMPENSATING')
+           AND lease_until < now()))
+    RETURNING {_COLUMNS}
+"""
+
+
+def _record(row: Any) -> SagaRecord:
+    return SagaRecord(
+        saga_id=row[0],
+        app=row[1],
+        kind=row[2],
+        request_id=row[3],
+        user_id=row[4],
+        payload=row[5],
+        state=row[6],
+        reason=row[7],
+        trace_id=row[8],
+        span_id=row[9],
+        steps=list(row[10]),
+        result=dict(row[11]),
+        drives=row[12],
+        created_at=row[13],
+        updated_at=row[14],
+    )
+
+
+class SagaLog:
+    def __init__(self, engine: AsyncEngine, lease_seconds: float) -> None:
+        self._engine = engine
+        self.lease_seconds = lease_seconds
+
+    async def start(
+        self,
+        saga_id: str,
+        app: str,
+        kind: str,
+        request_id: str,
+        user_id: str,
+        payload: dict[str, Any],
+        payload_hash: str,
+        trace_id: str,
+        span_id: str,
+    ) -> tuple[SagaRecord, bool]:
+        """The new saga (leased to the caller), or the one this request_id started before
+        (False). The same request_id with another payload is refused."""
+        params = {
+            "saga_id": saga_id,
+            "app": app,
+            "kind": kind,
+            "request_id": request_id,
+            "user_id": user_id,
+            "payload": json.dumps(payload),
+            "hash": payload_hash,
+            "trace_id": trace_id,
+            "span_id": span_id,
+            "lease": self.lease_seconds,
+        }
+        async with self._engine.begin() as conn:
+            row = (await conn.exec_driver_sql(_START, params)).one_or_none()
+            if row is not None:
+                return _record(row), True
+            found = (await conn.exec_driver_sql(_BY_REQUEST, params)).one()
+        if found[-1] != payload_hash:
+            raise IdempotencyConflict(
+                f"request_id {request_id!r} was already used for a different {kind} request"
+            )
+        return _record(found), False
+
+    async def save(self, saga: SagaRecord, lease_seconds: float | None = None) -> None:
+        """Writes the saga's state, steps and result; extends the driver's lease (or sets it
+        to ``lease_seconds`` from now, 0 to hand the saga to the recovery loop at once)."""
+        async with self._engine.begin() as conn:
+            await conn.exec_driver_sql(
+                _SAVE,
+                {
+                    "saga_id": saga.saga_id,
+                    "state": saga.state,
+                    "reason": saga.reason,
+                    "steps": json.dumps(saga.steps, default=str),
+                    "result": json.dumps(saga.result, default=str),
+                    "lease": self.lease_seconds if lease_seconds is None else lease_seconds,
+                },
+            )
+
+    async def lease_due(self, limit: int) -> list[SagaRecord]:
+        """Unfinished sagas whose driver is gone, now leased to the caller."""
+        async with self._engine.begin() as conn:
+            rows = await conn.exec_driver_sql(
+                _LEASE_DUE, {"limit": limit, "lease": self.lease_seconds}
+            )
+            return [_record(row) for row in rows]
+
+    async def lease_one(self, app: str, saga_id: str, resume_state: str) -> SagaRecord | None:
+        """Takes one saga for RetrySaga: one needing attention (back to ``resume_state``, its
+        drive count reset) or an unfinished one nobody drives."""
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.exec_driver_sql(
+                    _LEASE_ONE,
+                    {
+                        "saga_id": saga_id,
+                        "app": app,
+                        "lease": self.lease_seconds,
+                        "reset": True,
+                        "resume_state": resume_state,
+                    },
+                )
+            ).one_or_none()
+        return _record(row) if row is not None else None
+
+    async def get(self, app: str, saga_id: str) -> SagaRecord | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.exec_driver_sql(
+                    f"SELECT {_COLUMNS} FROM sagas WHERE saga_id = %(id)s AND app = %(app)s",
+                    {"id": saga_id, "app": app},
+                )
+            ).one_or_none()
+        return _record(row) if row is not None else None
+
+    async def page(
+        self, app: str, state: str, limit: int, before: tuple[datetime, str] | None
+    ) -> list[SagaRecord]:
+        query = select(*[sagas.c[c.strip()] for c in _COLUMNS.split(",")]).where(sagas.c.app == app)
+        if state:
+            query = query.where(sagas.c.state == state)
+        if before is not None:
+            query = query.where(
+                (sagas.c.created_at < before[0])
+                | ((sagas.c.created_at == before[0]) & (sagas.c.saga_id < before[1]))
+            )
+        query = query.order_by(sagas.c.created_at.desc(), sagas.c.saga_id.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            return [_record(row) for row in await conn.execute(query)]
+
+    async def stats(
+        self, app: str, zone: str, start: datetime, end: datetime
+    ) -> list[tuple[Any, str, str, str, int]]:
+        """(local day, sku, state, reason, count) of redemption sagas created in [start, end)."""
+        async with self._engine.connect() as conn:
+            rows = await conn.exec_driver_sql(
+                """
+                SELECT (created_at AT TIME ZONE %(zone)s)::date AS day, payload->>'sku' AS sku,
+                       state, reason, count(*) AS n
+                FROM sagas WHERE app = %(app)s AND kind = 'redeem'
+                  AND created_at >= %(start)s AND created_at < %(end)s
+                GROUP BY 1, 2, 3, 4
+                """,
+                {"app": app, "zone": zone, "start": start, "end": end},
+            )
+            return [(row.day, row.sku, row.state, row.reason, int(row.n)) for row in rows]

@@ -1,0 +1,380 @@
+"""The gateway end to end over real processes: events to a tier, redemptions and their
+refusals, replays, gifts, reversals, the admin API, keys and tenancy."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import pytest
+from loyalty.gateway.v1 import admin_pb2
+from loyalty.gateway.v1 import loyalty_pb2 as pb
+
+from devtools.suite import Suite
+from gateway.store.tenancy import read_audit, revoke_key
+from plumbing.clock import SystemClock
+from plumbing.grpc_errors import reason_of
+from tests.integration.conftest import Stubs
+from tests.integration.gateway_apps import AppKeys, example_yaml, gateway_engine, new_app
+
+
+def uid(prefix: str = "u") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def earn_points(
+    stubs: Stubs, app: AppKeys, user: str, fen: int, signed_up_days_ago: int = 0
+) -> pb.RecordEventResponse:
+    """A purchase of ``fen`` fen: 1 point and 1 growth per 100 fen, exempt from the caps."""
+    request = pb.RecordEventRequest(
+        event_id=uid("e"), user_id=user, action="purchase", attributes={"amount_fen": str(fen)}
+    )
+    if signed_up_days_ago:
+        request.signed_up_at.FromDatetime(
+            datetime.now(UTC) - timedelta(days=signed_up_days_ago)
+        )
+    reply: pb.RecordEventResponse = await stubs.loyalty.RecordEvent(request, metadata=app.member)
+    return reply
+
+
+async def member(stubs: Stubs, app: AppKeys, user: str) -> pb.GetMemberResponse:
+    reply: pb.GetMemberResponse = await stubs.loyalty.GetMember(
+        pb.GetMemberRequest(user_id=user), metadata=app.member
+    )
+    return reply
+
+
+async def redeem(
+    stubs: Stubs, app: AppKeys, user: str, sku: str, request_id: str | None = None, **more: Any
+) -> pb.Redemption:
+    reply: pb.Redemption = await stubs.loyalty.Redeem(
+        pb.RedeemRequest(request_id=request_id or uid("r"), user_id=user, sku=sku, **more),
+        metadata=app.member,
+        timeout=20,
+    )
+    return reply
+
+
+async def available(stubs: Stubs, app: AppKeys, sku: str) -> int:
+    catalog = await stubs.loyalty.ListCatalog(
+        pb.ListCatalogRequest(user_id="stock-reader", page_size=50), metadata=app.member
+    )
+    return next(item.available for item in catalog.items if item.sku == sku)
+
+
+@pytest.fixture(scope="module")
+async def app(suite: Suite, stubs: Stubs) -> AppKeys:
+    return await new_app(suite, stubs.admin)
+
+
+async def test_earn_to_a_tier_then_redeem_and_see_the_order(stubs: Stubs, app: AppKeys) -> None:
+    user = uid()
+    first = await earn_points(stubs, app, user, 150_000)  # 1,500 points and growth
+    assert first.decision == pb.ALLOW
+    assert (first.points_awarded, first.growth_awarded, first.tier) == (1500, 1500, "actor")
+    seen = await member(stubs, app, user)
+    assert (seen.points_available, seen.growth, seen.tier, seen.next_tier) == (
+        1500,
+        1500,
+        "actor",
+        "star",
+    )
+    before = await available(stubs, app, "ticket-wolf-warrior-2")
+    done = await redeem(stubs, app, user, "ticket-wolf-warrior-2")
+    assert done.status == pb.Redemption.COMPLETED, done
+    assert done.points_spent == 500 and done.order_id and done.coupon_code
+    assert len(done.trace_id) == 32
+    assert (await member(stubs, app, user)).points_available == 1000
+    assert await available(stubs, app, "ticket-wolf-warrior-2") == before - 1
+    orders = await stubs.loyalty.ListOrders(pb.ListOrdersRequest(user_id=user), metadata=app.member)
+    assert [(o.order_id, o.coupon_code, o.points_spent) for o in orders.orders] == [
+        (done.order_id, done.coupon_code, 500)
+    ]
+    again = await stubs.loyalty.GetRedemption(
+        pb.GetRedemptionRequest(redemption_id=done.redemption_id), metadata=app.member
+    )
+    assert again == done
+    saga = await stubs.admin.GetSaga(
+        admin_pb2.GetSagaRequest(saga_id=done.redemption_id), metadata=app.admin
+    )
+    assert saga.state == "COMPLETED" and saga.trace_id == done.trace_id
+    assert [s.name for s in saga.steps] == ["risk", "tier", "reserve", "hold", "confirm", "capture"]
+    assert all(s.state == "DONE" and s.attempts == 1 for s in saga.steps)
+    history = await stubs.loyalty.ListPointsHistory(
+        pb.ListPointsHistoryRequest(user_id=user), metadata=app.member
+    )
+    assert [e.kind for e in history.entries][:1] == ["capture"] or any(
+        e.amount == -500 for e in history.entries
+    )
+
+
+async def test_refusals_leave_points_and_stock_as_they_were(stubs: Stubs, app: AppKeys) -> None:
+    user = uid()
+    await earn_points(stubs, app, user, 40_000)  # 400 points, tier rookie
+    stock = await available(stubs, app, "ticket-wolf-warrior-2")
+    poor = await redeem(stubs, app, user, "ticket-wolf-warrior-2")
+    assert (poor.status, poor.reason) == (pb.Redemption.FAILED, "INSUFFICIENT_POINTS")
+    assert not poor.order_id and poor.points_spent == 0
+    assert await available(stubs, app, "ticket-wolf-warrior-2") == stock
+    seen = await member(stubs, app, user)
+    assert (seen.points_available, seen.points_held) == (400, 0)
+    saga = await stubs.admin.GetSaga(
+        admin_pb2.GetSagaRequest(saga_id=poor.redemption_id), metadata=app.admin
+    )
+    assert saga.state == "COMPENSATED"
+    assert {s.name: s.state for s in saga.steps}["release_reservation"] == "DONE"
+
+    low = await redeem(stubs, app, user, "vip-1-month")  # needs actor
+    assert (low.status, low.reason) == (pb.Redemption.FAILED, "TIER_TOO_LOW")
+
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await redeem(stubs, app, user, "no-such-sku")
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    assert reason_of(unknown.value) == "UNKNOWN_SKU"
+    assert (await member(stubs, app, user)).points_available == 400
+
+
+async def test_sold_out(suite: Suite, stubs: Stubs) -> None:
+    program = example_yaml().replace("stock: 5\n", "stock: 1\n")
+    app = await new_app(suite, stubs.admin, program_yaml=program)
+    buyers = [uid() for _ in range(3)]
+    # A new account may not redeem more than 10,000 points (new-account-high-value): the
+    # product backend tells the real sign-up time, which risk then uses.
+    fresh = uid()
+    await earn_points(stubs, app, fresh, 60_000_000)
+    denied = await redeem(stubs, app, fresh, "phone-flagship", address=pb.Address(name="A"))
+    assert denied.reason == "RISK_DENIED"
+    for buyer in buyers:
+        await earn_points(stubs, app, buyer, 60_000_000, signed_up_days_ago=30)  # 600,000: star
+    results = await asyncio.gather(
+        *(redeem(stubs, app, b, "phone-flagship", address=pb.Address(name="A", phone="1",
+                                                                      line1="x", city="c"))
+          for b in buyers)
+    )
+    assert sorted(r.reason for r in results) == ["", "OUT_OF_STOCK", "OUT_OF_STOCK"]
+    for buyer, result in zip(buyers, results, strict=True):
+        expected = 600_000 - (500_000 if result.status == pb.Redemption.COMPLETED else 0)
+        assert (await member(stubs, app, buyer)).points_available == expected
+
+
+async def test_replays_act_once(stubs: Stubs, app: AppKeys) -> None:
+    user = uid()
+    event = pb.RecordEventRequest(
+        event_id=uid("e"), user_id=user, action="purchase", attributes={"amount_fen": "100000"}
+    )
+    first = await stubs.loyalty.RecordEvent(event, metadata=app.member)
+    second = await stubs.loyalty.RecordEvent(event, metadata=app.member)
+    assert (first.duplicate, second.duplicate) == (False, True)
+    assert second.points_awarded == first.points_awarded == 1000
+    assert (await member(stubs, app, user)).points_available == 1000
+    changed = pb.RecordEventRequest()
+    changed.CopyFrom(event)
+    changed.attributes["amount_fen"] = "1"
+    with pytest.raises(grpc.aio.AioRpcError) as conflict:
+        await stubs.loyalty.RecordEvent(changed, metadata=app.member)
+    assert reason_of(conflict.value) == "IDEMPOTENCY_KEY_REUSED"
+
+    request_id = uid("r")
+    one, two = await asyncio.gather(
+        redeem(stubs, app, user, "ticket-wolf-warrior-2", request_id=request_id),
+        redeem(stubs, app, user, "ticket-wolf-warrior-2", request_id=request_id),
+    )
+    three = await redeem(stubs, app, user, "ticket-wolf-warrior-2", request_id=request_id)
+    assert one.redemption_id == two.redemption_id == three.redemption_id
+    assert three.status == pb.Redemption.COMPLETED
+    assert (await member(stubs, app, user)).points_available == 500
+    with pytest.raises(grpc.aio.AioRpcError) as reused:
+        await redeem(stubs, app, user, "mobile-data-1g", request_id=request_id)
+    assert reason_of(reused.value) == "IDEMPOTENCY_KEY_REUSED"
+
+
+async def test_batch_of_events_one_result_each(stubs: Stubs, app: AppKeys) -> None:
+    users = [uid() for _ in range(5)]
+    events = [
+        pb.RecordEventRequest(event_id=uid("e"), user_id=u, action=action, quantity=quantity)
+        for u in users
+        for action, quantity in (("register", 0), ("watch", 35), ("sign_in", 0))
+    ]
+    events.append(events[0])  # a repeat inside the batch
+    reply = await stubs.loyalty.RecordEvents(pb.RecordEventsRequest(events=events),
+                                             metadata=app.member)
+    assert len(reply.results) == len(events)
+    # register 50; watch 35 min = 3 units = 3 points, 6 growth; sign_in 5 points, 10 growth
+    assert [r.points_awarded for r in reply.results[:3]] == [50, 3, 5]
+    assert [r.growth_awarded for r in reply.results[:3]] == [0, 6, 10]
+    assert reply.results[-1].duplicate and reply.results[-1].points_awarded == 50
+    for user in users:
+        seen = await member(stubs, app, user)
+        assert (seen.points_available, seen.growth) == (58, 16)
+    with pytest.raises(grpc.aio.AioRpcError) as too_many:
+        await stubs.loyalty.RecordEvents(
+            pb.RecordEventsRequest(events=[events[0]] * 501), metadata=app.member
+        )
+    assert too_many.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_gift_and_reverse_event(stubs: Stubs, app: AppKeys) -> None:
+    giver, taker = uid(), uid()
+    purchase = await earn_points(stubs, app, giver, 100_000)
+    gift = await stubs.loyalty.Gift(
+        pb.GiftRequest(request_id=uid("g"), from_user_id=giver, to_user_id=taker, points=300),
+        metadata=app.member,
+    )
+    assert (gift.points, gift.from_points_available) == (300, 700)
+    assert (await member(stubs, app, taker)).points_available == 300
+    reversed_ = await stubs.loyalty.ReverseEvent(
+        pb.ReverseEventRequest(event_id=purchase.event_id, reason="refunded"), metadata=app.member
+    )
+    assert (reversed_.points_reversed, reversed_.growth_reversed) == (1000, 1000)
+    seen = await member(stubs, app, giver)
+    assert (seen.points_available, seen.growth) == (-300, 0)
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await stubs.loyalty.Gift(
+            pb.GiftRequest(request_id=uid("g"), from_user_id=giver, to_user_id=giver, points=1),
+            metadata=app.member,
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "to_user_id" in (bad.value.details() or "")
+
+
+async def test_risk_deny_awards_nothing_and_fails_the_redemption(
+    suite: Suite, stubs: Stubs
+) -> None:
+    user = uid()
+    program = example_yaml().replace("deny_users: []", f"deny_users: [{user}]")
+    app = await new_app(suite, stubs.admin, program_yaml=program)
+    denied = await earn_points(stubs, app, user, 100_000)
+    assert (denied.decision, denied.points_awarded) == (pb.DENY, 0)
+    assert (await member(stubs, app, user)).points_available == 0
+    result = await redeem(stubs, app, user, "ticket-wolf-warrior-2")
+    assert (result.status, result.reason) == (pb.Redemption.FAILED, "RISK_DENIED")
+
+
+async def test_keys_scopes_and_tenancy(suite: Suite, stubs: Stubs, app: AppKeys) -> None:
+    request = pb.GetMemberRequest(user_id="someone")
+    for metadata, code in (
+        ((), grpc.StatusCode.UNAUTHENTICATED),
+        ((("authorization", "Bearer nonsense"),), grpc.StatusCode.UNAUTHENTICATED),
+        ((("authorization", f"Bearer {app.member_key}x"),), grpc.StatusCode.UNAUTHENTICATED),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stubs.loyalty.GetMember(request, metadata=metadata)
+        assert refused.value.code() == code
+    with pytest.raises(grpc.aio.AioRpcError) as wrong_scope:
+        await stubs.admin.GetProgram(admin_pb2.GetProgramRequest(), metadata=app.member)
+    assert wrong_scope.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    # The same user id in two apps: two members who never see each other.
+    other = await new_app(suite, stubs.admin)
+    user = uid()
+    await earn_points(stubs, app, user, 10_000)
+    assert (await member(stubs, app, user)).points_available == 100
+    assert (await member(stubs, other, user)).points_available == 0
+    done = await redeem(stubs, other, user, "ticket-wolf-warrior-2")
+    assert done.reason == "INSUFFICIENT_POINTS"
+    with pytest.raises(grpc.aio.AioRpcError) as hidden:
+        await stubs.loyalty.GetRedemption(
+            pb.GetRedemptionRequest(redemption_id=done.redemption_id), metadata=app.member
+        )
+    assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
+
+    # Revoked keys stop working (within the cache time).
+    async with gateway_engine(suite) as engine:
+        key_id = other.member_key.split("_")[1]
+        assert await revoke_key(engine, key_id, SystemClock().now())
+    for _ in range(80):
+        try:
+            await member(stubs, other, user)
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("a revoked key still works after 8 s")
+
+    # Every admin call is audited, refused ones included.
+    async with gateway_engine(suite) as engine:
+        audit = await read_audit(engine, app.app)
+    assert {"ApplyProgram", "GetSaga"} <= {row["call"] for row in audit}
+
+
+async def test_rate_limit(suite: Suite, stubs: Stubs) -> None:
+    app = await new_app(suite, stubs.admin, rate_per_second=1, burst=5)
+    outcomes = []
+    for _ in range(8):
+        try:
+            await member(stubs, app, "u")
+            outcomes.append("OK")
+        except grpc.aio.AioRpcError as error:
+            outcomes.append(error.code().name)
+            assert reason_of(error) == "RATE_LIMITED"
+    assert outcomes[:5] == ["OK"] * 5
+    assert "RESOURCE_EXHAUSTED" in outcomes[5:]
+
+
+async def test_apply_program_reports_every_error_with_its_path(
+    stubs: Stubs, app: AppKeys
+) -> None:
+    broken = example_yaml().replace("price_points: 1000", "price_points: 0").replace(
+        "daily_cap: 100 ", "daily_cap: -5 "
+    )
+    answer = await stubs.admin.ApplyProgram(
+        admin_pb2.ApplyProgramRequest(program_yaml=broken), metadata=app.admin
+    )
+    assert not answer.applied
+    assert any(e.startswith("mall.items[2].price_points") for e in answer.errors), answer.errors
+    assert any(e.startswith("points.daily_cap") for e in answer.errors), answer.errors
+    current = await stubs.admin.GetProgram(admin_pb2.GetProgramRequest(), metadata=app.admin)
+    assert current.program_yaml == example_yaml()
+    garbage = await stubs.admin.ApplyProgram(
+        admin_pb2.ApplyProgramRequest(program_yaml="timezone: [unclosed"), metadata=app.admin
+    )
+    assert garbage.errors and garbage.errors[0].startswith("program_yaml:")
+
+
+async def test_sandbox_clock_and_production_refusal(suite: Suite, stubs: Stubs) -> None:
+    sandbox = await new_app(suite, stubs.admin)
+    user = uid()
+    await earn_points(stubs, sandbox, user, 10_000)
+    assert (await member(stubs, sandbox, user)).points_available == 100
+    moved = await stubs.admin.AdvanceClock(
+        admin_pb2.AdvanceClockRequest(seconds=400 * 86400, request_id=uid("c")),
+        metadata=sandbox.admin,
+        timeout=60,
+    )
+    assert moved.now.ToDatetime().year >= 2027
+    assert (await member(stubs, sandbox, user)).points_available == 0  # expired
+
+    production = await new_app(suite, stubs.admin, sandbox=False)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stubs.admin.AdvanceClock(
+            admin_pb2.AdvanceClockRequest(seconds=60), metadata=production.admin
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(refused.value) == "NOT_SANDBOX"
+
+
+async def test_admin_reports(stubs: Stubs, app: AppKeys) -> None:
+    user = uid()
+    await earn_points(stubs, app, user, 100_000)
+    await redeem(stubs, app, user, "ticket-wolf-warrior-2")
+    stats = await stubs.admin.GetStats(admin_pb2.GetStatsRequest(), metadata=app.admin)
+    today = stats.days[-1]
+    assert today.events >= 1 and today.points_issued >= 1000
+    assert today.redemptions["ticket-wolf-warrior-2/COMPLETED"] >= 1
+    assert today.risk_decisions["ALLOW"] >= 1
+    liability = await stubs.admin.GetLiability(admin_pb2.GetLiabilityRequest(), metadata=app.admin)
+    assert liability.days[-1].outstanding > 0
+    adjusted = await stubs.admin.AdjustPoints(
+        admin_pb2.AdjustPointsRequest(request_id=uid("a"), user_id=user, delta=-100,
+                                      reason="goodwill correction"),
+        metadata=app.admin,
+    )
+    assert adjusted.balance == 400
+    listed = await stubs.admin.ListSagas(
+        admin_pb2.ListSagasRequest(state="COMPLETED", page_size=1), metadata=app.admin
+    )
+    assert len(listed.sagas) == 1 and listed.next_page_token
