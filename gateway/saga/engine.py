@@ -76,6 +76,24 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+_SERVICE_OF_STEP = {
+    "risk": "RISK",
+    "tier": "LEVELS",
+    "reserve": "MALL",
+    "hold": "POINTS",
+    "confirm": "MALL",
+    "capture": "POINTS",
+}
+
+
+def step_service(saga: SagaRecord) -> str:
+    """The participant of the step that is waiting for an answer."""
+    for step in saga.steps:
+        if step["state"] == "RETRYING":
+            return _SERVICE_OF_STEP.get(step["name"], "PARTICIPANT")
+    return "PARTICIPANT"
+
+
 class Drive:
     """One driver's turn at a saga: it owns the saga's lease while it runs."""
 
@@ -167,4 +185,7 @@ class Drive:
                 },
             )
             return
+        if self.saga.state == "STARTED" and not self.saga.reason:
+            # Before the commit point the recovery loop will undo the saga: say why.
+            self.saga.reason = f"{step_service(self.saga)}_UNAVAILABLE"
         await self.save(lease_seconds=min(60.0, 2.0 ** max(0, self.saga.drives - 1)))

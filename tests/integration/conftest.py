@@ -141,5 +141,7 @@ async def serve_alone(
                     await asyncio.sleep(0.1)
                 yield channel
         finally:
-            proc.send_signal(signal.SIGTERM)
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):  # it may have died (fault tests)
+                    proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 20)

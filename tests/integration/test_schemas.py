@@ -11,12 +11,14 @@ from sqlalchemy import MetaData, create_engine
 
 from devtools.suite import Suite
 
-SERVICES_WITH_TABLES = ("points", "levels", "mall", "risk")
+SERVICES_WITH_TABLES = ("points", "levels", "mall", "risk", "gateway")
+TABLES_MODULE = {"gateway": "gateway.store.tables"}
 
 
 @pytest.mark.parametrize("service", SERVICES_WITH_TABLES)
 def test_migrations_create_the_tables_the_code_uses(suite: Suite, service: str) -> None:
-    metadata: MetaData = importlib.import_module(f"services.{service}.store.tables").metadata
+    module = TABLES_MODULE.get(service, f"services.{service}.store.tables")
+    metadata: MetaData = importlib.import_module(module).metadata
     engine = create_engine(suite.database_url(service))
     try:
         with engine.connect() as conn:

@@ -1,0 +1,165 @@
+"""Redemption sagas under faults, over real processes: a gateway SIGKILLed between each pair of
+steps, and each participant SIGKILLed and restarted under a stream of redemptions. Every saga
+must end COMPLETED or COMPENSATED, no point or unit of stock lost or made, nothing left held."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+from loyalty.gateway.v1 import admin_pb2
+from loyalty.gateway.v1 import loyalty_pb2 as pb
+from loyalty.gateway.v1 import loyalty_pb2_grpc
+
+from devtools.suite import Suite
+from tests.integration.conftest import Stubs, serve_alone
+from tests.integration.gateway_apps import AppKeys, new_app
+from tests.integration.test_gateway import available, earn_points, member
+
+SKU = "ticket-wolf-warrior-2"  # 500 points, daily limit 1 per user
+PRICE = 500
+
+
+def uid(prefix: str = "u") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def settle(stubs: Stubs, app: AppKeys, timeout: float = 60) -> list[admin_pb2.Saga]:
+    """Waits until no saga of the app is unfinished; answers them all."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sagas = (
+            await stubs.admin.ListSagas(
+                admin_pb2.ListSagasRequest(page_size=200), metadata=app.admin
+            )
+        ).sagas
+        if all(s.state in ("COMPLETED", "COMPENSATED") for s in sagas):
+            return list(sagas)
+        if time.monotonic() > deadline:
+            pytest.fail(f"unfinished sagas: {[(s.saga_id, s.state) for s in sagas]}")
+        await asyncio.sleep(0.25)
+
+
+async def assert_exact(
+    stubs: Stubs, app: AppKeys, users: dict[str, int], stock_before: int
+) -> list[admin_pb2.Saga]:
+    sagas = await settle(stubs, app)
+    completed = [s for s in sagas if s.state == "COMPLETED"]
+    by_user: dict[str, int] = {}
+    for saga in completed:
+        by_user[saga.user_id] = by_user.get(saga.user_id, 0) + 1
+    for user, start in users.items():
+        seen = await member(stubs, app, user)
+        assert seen.points_held == 0, user
+        assert seen.points_available == start - PRICE * by_user.get(user, 0), user
+    assert await available(stubs, app, SKU) == stock_before - len(completed)
+    return sagas
+
+
+KILL_POINTS = [
+    ("after:risk", "COMPENSATED"),
+    ("before:reserve", "COMPENSATED"),
+    ("after:reserve", "COMPENSATED"),
+    ("before:hold", "COMPENSATED"),
+    ("after:hold", "COMPENSATED"),
+    ("before:confirm", "COMPLETED"),
+    ("after:confirm", "COMPLETED"),
+    ("before:capture", "COMPLETED"),
+    ("after:capture", "COMPLETED"),
+]
+
+
+@pytest.mark.parametrize(("kill_at", "outcome"), KILL_POINTS)
+async def test_gateway_killed_between_steps(
+    suite: Suite, stubs: Stubs, tmp_path: Path, kill_at: str, outcome: str
+) -> None:
+    app = await new_app(suite, stubs.admin)
+    user = uid()
+    await earn_points(stubs, app, user, 100_000)
+    stock = await available(stubs, app, SKU)
+    request_id = uid("r")
+    async with serve_alone(
+        suite, "gateway", tmp_path, fault_kill_at=kill_at, saga_lease_seconds="1"
+    ) as channel:
+        doomed = loyalty_pb2_grpc.LoyaltyServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as died:
+            await doomed.Redeem(
+                pb.RedeemRequest(request_id=request_id, user_id=user, sku=SKU),
+                metadata=app.member,
+                timeout=20,
+            )
+        assert died.value.code() == grpc.StatusCode.UNAVAILABLE
+    # The suite's gateway finds the saga once the dead one's lease has run out.
+    (saga,) = await assert_exact(stubs, app, {user: 1000}, stock)
+    assert saga.state == outcome, saga
+    if outcome == "COMPENSATED":
+        assert saga.reason == "INTERRUPTED"
+    # The caller's retry with the same request_id gets the saga's outcome.
+    retried = await stubs.loyalty.Redeem(
+        pb.RedeemRequest(request_id=request_id, user_id=user, sku=SKU), metadata=app.member
+    )
+    assert retried.redemption_id == saga.saga_id
+    expected = pb.Redemption.COMPLETED if outcome == "COMPLETED" else pb.Redemption.FAILED
+    assert retried.status == expected
+
+
+@pytest.mark.parametrize("victim", ["risk", "levels", "mall", "points"])
+async def test_participant_killed_and_restarted(
+    suite: Suite, stubs: Stubs, victim: str
+) -> None:
+    app = await new_app(suite, stubs.admin)
+    users = {uid(): 1000 for _ in range(30)}
+    await stubs.loyalty.RecordEvents(
+        pb.RecordEventsRequest(
+            events=[
+                pb.RecordEventRequest(
+                    event_id=uid("e"),
+                    user_id=user,
+                    action="purchase",
+                    attributes={"amount_fen": "100000"},
+                )
+                for user in users
+            ]
+        ),
+        metadata=app.member,
+    )
+    stock = await available(stubs, app, SKU)
+
+    async def one(user: str, delay: float) -> str:
+        await asyncio.sleep(delay)
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            reply = await stubs.loyalty.Redeem(
+                pb.RedeemRequest(request_id=uid("r"), user_id=user, sku=SKU),
+                metadata=app.member,
+                timeout=10,
+            )
+            return pb.Redemption.Status.Name(reply.status)
+        return "ERROR"
+
+    async def fault() -> str:
+        # A steady stream of redemptions; the victim dies in the middle of it.
+        await asyncio.sleep(0.4)
+        suite.stop_service(victim, signal.SIGKILL)
+        await asyncio.sleep(1.0)
+        suite.start_service(victim)
+        await asyncio.to_thread(suite.wait_serving, victim, 60)
+        return "FAULT"
+
+    answers = await asyncio.gather(
+        fault(), *(one(user, 0.03 * i) for i, user in enumerate(users))
+    )
+    sagas = await assert_exact(stubs, app, users, stock)
+    assert len(sagas) == len(users)
+    assert set(answers[1:]) <= {"COMPLETED", "FAILED", "PENDING", "ERROR"}
+    # Some went through before the fault, and some were cut short by it.
+    assert any(s.state == "COMPLETED" for s in sagas)
+    assert any(s.state == "COMPENSATED" for s in sagas)
+    for saga in sagas:
+        if saga.state == "COMPENSATED":
+            assert saga.reason.endswith("_UNAVAILABLE") or saga.reason == "INTERRUPTED", saga
