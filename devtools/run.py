@@ -3,7 +3,9 @@
 With no ``LOYALTY_POSTGRES_URL`` / ``LOYALTY_REDIS_URL`` in the environment it starts embedded
 PostgreSQL and Redis (data in ``.loyalty/``, reused across runs); given those URLs it uses them
 and starts nothing embedded. Then it creates the six databases, starts the six services, waits
-until every health check is SERVING and prints the gateway address. Ctrl-C or SIGTERM stops
+until every health check is SERVING, creates (or reuses) the sandbox app ``video`` with the
+example program applied and a member and an admin key, writes them to ``.loyalty/dev.env`` and
+prints how to call the gateway. Ctrl-C or SIGTERM stops
 everything: services first, then Redis and PostgreSQL; no process, port or pid file is left.
 """
 
@@ -19,6 +21,7 @@ from typing import Annotated
 
 import typer
 
+from devtools.bootstrap import bootstrap_dev_app
 from devtools.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis, free_port
 from devtools.suite import DEFAULT_PORTS, REPO, SERVICES, Suite, SuiteError
 
@@ -105,17 +108,28 @@ def run(
         suite = Suite(postgres_url, redis_url, ports, data_dir / "logs")
         _say(f"starting {', '.join(SERVICES)} (logs in {suite.log_dir})")
         suite.start(timeout)
-        (data_dir / "dev.env").write_text(
-            f"LOYALTY_GATEWAY={suite.address('gateway')}\n"
+        env_file = data_dir / "dev.env"
+        dev = bootstrap_dev_app(suite, env_file)
+        gateway = suite.address("gateway")
+        env_file.write_text(
+            f"LOYALTY_GATEWAY={gateway}\n"
+            f"LOYALTY_MEMBER_KEY={dev.member_key}\n"
+            f"LOYALTY_ADMIN_KEY={dev.admin_key}\n"
             f"LOYALTY_GATEWAY_DATABASE_URL={suite.database_url('gateway')}\n"
             f"LOYALTY_POSTGRES_URL={postgres_url}\nLOYALTY_REDIS_URL={redis_url}\n"
         )
+        env_file.chmod(0o600)
         _say(
             f"\nall six services SERVING in {time.monotonic() - started:.1f}s\n"
-            f"  gateway   {suite.address('gateway')}  (LoyaltyService, AdminService)\n"
+            f"  gateway   {gateway}  (LoyaltyService, AdminService)\n"
             + "".join(f"  {s:<9} {suite.address(s)}\n" for s in SERVICES[:-1])
-            + f"  settings  {data_dir / 'dev.env'}\n"
-            f"  try       grpcurl -plaintext {suite.address('gateway')} list\n"
+            + f"\nsandbox app '{dev.app}': {dev.program.name} applied (version {dev.version})\n"
+            f"  member key  {dev.member_key}\n"
+            f"  admin key   {dev.admin_key}\n"
+            f"  settings    {env_file} (loyaltyctl reads it)\n"
+            f"\n  try  .venv/bin/loyaltyctl member get alice\n"
+            f"       grpcurl -plaintext -H 'authorization: Bearer {dev.member_key}' "
+            f'-d \'{{"user_id": "alice"}}\' {gateway} loyalty.gateway.v1.LoyaltyService/GetMember\n'
             "Ctrl-C stops everything."
         )
         while True:

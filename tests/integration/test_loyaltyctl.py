@@ -1,0 +1,73 @@
+"""loyaltyctl as an operator runs it (a subprocess, settings from the environment) against the
+suite: bootstrap keys on the database, apply the program, and every admin command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+from devtools.suite import REPO, Suite
+from tests.integration.gateway_apps import EXAMPLE, EXAMPLE_IN_REPO
+
+
+def ctl(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.ctl", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if ok:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def as_json(env: dict[str, str], *args: str) -> Any:
+    return json.loads(ctl(env, *args, "--json").stdout)
+
+
+def test_every_command(suite: Suite) -> None:
+    app = f"ctl-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "LOYALTY_GATEWAY": suite.address("gateway"),
+        "LOYALTY_GATEWAY_DATABASE_URL": suite.database_url("gateway"),
+    }
+    created = as_json(env, "keys", "create", "--app", app, "--scope", "admin", "--sandbox")
+    assert created["key"].startswith("lk_") and created["app_created"] is True
+    env["LOYALTY_ADMIN_KEY"] = created["key"]
+    member = as_json(env, "keys", "create", "--app", app, "--scope", "member")
+    assert member["app_created"] is False
+    listed = as_json(env, "keys", "list", "--app", app)
+    assert {k["scope"] for k in listed} == {"admin", "member"}
+    assert all("key" not in k for k in listed)
+
+    program = EXAMPLE_IN_REPO if EXAMPLE_IN_REPO.exists() else EXAMPLE
+    assert "applied: version 1" in ctl(env, "apply", "-f", str(program)).stdout
+    assert "app: video" in ctl(env, "program", "get").stdout
+    broken = REPO / ".pytest_cache" / f"{app}.yaml"
+    broken.parent.mkdir(exist_ok=True)
+    broken.write_text(program.read_text().replace("price_points: 500\n", "price_points: -1\n"))
+    refused = ctl(env, "apply", "-f", str(broken), ok=False)
+    assert refused.returncode == 1 and "mall.items[0].price_points" in refused.stderr
+
+    assert as_json(env, "points", "adjust", "alice", "700", "--reason", "welcome")["balance"] == "700"
+    assert as_json(env, "member", "get", "alice")["points_available"] == "700"
+    assert "700" in ctl(env, "member", "get", "alice").stdout
+    assert len(as_json(env, "liability")) == 7
+    assert len(as_json(env, "stats", "--from-date", "2026-01-01", "--to-date", "2026-01-03")) == 3
+    assert as_json(env, "saga", "list", "--state", "COMPLETED") == []
+    assert as_json(env, "reviews", "list") == []
+    assert "now" in as_json(env, "clock", "advance", "2h")
+    missing = ctl(env, "saga", "get", "no-such-saga", ok=False)
+    assert missing.returncode == 1 and "SAGA_NOT_FOUND" in missing.stderr
+    revoked = as_json(env, "keys", "revoke", member["key_id"])
+    assert revoked == {"key_id": member["key_id"], "revoked": True}
+    no_key = ctl({**env, "LOYALTY_ADMIN_KEY": ""}, "stats", ok=False)
+    assert no_key.returncode == 1
