@@ -80,8 +80,8 @@ class Stubs:
     mall: mall_pb2_grpc.MallServiceStub
     lottery: lottery_pb2_grpc.LotteryServiceStub
     risk: risk_pb2_grpc.RiskServiceStub
-    loyalty: loyalty_pb2_grpc.LoyaltyServiceStub
-    admin: admin_pb2_grpc.AdminServiceStub
+    loyalty: loyalty_pb2_grpc.LoyaltyServiceAsyncStub
+    admin: admin_pb2_grpc.AdminServiceAsyncStub
 
 
 @pytest.fixture(scope="session")

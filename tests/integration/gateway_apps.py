@@ -61,7 +61,12 @@ async def new_app(
     now = SystemClock().now()
     async with gateway_engine(suite) as engine:
         member, _ = await create_key(
-            engine, app, "member", now, sandbox=sandbox, rate_per_second=rate_per_second,
+            engine,
+            app,
+            "member",
+            now,
+            sandbox=sandbox,
+            rate_per_second=rate_per_second,
             burst=burst,
         )
         admin, _ = await create_key(engine, app, "admin", now, sandbox=sandbox)

@@ -33,9 +33,7 @@ async def earn_points(
         event_id=uid("e"), user_id=user, action="purchase", attributes={"amount_fen": str(fen)}
     )
     if signed_up_days_ago:
-        request.signed_up_at.FromDatetime(
-            datetime.now(UTC) - timedelta(days=signed_up_days_ago)
-        )
+        request.signed_up_at.FromDatetime(datetime.now(UTC) - timedelta(days=signed_up_days_ago))
     reply: pb.RecordEventResponse = await stubs.loyalty.RecordEvent(request, metadata=app.member)
     return reply
 
@@ -85,7 +83,9 @@ async def test_earn_to_a_tier_then_redeem_and_see_the_order(stubs: Stubs, app: A
     before = await available(stubs, app, "ticket-wolf-warrior-2")
     done = await redeem(stubs, app, user, "ticket-wolf-warrior-2")
     assert done.status == pb.Redemption.COMPLETED, done
-    assert done.points_spent == 500 and done.order_id and done.coupon_code
+    assert done.points_spent == 500
+    assert done.order_id
+    assert done.coupon_code
     assert len(done.trace_id) == 32
     assert (await member(stubs, app, user)).points_available == 1000
     assert await available(stubs, app, "ticket-wolf-warrior-2") == before - 1
@@ -100,7 +100,8 @@ async def test_earn_to_a_tier_then_redeem_and_see_the_order(stubs: Stubs, app: A
     saga = await stubs.admin.GetSaga(
         admin_pb2.GetSagaRequest(saga_id=done.redemption_id), metadata=app.admin
     )
-    assert saga.state == "COMPLETED" and saga.trace_id == done.trace_id
+    assert saga.state == "COMPLETED"
+    assert saga.trace_id == done.trace_id
     assert [s.name for s in saga.steps] == ["risk", "tier", "reserve", "hold", "confirm", "capture"]
     assert all(s.state == "DONE" and s.attempts == 1 for s in saga.steps)
     history = await stubs.loyalty.ListPointsHistory(
@@ -117,7 +118,8 @@ async def test_refusals_leave_points_and_stock_as_they_were(stubs: Stubs, app: A
     stock = await available(stubs, app, "ticket-wolf-warrior-2")
     poor = await redeem(stubs, app, user, "ticket-wolf-warrior-2")
     assert (poor.status, poor.reason) == (pb.Redemption.FAILED, "INSUFFICIENT_POINTS")
-    assert not poor.order_id and poor.points_spent == 0
+    assert not poor.order_id
+    assert poor.points_spent == 0
     assert await available(stubs, app, "ticket-wolf-warrior-2") == stock
     seen = await member(stubs, app, user)
     assert (seen.points_available, seen.points_held) == (400, 0)
@@ -150,9 +152,16 @@ async def test_sold_out(suite: Suite, stubs: Stubs) -> None:
     for buyer in buyers:
         await earn_points(stubs, app, buyer, 60_000_000, signed_up_days_ago=30)  # 600,000: star
     results = await asyncio.gather(
-        *(redeem(stubs, app, b, "phone-flagship", address=pb.Address(name="A", phone="1",
-                                                                      line1="x", city="c"))
-          for b in buyers)
+        *(
+            redeem(
+                stubs,
+                app,
+                b,
+                "phone-flagship",
+                address=pb.Address(name="A", phone="1", line1="x", city="c"),
+            )
+            for b in buyers
+        )
     )
     assert sorted(r.reason for r in results) == ["", "OUT_OF_STOCK", "OUT_OF_STOCK"]
     for buyer, result in zip(buyers, results, strict=True):
@@ -199,13 +208,15 @@ async def test_batch_of_events_one_result_each(stubs: Stubs, app: AppKeys) -> No
         for action, quantity in (("register", 0), ("watch", 35), ("sign_in", 0))
     ]
     events.append(events[0])  # a repeat inside the batch
-    reply = await stubs.loyalty.RecordEvents(pb.RecordEventsRequest(events=events),
-                                             metadata=app.member)
+    reply = await stubs.loyalty.RecordEvents(
+        pb.RecordEventsRequest(events=events), metadata=app.member
+    )
     assert len(reply.results) == len(events)
     # register 50; watch 35 min = 3 units = 3 points, 6 growth; sign_in 5 points, 10 growth
     assert [r.points_awarded for r in reply.results[:3]] == [50, 3, 5]
     assert [r.growth_awarded for r in reply.results[:3]] == [0, 6, 10]
-    assert reply.results[-1].duplicate and reply.results[-1].points_awarded == 50
+    assert reply.results[-1].duplicate
+    assert reply.results[-1].points_awarded == 50
     for user in users:
         seen = await member(stubs, app, user)
         assert (seen.points_available, seen.growth) == (58, 16)
@@ -285,15 +296,15 @@ async def test_keys_scopes_and_tenancy(suite: Suite, stubs: Stubs, app: AppKeys)
     async with gateway_engine(suite) as engine:
         key_id = other.member_key.split("_")[1]
         assert await revoke_key(engine, key_id, SystemClock().now())
+    codes = []
     for _ in range(80):
         try:
             await member(stubs, other, user)
         except grpc.aio.AioRpcError as error:
-            assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+            codes.append(error.code())
             break
         await asyncio.sleep(0.1)
-    else:
-        pytest.fail("a revoked key still works after 8 s")
+    assert codes == [grpc.StatusCode.UNAUTHENTICATED], "a revoked key still works after 8 s"
 
     # Every admin call is audited, refused ones included.
     async with gateway_engine(suite) as engine:
@@ -309,17 +320,16 @@ async def test_rate_limit(suite: Suite, stubs: Stubs) -> None:
             await member(stubs, app, "u")
             outcomes.append("OK")
         except grpc.aio.AioRpcError as error:
-            outcomes.append(error.code().name)
-            assert reason_of(error) == "RATE_LIMITED"
+            outcomes.append(f"{error.code().name}/{reason_of(error)}")
     assert outcomes[:5] == ["OK"] * 5
-    assert "RESOURCE_EXHAUSTED" in outcomes[5:]
+    assert "RESOURCE_EXHAUSTED/RATE_LIMITED" in outcomes[5:]
 
 
-async def test_apply_program_reports_every_error_with_its_path(
-    stubs: Stubs, app: AppKeys
-) -> None:
-    broken = example_yaml().replace("price_points: 1000", "price_points: 0").replace(
-        "daily_cap: 100 ", "daily_cap: -5 "
+async def test_apply_program_reports_every_error_with_its_path(stubs: Stubs, app: AppKeys) -> None:
+    broken = (
+        example_yaml()
+        .replace("price_points: 1000", "price_points: 0")
+        .replace("daily_cap: 100 ", "daily_cap: -5 ")
     )
     answer = await stubs.admin.ApplyProgram(
         admin_pb2.ApplyProgramRequest(program_yaml=broken), metadata=app.admin
@@ -332,7 +342,8 @@ async def test_apply_program_reports_every_error_with_its_path(
     garbage = await stubs.admin.ApplyProgram(
         admin_pb2.ApplyProgramRequest(program_yaml="timezone: [unclosed"), metadata=app.admin
     )
-    assert garbage.errors and garbage.errors[0].startswith("program_yaml:")
+    assert garbage.errors
+    assert garbage.errors[0].startswith("program_yaml:")
 
 
 async def test_sandbox_clock_and_production_refusal(suite: Suite, stubs: Stubs) -> None:
@@ -363,18 +374,21 @@ async def test_admin_reports(stubs: Stubs, app: AppKeys) -> None:
     await redeem(stubs, app, user, "ticket-wolf-warrior-2")
     stats = await stubs.admin.GetStats(admin_pb2.GetStatsRequest(), metadata=app.admin)
     today = stats.days[-1]
-    assert today.events >= 1 and today.points_issued >= 1000
+    assert today.events >= 1
+    assert today.points_issued >= 1000
     assert today.redemptions["ticket-wolf-warrior-2/COMPLETED"] >= 1
     assert today.risk_decisions["ALLOW"] >= 1
     liability = await stubs.admin.GetLiability(admin_pb2.GetLiabilityRequest(), metadata=app.admin)
     assert liability.days[-1].outstanding > 0
     adjusted = await stubs.admin.AdjustPoints(
-        admin_pb2.AdjustPointsRequest(request_id=uid("a"), user_id=user, delta=-100,
-                                      reason="goodwill correction"),
+        admin_pb2.AdjustPointsRequest(
+            request_id=uid("a"), user_id=user, delta=-100, reason="goodwill correction"
+        ),
         metadata=app.admin,
     )
     assert adjusted.balance == 400
     listed = await stubs.admin.ListSagas(
         admin_pb2.ListSagasRequest(state="COMPLETED", page_size=1), metadata=app.admin
     )
-    assert len(listed.sagas) == 1 and listed.next_page_token
+    assert len(listed.sagas) == 1
+    assert listed.next_page_token

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from loyalty.gateway.v1 import admin_pb2
+from loyalty.gateway.v1 import admin_pb2, loyalty_pb2_grpc
 from loyalty.gateway.v1 import loyalty_pb2 as pb
-from loyalty.gateway.v1 import loyalty_pb2_grpc
 
 from devtools.suite import Suite
 from tests.integration.conftest import Stubs, serve_alone
@@ -30,9 +29,9 @@ def uid(prefix: str = "u") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-async def settle(stubs: Stubs, app: AppKeys, timeout: float = 60) -> list[admin_pb2.Saga]:
+async def settle(stubs: Stubs, app: AppKeys, within: float = 60) -> list[admin_pb2.Saga]:
     """Waits until no saga of the app is unfinished; answers them all."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         sagas = (
             await stubs.admin.ListSagas(
@@ -110,9 +109,7 @@ async def test_gateway_killed_between_steps(
 
 
 @pytest.mark.parametrize("victim", ["risk", "levels", "mall", "points"])
-async def test_participant_killed_and_restarted(
-    suite: Suite, stubs: Stubs, victim: str
-) -> None:
+async def test_participant_killed_and_restarted(suite: Suite, stubs: Stubs, victim: str) -> None:
     app = await new_app(suite, stubs.admin)
     users = {uid(): 1000 for _ in range(30)}
     await stubs.loyalty.RecordEvents(
@@ -151,9 +148,7 @@ async def test_participant_killed_and_restarted(
         await asyncio.to_thread(suite.wait_serving, victim, 60)
         return "FAULT"
 
-    answers = await asyncio.gather(
-        fault(), *(one(user, 0.03 * i) for i, user in enumerate(users))
-    )
+    answers = await asyncio.gather(fault(), *(one(user, 0.03 * i) for i, user in enumerate(users)))
     sagas = await assert_exact(stubs, app, users, stock)
     assert len(sagas) == len(users)
     assert set(answers[1:]) <= {"COMPLETED", "FAILED", "PENDING", "ERROR"}

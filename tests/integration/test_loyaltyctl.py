@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from devtools.suite import REPO, Suite
-from tests.integration.gateway_apps import EXAMPLE, EXAMPLE_IN_REPO
+from tests.programs import EXAMPLE, EXAMPLE_IN_REPO
 
 
 def ctl(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -40,7 +40,8 @@ def test_every_command(suite: Suite) -> None:
         "LOYALTY_GATEWAY_DATABASE_URL": suite.database_url("gateway"),
     }
     created = as_json(env, "keys", "create", "--app", app, "--scope", "admin", "--sandbox")
-    assert created["key"].startswith("lk_") and created["app_created"] is True
+    assert created["key"].startswith("lk_")
+    assert created["app_created"] is True
     env["LOYALTY_ADMIN_KEY"] = created["key"]
     member = as_json(env, "keys", "create", "--app", app, "--scope", "member")
     assert member["app_created"] is False
@@ -55,9 +56,11 @@ def test_every_command(suite: Suite) -> None:
     broken.parent.mkdir(exist_ok=True)
     broken.write_text(program.read_text().replace("price_points: 500\n", "price_points: -1\n"))
     refused = ctl(env, "apply", "-f", str(broken), ok=False)
-    assert refused.returncode == 1 and "mall.items[0].price_points" in refused.stderr
+    assert refused.returncode == 1
+    assert "mall.items[0].price_points" in refused.stderr
 
-    assert as_json(env, "points", "adjust", "alice", "700", "--reason", "welcome")["balance"] == "700"
+    adjusted = as_json(env, "points", "adjust", "alice", "700", "--reason", "welcome")
+    assert adjusted["balance"] == "700"
     assert as_json(env, "member", "get", "alice")["points_available"] == "700"
     assert "700" in ctl(env, "member", "get", "alice").stdout
     assert len(as_json(env, "liability")) == 7
@@ -66,7 +69,8 @@ def test_every_command(suite: Suite) -> None:
     assert as_json(env, "reviews", "list") == []
     assert "now" in as_json(env, "clock", "advance", "2h")
     missing = ctl(env, "saga", "get", "no-such-saga", ok=False)
-    assert missing.returncode == 1 and "SAGA_NOT_FOUND" in missing.stderr
+    assert missing.returncode == 1
+    assert "SAGA_NOT_FOUND" in missing.stderr
     revoked = as_json(env, "keys", "revoke", member["key_id"])
     assert revoked == {"key_id": member["key_id"], "revoked": True}
     no_key = ctl({**env, "LOYALTY_ADMIN_KEY": ""}, "stats", ok=False)

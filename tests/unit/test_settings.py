@@ -1,6 +1,6 @@
 import pytest
 
-from gateway.main import GatewaySettings
+from gateway.settings import GatewaySettings
 from plumbing.db import masked
 from plumbing.settings import normalize_database_url
 from services.mall.main import MallSettings
