@@ -1,0 +1,260 @@
+"""Redemption sagas per second through the gateway, beside the same redemption done as ONE
+PostgreSQL transaction (shared/bench/monolith-redeem.pgbench) on the same server in the same run.
+
+  .venv/bin/python bench/redeem.py [--seconds 20] [--concurrency 32] [--users 5000]
+                                   [--postgres-url URL] [--redis-url URL]
+
+Starts the whole suite (six processes) on an embedded PostgreSQL and Redis unless given URLs.
+Prints: the monolith's tps; the saga's closed-loop rate with p50/p99 at ``--concurrency`` callers;
+p50/p99 when paced at half that rate; and the CPU seconds each process spent per redemption,
+which says what bounds the rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import psutil
+import psycopg
+from loyalty.gateway.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2, loyalty_pb2_grpc
+from sqlalchemy import make_url
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.common import closed_loop, pgbench_binary, servers  # noqa: E402
+from devtools.embedded import free_port  # noqa: E402
+from devtools.suite import SERVICES, Suite  # noqa: E402
+from gateway.store.tenancy import create_key  # noqa: E402
+from plumbing.clock import SystemClock  # noqa: E402
+from plumbing.db import create_engine  # noqa: E402
+
+MONOLITH = REPO / "bench" / "baselines" / "monolith-redeem"
+APP = "bench"
+SKU = "bench-coupon"
+BENCH_ITEM = """
+    - sku: bench-coupon
+      name: Bench coupon
+      kind: virtual
+      price_points: 10
+      stock: 100000000
+"""
+
+
+def monolith_tps(server_url: str, seconds: int, clients: int) -> float:
+    """shared/bench/monolith-redeem.pgbench: schema from the .sql file's comments, then pgbench."""
+    admin = make_url(server_url).set(drivername="postgresql")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS loyalty_bench_monolith")
+        conn.execute("CREATE DATABASE loyalty_bench_monolith")
+    dsn = admin.set(database="loyalty_bench_monolith").render_as_string(hide_password=False)
+    schema = [
+        line.removeprefix("-- ").strip()
+        for line in MONOLITH.with_suffix(".sql").read_text().splitlines()
+        if line.startswith("-- create table") or line.startswith("-- insert into")
+    ]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in schema:
+            conn.execute(statement.encode())
+    out = subprocess.run(
+        [
+            pgbench_binary(),
+            "-n",
+            "-f",
+            str(MONOLITH.with_suffix(".pgbench")),
+            "-c",
+            str(clients),
+            "-j",
+            "2",
+            "-T",
+            str(seconds),
+            dsn,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for line in out.splitlines():
+        if line.startswith("tps = "):
+            return float(line.split()[2])
+    raise RuntimeError(f"no tps in pgbench output:\n{out}")
+
+
+async def make_app(suite: Suite) -> tuple[str, str]:
+    engine = create_engine(suite.database_url("gateway"), 1)
+    try:
+        now = SystemClock().now()
+        member, _ = await create_key(
+            engine, APP, "member", now, sandbox=True, rate_per_second=1_000_000, burst=1_000_000
+        )
+        admin, _ = await create_key(engine, APP, "admin", now, sandbox=True)
+        return member.key, admin.key
+    finally:
+        await engine.dispose()
+
+
+async def prepare(address: str, member_key: str, admin_key: str, users: int) -> None:
+    program = (REPO / "examples" / "video-app.yaml").read_text(encoding="utf-8")
+    program = program.replace("mall:\n  items:\n", "mall:\n  items:\n" + BENCH_ITEM.lstrip("\n"))
+    async with grpc.aio.insecure_channel(address) as channel:
+        applied = await admin_pb2_grpc.AdminServiceStub(channel).ApplyProgram(
+            admin_pb2.ApplyProgramRequest(program_yaml=program),
+            metadata=(("authorization", f"Bearer {admin_key}"),),
+            timeout=60,
+        )
+        assert applied.applied, applied.errors
+        loyalty = loyalty_pb2_grpc.LoyaltyServiceStub(channel)
+        for start in range(0, users, 500):
+            await loyalty.RecordEvents(
+                loyalty_pb2.RecordEventsRequest(
+                    events=[
+                        loyalty_pb2.RecordEventRequest(
+                            event_id=f"seed-{n}",
+                            user_id=f"user-{n}",
+                            action="purchase",
+                            attributes={"amount_fen": "100000000"},  # 1,000,000 points
+                        )
+                        for n in range(start, min(users, start + 500))
+                    ]
+                ),
+                metadata=(("authorization", f"Bearer {member_key}"),),
+                timeout=120,
+            )
+
+
+async def load(
+    address: str, member_key: str, users: int, seconds: float, concurrency: int
+) -> tuple[tuple[float, float, float], dict[str, int], tuple[float, float, float]]:
+    outcomes: dict[str, int] = {}
+    metadata = (("authorization", f"Bearer {member_key}"),)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = loyalty_pb2_grpc.LoyaltyServiceStub(channel)
+
+        async def redeem() -> None:
+            reply = await stub.Redeem(
+                loyalty_pb2.RedeemRequest(
+                    request_id=uuid.uuid4().hex,
+                    user_id=f"user-{random.randrange(users)}",
+                    sku=SKU,
+                ),
+                metadata=metadata,
+                timeout=30,
+            )
+            key = loyalty_pb2.Redemption.Status.Name(reply.status) + (
+                f"/{reply.reason}" if reply.reason else ""
+            )
+            outcomes[key] = outcomes.get(key, 0) + 1
+
+        peak = await closed_loop(redeem, seconds, concurrency, warmup=100)
+        paced = await paced_loop(redeem, peak[0] / 2, seconds)
+    return peak, outcomes, paced
+
+
+async def paced_loop(
+    call: Callable[[], Awaitable[None]], rate: float, seconds: float
+) -> tuple[float, float, float]:
+    """Open loop: starts calls at ``rate`` per second whatever their latency."""
+    latencies: list[float] = []
+    tasks = []
+
+    async def timed() -> None:
+        start = time.perf_counter()
+        await call()
+        latencies.append(time.perf_counter() - start)
+
+    began = time.perf_counter()
+    n = 0
+    while time.perf_counter() - began < seconds:
+        due = began + n / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(timed()))
+        n += 1
+    await asyncio.gather(*tasks)
+    cuts = statistics.quantiles(latencies, n=100)
+    return n / seconds, cuts[49] * 1000, cuts[98] * 1000
+
+
+def cpu_seconds(suite: Suite) -> dict[str, float]:
+    """CPU seconds so far of each service process and of all PostgreSQL and Redis processes."""
+    spent: dict[str, float] = {}
+    for service, proc in suite.processes.items():
+        times = psutil.Process(proc.pid).cpu_times()
+        spent[service] = times.user + times.system
+    for other in psutil.process_iter(["name", "cpu_times"]):
+        name = (other.info["name"] or "").lower()
+        group = "postgres" if "postgres" in name else "redis" if "redis" in name else None
+        if group and other.info["cpu_times"] is not None:
+            t = other.info["cpu_times"]
+            spent[group] = spent.get(group, 0.0) + t.user + t.system
+    return spent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--users", type=int, default=5000)
+    parser.add_argument("--postgres-url", default="")
+    parser.add_argument("--redis-url", default="")
+    args = parser.parse_args()
+
+    with servers("redeem", args.postgres_url, args.redis_url, with_redis=True) as up:
+        print(
+            f"monolith redemption (ONE transaction), pgbench {args.concurrency} clients, "
+            f"{args.seconds} s ...",
+            flush=True,
+        )
+        mono = monolith_tps(up.postgres_url, args.seconds, args.concurrency)
+        print(f"  {mono:,.0f} tps", flush=True)
+        ports = {service: free_port() for service in SERVICES}
+        suite = Suite(up.postgres_url, up.redis_url, ports, up.workdir / "logs")
+        try:
+            suite.start(timeout=90)
+            member_key, admin_key = asyncio.run(make_app(suite))
+            print(f"seeding {args.users:,} members ...", flush=True)
+            asyncio.run(prepare(suite.address("gateway"), member_key, admin_key, args.users))
+            print(
+                f"redemption saga through the gateway, {args.concurrency} callers, "
+                f"{args.seconds} s, then paced at half that rate ...",
+                flush=True,
+            )
+            before = cpu_seconds(suite)
+            began = time.perf_counter()
+            peak, outcomes, paced = asyncio.run(
+                load(
+                    suite.address("gateway"), member_key, args.users, args.seconds, args.concurrency
+                )
+            )
+            wall = time.perf_counter() - began
+            after = cpu_seconds(suite)
+            rate, p50, p99 = peak
+            print(f"  closed loop: {rate:,.0f} sagas/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms")
+            print(f"  outcomes: {outcomes}")
+            print(f"  paced at {paced[0]:,.0f}/s: p50 {paced[1]:.1f} ms  p99 {paced[2]:.1f} ms")
+            print(f"  ratio to the monolith transaction: {rate / mono:.3f}")
+            total = sum(outcomes.values())
+            print(
+                f"CPU per redemption ({total:,} sagas in {wall:.0f} s, 2 cores = "
+                f"{2 * wall:.0f} CPU s available):"
+            )
+            for name in sorted(after, key=lambda n: -(after[n] - before.get(n, 0.0))):
+                used = after[name] - before.get(name, 0.0)
+                print(f"  {name:<9} {used:6.1f} CPU s  {1000 * used / max(total, 1):5.2f} ms/saga")
+        finally:
+            suite.stop()
+
+
+if __name__ == "__main__":
+    main()
