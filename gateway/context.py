@@ -21,12 +21,15 @@ from gateway.saga.redeem import RedeemTerms, run_redeem
 from gateway.settings import GatewaySettings
 from gateway.store.sagas import SagaLog, SagaRecord
 from gateway.store.tables import metadata
+from gateway.store.tenancy import see_members
 from plumbing.errors import FailedPrecondition
 from plumbing.programs import ProgramStore, StoredProgram
 from plumbing.redis import key_prefix
 from plumbing.server import Resources
 
 log = logging.getLogger(__name__)
+
+MEMBER_CACHE_SIZE = 200_000
 
 
 class NoProgram(FailedPrecondition):
@@ -50,6 +53,29 @@ class Gateway:
     tracer: trace.Tracer
     # Drives still running after their Redeem call answered PENDING.
     running: set[asyncio.Task[None]] = field(default_factory=set)
+    # (app, user) -> account creation time, for members this process has already recorded.
+    known_members: dict[tuple[str, str], datetime] = field(default_factory=dict)
+
+    async def members(self, app: str, signups: dict[str, datetime | None]) -> dict[str, datetime]:
+        """Records first sight of each user (and a sign-up time when given) and answers each
+        one's account creation time. Users this process has seen before, with no new sign-up
+        time, cost no query."""
+        answer: dict[str, datetime] = {}
+        unknown: dict[str, datetime | None] = {}
+        for user, signed_up in signups.items():
+            known = self.known_members.get((app, user))
+            if known is not None and (signed_up is None or signed_up == known):
+                answer[user] = known
+            else:
+                unknown[user] = signed_up
+        if unknown:
+            found = await see_members(self.resources.engine, app, unknown, await self.app_now(app))
+            if len(self.known_members) > MEMBER_CACHE_SIZE:
+                self.known_members.clear()
+            for user, created in found.items():
+                self.known_members[(app, user)] = created
+            answer.update(found)
+        return answer
 
     async def program(self, app: str) -> StoredProgram[GatewayProgram]:
         return await self.programs.get(app)

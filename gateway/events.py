@@ -25,7 +25,6 @@ from loyalty.risk.v1 import risk_pb2
 from gateway.context import Gateway
 from gateway.participants import ask
 from gateway.store.events import LoggedEvent, find_logged, log_events
-from gateway.store.tenancy import see_members
 from plumbing.errors import IdempotencyConflict, InvalidArgument
 from plumbing.idempotency import payload_hash
 from plumbing.validation import (
@@ -127,7 +126,7 @@ async def _record_fresh(
     for event in events:
         if event.signed_up_at is not None or event.user_id not in signups:
             signups[event.user_id] = event.signed_up_at
-    created = await see_members(gw.resources.engine, app, signups, now)
+    created = await gw.members(app, signups)
 
     decisions = await ask(
         "risk",

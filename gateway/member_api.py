@@ -25,7 +25,6 @@ from gateway.events import parse_batch, parse_event, record_events
 from gateway.participants import ask
 from gateway.store.events import find_logged
 from gateway.store.sagas import SagaRecord
-from gateway.store.tenancy import see_members
 from plumbing.errors import FailedPrecondition, InvalidArgument, NotFound
 from plumbing.idempotency import payload_hash
 from plumbing.server import Resources
@@ -92,11 +91,6 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
     async def _app(self, context: Any) -> str:
         return (await self.gw.auth.caller(context, "member")).app
 
-    async def _seen(self, app: str, user_id: str) -> None:
-        await see_members(
-            self.gw.resources.engine, app, {user_id: None}, await self.gw.app_now(app)
-        )
-
     # --- events ---------------------------------------------------------------------------
 
     async def RecordEvent(
@@ -151,7 +145,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
     ) -> loyalty_pb2.GetMemberResponse:
         app = await self._app(context)
         user_id = require_id("user_id", request.user_id)
-        await self._seen(app, user_id)
+        await self.gw.members(app, {user_id: None})
         p = self.gw.participants
         balance, level = await asyncio.gather(
             ask(
@@ -316,8 +310,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
             "ip": ip,
         }
         gw = self.gw
-        now = await gw.app_now(app)
-        created = await see_members(gw.resources.engine, app, {user_id: None}, now)
+        created = await gw.members(app, {user_id: None})
         payload = {
             **asked,
             "price_points": item.price_points,
@@ -382,8 +375,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         device_id = optional_text("device_id", request.device_id, max_length=128)
         ip = optional_text("ip", request.ip, max_length=64)
         gw, p = self.gw, self.gw.participants
-        now = await gw.app_now(app)
-        created = await see_members(gw.resources.engine, app, {sender: None, receiver: None}, now)
+        created = await gw.members(app, {sender: None, receiver: None})
         decision = await ask(
             "risk",
             p.risk.Evaluate,

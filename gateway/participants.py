@@ -86,8 +86,10 @@ T = TypeVar("T")
 async def ask(
     service: str, method: Callable[..., Awaitable[T]], request: Any, *, deadline: float
 ) -> T:
-    """One call to a participant with a deadline (seconds); failures relayed (``relay``)."""
+    """One call to a participant with a deadline (seconds); failures relayed (``relay``).
+    A participant that is restarting is waited for until the deadline (wait_for_ready), not
+    refused at once while the channel reconnects."""
     try:
-        return await method(request, timeout=deadline)
+        return await method(request, timeout=deadline, wait_for_ready=True)
     except grpc.aio.AioRpcError as error:
         raise relay(error, service) from None

@@ -13,6 +13,7 @@ points back) and the reason says why. Every call is keyed by the saga id.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -93,12 +94,14 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
                 account_created_at=account if order.get("account_created_at") else None,
             ),
             timeout=timeout,
+            wait_for_ready=True,
         )
 
     def check_tier(timeout: float) -> Any:
         return p.levels.CheckTier(
             levels_pb2.CheckTierRequest(app=app, user_id=user, min_tier=order["min_tier"]),
             timeout=timeout,
+            wait_for_ready=True,
         )
 
     # The two checks change nothing a compensation must undo: run together, logged together.
@@ -131,6 +134,7 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
                 ttl=_duration(terms.reservation_ttl),
             ),
             timeout=timeout,
+            wait_for_ready=True,
         ),
     )
     saga.result["points_spent"] = reservation.price_points
@@ -146,74 +150,129 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
                 ref=f"redeem:{order['sku']}",
             ),
             timeout=timeout,
+            wait_for_ready=True,
         ),
     )
 
 
 async def _confirm(drive: Drive, p: Participants) -> None:
-    """After the commit point: only forward."""
+    """After the commit point: only forward. Confirm and capture depend on nothing but the saga
+    id, so they run together, logged together."""
     saga = drive.saga
     app, saga_id = saga.app, saga.saga_id
     drive.event("commit")
-    if not saga.done("confirm"):
+    pending = [name for name in ("confirm", "capture") if not saga.done(name)]
+    for name in pending:
+        saga.step(name)["state"] = "RUNNING"
+    await drive.save()
+
+    async def confirm() -> None:
         order = await drive.step(
             "confirm",
             lambda timeout: p.mall.Confirm(
-                mall_pb2.ConfirmRequest(app=app, saga_id=saga_id), timeout=timeout
+                mall_pb2.ConfirmRequest(app=app, saga_id=saga_id),
+                timeout=timeout,
+                wait_for_ready=True,
             ),
+            log_first=False,
         )
         saga.result.update(order_id=order.order_id, coupon_code=order.coupon_code)
-    if not saga.done("capture"):
+
+    async def capture() -> None:
         captured = await drive.step(
             "capture",
             lambda timeout: p.points.Capture(
-                points_pb2.CaptureRequest(app=app, saga_id=saga_id), timeout=timeout
+                points_pb2.CaptureRequest(app=app, saga_id=saga_id),
+                timeout=timeout,
+                wait_for_ready=True,
             ),
+            log_first=False,
         )
         saga.result["points_spent"] = captured.amount
+
+    runs = {"confirm": confirm, "capture": capture}
+    outcomes = await asyncio.gather(*(runs[name]() for name in pending), return_exceptions=True)
+    # A refusal here means the reservation or the hold ran out: undo the half that happened.
+    for outcome in outcomes:
+        if isinstance(outcome, StepFailed):
+            raise outcome
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
     await drive.finish("COMPLETED")
 
 
 async def _compensate(drive: Drive, p: Participants, reason: str) -> None:
-    """Undoes what the log says may have happened, newest first; each undo is idempotent and
-    a release that arrives before its reserve is recorded by the participant (and refuses the
-    late reserve), so undoing a step that never acted is safe."""
+    """Undoes what the log says may have happened; each undo is idempotent and a release that
+    arrives before its reserve is recorded by the participant (and refuses the late reserve),
+    so undoing a step that never acted is safe."""
     saga = drive.saga
     app, saga_id = saga.app, saga.saga_id
     if saga.state != "COMPENSATING":
         saga.state = "COMPENSATING"
         saga.reason = reason
-    if saga.done("confirm") and not saga.done("capture") and not saga.done("cancel_order"):
-        drive.event("compensate", step="confirm", reason=reason)
+    undo: list[tuple[str, str, Callable[[float], Awaitable[Any]]]] = []
+    if saga.done("confirm") and not saga.done("capture"):
         order_id = saga.result.get("order_id", "")
-        await drive.step(
-            "cancel_order",
-            lambda timeout: p.mall.CancelOrder(
-                mall_pb2.CancelOrderRequest(
-                    app=app, order_id=order_id, operator="saga", reason=reason
+        undo.append(
+            (
+                "cancel_order",
+                "confirm",
+                lambda timeout: p.mall.CancelOrder(
+                    mall_pb2.CancelOrderRequest(
+                        app=app, order_id=order_id, operator="saga", reason=reason
+                    ),
+                    timeout=timeout,
+                    wait_for_ready=True,
                 ),
-                timeout=timeout,
-            ),
+            )
         )
-    if saga.touched("hold") and not saga.done("capture") and not saga.done("release_hold"):
-        drive.event("compensate", step="hold", reason=reason)
-        await drive.step(
-            "release_hold",
-            lambda timeout: p.points.ReleaseHold(
-                points_pb2.ReleaseHoldRequest(app=app, saga_id=saga_id), timeout=timeout
-            ),
+    if saga.done("capture") and not saga.done("confirm"):
+        spent = int(saga.result.get("points_spent", 0))
+        undo.append(
+            (
+                "refund",
+                "capture",
+                lambda timeout: p.points.Refund(
+                    points_pb2.RefundRequest(
+                        app=app,
+                        request_id=f"{saga_id}:refund",
+                        saga_id=saga_id,
+                        amount=spent,
+                        reason=reason,
+                    ),
+                    timeout=timeout,
+                    wait_for_ready=True,
+                ),
+            )
         )
-    if (
-        saga.touched("reserve")
-        and not saga.done("confirm")
-        and not saga.done("release_reservation")
-    ):
-        drive.event("compensate", step="reserve", reason=reason)
-        await drive.step(
-            "release_reservation",
-            lambda timeout: p.mall.Release(
-                mall_pb2.ReleaseRequest(app=app, saga_id=saga_id), timeout=timeout
-            ),
+    if saga.touched("hold") and not saga.done("capture"):
+        undo.append(
+            (
+                "release_hold",
+                "hold",
+                lambda timeout: p.points.ReleaseHold(
+                    points_pb2.ReleaseHoldRequest(app=app, saga_id=saga_id),
+                    timeout=timeout,
+                    wait_for_ready=True,
+                ),
+            )
         )
+    if saga.touched("reserve") and not saga.done("confirm"):
+        undo.append(
+            (
+                "release_reservation",
+                "reserve",
+                lambda timeout: p.mall.Release(
+                    mall_pb2.ReleaseRequest(app=app, saga_id=saga_id),
+                    timeout=timeout,
+                    wait_for_ready=True,
+                ),
+            )
+        )
+    for name, undoes, call in undo:
+        if not saga.done(name):
+            drive.event("compensate", step=undoes, reason=reason)
+            await drive.step(name, call)
     saga.result["points_spent"] = 0
     await drive.finish("COMPENSATED", reason)
