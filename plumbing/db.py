@@ -22,11 +22,15 @@ def masked(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, pool_size: int = 20) -> AsyncEngine:
+    # No overflow: a connection opened beyond the pool is closed again when returned, so under
+    # load every transaction past the pool paid a new connection (a backend fork, TLS, auth);
+    # measured with 32 concurrent redemptions, that churn cost ~15% of the saga rate. Callers
+    # past the pool wait for a connection instead, which is cheap.
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=0,
         pool_pre_ping=False,
         # Rolling back on return is what the pool does anyway; no extra reset round trip.
         pool_reset_on_return="rollback",

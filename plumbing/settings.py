@@ -15,8 +15,8 @@ class ServiceSettings(BaseSettings):
     listen: str = "127.0.0.1:50050"
     # SQLAlchemy URL of the service's own database; postgresql:// is read as psycopg 3.
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/loyalty"
-    # Connections kept open per process.
-    db_pool_size: int = Field(default=10, ge=1, le=200)
+    # Connections per process; more concurrent transactions wait for one (see plumbing/db.py).
+    db_pool_size: int = Field(default=20, ge=1, le=200)
     # Seconds to wait for the database at start-up before giving up.
     db_connect_timeout: float = Field(default=5.0, gt=0)
     # Redis URL, for services that keep counters, stock or boards in Redis.

@@ -172,6 +172,9 @@ class Drive:
     async def put_off(self) -> None:
         """A participant is down: hand the saga to the recovery loop after a backoff that
         grows with each drive; after ``max_drives`` an operator must look."""
+        if self.saga.state == "STARTED" and not self.saga.reason:
+            # Before the commit point the recovery loop will undo the saga: say why.
+            self.saga.reason = f"{step_service(self.saga)}_UNAVAILABLE"
         if self.saga.drives >= self.policy.max_drives:
             self.saga.result["stuck_state"] = self.saga.state
             await self.finish("NEEDS_ATTENTION", self.saga.reason or "RETRIES_EXHAUSTED")
@@ -185,7 +188,4 @@ class Drive:
                 },
             )
             return
-        if self.saga.state == "STARTED" and not self.saga.reason:
-            # Before the commit point the recovery loop will undo the saga: say why.
-            self.saga.reason = f"{step_service(self.saga)}_UNAVAILABLE"
         await self.save(lease_seconds=min(60.0, 2.0 ** max(0, self.saga.drives - 1)))

@@ -392,3 +392,42 @@ async def test_admin_reports(stubs: Stubs, app: AppKeys) -> None:
     )
     assert len(listed.sagas) == 1
     assert listed.next_page_token
+
+
+BAD_INPUT = [
+    ("RecordEvent", pb.RecordEventRequest(user_id="u", action="watch"), "event_id"),
+    ("RecordEvent", pb.RecordEventRequest(event_id="e", action="watch"), "user_id"),
+    ("RecordEvent", pb.RecordEventRequest(event_id="e", user_id="u", action="x" * 200), "action"),
+    (
+        "RecordEvent",
+        pb.RecordEventRequest(event_id="e", user_id="u", action="w", quantity=-1),
+        "quantity",
+    ),
+    ("RecordEvents", pb.RecordEventsRequest(), "events"),
+    (
+        "RecordEvents",
+        pb.RecordEventsRequest(events=[pb.RecordEventRequest(event_id="e")]),
+        "events[0].user_id",
+    ),
+    ("Redeem", pb.RedeemRequest(user_id="u", sku="s"), "request_id"),
+    ("Redeem", pb.RedeemRequest(request_id="r", user_id="u", sku="s", quantity=1000), "quantity"),
+    ("Redeem", pb.RedeemRequest(request_id="r", user_id="u", sku="s", quantity=-2), "quantity"),
+    ("Gift", pb.GiftRequest(request_id="g", from_user_id="a", to_user_id="b", points=0), "points"),
+    ("GetMember", pb.GetMemberRequest(), "user_id"),
+    ("ListPointsHistory", pb.ListPointsHistoryRequest(user_id="u", page_size=-1), "page_size"),
+    ("ReverseEvent", pb.ReverseEventRequest(event_id="e"), "reason"),
+    ("GetRedemption", pb.GetRedemptionRequest(), "redemption_id"),
+]
+
+
+@pytest.mark.parametrize(("method", "request_", "field"), BAD_INPUT)
+async def test_bad_input_names_the_field_and_changes_nothing(
+    stubs: Stubs, app: AppKeys, method: str, request_: Any, field: str
+) -> None:
+    before = await stubs.admin.ListSagas(admin_pb2.ListSagasRequest(), metadata=app.admin)
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await getattr(stubs.loyalty, method)(request_, metadata=app.member)
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (bad.value.details() or "").startswith(f"{field}:"), bad.value.details()
+    after = await stubs.admin.ListSagas(admin_pb2.ListSagasRequest(), metadata=app.admin)
+    assert len(after.sagas) == len(before.sagas)

@@ -191,3 +191,41 @@ async def test_reservation_ran_out_while_the_gateway_was_down(
     steps = {s.name: s.state for s in saga.steps}
     assert steps["confirm"] == "FAILED"
     assert steps.get("refund", "DONE") == "DONE"
+
+
+async def test_needs_attention_then_retry(suite: Suite, stubs: Stubs, tmp_path: Path) -> None:
+    """A saga that cannot finish within its drives waits for an operator (NEEDS_ATTENTION), and
+    RetrySaga finishes it once the participant is back."""
+    app = await new_app(suite, stubs.admin)
+    user = uid()
+    await earn_points(stubs, app, user, 100_000)
+    stock = await available(stubs, app, SKU)
+    suite.stop_service("mall", signal.SIGKILL)
+    try:
+        async with serve_alone(
+            suite, "gateway", tmp_path, saga_max_drives="1", call_timeout_seconds="0.3"
+        ) as channel:
+            lonely = loyalty_pb2_grpc.LoyaltyServiceStub(channel)
+            pending = await lonely.Redeem(
+                pb.RedeemRequest(request_id=uid("r"), user_id=user, sku=SKU),
+                metadata=app.member,
+                timeout=20,
+            )
+    finally:
+        suite.start_service("mall")
+        await asyncio.to_thread(suite.wait_serving, "mall", 60)
+    assert pending.status == pb.Redemption.PENDING
+    saga = await stubs.admin.GetSaga(
+        admin_pb2.GetSagaRequest(saga_id=pending.redemption_id), metadata=app.admin
+    )
+    assert (saga.state, saga.reason) == ("NEEDS_ATTENTION", "MALL_UNAVAILABLE")
+    retried = await stubs.admin.RetrySaga(
+        admin_pb2.RetrySagaRequest(saga_id=saga.saga_id), metadata=app.admin, timeout=60
+    )
+    assert (retried.state, retried.reason) == ("COMPENSATED", "MALL_UNAVAILABLE")
+    await assert_exact(stubs, app, {user: 1000}, stock)
+    with pytest.raises(grpc.aio.AioRpcError) as finished:
+        await stubs.admin.RetrySaga(
+            admin_pb2.RetrySagaRequest(saga_id=saga.saga_id), metadata=app.admin
+        )
+    assert finished.value.code() == grpc.StatusCode.FAILED_PRECONDITION
