@@ -28,11 +28,10 @@ from gateway.store.sagas import SagaRecord
 from plumbing.errors import FailedPrecondition, InvalidArgument, NotFound
 from plumbing.idempotency import payload_hash
 from plumbing.server import Resources
-from plumbing.validation import optional_text, require_id, require_positive
+from plumbing.validation import check_address, optional_text, require_id, require_positive
 from plumbing.wire import page_size, to_timestamp
 
 MAX_REDEEM_QUANTITY = 100
-_ADDRESS_FIELDS = ("name", "phone", "line1", "line2", "city", "region", "postal_code", "country")
 
 
 class UnknownSku(NotFound):
@@ -73,16 +72,6 @@ def redemption(saga: SagaRecord) -> loyalty_pb2.Redemption:
     )
 
 
-def _address(request: loyalty_pb2.RedeemRequest) -> dict[str, str] | None:
-    if not request.HasField("address"):
-        return None
-    address = {
-        name: optional_text(f"address.{name}", getattr(request.address, name), max_length=256)
-        for name in _ADDRESS_FIELDS
-    }
-    return {name: value for name, value in address.items() if value}
-
-
 class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
     def __init__(self, resources: Resources) -> None:
         self.gw: Gateway = gateway_of(resources)
@@ -90,6 +79,15 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
 
     async def _app(self, context: Any) -> str:
         return (await self.gw.auth.caller(context, "member")).app
+
+    async def _level(self, app: str, user_id: str) -> levels_pb2.Level:
+        level: levels_pb2.Level = await ask(
+            "levels",
+            self.gw.participants.levels.GetLevel,
+            levels_pb2.GetLevelRequest(app=app, user_id=user_id),
+            deadline=self.timeout,
+        )
+        return level
 
     # --- events ---------------------------------------------------------------------------
 
@@ -154,12 +152,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
                 points_pb2.GetBalanceRequest(app=app, user_id=user_id),
                 deadline=self.timeout,
             ),
-            ask(
-                "levels",
-                p.levels.GetLevel,
-                levels_pb2.GetLevelRequest(app=app, user_id=user_id),
-                deadline=self.timeout,
-            ),
+            self._level(app, user_id),
         )
         return loyalty_pb2.GetMemberResponse(
             user_id=user_id,
@@ -215,12 +208,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         app = await self._app(context)
         user_id = require_id("user_id", request.user_id)
         p = self.gw.participants
-        level = await ask(
-            "levels",
-            p.levels.GetLevel,
-            levels_pb2.GetLevelRequest(app=app, user_id=user_id),
-            deadline=self.timeout,
-        )
+        level = await self._level(app, user_id)
         page = await ask(
             "mall",
             p.mall.ListItems,
@@ -294,7 +282,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         user_id = require_id("user_id", request.user_id)
         sku = require_id("sku", request.sku)
         quantity = require_positive("quantity", request.quantity or 1, maximum=MAX_REDEEM_QUANTITY)
-        address = _address(request)
+        address = check_address(request)
         device_id = optional_text("device_id", request.device_id, max_length=128)
         ip = optional_text("ip", request.ip, max_length=64)
         stored = await self.gw.program(app)

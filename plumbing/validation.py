@@ -4,6 +4,7 @@ learns exactly what to fix and nothing is written. Pure: no I/O."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from plumbing.errors import InvalidArgument
 
@@ -63,3 +64,18 @@ def check_attributes(field: str, attributes: Mapping[str, str]) -> dict[str, str
         require_id(f"{field}.key", key, max_length=MAX_ID_LENGTH)
         optional_text(f"{field}.{key}", value)
     return dict(attributes)
+
+
+# The fields of a postal address (loyalty.mall.v1.Address and loyalty.gateway.v1.Address).
+ADDRESS_FIELDS = ("name", "phone", "line1", "line2", "city", "region", "postal_code", "country")
+
+
+def check_address(request: Any) -> dict[str, str] | None:
+    """The request's ``address`` as a dict of its non-empty fields, None when unset."""
+    if not request.HasField("address"):
+        return None
+    address = {
+        name: optional_text(f"address.{name}", getattr(request.address, name), max_length=256)
+        for name in ADDRESS_FIELDS
+    }
+    return {name: value for name, value in address.items() if value}

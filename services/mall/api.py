@@ -13,7 +13,7 @@ from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument
 from plumbing.programs import StoredProgram
 from plumbing.server import Resources
-from plumbing.validation import optional_text, require_id, require_positive
+from plumbing.validation import check_address, optional_text, require_id, require_positive
 from plumbing.wire import decode_page_token, encode_page_token, page_size, parse_date, to_timestamp
 from services.mall.domain.program import Catalog, ItemKind, parse_mall
 from services.mall.domain.sale import SaleStatus, limit_left, tier_allows
@@ -61,7 +61,6 @@ _ORDER_STATUS = {
     "REFUNDED": mall_pb2.REFUNDED,
 }
 _ORDER_STATUS_NAMES = {value: name for name, value in _ORDER_STATUS.items()}
-_ADDRESS_FIELDS = ("name", "phone", "line1", "line2", "city", "region", "postal_code", "country")
 
 
 def _item(view: ItemView, user_given: bool, tier: str | None, catalog: Catalog) -> mall_pb2.Item:
@@ -132,16 +131,6 @@ def _order(view: OrderView) -> mall_pb2.Order:
             for t in view.history
         ],
     )
-
-
-def _address(request: mall_pb2.ReserveRequest) -> dict[str, str] | None:
-    if not request.HasField("address"):
-        return None
-    address = {
-        name: optional_text(f"address.{name}", getattr(request.address, name), max_length=256)
-        for name in _ADDRESS_FIELDS
-    }
-    return {name: value for name, value in address.items() if value}
 
 
 class MallServicer(mall_pb2_grpc.MallServiceServicer):
@@ -260,7 +249,7 @@ class MallServicer(mall_pb2_grpc.MallServiceServicer):
             sku=require_id("sku", request.sku),
             quantity=require_positive("quantity", request.quantity, maximum=MAX_QUANTITY),
             tier=optional_text("tier", request.tier, max_length=128),
-            address=_address(request),
+            address=check_address(request),
             ttl=ttl,
             prize=request.prize,
         )
