@@ -62,13 +62,15 @@ Handler = Callable[[Any, Any, Any, Caller], Awaitable[R]]
 
 
 def audited(method: Handler[R]) -> Callable[[Any, Any, Any], Awaitable[R]]:
-    """Authenticates an admin key, runs the call, and audits it whatever the outcome."""
+    """Authenticates the key, then audits the call whatever its outcome: a member key refused
+    here (PERMISSION_DENIED) and a rate-limited call are in the audit too."""
 
     @functools.wraps(method)
     async def call(self: AdminServicer, request: Any, context: Any) -> R:
-        caller = await self.gw.auth.caller(context, "admin")
+        caller = await self.gw.auth.identify(context)
         outcome = "OK"
         try:
+            await self.gw.auth.admit(caller, "admin")
             return await method(self, request, context, caller)
         except LoyaltyError as error:
             outcome = f"{error.kind.value}:{error.reason}"

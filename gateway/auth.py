@@ -75,6 +75,13 @@ class Authenticator:
         self._redis_warned = 0.0
 
     async def caller(self, context: Any, scope: str) -> Caller:
+        """The caller of a call that needs ``scope``, its token taken from its bucket."""
+        caller = await self.identify(context)
+        await self.admit(caller, scope)
+        return caller
+
+    async def identify(self, context: Any) -> Caller:
+        """Who the key says the caller is (UNAUTHENTICATED when it says nothing)."""
         key = _bearer(context)
         parts = split_key(key) if key else None
         if parts is None:
@@ -84,12 +91,17 @@ class Authenticator:
             raise Unauthenticated("unknown API key")
         if record.revoked_at is not None:
             raise Unauthenticated("this API key was revoked")
-        if not scope_allows(record.scope, scope):
-            raise PermissionDenied(
-                f"this call needs an {scope} key; the key's scope is {record.scope}"
-            )
-        await self._take_token(record)
         return Caller(record.app, record.key_id, record.scope, record.sandbox)
+
+    async def admit(self, caller: Caller, scope: str) -> None:
+        """PERMISSION_DENIED for the wrong scope; RESOURCE_EXHAUSTED when the bucket is empty."""
+        if not scope_allows(caller.scope, scope):
+            raise PermissionDenied(
+                f"this call needs an {scope} key; the key's scope is {caller.scope}"
+            )
+        record = await self._record(caller.key_id)
+        if record is not None:
+            await self._take_token(record)
 
     async def _record(self, key_id: str) -> KeyRecord | None:
         cached = self._cache.get(key_id)

@@ -310,6 +310,9 @@ async def test_keys_scopes_and_tenancy(suite: Suite, stubs: Stubs, app: AppKeys)
     async with gateway_engine(suite) as engine:
         audit = await read_audit(engine, app.app)
     assert {"ApplyProgram", "GetSaga"} <= {row["call"] for row in audit}
+    assert ("GetProgram", "PERMISSION_DENIED:PERMISSION_DENIED") in {
+        (row["call"], row["outcome"]) for row in audit
+    }
 
 
 async def test_rate_limit(suite: Suite, stubs: Stubs) -> None:
