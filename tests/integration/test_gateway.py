@@ -434,3 +434,42 @@ async def test_bad_input_names_the_field_and_changes_nothing(
     assert (bad.value.details() or "").startswith(f"{field}:"), bad.value.details()
     after = await stubs.admin.ListSagas(admin_pb2.ListSagasRequest(), metadata=app.admin)
     assert len(after.sagas) == len(before.sagas)
+
+
+async def test_review_queue_through_the_admin_api(stubs: Stubs, app: AppKeys) -> None:
+    """shared-device: a fourth user registering from one device goes to review and earns
+    nothing; ops see the review and decide it."""
+    device = uid("dev")
+    replies = []
+    for _ in range(4):
+        replies.append(
+            await stubs.loyalty.RecordEvent(
+                pb.RecordEventRequest(
+                    event_id=uid("e"), user_id=uid(), action="register", device_id=device
+                ),
+                metadata=app.member,
+            )
+        )
+    assert [r.decision for r in replies] == [pb.ALLOW] * 3 + [pb.REVIEW]
+    assert replies[-1].points_awarded == 0
+    assert "risk:shared-device" in replies[-1].notes
+    reviews: list[admin_pb2.Review] = []
+    for _ in range(50):  # risk writes its audit in batches
+        reviews = list(
+            (
+                await stubs.admin.ListReviews(
+                    admin_pb2.ListReviewsRequest(state="open"), metadata=app.admin
+                )
+            ).reviews
+        )
+        if reviews:
+            break
+        await asyncio.sleep(0.1)
+    (review,) = reviews
+    assert review.rules == ["shared-device"]
+    decided = await stubs.admin.DecideReview(
+        admin_pb2.DecideReviewRequest(review_id=review.review_id, approve=True, note="same family"),
+        metadata=app.admin,
+    )
+    assert decided.state == "approved"
+    assert decided.operator.startswith("key:")

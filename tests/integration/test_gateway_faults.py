@@ -229,3 +229,30 @@ async def test_needs_attention_then_retry(suite: Suite, stubs: Stubs, tmp_path: 
             admin_pb2.RetrySagaRequest(saga_id=saga.saga_id), metadata=app.admin
         )
     assert finished.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_event_retry_completes_what_was_missing(suite: Suite, stubs: Stubs) -> None:
+    """Levels is down: the event's points are in, its growth is not, and the caller is told
+    UNAVAILABLE. The retry with the same event_id adds the growth and not the points again."""
+    app = await new_app(suite, stubs.admin)
+    user = uid()
+    event = pb.RecordEventRequest(
+        event_id=uid("e"), user_id=user, action="purchase", attributes={"amount_fen": "150000"}
+    )
+    suite.stop_service("levels", signal.SIGKILL)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as down:
+            await stubs.loyalty.RecordEvent(event, metadata=app.member, timeout=20)
+        assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "levels" in (down.value.details() or "")
+    finally:
+        suite.start_service("levels")
+        await asyncio.to_thread(suite.wait_serving, "levels", 60)
+    retried = await stubs.loyalty.RecordEvent(event, metadata=app.member, timeout=20)
+    assert (retried.points_awarded, retried.growth_awarded, retried.tier) == (1500, 1500, "actor")
+    assert not retried.duplicate
+    seen = await member(stubs, app, user)
+    assert (seen.points_available, seen.growth) == (1500, 1500)
+    again = await stubs.loyalty.RecordEvent(event, metadata=app.member)
+    assert again.duplicate
+    assert (again.points_awarded, again.growth_awarded) == (1500, 1500)
