@@ -6,6 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BUF_VERSION := 1.75.0
 PROTOS := $(shell find protos -name '*.proto' | sort)
+# Tests, `make run` and the benchmarks fork service processes while holding gRPC channels;
+# gRPC's fork handlers can crash such a child (grpc/grpc#43055). We only fork to exec.
+export GRPC_ENABLE_FORK_SUPPORT := 0
 
 .PHONY: setup proto run test lint typecheck unit integration proto-lint proto-breaking clean help
 
