@@ -1,6 +1,5 @@
 """The ops API (``loyalty.gateway.v1.AdminService``): admin keys only, every call audited with
-the key, the call, its arguments and how it ended. The lottery controls (issue #8) answer
-UNIMPLEMENTED until the lottery exists."""
+the key, the call, its arguments and how it ended."""
 
 from __future__ import annotations
 
@@ -19,13 +18,14 @@ from google.protobuf.json_format import MessageToDict
 from loyalty.common.v1 import common_pb2
 from loyalty.gateway.v1 import admin_pb2, admin_pb2_grpc
 from loyalty.levels.v1 import levels_pb2
+from loyalty.lottery.v1 import lottery_pb2
 from loyalty.mall.v1 import mall_pb2
 from loyalty.points.v1 import points_pb2
 from loyalty.risk.v1 import risk_pb2
 
 from gateway.auth import Caller
 from gateway.context import Gateway, gateway_of
-from gateway.domain.program import load_program, service_sections
+from gateway.domain.program import load_program, money_rate, service_sections
 from gateway.participants import ask
 from gateway.store.events import daily_counts
 from gateway.store.sagas import UNFINISHED, SagaRecord
@@ -165,12 +165,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 "program names app %r, applied to the key's app %r", program["app"], caller.app
             )
         sections = service_sections(program)
-        errors = await self._configure(caller.app, sections, validate_only=True)
+        rate = money_rate(program)
+        errors = await self._configure(caller.app, sections, rate, validate_only=True)
         if errors or request.dry_run:
             return admin_pb2.ApplyProgramResponse(errors=errors)
         # Every section is valid: configure each service (each stores it as a new version;
         # a retry after a failure re-applies the same sections, which changes nothing).
-        failures = await self._configure(caller.app, sections, validate_only=False)
+        failures = await self._configure(caller.app, sections, rate, validate_only=False)
         if failures:
             return admin_pb2.ApplyProgramResponse(errors=failures)
         version = await self.gw.programs.store(
@@ -179,7 +180,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.ApplyProgramResponse(applied=True, version=version)
 
     async def _configure(
-        self, app: str, sections: dict[str, dict[str, Any]], *, validate_only: bool
+        self, app: str, sections: dict[str, dict[str, Any]], rate: int, *, validate_only: bool
     ) -> list[str]:
         p = self.gw.participants
         calls: dict[str, tuple[Any, Any]] = {
@@ -187,6 +188,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             "levels": (p.levels.ConfigureLevels, levels_pb2.ConfigureLevelsRequest),
             "mall": (p.mall.UpsertItems, mall_pb2.UpsertItemsRequest),
             "risk": (p.risk.ConfigureRisk, risk_pb2.ConfigureRiskRequest),
+            "lottery": (p.lottery.UpsertPools, lottery_pb2.UpsertPoolsRequest),
         }
 
         async def one(service: str) -> common_pb2.ConfigureResult:
@@ -196,6 +198,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 section_json=json.dumps(sections[service]),
                 validate_only=validate_only,
             )
+            if service == "lottery":
+                request.money_rate = rate
             result: common_pb2.ConfigureResult = await ask(
                 service, method, request, deadline=max(self.timeout, 10.0)
             )
@@ -424,9 +428,94 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             ask("points", p.points.AdvanceClock, move, deadline=60.0),
             ask("levels", p.levels.AdvanceClock, move, deadline=60.0),
             ask("mall", p.mall.AdvanceClock, move, deadline=60.0),
+            ask("lottery", p.lottery.AdvanceClock, move, deadline=60.0),
         )
         await self.gw.programs.advance_clock(caller.app, request_id, seconds)
         return admin_pb2.AdvanceClockResponse(now=moved[0].now)
+
+    # --- lottery ----------------------------------------------------------------------------
+
+    @audited
+    async def PausePool(
+        self, request: admin_pb2.PausePoolRequest, context: Any, caller: Caller
+    ) -> admin_pb2.PausePoolResponse:
+        pool = await ask(
+            "lottery",
+            self.gw.participants.lottery.PausePool,
+            lottery_pb2.PausePoolRequest(
+                app=caller.app,
+                pool=require_id("pool", request.pool),
+                operator=f"key:{caller.key_id}",
+                reason=require_id("reason", request.reason, max_length=1024),
+            ),
+            deadline=self.timeout,
+        )
+        return admin_pb2.PausePoolResponse(paused=pool.paused)
+
+    @audited
+    async def ResumePool(
+        self, request: admin_pb2.ResumePoolRequest, context: Any, caller: Caller
+    ) -> admin_pb2.ResumePoolResponse:
+        pool = await ask(
+            "lottery",
+            self.gw.participants.lottery.ResumePool,
+            lottery_pb2.ResumePoolRequest(
+                app=caller.app,
+                pool=require_id("pool", request.pool),
+                operator=f"key:{caller.key_id}",
+            ),
+            deadline=self.timeout,
+        )
+        return admin_pb2.ResumePoolResponse(paused=pool.paused)
+
+    @audited
+    async def ForceDrawOutcome(
+        self, request: admin_pb2.ForceDrawOutcomeRequest, context: Any, caller: Caller
+    ) -> admin_pb2.ForceDrawOutcomeResponse:
+        await ask(
+            "lottery",
+            self.gw.participants.lottery.ForceOutcome,
+            lottery_pb2.ForceOutcomeRequest(
+                app=caller.app,
+                pool=require_id("pool", request.pool),
+                user_id=require_id("user_id", request.user_id),
+                prize=require_id("prize", request.prize),
+                operator=f"key:{caller.key_id}",
+                reason=require_id("reason", request.reason, max_length=1024),
+                request_id=request.request_id or str(uuid4()),
+            ),
+            deadline=self.timeout,
+        )
+        return admin_pb2.ForceDrawOutcomeResponse()
+
+    @audited
+    async def GetPoolStats(
+        self, request: admin_pb2.GetPoolStatsRequest, context: Any, caller: Caller
+    ) -> admin_pb2.GetPoolStatsResponse:
+        first, last = await self._days(caller.app, request.from_date, request.to_date)
+        stats = await ask(
+            "lottery",
+            self.gw.participants.lottery.GetPoolStats,
+            lottery_pb2.GetPoolStatsRequest(
+                app=caller.app,
+                pool=require_id("pool", request.pool),
+                from_date=first.isoformat(),
+                to_date=last.isoformat(),
+            ),
+            deadline=self.timeout,
+        )
+        return admin_pb2.GetPoolStatsResponse(
+            days=[
+                admin_pb2.PoolDayStats(
+                    date=d.date,
+                    draws=d.draws,
+                    wins_by_prize=dict(d.wins_by_prize),
+                    payout_fen=d.payout_fen,
+                    budget_fen=d.budget_fen,
+                )
+                for d in stats.days
+            ]
+        )
 
 
 def _review(review: risk_pb2.Review) -> admin_pb2.Review:

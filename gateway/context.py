@@ -16,6 +16,7 @@ from opentelemetry.trace import Link, SpanContext, TraceFlags
 from gateway.auth import Authenticator
 from gateway.domain.program import GatewayProgram, parse_stored
 from gateway.participants import Participants
+from gateway.saga.draw import run_draw
 from gateway.saga.engine import Drive, SagaPolicy
 from gateway.saga.redeem import RedeemTerms, run_redeem
 from gateway.settings import GatewaySettings
@@ -132,6 +133,8 @@ class Gateway:
         try:
             if saga.kind == "redeem":
                 await run_redeem(drive, self.participants, self.terms, fresh=fresh)
+            elif saga.kind == "draw":
+                await run_draw(drive, self.participants, self.terms, fresh=fresh)
             else:
                 log.error("no driver for saga kind %r (saga %s)", saga.kind, saga.saga_id)
         except Exception:

@@ -38,6 +38,10 @@ class UnknownSku(NotFound):
     reason = "UNKNOWN_SKU"
 
 
+class UnknownPool(NotFound):
+    reason = "UNKNOWN_POOL"
+
+
 class RedemptionNotFound(NotFound):
     reason = "REDEMPTION_NOT_FOUND"
 
@@ -52,6 +56,25 @@ class RiskDenied(FailedPrecondition):
 
 class RiskReview(FailedPrecondition):
     reason = "RISK_REVIEW"
+
+
+def draw_result(saga: SagaRecord) -> loyalty_pb2.DrawResult:
+    status = {
+        "COMPLETED": loyalty_pb2.DrawResult.COMPLETED,
+        "COMPENSATED": loyalty_pb2.DrawResult.FAILED,
+    }.get(saga.state, loyalty_pb2.DrawResult.PENDING)
+    result = saga.result
+    return loyalty_pb2.DrawResult(
+        draw_id=result.get("draw_id", ""),
+        status=status,
+        reason=saga.reason,
+        prize_code=result.get("prize_code", ""),
+        prize_kind=result.get("prize_kind", ""),
+        points_awarded=int(result.get("points_awarded", 0)),
+        order_id=result.get("order_id", ""),
+        coupon_code=result.get("coupon_code", ""),
+        trace_id=saga.trace_id,
+    )
 
 
 def redemption(saga: SagaRecord) -> loyalty_pb2.Redemption:
@@ -297,27 +320,42 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
             "device_id": device_id,
             "ip": ip,
         }
-        gw = self.gw
-        created = await gw.members(app, {user_id: None})
+        created = await self.gw.members(app, {user_id: None})
         payload = {
             **asked,
             "price_points": item.price_points,
             "min_tier": item.min_tier,
             "account_created_at": created[user_id].isoformat(),
         }
+        saga = await self._saga(context, app, "redeem", request_id, asked, payload, {"sku": sku})
+        return redemption(saga)
+
+    async def _saga(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        app: str,
+        kind: str,
+        request_id: str,
+        asked: dict[str, Any],
+        payload: dict[str, Any],
+        attributes: dict[str, str],
+    ) -> SagaRecord:
+        """Starts a saga under the caller's request_id (or finds the one it started before)
+        and waits for its end until the caller's deadline; the saga goes on after that."""
+        gw = self.gw
         saga_id = str(uuid4())
         span = gw.tracer.start_span(
-            "saga redeem",
-            attributes={"saga.id": saga_id, "saga.kind": "redeem", "app": app, "sku": sku},
+            f"saga {kind}",
+            attributes={"saga.id": saga_id, "saga.kind": kind, "app": app, **attributes},
         )
         trace_id, span_id = trace_ids(span)
         with trace.use_span(span, end_on_exit=False):
             saga, new = await gw.sagas.start(
                 saga_id,
                 app,
-                "redeem",
+                kind,
                 request_id,
-                user_id,
+                asked["user_id"],
                 payload,
                 payload_hash(asked),
                 trace_id,
@@ -326,7 +364,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         if not new:
             span.set_attribute("saga.replay_of", saga.saga_id)
             span.end()
-            return redemption(saga)
+            return saga
         task = gw.launch(saga, span)
         remaining = context.time_remaining()
         wait = gw.settings.redeem_wait_seconds
@@ -336,7 +374,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         # finishes the saga if this process dies first.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(task), wait)
-        return redemption(saga)
+        return saga
 
     async def GetRedemption(
         self, request: loyalty_pb2.GetRedemptionRequest, context: Any
@@ -347,6 +385,34 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         if saga is None or saga.kind != "redeem":
             raise RedemptionNotFound(f"no redemption {saga_id!r}")
         return redemption(saga)
+
+    # --- the draw saga ---------------------------------------------------------------------
+
+    async def Draw(
+        self, request: loyalty_pb2.DrawRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> loyalty_pb2.DrawResult:
+        app = await self._app(context)
+        request_id = require_id("request_id", request.request_id)
+        user_id = require_id("user_id", request.user_id)
+        pool = require_id("pool", request.pool)
+        asked = {
+            "user_id": user_id,
+            "pool": pool,
+            "device_id": optional_text("device_id", request.device_id, max_length=128),
+            "ip": optional_text("ip", request.ip, max_length=64),
+        }
+        stored = await self.gw.program(app)
+        cost = stored.program.pool_costs.get(pool)
+        if cost is None:
+            raise UnknownPool(f"no pool {pool!r} in the app's lottery")
+        created = await self.gw.members(app, {user_id: None})
+        payload = {
+            **asked,
+            "cost_points": cost,
+            "account_created_at": created[user_id].isoformat(),
+        }
+        saga = await self._saga(context, app, "draw", request_id, asked, payload, {"pool": pool})
+        return draw_result(saga)
 
     # --- gifts ------------------------------------------------------------------------------
 

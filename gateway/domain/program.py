@@ -40,6 +40,7 @@ SERVICE_SECTIONS: dict[str, tuple[str, ...]] = {
     "levels": ("levels", "badges"),
     "mall": ("mall",),
     "risk": ("risk",),
+    "lottery": ("lottery",),
 }
 
 
@@ -87,7 +88,26 @@ def service_sections(program: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         sections["mall"]["levels"] = {"tiers": levels["tiers"]}
     sections["levels"].setdefault("badges", [])
     sections["risk"].setdefault("risk", {"rules": []})
+    sections["lottery"].setdefault("lottery", {"pools": []})
+    # Item prizes are valued at their mall price against a pool's daily budget.
+    items = (
+        (program.get("mall") or {}).get("items") if isinstance(program.get("mall"), dict) else []
+    )
+    sections["lottery"]["mall"] = {
+        "items": [
+            {"sku": item.get("sku"), "price_points": item.get("price_points")}
+            for item in items or []
+            if isinstance(item, dict)
+        ]
+    }
     return sections
+
+
+def money_rate(program: Mapping[str, Any]) -> int:
+    """Points per CNY (the points section validates it; 100 when absent)."""
+    points = program.get("points")
+    rate = points.get("money_rate") if isinstance(points, dict) else None
+    return rate if isinstance(rate, int) and not isinstance(rate, bool) and rate > 0 else 100
 
 
 @dataclass(frozen=True)
@@ -107,6 +127,8 @@ class GatewayProgram:
     program: Mapping[str, Any]
     zone: ZoneInfo
     items: Mapping[str, ItemTerms] = field(default_factory=dict)
+    # Pool code -> cost of a draw, in points.
+    pool_costs: Mapping[str, int] = field(default_factory=dict)
 
 
 def parse_stored(stored: Mapping[str, Any]) -> GatewayProgram:
@@ -120,6 +142,14 @@ def parse_stored(stored: Mapping[str, Any]) -> GatewayProgram:
             price_points=price if isinstance(price, int) else 0,
             min_tier=str(raw.get("min_tier") or ""),
         )
+    pool_costs = {
+        str(pool["code"]): int(pool.get("cost_points") or 0)
+        for pool in (program.get("lottery") or {}).get("pools") or []
+    }
     return GatewayProgram(
-        yaml=stored["yaml"], program=program, zone=ZoneInfo(program["timezone"]), items=items
+        yaml=stored["yaml"],
+        program=program,
+        zone=ZoneInfo(program["timezone"]),
+        items=items,
+        pool_costs=pool_costs,
     )

@@ -1,13 +1,254 @@
-"""gRPC API of the lottery service: protobuf in, domain calls, protobuf out.
+"""gRPC API of the lottery service: protobuf in, domain calls, protobuf out."""
 
-Every RPC answers UNIMPLEMENTED (inherited from the generated base) until issue #8
-builds the service; nothing here pretends to work."""
+from __future__ import annotations
 
-from loyalty.lottery.v1 import lottery_pb2_grpc
+import json
+from datetime import timedelta
+from typing import Any
 
+from loyalty.common.v1 import common_pb2
+from loyalty.lottery.v1 import lottery_pb2, lottery_pb2_grpc
+
+from plumbing.configure import configure_section
+from plumbing.errors import InvalidArgument
+from plumbing.programs import StoredProgram
+from plumbing.sections import load_section
 from plumbing.server import Resources
+from plumbing.validation import optional_text, require_id, require_positive
+from plumbing.wire import (
+    decode_page_token,
+    encode_page_token,
+    page_size,
+    parse_date,
+    to_timestamp,
+)
+from services.lottery.domain.draw import candidates, decide
+from services.lottery.domain.errors import DrawNotFound
+from services.lottery.domain.program import LotteryProgram, Pool, parse_lottery
+from services.lottery.store import draws as draw_store
+from services.lottery.store import pools as pool_store
+from services.lottery.store.programs import lottery_programs
+
+MAX_CLOCK_SECONDS = 10 * 366 * 86400
+MAX_REPORT_DAYS = 366
+_KINDS = {
+    "points": lottery_pb2.POINTS,
+    "item": lottery_pb2.ITEM,
+    "nothing": lottery_pb2.NOTHING,
+}
+
+
+def _record(view: draw_store.DrawView) -> lottery_pb2.DrawRecord:
+    return lottery_pb2.DrawRecord(
+        draw_id=view.draw_id,
+        saga_id=view.saga_id,
+        pool=view.pool,
+        prize_code=view.prize,
+        prize_kind=_KINDS.get(view.kind, lottery_pb2.NOTHING),
+        points=view.points,
+        sku=view.sku,
+        cost_points=view.cost_points,
+        by_pity=view.by_pity,
+        forced=view.forced,
+        drawn_at=to_timestamp(view.drawn_at),
+    )
 
 
 class LotteryServicer(lottery_pb2_grpc.LotteryServiceServicer):
     def __init__(self, resources: Resources) -> None:
-        self.resources = resources
+        self.engine = resources.engine
+        self.programs = lottery_programs(resources)
+
+    async def _pool(self, app: str, code: str) -> tuple[StoredProgram[LotteryProgram], Pool]:
+        stored = await self.programs.get(require_id("app", app))
+        return stored, pool_store.pool_of(stored.program, require_id("pool", code))
+
+    # --- the program --------------------------------------------------------------------
+
+    async def UpsertPools(
+        self, request: lottery_pb2.UpsertPoolsRequest, context: Any
+    ) -> common_pb2.ConfigureResult:
+        section_json = request.section_json
+        if request.money_rate:
+            if request.money_rate < 0:
+                raise InvalidArgument("money_rate", "must be > 0")
+            # Stored with the section, so every later read values the budget the same way.
+            section_json = json.dumps(
+                {**load_section(section_json), "money_rate": request.money_rate}
+            )
+        return await configure_section(
+            request.app, section_json, request.validate_only, parse_lottery, self._store
+        )
+
+    async def _store(self, app: str, section: dict[str, Any], program: LotteryProgram) -> int:
+        now = self.programs.service_now()
+        return await self.programs.store(
+            app, section, before=lambda conn: pool_store.sync_pools(conn, app, program, now)
+        )
+
+    async def AddPrizeStock(
+        self, request: lottery_pb2.AddPrizeStockRequest, context: Any
+    ) -> lottery_pb2.AddPrizeStockResponse:
+        stored, pool = await self._pool(request.app, request.pool)
+        request_id = require_id("request_id", request.request_id)
+        prize = require_id("prize", request.prize)
+        quantity = require_positive("quantity", request.quantity)
+        async with self.engine.begin() as conn:
+            left = await pool_store.add_stock(
+                conn, stored.app, request_id, pool, prize, quantity, self.programs.now(stored)
+            )
+        return lottery_pb2.AddPrizeStockResponse(stock=left)
+
+    # --- draws ----------------------------------------------------------------------------
+
+    async def Draw(self, request: lottery_pb2.DrawRequest, context: Any) -> lottery_pb2.DrawRecord:
+        stored, pool = await self._pool(request.app, request.pool)
+        saga_id = require_id("saga_id", request.saga_id)
+        user_id = require_id("user_id", request.user_id)
+        now = self.programs.now(stored)
+        day = now.astimezone(stored.program.zone).date()
+        async with self.engine.begin() as conn:
+            view = await draw_store.draw(
+                conn, stored.app, stored.version, pool, saga_id, user_id, day, now
+            )
+        return _record(view)
+
+    async def VerifyDraw(
+        self, request: lottery_pb2.VerifyDrawRequest, context: Any
+    ) -> lottery_pb2.VerifyDrawResponse:
+        app = require_id("app", request.app)
+        draw_id = require_id("draw_id", request.draw_id)
+        async with self.engine.connect() as conn:
+            logged = await draw_store.logged_inputs(conn, app, draw_id)
+            if logged is None:
+                raise DrawNotFound(f"no draw {draw_id!r}")
+            pool = await pool_store.pool_at_version(conn, app, logged.pool_version, logged.pool)
+        recomputed = ""
+        if pool is not None:
+            # The candidates must follow from the logged stock and budget, and the prize from
+            # the candidates, the random value, the streak and any forced outcome.
+            again = candidates(pool, logged.stock_left, logged.budget_left)
+            if again == logged.candidates:
+                recomputed = decide(
+                    pool,
+                    again,
+                    logged.random_value,
+                    logged.losing_streak,
+                    logged.forced_prize,
+                    logged.stock_left,
+                    logged.budget_left,
+                ).prize
+        return lottery_pb2.VerifyDrawResponse(
+            matches=recomputed == logged.prize,
+            logged_prize=logged.prize,
+            recomputed_prize=recomputed,
+        )
+
+    # --- ops --------------------------------------------------------------------------------
+
+    async def _set_paused(self, app: str, code: str, paused: bool, reason: str) -> lottery_pb2.Pool:
+        stored, pool = await self._pool(app, code)
+        async with self.engine.begin() as conn:
+            await pool_store.set_paused(
+                conn, stored.app, pool, paused, reason, self.programs.now(stored)
+            )
+        return lottery_pb2.Pool(
+            code=pool.code, name=pool.name, paused=paused, cost_points=pool.cost_points
+        )
+
+    async def PausePool(
+        self, request: lottery_pb2.PausePoolRequest, context: Any
+    ) -> lottery_pb2.Pool:
+        require_id("operator", request.operator)
+        reason = require_id("reason", request.reason, max_length=1024)
+        return await self._set_paused(request.app, request.pool, True, reason)
+
+    async def ResumePool(
+        self, request: lottery_pb2.ResumePoolRequest, context: Any
+    ) -> lottery_pb2.Pool:
+        require_id("operator", request.operator)
+        return await self._set_paused(request.app, request.pool, False, "")
+
+    async def ForceOutcome(
+        self, request: lottery_pb2.ForceOutcomeRequest, context: Any
+    ) -> lottery_pb2.ForceOutcomeResponse:
+        stored, pool = await self._pool(request.app, request.pool)
+        async with self.engine.begin() as conn:
+            await pool_store.force_outcome(
+                conn,
+                stored.app,
+                require_id("request_id", request.request_id),
+                pool,
+                require_id("user_id", request.user_id),
+                require_id("prize", request.prize),
+                require_id("operator", request.operator),
+                require_id("reason", request.reason, max_length=1024),
+                self.programs.now(stored),
+            )
+        return lottery_pb2.ForceOutcomeResponse()
+
+    async def GetPoolStats(
+        self, request: lottery_pb2.GetPoolStatsRequest, context: Any
+    ) -> lottery_pb2.GetPoolStatsResponse:
+        stored, pool = await self._pool(request.app, request.pool)
+        first = parse_date("from_date", request.from_date)
+        last = parse_date("to_date", request.to_date)
+        if last < first:
+            raise InvalidArgument("to_date", "must not be before from_date")
+        if (last - first).days >= MAX_REPORT_DAYS:
+            raise InvalidArgument("to_date", f"at most {MAX_REPORT_DAYS} days per report")
+        async with self.engine.connect() as conn:
+            days = await pool_store.day_stats(conn, stored.app, pool, first, last)
+        rate = stored.program.money_rate
+        budget_fen = (
+            pool.daily_budget_points * 100 // rate if pool.daily_budget_points is not None else 0
+        )
+        return lottery_pb2.GetPoolStatsResponse(
+            days=[
+                lottery_pb2.PoolDayStats(
+                    date=d.day.isoformat(),
+                    draws=d.draws,
+                    wins_by_prize=d.wins or {},
+                    payout_fen=d.payout_points * 100 // rate,
+                    budget_fen=budget_fen,
+                )
+                for d in days
+            ]
+        )
+
+    async def ListAlerts(
+        self, request: lottery_pb2.ListAlertsRequest, context: Any
+    ) -> lottery_pb2.ListAlertsResponse:
+        app = require_id("app", request.app)
+        size = page_size(request.page_size)
+        before = decode_page_token(request.page_token)
+        async with self.engine.connect() as conn:
+            rows = await pool_store.list_alerts(conn, app, size + 1, before)
+        token = encode_page_token(int(rows[size - 1].id)) if len(rows) > size else ""
+        return lottery_pb2.ListAlertsResponse(
+            alerts=[
+                lottery_pb2.Alert(
+                    kind=r.kind,
+                    subject=r.subject,
+                    message=r.message,
+                    raised_at=to_timestamp(r.raised_at),
+                )
+                for r in rows[:size]
+            ],
+            next_page_token=token,
+        )
+
+    # --- sandbox test clock ---------------------------------------------------------------
+
+    async def AdvanceClock(
+        self, request: common_pb2.AdvanceClockRequest, context: Any
+    ) -> common_pb2.AdvanceClockResponse:
+        """Daily limits and budgets follow the app's local day; nothing else falls due."""
+        app = require_id("app", request.app)
+        seconds = require_positive("seconds", request.seconds, maximum=MAX_CLOCK_SECONDS)
+        request_id = require_id("request_id", request.request_id)
+        optional_text("request_id", request_id)
+        stored = await self.programs.advance_clock(app, request_id, seconds)
+        return common_pb2.AdvanceClockResponse(
+            now=to_timestamp(self.programs.now(stored) + timedelta(0))
+        )

@@ -1,0 +1,227 @@
+"""The draw saga, as the business tells it (DESIGN.md: "the lottery draw is the same pattern"):
+
+    risk check → hold the cost → COMMIT POINT: draw → capture the cost ∥ award the prize
+    → COMPLETED
+
+The draw is the point of no return: the log says CONFIRMING before the draw is sent, so a
+saga found unfinished after that replays the draw (idempotent by saga id: it answers the draw
+that happened, or draws now) and goes forward. Only a refusal of the draw itself (pool paused,
+limit reached) undoes the hold. A prize that cannot be delivered after the draw (the mall has
+no unit left for an item prize) is owed: the saga waits for an operator (NEEDS_ATTENTION).
+Every call is keyed by the saga id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from loyalty.lottery.v1 import lottery_pb2
+from loyalty.mall.v1 import mall_pb2
+from loyalty.points.v1 import points_pb2
+from loyalty.risk.v1 import risk_pb2
+
+from gateway.participants import Participants
+from gateway.saga.engine import Drive, StepFailed, StepUnavailable
+from gateway.saga.redeem import INTERRUPTED, RISK_DENIED, RISK_REVIEW, RedeemTerms
+
+KINDS = {lottery_pb2.POINTS: "points", lottery_pb2.ITEM: "item", lottery_pb2.NOTHING: "nothing"}
+
+
+async def run_draw(drive: Drive, p: Participants, terms: RedeemTerms, *, fresh: bool) -> None:
+    saga = drive.saga
+    try:
+        if saga.state == "STARTED" and fresh:
+            await _try(drive, p, terms)
+            saga.state = "CONFIRMING"
+        elif saga.state == "STARTED":
+            await _release(drive, p, saga.reason or INTERRUPTED)
+            return
+        if saga.state == "CONFIRMING":
+            await _draw_and_award(drive, p)
+        elif saga.state == "COMPENSATING":
+            await _release(drive, p, saga.reason or INTERRUPTED)
+    except StepFailed as refused:
+        if refused.step in ("risk", "hold", "draw"):
+            try:
+                await _release(drive, p, refused.reason)
+            except StepUnavailable:
+                await drive.put_off()
+        else:
+            # The draw happened; its cost or prize could not be settled: an operator must.
+            saga.result["stuck_state"] = "CONFIRMING"
+            await drive.finish("NEEDS_ATTENTION", refused.reason)
+    except StepUnavailable:
+        await drive.put_off()
+
+
+async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
+    saga = drive.saga
+    order: dict[str, Any] = saga.payload
+    app, saga_id, user = saga.app, saga.saga_id, saga.user_id
+    account = Timestamp()
+    if order.get("account_created_at"):
+        account.FromJsonString(order["account_created_at"])
+    risk = await drive.step(
+        "risk",
+        lambda timeout: p.risk.Evaluate(
+            risk_pb2.EvaluateRequest(
+                app=app,
+                request_id=f"{saga_id}:risk",
+                action="draw",
+                user_id=user,
+                device_id=order.get("device_id", ""),
+                ip=order.get("ip", ""),
+                amount=order["cost_points"],
+                attributes={"pool": order["pool"]},
+                account_created_at=account if order.get("account_created_at") else None,
+            ),
+            timeout=timeout,
+            wait_for_ready=True,
+        ),
+        log_first=False,
+    )
+    saga.result["risk_decision"] = risk_pb2.Decision.Name(risk.decision)
+    if risk.decision == risk_pb2.DENY:
+        raise StepFailed("risk", RISK_DENIED, ", ".join(risk.rules))
+    if risk.decision == risk_pb2.REVIEW:
+        raise StepFailed("risk", RISK_REVIEW, ", ".join(risk.rules))
+    ttl = Duration()
+    ttl.FromTimedelta(terms.hold_ttl)
+    await drive.step(
+        "hold",
+        lambda timeout: p.points.Hold(
+            points_pb2.HoldRequest(
+                app=app,
+                saga_id=saga_id,
+                user_id=user,
+                amount=order["cost_points"],
+                ttl=ttl,
+                ref=f"draw:{order['pool']}",
+            ),
+            timeout=timeout,
+            wait_for_ready=True,
+        ),
+    )
+
+
+async def _draw_and_award(drive: Drive, p: Participants) -> None:
+    saga = drive.saga
+    app, saga_id, user = saga.app, saga.saga_id, saga.user_id
+    if not saga.done("draw"):
+        drive.event("commit")
+        record = await drive.step(
+            "draw",
+            lambda timeout: p.lottery.Draw(
+                lottery_pb2.DrawRequest(
+                    app=app, saga_id=saga_id, user_id=user, pool=saga.payload["pool"]
+                ),
+                timeout=timeout,
+                wait_for_ready=True,
+            ),
+        )
+        saga.result.update(
+            draw_id=record.draw_id,
+            prize_code=record.prize_code,
+            prize_kind=KINDS.get(record.prize_kind, "nothing"),
+            prize_points=record.points,
+            prize_sku=record.sku,
+        )
+    result = saga.result
+    pending = []
+    if not saga.done("capture"):
+        saga.step("capture")["state"] = "RUNNING"
+        pending.append(_capture(drive, p))
+    if result.get("prize_kind") in ("points", "item") and not saga.done("award"):
+        saga.step("award")["state"] = "RUNNING"
+        pending.append(_award(drive, p))
+    await drive.save()
+    outcomes = await asyncio.gather(*pending, return_exceptions=True)
+    for kind in (StepFailed, BaseException):
+        for outcome in outcomes:
+            if isinstance(outcome, kind):
+                raise outcome
+    await drive.finish("COMPLETED")
+
+
+async def _capture(drive: Drive, p: Participants) -> None:
+    saga = drive.saga
+    await drive.step(
+        "capture",
+        lambda timeout: p.points.Capture(
+            points_pb2.CaptureRequest(app=saga.app, saga_id=saga.saga_id),
+            timeout=timeout,
+            wait_for_ready=True,
+        ),
+        log_first=False,
+    )
+
+
+async def _award(drive: Drive, p: Participants) -> None:
+    saga = drive.saga
+    app, saga_id, user, result = saga.app, saga.saga_id, saga.user_id, saga.result
+    if result["prize_kind"] == "points":
+        await drive.step(
+            "award",
+            lambda timeout: p.points.Grant(
+                points_pb2.GrantRequest(
+                    app=app,
+                    request_id=f"{saga_id}:award",
+                    user_id=user,
+                    amount=result["prize_points"],
+                    reason=f"lottery:{saga.payload['pool']}:{result['prize_code']}",
+                    operator="lottery",
+                ),
+                timeout=timeout,
+                wait_for_ready=True,
+            ),
+            log_first=False,
+        )
+        result["points_awarded"] = result["prize_points"]
+        return
+    # An item: a zero-price order of one unit, under its own saga id in the mall.
+    prize_saga = f"{saga_id}:prize"
+
+    async def reserve_and_confirm(deadline: float) -> Any:
+        await p.mall.Reserve(
+            mall_pb2.ReserveRequest(
+                app=app,
+                saga_id=prize_saga,
+                user_id=user,
+                sku=result["prize_sku"],
+                quantity=1,
+                prize=True,
+            ),
+            timeout=deadline,
+            wait_for_ready=True,
+        )
+        return await p.mall.Confirm(
+            mall_pb2.ConfirmRequest(app=app, saga_id=prize_saga),
+            timeout=deadline,
+            wait_for_ready=True,
+        )
+
+    order = await drive.step("award", reserve_and_confirm, log_first=False)
+    result.update(order_id=order.order_id, coupon_code=order.coupon_code)
+
+
+async def _release(drive: Drive, p: Participants, reason: str) -> None:
+    """Before the draw: give the cost back (a release before the hold is recorded by points and
+    refuses the late hold, so this is safe whether or not the hold arrived)."""
+    saga = drive.saga
+    if saga.state != "COMPENSATING":
+        saga.state = "COMPENSATING"
+        saga.reason = reason
+    if saga.touched("hold") and not saga.done("release_hold"):
+        drive.event("compensate", step="hold", reason=reason)
+        await drive.step(
+            "release_hold",
+            lambda timeout: p.points.ReleaseHold(
+                points_pb2.ReleaseHoldRequest(app=saga.app, saga_id=saga.saga_id),
+                timeout=timeout,
+                wait_for_ready=True,
+            ),
+        )
+    await drive.finish("COMPENSATED", reason)

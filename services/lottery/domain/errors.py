@@ -1,0 +1,32 @@
+"""The lottery's business errors, each with the reason code callers branch on."""
+
+from __future__ import annotations
+
+from plumbing.errors import FailedPrecondition, InvalidArgument, NotFound
+
+
+class UnknownApp(InvalidArgument):
+    """The app has no lottery section yet (UpsertPools has not been called for it)."""
+
+    def __init__(self, app: str) -> None:
+        super().__init__("app", f"unknown app {app!r}: no lottery section is configured")
+
+
+class UnknownPool(NotFound):
+    reason = "UNKNOWN_POOL"
+
+
+class UnknownPrize(NotFound):
+    reason = "UNKNOWN_PRIZE"
+
+
+class DrawNotFound(NotFound):
+    reason = "DRAW_NOT_FOUND"
+
+
+class PoolPaused(FailedPrecondition):
+    reason = "POOL_PAUSED"
+
+
+class LimitExceeded(FailedPrecondition):
+    reason = "LIMIT_EXCEEDED"
