@@ -78,7 +78,7 @@ class Stubs:
     points: points_pb2_grpc.PointsServiceStub
     levels: levels_pb2_grpc.LevelsServiceStub
     mall: mall_pb2_grpc.MallServiceStub
-    lottery: lottery_pb2_grpc.LotteryServiceStub
+    lottery: lottery_pb2_grpc.LotteryServiceAsyncStub
     risk: risk_pb2_grpc.RiskServiceStub
     loyalty: loyalty_pb2_grpc.LoyaltyServiceAsyncStub
     admin: admin_pb2_grpc.AdminServiceAsyncStub

@@ -11,7 +11,7 @@ from sqlalchemy import MetaData, create_engine
 
 from devtools.suite import Suite
 
-SERVICES_WITH_TABLES = ("points", "levels", "mall", "risk", "gateway")
+SERVICES_WITH_TABLES = ("points", "levels", "mall", "risk", "lottery", "gateway")
 TABLES_MODULE = {"gateway": "gateway.store.tables"}
 
 
