@@ -517,6 +517,40 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             ]
         )
 
+    @audited
+    async def ListAlerts(
+        self, request: admin_pb2.ListAlertsRequest, context: Any, caller: Caller
+    ) -> admin_pb2.ListAlertsResponse:
+        size = page_size(request.page_size)
+        p = self.gw.participants
+        risk, lottery = await asyncio.gather(
+            ask(
+                "risk",
+                p.risk.ListAlerts,
+                risk_pb2.ListAlertsRequest(app=caller.app, page_size=size),
+                deadline=self.timeout,
+            ),
+            ask(
+                "lottery",
+                p.lottery.ListAlerts,
+                lottery_pb2.ListAlertsRequest(app=caller.app, page_size=size),
+                deadline=self.timeout,
+            ),
+        )
+        alerts = [
+            admin_pb2.Alert(
+                source=source,
+                kind=a.kind,
+                subject=a.subject,
+                message=a.message,
+                raised_at=a.raised_at,
+            )
+            for source, page in (("risk", risk), ("lottery", lottery))
+            for a in page.alerts
+        ]
+        alerts.sort(key=lambda a: a.raised_at.ToDatetime(), reverse=True)
+        return admin_pb2.ListAlertsResponse(alerts=alerts)
+
 
 def _review(review: risk_pb2.Review) -> admin_pb2.Review:
     return admin_pb2.Review(

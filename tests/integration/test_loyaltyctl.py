@@ -68,6 +68,12 @@ def test_every_command(suite: Suite) -> None:
     assert as_json(env, "saga", "list", "--state", "COMPLETED") == []
     assert as_json(env, "reviews", "list") == []
     assert "now" in as_json(env, "clock", "advance", "2h")
+    assert "paused" in ctl(env, "lottery", "pause", "lucky-wheel", "--reason", "audit").stdout
+    assert as_json(env, "lottery", "resume", "lucky-wheel") == {"paused": False}
+    forced = as_json(env, "lottery", "force", "lucky-wheel", "alice", "ticket", "--reason", "vip")
+    assert forced["prize"] == "ticket"
+    assert as_json(env, "lottery", "stats", "lucky-wheel") == []
+    assert as_json(env, "alerts") == []
     missing = ctl(env, "saga", "get", "no-such-saga", ok=False)
     assert missing.returncode == 1
     assert "SAGA_NOT_FOUND" in missing.stderr

@@ -4,12 +4,15 @@ Idempotent by saga id: a replay (even one that waited for the lock) answers the 
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from opentelemetry import metrics
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plumbing.errors import IdempotencyConflict
@@ -17,6 +20,11 @@ from services.lottery.domain.draw import Candidate, candidates, decide, next_str
 from services.lottery.domain.errors import LimitExceeded, PoolPaused, UnknownPool
 from services.lottery.domain.program import Pool
 from services.lottery.store.tables import draws
+
+log = logging.getLogger(__name__)
+ALERTS = metrics.get_meter("loyalty.lottery").create_counter(
+    "loyalty.lottery.alerts", description="Lottery alerts raised: low prize stock, draw runs"
+)
 
 
 @dataclass(frozen=True)
@@ -222,8 +230,8 @@ async def _alerts(
     ):
         left = stock_before.get(prize.code, 0) - 1
         if left * 100 < prize.stock * pool.low_stock_percent:
-            await conn.exec_driver_sql(
-                _ALERT,
+            await _raise(
+                conn,
                 {
                     **params,
                     "kind": "low_stock",
@@ -238,8 +246,8 @@ async def _alerts(
             await conn.exec_driver_sql(_RUN, {**params, "since": now - timedelta(minutes=1)})
         ).scalar_one()
         if recent > pool.run_rate_per_minute:
-            await conn.exec_driver_sql(
-                _ALERT,
+            await _raise(
+                conn,
                 {
                     **params,
                     "kind": "run_rate",
@@ -251,9 +259,19 @@ async def _alerts(
             )
 
 
-def _json(value: Any) -> str:
-    import json
+async def _raise(conn: AsyncConnection, alert: dict[str, Any]) -> None:
+    """Records the alert once per window; a new one is logged and counted (the metric
+    `loyalty.lottery.alerts` is what pages someone)."""
+    raised = await conn.exec_driver_sql(_ALERT, alert)
+    if raised.rowcount:
+        ALERTS.add(1, {"kind": alert["kind"], "app": alert["app"]})
+        log.warning(
+            "lottery alert",
+            extra={"kind": alert["kind"], "subject": alert["subject"], "app": alert["app"]},
+        )
 
+
+def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
