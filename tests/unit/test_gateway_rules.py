@@ -40,7 +40,10 @@ def test_the_example_program_splits_into_each_services_section() -> None:
     path = EXAMPLE_IN_REPO if EXAMPLE_IN_REPO.exists() else EXAMPLE
     program = load_program(path.read_text(encoding="utf-8"))
     sections = service_sections(program)
-    assert set(sections) == {"points", "levels", "mall", "risk"}
+    assert set(sections) == {"points", "levels", "mall", "risk", "lottery"}
+    assert sections["lottery"]["lottery"] == program["lottery"]
+    prices = {i["sku"]: i["price_points"] for i in sections["lottery"]["mall"]["items"]}
+    assert prices["ticket-wolf-warrior-2"] == 500
     assert set(sections["points"]) == {"timezone", "points", "earning"}
     assert set(sections["levels"]) == {"timezone", "levels", "badges"}
     assert sections["mall"]["levels"]["tiers"] == program["levels"]["tiers"]
