@@ -4,8 +4,6 @@ the key, the call, its arguments and how it ended."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import functools
 import json
 import logging
@@ -25,6 +23,7 @@ from loyalty.risk.v1 import risk_pb2
 
 from gateway.auth import Caller
 from gateway.context import Gateway, gateway_of
+from gateway.domain.checkout import parse_checkout
 from gateway.domain.program import load_program, money_rate, service_sections
 from gateway.participants import ask
 from gateway.store.events import daily_counts
@@ -34,7 +33,7 @@ from plumbing.errors import FailedPrecondition, InvalidArgument, LoyaltyError, N
 from plumbing.sections import ProgramInvalid
 from plumbing.server import Resources
 from plumbing.validation import require_id, require_nonzero, require_positive
-from plumbing.wire import page_size, parse_date, to_timestamp
+from plumbing.wire import decode_cursor, encode_cursor, page_size, parse_date, to_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -126,22 +125,6 @@ def saga_message(saga: SagaRecord) -> admin_pb2.Saga:
     )
 
 
-def _encode_saga_token(saga: SagaRecord) -> str:
-    assert saga.created_at is not None
-    raw = json.dumps({"at": saga.created_at.isoformat(), "id": saga.saga_id})
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_saga_token(token: str) -> tuple[datetime, str] | None:
-    if not token:
-        return None
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return datetime.fromisoformat(raw["at"]), str(raw["id"])
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise InvalidArgument("page_token", "is not a token this service issued") from None
-
-
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, resources: Resources) -> None:
         self.gw: Gateway = gateway_of(resources)
@@ -167,6 +150,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         sections = service_sections(program)
         rate = money_rate(program)
         errors = await self._configure(caller.app, sections, rate, validate_only=True)
+        try:
+            parse_checkout(program, rate)  # the gateway's own section
+        except ProgramInvalid as invalid:
+            errors.extend(invalid.errors)
         if errors or request.dry_run:
             return admin_pb2.ApplyProgramResponse(errors=errors)
         # Every section is valid: configure each service (each stores it as a new version;
@@ -237,9 +224,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidArgument("state", f"must be one of {', '.join(SAGA_STATES)}")
         size = page_size(request.page_size)
         found = await self.gw.sagas.page(
-            caller.app, state, size + 1, _decode_saga_token(request.page_token)
+            caller.app, state, size + 1, decode_cursor(request.page_token)
         )
-        token = _encode_saga_token(found[size - 1]) if len(found) > size else ""
+        last = found[size - 1] if len(found) > size else None
+        token = (
+            encode_cursor(last.created_at, last.saga_id)
+            if last is not None and last.created_at is not None
+            else ""
+        )
         return admin_pb2.ListSagasResponse(
             sagas=[saga_message(saga) for saga in found[:size]], next_page_token=token
         )

@@ -41,6 +41,9 @@ points_app = typer.Typer(help="Manual point adjustments (audited).", no_args_is_
 reviews_app = typer.Typer(help="Risk reviews.", no_args_is_help=True)
 clock_app = typer.Typer(help="The test clock of a sandbox app.", no_args_is_help=True)
 lottery_app = typer.Typer(help="Prize pools: pause, resume, force, stats.", no_args_is_help=True)
+checkout_app = typer.Typer(
+    help="Points holds on the app's own orders (for support staff).", no_args_is_help=True
+)
 for sub, name in (
     (saga_app, "saga"),
     (keys_app, "keys"),
@@ -50,6 +53,7 @@ for sub, name in (
     (reviews_app, "reviews"),
     (clock_app, "clock"),
     (lottery_app, "lottery"),
+    (checkout_app, "checkout"),
 ):
     app.add_typer(sub, name=name)
 
@@ -672,6 +676,70 @@ def alerts(
         show_json(rows)
     else:
         show_table(rows, ["raised_at", "source", "kind", "subject", "message"])
+
+
+# --- checkout holds -------------------------------------------------------------------------
+
+
+@checkout_app.command("holds")
+def checkout_holds(
+    state: Annotated[
+        str, typer.Option(help="held, captured, released, expired or refunded (all if empty).")
+    ] = "",
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """Order holds, newest first (all pages up to --limit)."""
+    holds: list[loyalty_pb2.OrderHold] = []
+    token = ""
+    with admin() as (_, loyalty):
+        while len(holds) < limit:
+            page = call(
+                loyalty.ListOrderHolds,
+                loyalty_pb2.ListOrderHoldsRequest(
+                    state=state, page_size=min(200, limit - len(holds)), page_token=token
+                ),
+            )
+            holds.extend(page.holds)
+            token = page.next_page_token
+            if not token:
+                break
+    rows = [as_dict(h) for h in holds]
+    if as_json:
+        show_json(rows)
+    else:
+        show_table(
+            rows,
+            [
+                "order_ref",
+                "user_id",
+                "points",
+                "value_fen",
+                "state",
+                "points_refunded",
+                "expires_at",
+            ],
+        )
+
+
+@checkout_app.command("release")
+def checkout_release(
+    order_ref: str,
+    request_id: Annotated[str, typer.Option(help="Idempotency key (default: a new one).")] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Give an order's held points back (a later hold for the order is then refused)."""
+    with admin() as (_, loyalty):
+        answer = call(
+            loyalty.ReleaseOrder,
+            loyalty_pb2.ReleaseOrderRequest(
+                request_id=request_id or f"ctl-{uuid.uuid4()}", order_ref=order_ref
+            ),
+        )
+    if as_json:
+        show_json(as_dict(answer))
+    else:
+        typer.echo(f"{order_ref}: {answer.state}")
 
 
 # --- sandbox clock -------------------------------------------------------------------------

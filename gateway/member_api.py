@@ -1,7 +1,8 @@
 """The member API (``loyalty.gateway.v1.LoyaltyService``): what product backends call.
 
 Every call is authenticated first; the app comes from the key, never from the request. The
-lottery draw (issue #8) and checkout holds (issue #9) answer UNIMPLEMENTED until they exist.
+sagas are in ``saga/``, events in ``events.py``, points at the app's checkout in
+``checkout.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from loyalty.points.v1 import points_pb2
 from loyalty.risk.v1 import risk_pb2
 from opentelemetry import trace
 
+from gateway.checkout import Checkout
 from gateway.context import Gateway, gateway_of, trace_ids
 from gateway.events import parse_batch, parse_event, record_events
 from gateway.participants import ask
@@ -99,6 +101,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
     def __init__(self, resources: Resources) -> None:
         self.gw: Gateway = gateway_of(resources)
         self.timeout = self.gw.settings.call_timeout_seconds
+        self.checkout = Checkout(self.gw)
 
     async def _app(self, context: Any) -> str:
         return (await self.gw.auth.caller(context, "member")).app
@@ -465,3 +468,35 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         return loyalty_pb2.GiftResponse(
             points=moved.amount, from_points_available=moved.balance, duplicate=moved.duplicate
         )
+
+    # --- points at the app's own checkout (积分抵现) ------------------------------------------
+
+    async def QuoteCheckout(
+        self, request: loyalty_pb2.QuoteCheckoutRequest, context: Any
+    ) -> loyalty_pb2.QuoteCheckoutResponse:
+        return await self.checkout.quote(await self._app(context), request)
+
+    async def HoldForOrder(
+        self, request: loyalty_pb2.HoldForOrderRequest, context: Any
+    ) -> loyalty_pb2.OrderHold:
+        return await self.checkout.hold(await self._app(context), request)
+
+    async def CaptureOrder(
+        self, request: loyalty_pb2.CaptureOrderRequest, context: Any
+    ) -> loyalty_pb2.OrderHold:
+        return await self.checkout.capture(await self._app(context), request)
+
+    async def ReleaseOrder(
+        self, request: loyalty_pb2.ReleaseOrderRequest, context: Any
+    ) -> loyalty_pb2.OrderHold:
+        return await self.checkout.release(await self._app(context), request)
+
+    async def RefundOrder(
+        self, request: loyalty_pb2.RefundOrderRequest, context: Any
+    ) -> loyalty_pb2.OrderHold:
+        return await self.checkout.refund(await self._app(context), request)
+
+    async def ListOrderHolds(
+        self, request: loyalty_pb2.ListOrderHoldsRequest, context: Any
+    ) -> loyalty_pb2.ListOrderHoldsResponse:
+        return await self.checkout.list(await self._app(context), request)

@@ -68,3 +68,20 @@ def decode_page_token(token: str, field: str = "page_token") -> int | None:
     if not isinstance(before, int) or isinstance(before, bool) or before <= 0:
         raise InvalidArgument(field, "is not a token this service issued")
     return before
+
+
+def encode_cursor(at: datetime, key: str) -> str:
+    """A keyset page token for lists ordered by (time, key), newest first."""
+    raw = json.dumps({"at": at.isoformat(), "key": key})
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_cursor(token: str, field: str = "page_token") -> tuple[datetime, str] | None:
+    """The (time, key) a page continues before; None for the first page."""
+    if not token:
+        return None
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return datetime.fromisoformat(raw["at"]), str(raw["key"])
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise InvalidArgument(field, "is not a token this service issued") from None

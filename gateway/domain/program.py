@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from gateway.domain.checkout import CheckoutRules, parse_checkout
 from plumbing.sections import ErrorCollector, ProgramInvalid
 
 MAX_PROGRAM_BYTES = 1 << 20
@@ -129,6 +130,8 @@ class GatewayProgram:
     items: Mapping[str, ItemTerms] = field(default_factory=dict)
     # Pool code -> cost of a draw, in points.
     pool_costs: Mapping[str, int] = field(default_factory=dict)
+    # The `checkout` section's rules; None when the program has none.
+    checkout: CheckoutRules | None = None
 
 
 def parse_stored(stored: Mapping[str, Any]) -> GatewayProgram:
@@ -152,4 +155,5 @@ def parse_stored(stored: Mapping[str, Any]) -> GatewayProgram:
         zone=ZoneInfo(program["timezone"]),
         items=items,
         pool_costs=pool_costs,
+        checkout=parse_checkout(program, money_rate(program)),
     )

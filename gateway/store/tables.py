@@ -139,3 +139,23 @@ audit_log = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Index("audit_log_app_idx", "app", "id"),
 )
+
+# Points at the app's own checkout: one hold per order_ref, as the gateway last saw it (the
+# ledger keeps the truth: its hold `order:<order_ref>` and every movement of it).
+order_holds = Table(
+    "order_holds",
+    metadata,
+    Column("app", Text, nullable=False),
+    Column("order_ref", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("value_fen", BigInteger, nullable=False),
+    # held, captured, released, expired, refunded (a hold past expires_at reads as expired).
+    Column("state", Text, nullable=False),
+    Column("points_refunded", BigInteger, nullable=False, server_default="0"),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("app", "order_ref"),
+    Index("order_holds_app_created_idx", "app", "created_at"),
+)

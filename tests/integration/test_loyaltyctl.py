@@ -74,6 +74,10 @@ def test_every_command(suite: Suite) -> None:
     assert forced["prize"] == "ticket"
     assert as_json(env, "lottery", "stats", "lucky-wheel") == []
     assert as_json(env, "alerts") == []
+    assert as_json(env, "checkout", "release", "order-1")["state"] == "released"
+    assert [h["order_ref"] for h in as_json(env, "checkout", "holds", "--state", "released")] == [
+        "order-1"
+    ]
     missing = ctl(env, "saga", "get", "no-such-saga", ok=False)
     assert missing.returncode == 1
     assert "SAGA_NOT_FOUND" in missing.stderr

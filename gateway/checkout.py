@@ -1,0 +1,333 @@
+"""Points at the app's own checkout (积分抵现): the product backend drives a two-phase payment
+of part of its order with points, keyed by its own `order_ref`.
+
+Each order_ref has one hold in the ledger, `order:<order_ref>`, whose barrier gives the rules
+the product backend relies on: a retried hold acts once; a release that comes first is recorded
+and refuses the late hold; capturing an expired or released hold is HOLD_EXPIRED /
+HOLD_RELEASED, never a silent success; refunds never exceed what was captured. Every call is
+also idempotent by its `request_id`: a retry with the same id gets the first answer, the same
+id with another payload is refused. The gateway keeps `order_holds` for ListOrderHolds.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.json_format import MessageToDict, ParseDict
+from loyalty.gateway.v1 import loyalty_pb2
+from loyalty.points.v1 import points_pb2
+from loyalty.risk.v1 import risk_pb2
+from opentelemetry import trace
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from gateway.context import Gateway
+from gateway.domain.checkout import CheckoutDisabled, CheckoutRules
+from gateway.participants import ask
+from gateway.store.tables import order_holds, requests
+from plumbing.errors import FailedPrecondition, InvalidArgument, LoyaltyError
+from plumbing.idempotency import claim_request, finish_request, payload_hash
+from plumbing.validation import MAX_AMOUNT, optional_text, require_id, require_positive
+from plumbing.wire import decode_cursor, encode_cursor, page_size, to_timestamp
+
+STATES = ("held", "captured", "released", "expired", "refunded")
+
+
+class RiskDenied(FailedPrecondition):
+    reason = "RISK_DENIED"
+
+
+class RiskReview(FailedPrecondition):
+    reason = "RISK_REVIEW"
+
+
+def hold_id(order_ref: str) -> str:
+    return f"order:{order_ref}"
+
+
+class Checkout:
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.timeout = gw.settings.call_timeout_seconds
+
+    async def _rules(self, app: str) -> CheckoutRules:
+        rules = (await self.gw.program(app)).program.checkout
+        if rules is None or not rules.enabled:
+            raise CheckoutDisabled("points cannot pay for orders in this app's program")
+        return rules
+
+    async def _once(
+        self, app: str, request_id: str, kind: str, payload: dict[str, Any]
+    ) -> loyalty_pb2.OrderHold | None:
+        """The first answer to this request_id, or None when it is new (or never finished:
+        then it runs again, and the ledger's own keys make it act once)."""
+        async with self.gw.resources.engine.begin() as conn:
+            first = await claim_request(
+                conn,
+                requests,
+                app,
+                request_id,
+                kind,
+                payload_hash(payload),
+                await self.gw.app_now(app),
+            )
+        return ParseDict(first, loyalty_pb2.OrderHold()) if first else None
+
+    async def _answer(
+        self, app: str, request_id: str, reply: loyalty_pb2.OrderHold
+    ) -> loyalty_pb2.OrderHold:
+        async with self.gw.resources.engine.begin() as conn:
+            await finish_request(
+                conn,
+                requests,
+                app,
+                request_id,
+                MessageToDict(reply, preserving_proto_field_name=True),
+            )
+        return reply
+
+    async def _save(self, app: str, order_ref: str, **values: Any) -> loyalty_pb2.OrderHold:
+        """Upserts the order's row and answers it as the caller sees it."""
+        now = await self.gw.app_now(app)
+        insert_values = {
+            "user_id": "",
+            "points": 0,
+            "value_fen": 0,
+            "created_at": now,
+            **values,
+        }
+        async with self.gw.resources.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    pg_insert(order_holds)
+                    .values(app=app, order_ref=order_ref, updated_at=now, **insert_values)
+                    .on_conflict_do_update(
+                        index_elements=[order_holds.c.app, order_holds.c.order_ref],
+                        set_={**values, "updated_at": now},
+                    )
+                    .returning(order_holds)
+                )
+            ).one()
+        return self._message(row, now)
+
+    @staticmethod
+    def _message(row: Any, now: datetime) -> loyalty_pb2.OrderHold:
+        state = row.state
+        if state == "held" and row.expires_at is not None and row.expires_at <= now:
+            state = "expired"
+        return loyalty_pb2.OrderHold(
+            hold_id=hold_id(row.order_ref),
+            order_ref=row.order_ref,
+            user_id=row.user_id,
+            points=row.points,
+            value_fen=row.value_fen,
+            expires_at=to_timestamp(row.expires_at),
+            state=state,
+            points_refunded=row.points_refunded,
+        )
+
+    # --- the calls --------------------------------------------------------------------------
+
+    async def quote(
+        self, app: str, request: loyalty_pb2.QuoteCheckoutRequest
+    ) -> loyalty_pb2.QuoteCheckoutResponse:
+        user_id = require_id("user_id", request.user_id)
+        amount = require_positive("order_amount_fen", request.order_amount_fen)
+        rules = await self._rules(app)
+        balance = await ask(
+            "points",
+            self.gw.participants.points.GetBalance,
+            points_pb2.GetBalanceRequest(app=app, user_id=user_id),
+            deadline=self.timeout,
+        )
+        most = rules.max_points(amount, balance.available)
+        return loyalty_pb2.QuoteCheckoutResponse(
+            max_points=most,
+            max_value_fen=rules.value_fen(most),
+            min_points=rules.min_points,
+            step=rules.step,
+            points_available=balance.available,
+        )
+
+    async def hold(
+        self, app: str, request: loyalty_pb2.HoldForOrderRequest
+    ) -> loyalty_pb2.OrderHold:
+        request_id = require_id("request_id", request.request_id)
+        user_id = require_id("user_id", request.user_id)
+        order_ref = require_id("order_ref", request.order_ref)
+        points = require_positive("points", request.points)
+        amount = require_positive("order_amount_fen", request.order_amount_fen)
+        device_id = optional_text("device_id", request.device_id, max_length=128)
+        ip = optional_text("ip", request.ip, max_length=64)
+        rules = await self._rules(app)
+        rules.check_hold(points, amount)
+        asked = {"user_id": user_id, "order_ref": order_ref, "points": points, "amount": amount}
+        trace.get_current_span().set_attributes({"app": app, "order_ref": order_ref})
+        first = await self._once(app, request_id, "hold_for_order", asked)
+        if first is not None:
+            return first
+        p = self.gw.participants
+        created = await self.gw.members(app, {user_id: None})
+        decision = await ask(
+            "risk",
+            p.risk.Evaluate,
+            risk_pb2.EvaluateRequest(
+                app=app,
+                request_id=f"checkout:{hold_id(order_ref)}",
+                action="checkout",
+                user_id=user_id,
+                device_id=device_id,
+                ip=ip,
+                amount=points,
+                attributes={"order_ref": order_ref, "order_amount_fen": str(amount)},
+                account_created_at=to_timestamp(created[user_id]),
+            ),
+            deadline=self.timeout,
+        )
+        if decision.decision == risk_pb2.DENY:
+            raise RiskDenied(f"checkout refused by risk rules: {', '.join(decision.rules)}")
+        if decision.decision == risk_pb2.REVIEW:
+            raise RiskReview(f"checkout held for review: {', '.join(decision.rules)}")
+        ttl = Duration()
+        ttl.FromTimedelta(timedelta(minutes=rules.hold_minutes))
+        held = await ask(
+            "points",
+            p.points.Hold,
+            points_pb2.HoldRequest(
+                app=app,
+                saga_id=hold_id(order_ref),
+                user_id=user_id,
+                amount=points,
+                ttl=ttl,
+                ref=hold_id(order_ref),
+            ),
+            deadline=self.timeout,
+        )
+        reply = await self._save(
+            app,
+            order_ref,
+            user_id=user_id,
+            points=points,
+            value_fen=rules.value_fen(points),
+            state="held",
+            expires_at=held.expires_at.ToDatetime(tzinfo=UTC),
+        )
+        return await self._answer(app, request_id, reply)
+
+    async def capture(
+        self, app: str, request: loyalty_pb2.CaptureOrderRequest
+    ) -> loyalty_pb2.OrderHold:
+        request_id = require_id("request_id", request.request_id)
+        order_ref = require_id("order_ref", request.order_ref)
+        first = await self._once(app, request_id, "capture_order", {"order_ref": order_ref})
+        if first is not None:
+            return first
+        try:
+            await ask(
+                "points",
+                self.gw.participants.points.Capture,
+                points_pb2.CaptureRequest(app=app, saga_id=hold_id(order_ref)),
+                deadline=self.timeout,
+            )
+        except LoyaltyError as refused:
+            late = {"HOLD_EXPIRED": "expired", "HOLD_RELEASED": "released"}.get(refused.reason)
+            if late is not None:
+                await self._save(app, order_ref, state=late)
+            raise
+        return await self._answer(
+            app, request_id, await self._save(app, order_ref, state="captured")
+        )
+
+    async def release(
+        self, app: str, request: loyalty_pb2.ReleaseOrderRequest
+    ) -> loyalty_pb2.OrderHold:
+        request_id = require_id("request_id", request.request_id)
+        order_ref = require_id("order_ref", request.order_ref)
+        first = await self._once(app, request_id, "release_order", {"order_ref": order_ref})
+        if first is not None:
+            return first
+        # A release before any hold is recorded by the ledger, which then refuses the late hold.
+        released = await ask(
+            "points",
+            self.gw.participants.points.ReleaseHold,
+            points_pb2.ReleaseHoldRequest(app=app, saga_id=hold_id(order_ref)),
+            deadline=self.timeout,
+        )
+        state = "expired" if released.state == points_pb2.EXPIRED else "released"
+        return await self._answer(app, request_id, await self._save(app, order_ref, state=state))
+
+    async def refund(
+        self, app: str, request: loyalty_pb2.RefundOrderRequest
+    ) -> loyalty_pb2.OrderHold:
+        request_id = require_id("request_id", request.request_id)
+        order_ref = require_id("order_ref", request.order_ref)
+        points = require_positive("points", request.points, maximum=MAX_AMOUNT)
+        asked = {"order_ref": order_ref, "points": points}
+        first = await self._once(app, request_id, "refund_order", asked)
+        if first is not None:
+            return first
+        moved = await ask(
+            "points",
+            self.gw.participants.points.Refund,
+            points_pb2.RefundRequest(
+                app=app,
+                request_id=f"order-refund:{request_id}",
+                saga_id=hold_id(order_ref),
+                amount=points,
+                reason=f"refund of order {order_ref}",
+            ),
+            deadline=self.timeout,
+        )
+        async with self.gw.resources.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(order_holds).where(
+                        order_holds.c.app == app, order_holds.c.order_ref == order_ref
+                    )
+                )
+            ).one()
+        refunded = row.points_refunded + (0 if moved.duplicate else points)
+        reply = await self._save(
+            app,
+            order_ref,
+            points_refunded=refunded,
+            state="refunded" if refunded >= row.points else "captured",
+        )
+        return await self._answer(app, request_id, reply)
+
+    async def list(
+        self, app: str, request: loyalty_pb2.ListOrderHoldsRequest
+    ) -> loyalty_pb2.ListOrderHoldsResponse:
+        state = request.state.lower()
+        if state and state not in STATES:
+            raise InvalidArgument("state", f"must be one of {', '.join(STATES)}")
+        size = page_size(request.page_size)
+        before = decode_cursor(request.page_token)
+        now = await self.gw.app_now(app)
+        query = select(order_holds).where(order_holds.c.app == app)
+        live = (order_holds.c.expires_at.is_(None)) | (order_holds.c.expires_at > now)
+        if state == "held":
+            query = query.where(order_holds.c.state == "held", live)
+        elif state == "expired":
+            query = query.where(
+                (order_holds.c.state == "expired") | ((order_holds.c.state == "held") & ~live)
+            )
+        elif state:
+            query = query.where(order_holds.c.state == state)
+        if before is not None:
+            query = query.where(
+                (order_holds.c.created_at < before[0])
+                | ((order_holds.c.created_at == before[0]) & (order_holds.c.order_ref < before[1]))
+            )
+        query = query.order_by(
+            order_holds.c.created_at.desc(), order_holds.c.order_ref.desc()
+        ).limit(size + 1)
+        async with self.gw.resources.engine.connect() as conn:
+            rows = list(await conn.execute(query))
+        last = rows[size - 1] if len(rows) > size else None
+        token = encode_cursor(last.created_at, last.order_ref) if last is not None else ""
+        return loyalty_pb2.ListOrderHoldsResponse(
+            holds=[self._message(row, now) for row in rows[:size]], next_page_token=token
+        )

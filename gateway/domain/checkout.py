@@ -1,0 +1,106 @@
+"""Points at the app's own checkout (积分抵现): the program's `checkout` section and its rules.
+Pure: no I/O.
+
+    checkout:
+      enabled: true
+      max_percent_of_order: 50   # points pay at most half of an order
+      min_points: 100            # the fewest points an order may use
+      step: 100                  # points are used in multiples of this
+      hold_minutes: 15           # an unconfirmed hold returns its points after this
+
+A point is worth the app's `money_rate` (points per CNY): value in fen = points × 100 / rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from plumbing.errors import FailedPrecondition, InvalidArgument
+from plumbing.sections import ErrorCollector, ProgramInvalid
+
+MAX_HOLD_MINUTES = 7 * 24 * 60
+_KEYS = {"enabled", "max_percent_of_order", "min_points", "step", "hold_minutes"}
+
+
+class CheckoutDisabled(FailedPrecondition):
+    reason = "CHECKOUT_DISABLED"
+
+
+class AboveMaxPercent(InvalidArgument):
+    reason = "ABOVE_MAX_PERCENT"
+
+
+class BelowMinPoints(InvalidArgument):
+    reason = "BELOW_MIN_POINTS"
+
+
+class NotAStepMultiple(InvalidArgument):
+    reason = "NOT_A_STEP_MULTIPLE"
+
+
+@dataclass(frozen=True)
+class CheckoutRules:
+    enabled: bool
+    max_percent_of_order: int
+    min_points: int
+    step: int
+    hold_minutes: int
+    money_rate: int
+
+    def value_fen(self, points: int) -> int:
+        return points * 100 // self.money_rate
+
+    def max_points(self, order_amount_fen: int, available: int) -> int:
+        """The most points this order may use: the percent cap in points (at the money rate),
+        no more than the user has, down to a multiple of the step; 0 under the minimum."""
+        cap = order_amount_fen * self.max_percent_of_order * self.money_rate // (100 * 100)
+        most = min(cap, max(available, 0))
+        most -= most % self.step
+        return most if most >= self.min_points else 0
+
+    def check_hold(self, points: int, order_amount_fen: int) -> None:
+        """Refuses what breaks a rule, naming `points` (the balance is the ledger's to check)."""
+        if points % self.step:
+            raise NotAStepMultiple("points", f"must be a multiple of {self.step}")
+        if points < self.min_points:
+            raise BelowMinPoints("points", f"must be at least {self.min_points}")
+        cap = order_amount_fen * self.max_percent_of_order * self.money_rate // (100 * 100)
+        if points > cap:
+            raise AboveMaxPercent(
+                "points",
+                f"may pay at most {self.max_percent_of_order}% of the order: {cap} points",
+            )
+
+
+def parse_checkout(program: Mapping[str, Any], money_rate: int) -> CheckoutRules | None:
+    """The section's rules, None when the program has none; every error with its path."""
+    raw = program.get("checkout")
+    if raw is None:
+        return None
+    c = ErrorCollector()
+    if not isinstance(raw, dict):
+        raise ProgramInvalid(["checkout: must be a mapping"])
+    c.unknown_keys("checkout", raw, _KEYS)
+    enabled = c.boolean("checkout.enabled", raw.get("enabled", False))
+    percent = (
+        c.integer("checkout.max_percent_of_order", raw.get("max_percent_of_order", 100), minimum=1)
+        or 100
+    )
+    if percent > 100:
+        c.add("checkout.max_percent_of_order", "must be at most 100")
+    minimum = c.integer("checkout.min_points", raw.get("min_points", 0), minimum=0) or 0
+    step = c.integer("checkout.step", raw.get("step", 1), minimum=1) or 1
+    minutes = c.integer("checkout.hold_minutes", raw.get("hold_minutes", 15), minimum=1) or 15
+    if minutes > MAX_HOLD_MINUTES:
+        c.add("checkout.hold_minutes", f"must be at most {MAX_HOLD_MINUTES} (a week)")
+    c.raise_if_any()
+    return CheckoutRules(
+        enabled=enabled,
+        max_percent_of_order=percent,
+        min_points=minimum,
+        step=step,
+        hold_minutes=minutes,
+        money_rate=money_rate,
+    )
