@@ -24,37 +24,21 @@ from loyalty.points.v1 import points_pb2
 from loyalty.risk.v1 import risk_pb2
 
 from gateway.participants import Participants
-from gateway.saga.engine import Drive, StepFailed, StepUnavailable
-from gateway.saga.redeem import INTERRUPTED, RISK_DENIED, RISK_REVIEW, RedeemTerms
+from gateway.saga.engine import Drive, SagaPlan, StepFailed, run_plan
+from gateway.saga.redeem import RISK_DENIED, RISK_REVIEW, RedeemTerms
 
 KINDS = {lottery_pb2.POINTS: "points", lottery_pb2.ITEM: "item", lottery_pb2.NOTHING: "nothing"}
 
 
 async def run_draw(drive: Drive, p: Participants, terms: RedeemTerms, *, fresh: bool) -> None:
-    saga = drive.saga
-    try:
-        if saga.state == "STARTED" and fresh:
-            await _try(drive, p, terms)
-            saga.state = "CONFIRMING"
-        elif saga.state == "STARTED":
-            await _release(drive, p, saga.reason or INTERRUPTED)
-            return
-        if saga.state == "CONFIRMING":
-            await _draw_and_award(drive, p)
-        elif saga.state == "COMPENSATING":
-            await _release(drive, p, saga.reason or INTERRUPTED)
-    except StepFailed as refused:
-        if refused.step in ("risk", "hold", "draw"):
-            try:
-                await _release(drive, p, refused.reason)
-            except StepUnavailable:
-                await drive.put_off()
-        else:
-            # The draw happened; its cost or prize could not be settled: an operator must.
-            saga.result["stuck_state"] = "CONFIRMING"
-            await drive.finish("NEEDS_ATTENTION", refused.reason)
-    except StepUnavailable:
-        await drive.put_off()
+    plan = SagaPlan(
+        attempt=lambda: _try(drive, p, terms),
+        go_forward=lambda: _draw_and_award(drive, p),
+        undo=lambda reason: _release(drive, p, reason),
+        # After the draw the prize is owed and the cost is due: never undone by the saga.
+        undoable=frozenset({"risk", "hold", "draw"}),
+    )
+    await run_plan(drive, plan, fresh=fresh)
 
 
 async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:

@@ -189,3 +189,54 @@ class Drive:
             )
             return
         await self.save(lease_seconds=min(60.0, 2.0 ** max(0, self.saga.drives - 1)))
+
+
+# A saga found unfinished before its commit point with no refusal on record.
+INTERRUPTED = "INTERRUPTED"
+
+
+@dataclass(frozen=True)
+class SagaPlan:
+    """A saga's story: what runs before the commit point (``attempt``), after it
+    (``go_forward``), and how it is undone (``undo(reason)``)."""
+
+    attempt: Callable[[], Awaitable[None]]
+    go_forward: Callable[[], Awaitable[None]]
+    undo: Callable[[str], Awaitable[None]]
+    # The steps whose refusal is undone; a refusal of any other step (after a point of no
+    # return) leaves the saga to an operator. None: every refusal is undone.
+    undoable: frozenset[str] | None = None
+
+
+async def run_plan(drive: Drive, plan: SagaPlan, *, fresh: bool) -> None:
+    """Drives a saga from wherever its log says it is. ``fresh``: the first drive, by the
+    call that started the saga; a later drive that finds it before the commit point undoes it
+    (never guesses forward), and one that finds it after goes forward."""
+    saga = drive.saga
+    try:
+        if saga.state == "STARTED" and fresh:
+            await plan.attempt()
+            saga.state = "CONFIRMING"
+        elif saga.state == "STARTED":
+            await plan.undo(saga.reason or INTERRUPTED)
+            return
+        if saga.state == "CONFIRMING":
+            await plan.go_forward()
+        elif saga.state == "COMPENSATING":
+            await plan.undo(saga.reason or INTERRUPTED)
+    except StepFailed as refused:
+        if plan.undoable is not None and refused.step not in plan.undoable:
+            saga.result["stuck_state"] = "CONFIRMING"
+            await drive.finish("NEEDS_ATTENTION", refused.reason)
+            SAGA_ATTENTION.add(1, {"kind": saga.kind})
+            log.error(
+                "saga needs attention",
+                extra={"saga_id": saga.saga_id, "app": saga.app, "reason": refused.reason},
+            )
+            return
+        try:
+            await plan.undo(refused.reason)
+        except StepUnavailable:
+            await drive.put_off()
+    except StepUnavailable:
+        await drive.put_off()

@@ -26,7 +26,7 @@ from loyalty.points.v1 import points_pb2
 from loyalty.risk.v1 import risk_pb2
 
 from gateway.participants import Participants
-from gateway.saga.engine import Drive, StepFailed, StepUnavailable
+from gateway.saga.engine import Drive, SagaPlan, StepFailed, run_plan
 
 RISK_DENIED = "RISK_DENIED"
 RISK_REVIEW = "RISK_REVIEW"
@@ -47,29 +47,12 @@ def _duration(delta: timedelta) -> Duration:
 
 
 async def run_redeem(drive: Drive, p: Participants, terms: RedeemTerms, *, fresh: bool) -> None:
-    """Drives a redemption from wherever its log says it is to COMPLETED or COMPENSATED (or
-    leaves it for the recovery loop when a participant does not answer). ``fresh``: the drive
-    of the Redeem call that started the saga; every later drive resumes from the log."""
-    saga = drive.saga
-    try:
-        if saga.state == "STARTED" and fresh:
-            await _try(drive, p, terms)
-            saga.state = "CONFIRMING"
-        elif saga.state == "STARTED":
-            # Found unfinished before the commit point: undo, never guess forward.
-            await _compensate(drive, p, saga.reason or INTERRUPTED)
-            return
-        if saga.state == "CONFIRMING":
-            await _confirm(drive, p)
-        elif saga.state == "COMPENSATING":
-            await _compensate(drive, p, saga.reason or INTERRUPTED)
-    except StepFailed as refused:
-        try:
-            await _compensate(drive, p, refused.reason)
-        except StepUnavailable:
-            await drive.put_off()
-    except StepUnavailable:
-        await drive.put_off()
+    plan = SagaPlan(
+        attempt=lambda: _try(drive, p, terms),
+        go_forward=lambda: _confirm(drive, p),
+        undo=lambda reason: _compensate(drive, p, reason),
+    )
+    await run_plan(drive, plan, fresh=fresh)
 
 
 async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
