@@ -10,7 +10,7 @@ PROTOS := $(shell find protos -name '*.proto' | sort)
 # gRPC's fork handlers can crash such a child (grpc/grpc#43055). We only fork to exec.
 export GRPC_ENABLE_FORK_SUPPORT := 0
 
-.PHONY: setup proto run test lint typecheck unit integration proto-lint proto-breaking clean help
+.PHONY: setup proto run test lint typecheck unit integration proto-lint proto-breaking clean help k8s
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ integration: setup  ## the tests against real Postgres, Redis and service proces
 
 test: lint typecheck  ## lint, types, then every test
 	$(PY) -m pytest
+
+k8s: setup  ## regenerate deploy/k8s/base and the overlays' kustomizations from devtools/k8s.py
+	$(PY) -m devtools.k8s
 
 proto-lint:  ## buf lint (npm package @bufbuild/buf)
 	npx --yes @bufbuild/buf@$(BUF_VERSION) lint

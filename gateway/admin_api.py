@@ -32,7 +32,7 @@ from gateway.store.tenancy import record_audit
 from plumbing.errors import FailedPrecondition, InvalidArgument, LoyaltyError, NotFound
 from plumbing.sections import ProgramInvalid
 from plumbing.server import Resources
-from plumbing.validation import require_id, require_nonzero, require_positive
+from plumbing.validation import optional_text, require_id, require_nonzero, require_positive
 from plumbing.wire import decode_cursor, encode_cursor, page_size, parse_date, to_timestamp
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidArgument("state", f"must be one of {', '.join(SAGA_STATES)}")
         size = page_size(request.page_size)
         found = await self.gw.sagas.page(
-            caller.app, state, size + 1, decode_cursor(request.page_token)
+            caller.app,
+            state,
+            size + 1,
+            decode_cursor(request.page_token),
+            request_id=optional_text("request_id", request.request_id, max_length=128),
+            user_id=optional_text("user_id", request.user_id, max_length=128),
         )
         last = found[size - 1] if len(found) > size else None
         token = (

@@ -281,6 +281,10 @@ def saga_list(
             help="STARTED, CONFIRMING, COMPENSATING, COMPLETED, COMPENSATED or NEEDS_ATTENTION."
         ),
     ] = "",
+    request_id: Annotated[
+        str, typer.Option(help="The request_id the product backend sent (Redeem, Draw).")
+    ] = "",
+    user: Annotated[str, typer.Option(help="Only this member's sagas.")] = "",
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
     as_json: JsonFlag = False,
 ) -> None:
@@ -292,7 +296,11 @@ def saga_list(
             page = call(
                 stub.ListSagas,
                 admin_pb2.ListSagasRequest(
-                    state=state, page_size=min(200, limit - len(sagas)), page_token=token
+                    state=state,
+                    page_size=min(200, limit - len(sagas)),
+                    page_token=token,
+                    request_id=request_id,
+                    user_id=user,
                 ),
             )
             sagas.extend(page.sagas)

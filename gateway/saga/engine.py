@@ -167,7 +167,15 @@ class Drive:
         span.set_attribute("saga.outcome", state)
         if reason:
             span.set_attribute("saga.reason", reason)
-        SAGA_OUTCOMES.add(1, {"kind": self.saga.kind, "outcome": state, "reason": reason})
+        attributes = {
+            "kind": self.saga.kind,
+            "outcome": state,
+            "reason": reason,
+            "app": self.saga.app,
+        }
+        if "sku" in self.saga.payload:
+            attributes["sku"] = self.saga.payload["sku"]
+        SAGA_OUTCOMES.add(1, attributes)
 
     async def put_off(self) -> None:
         """A participant is down: hand the saga to the recovery loop after a backoff that

@@ -227,11 +227,22 @@ class SagaLog:
         return _record(row) if row is not None else None
 
     async def page(
-        self, app: str, state: str, limit: int, before: tuple[datetime, str] | None
+        self,
+        app: str,
+        state: str,
+        limit: int,
+        before: tuple[datetime, str] | None,
+        *,
+        request_id: str = "",
+        user_id: str = "",
     ) -> list[SagaRecord]:
         query = select(*[sagas.c[c.strip()] for c in _COLUMNS.split(",")]).where(sagas.c.app == app)
         if state:
             query = query.where(sagas.c.state == state)
+        if request_id:
+            query = query.where(sagas.c.request_id == request_id)
+        if user_id:
+            query = query.where(sagas.c.user_id == user_id)
         if before is not None:
             query = query.where(
                 (sagas.c.created_at < before[0])

@@ -33,6 +33,7 @@ from plumbing.wire import (
 from services.points import jobs
 from services.points.domain.errors import HoldCaptured, HoldExpired, HoldReleased
 from services.points.domain.program import parse_program
+from services.points.metrics import ISSUED, SPENT, count
 from services.points.store import earning, holds, movements, queries, sweep
 from services.points.store.programs import AppProgram, Programs
 
@@ -116,6 +117,8 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self._check_not_future("occurred_at", event.occurred_at, now)
         async with self.engine.begin() as conn:
             result = await earning.earn(conn, ap, now, event)
+        if not result.duplicate:
+            count(ISSUED, ap.app, result.points_awarded)
         return self._earn_reply(result)
 
     async def EarnBatch(
@@ -138,6 +141,9 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             for ap, event in checked:
                 async with conn.begin():
                     results.append(await earning.earn(conn, ap, self.programs.now(ap), event))
+        for (ap, _), result in zip(checked, results, strict=True):
+            if not result.duplicate:
+                count(ISSUED, ap.app, result.points_awarded)
         return points_pb2.EarnBatchResponse(results=[self._earn_reply(r) for r in results])
 
     async def ReverseEvent(
@@ -167,6 +173,8 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
                 conn, ap, now, request_id, user_id, amount, reason, operator
             ),
         )
+        if not reply.get("duplicate"):
+            count(ISSUED, request.app, amount)
         return points_pb2.Movement(**reply)
 
     async def Adjust(self, request: points_pb2.AdjustRequest, context: Any) -> points_pb2.Movement:
@@ -237,6 +245,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             raise HoldReleased(f"saga {saga_id!r} was released; it cannot be captured")
         if result.state == holds.EXPIRED:
             raise HoldExpired(f"the hold of saga {saga_id!r} expired; it cannot be captured")
+        count(SPENT, request.app, result.amount)
         return self._hold_reply(result)
 
     async def ReleaseHold(

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plumbing.jobs import every
 from plumbing.server import Resources
+from services.points.metrics import EXPIRED, count
 from services.points.store import holds, sweep
 from services.points.store.programs import Programs
 
@@ -49,6 +50,7 @@ async def expire_due_lots(
         ap = await programs.get(app)
         now = programs.now(ap)
         result = await sweep.expire_due(engine, app, ap.system["expired"], now, now)
+        count(EXPIRED, app, result.points_expired)
         expired += result.lots_expired
     return expired
 

@@ -1,0 +1,43 @@
+# One image for the six processes; each Deployment picks its process with its command
+# (`python -m gateway serve`, `python -m services.points migrate`, ...).
+#   docker build -t loyalty-platform .
+# Runs as a non-root user, writes nothing outside /tmp (mount an emptyDir there), so the
+# Deployments can set readOnlyRootFilesystem.
+
+FROM python:3.11-slim AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+COPY pyproject.toml constraints.txt ./
+COPY plumbing plumbing
+COPY services services
+COPY gateway gateway
+COPY devtools devtools
+COPY protos protos
+# Generated stubs are built here, not committed; then the runtime dependencies alone.
+RUN pip install -c constraints.txt grpcio-tools \
+ && mkdir gen \
+ && python -m grpc_tools.protoc -I protos --python_out=gen --grpc_python_out=gen \
+      $(find protos -name '*.proto') \
+ && pip install -c constraints.txt . \
+ && pip uninstall -y grpcio-tools loyalty-platform
+
+FROM python:3.11-slim
+RUN groupadd --gid 10001 loyalty \
+ && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin loyalty
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /src/gen /app/gen
+COPY --from=build /src/plumbing /app/plumbing
+COPY --from=build /src/services /app/services
+COPY --from=build /src/gateway /app/gateway
+COPY --from=build /src/devtools /app/devtools
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app:/app/gen \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    GRPC_ENABLE_FORK_SUPPORT=0
+WORKDIR /app
+USER 10001:10001
+ENTRYPOINT ["python", "-m"]
+CMD ["gateway", "serve"]
