@@ -10,7 +10,7 @@ PROTOS := $(shell find protos -name '*.proto' | sort)
 # gRPC's fork handlers can crash such a child (grpc/grpc#43055). We only fork to exec.
 export GRPC_ENABLE_FORK_SUPPORT := 0
 
-.PHONY: setup proto run test lint typecheck unit integration proto-lint proto-breaking clean help k8s
+.PHONY: setup proto run test lint typecheck unit integration proto-lint proto-breaking clean help k8s check-invariants
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ integration: setup  ## the tests against real Postgres, Redis and service proces
 
 test: lint typecheck  ## lint, types, then every test
 	$(PY) -m pytest
+
+check-invariants: setup  ## check every store's invariants (the suite of `make run`, or LOYALTY_POSTGRES_URL)
+	$(PY) -m devtools.invariants
 
 k8s: setup  ## regenerate deploy/k8s/base and the overlays' kustomizations from devtools/k8s.py
 	$(PY) -m devtools.k8s
