@@ -170,8 +170,7 @@ async def _sagas(
         r[0]
         for r in await _rows(
             points,
-            "SELECT ref FROM transactions "
-            "WHERE app = :app AND kind = 'grant' AND ref LIKE :suffix",
+            "SELECT ref FROM transactions WHERE app = :app AND kind = 'grant' AND ref LIKE :suffix",
             {**params, "suffix": "%:award"},
         )
     }
