@@ -10,7 +10,7 @@ PROTOS := $(shell find protos -name '*.proto' | sort)
 # gRPC's fork handlers can crash such a child (grpc/grpc#43055). We only fork to exec.
 export GRPC_ENABLE_FORK_SUPPORT := 0
 
-.PHONY: setup proto run test lint typecheck unit integration proto-lint proto-breaking clean help k8s check-invariants soak
+.PHONY: setup proto run test lint typecheck unit integration proto-lint proto-breaking clean help k8s check-invariants soak bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -54,6 +54,10 @@ integration: setup  ## the tests against real Postgres, Redis and service proces
 
 test: lint typecheck  ## lint, types, then every test
 	$(PY) -m pytest
+
+bench: setup  ## every benchmark beside its baselines → bench/results/REPORT.md and plots (SECONDS per figure, default 10)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
+	$(PY) bench/report.py --seconds $(or $(SECONDS),10)
 
 soak: setup  ## the chaos soak: load, SIGKILLs and Redis pauses, then the invariant checker (SECONDS=120)
 	$(PY) -m devtools.soak --seconds $(or $(SECONDS),120)

@@ -120,7 +120,13 @@ async def record_events(
 async def _record_fresh(
     gw: Gateway, app: str, zone: Any, events: list[EventIn]
 ) -> dict[str, loyalty_pb2.RecordEventResponse]:
-    p, timeout = gw.participants, gw.settings.call_timeout_seconds
+    p = gw.participants
+    # A batch is one call per service: its deadline grows with it.
+    timeout = (
+        gw.settings.call_timeout_seconds
+        if len(events) == 1
+        else gw.settings.batch_call_timeout_seconds
+    )
     now = await gw.app_now(app)
     signups: dict[str, datetime | None] = {}
     for event in events:

@@ -22,6 +22,8 @@ class GatewaySettings(ServiceSettings):
     # --- sagas ---
     # Deadline of each call to a participant (seconds).
     call_timeout_seconds: float = Field(default=2.0, gt=0)
+    # Deadline of a participant's batch call (RecordEvents: up to 500 events in one call).
+    batch_call_timeout_seconds: float = Field(default=30.0, gt=0)
     # Attempts per step and drive on UNAVAILABLE / DEADLINE_EXCEEDED, with backoff from here.
     step_attempts: int = Field(default=3, ge=1, le=20)
     retry_backoff_seconds: float = Field(default=0.05, ge=0)
