@@ -26,6 +26,7 @@ from pathlib import Path
 import grpc
 import psutil
 import psycopg
+from google.protobuf.timestamp_pb2 import Timestamp
 from loyalty.gateway.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2, loyalty_pb2_grpc
 from sqlalchemy import make_url
 
@@ -42,12 +43,28 @@ from plumbing.db import create_engine  # noqa: E402
 MONOLITH = REPO / "bench" / "baselines" / "monolith-redeem"
 APP = "bench"
 SKU = "bench-coupon"
-BENCH_ITEM = """
-    - sku: bench-coupon
+EXTRA_PROGRAM_ITEMS = """    - sku: bench-coupon
       name: Bench coupon
       kind: virtual
       price_points: 10
       stock: 100000000
+    - sku: bench-flash
+      name: Bench flash sale
+      kind: coupon
+      price_points: 10
+      stock: 100
+"""
+EXTRA_POOL = """    - code: bench-wheel
+      name: Bench wheel
+      cost_points: 10
+      prizes:
+        - code: points-5
+          kind: points
+          amount: 5
+          weight: 10
+        - code: nothing
+          kind: nothing
+          weight: 90
 """
 
 
@@ -103,33 +120,42 @@ async def make_app(suite: Suite) -> tuple[str, str]:
         await engine.dispose()
 
 
-async def prepare(address: str, member_key: str, admin_key: str, users: int) -> None:
+async def prepare(address: str, member: str, admin: str, users: int) -> None:
     program = (REPO / "examples" / "video-app.yaml").read_text(encoding="utf-8")
-    program = program.replace("mall:\n  items:\n", "mall:\n  items:\n" + BENCH_ITEM.lstrip("\n"))
+    program = program.replace("mall:\n  items:\n", "mall:\n  items:\n" + EXTRA_PROGRAM_ITEMS)
+    program = program.replace("lottery:\n  pools:\n", "lottery:\n  pools:\n" + EXTRA_POOL)
     async with grpc.aio.insecure_channel(address) as channel:
         applied = await admin_pb2_grpc.AdminServiceStub(channel).ApplyProgram(
             admin_pb2.ApplyProgramRequest(program_yaml=program),
-            metadata=(("authorization", f"Bearer {admin_key}"),),
+            metadata=(("authorization", f"Bearer {admin}"),),
             timeout=60,
         )
         assert applied.applied, applied.errors
-        loyalty = loyalty_pb2_grpc.LoyaltyServiceStub(channel)
+        stub = loyalty_pb2_grpc.LoyaltyServiceStub(channel)
         for start in range(0, users, 500):
-            await loyalty.RecordEvents(
+            await stub.RecordEvents(
                 loyalty_pb2.RecordEventsRequest(
                     events=[
                         loyalty_pb2.RecordEventRequest(
                             event_id=f"seed-{n}",
                             user_id=f"user-{n}",
                             action="purchase",
-                            attributes={"amount_fen": "100000000"},  # 1,000,000 points
+                            attributes={"amount_fen": "100000000"},
+                            # Old accounts: risk's new-account rule stays out of the way.
+                            signed_up_at=_long_ago(),
                         )
                         for n in range(start, min(users, start + 500))
                     ]
                 ),
-                metadata=(("authorization", f"Bearer {member_key}"),),
+                metadata=(("authorization", f"Bearer {member}"),),
                 timeout=120,
             )
+
+
+def _long_ago() -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromSeconds(1_600_000_000)
+    return stamp
 
 
 async def load(

@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
-from loyalty.gateway.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2, loyalty_pb2_grpc
+from loyalty.gateway.v1 import loyalty_pb2, loyalty_pb2_grpc
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -42,34 +41,11 @@ from bench.common import (  # noqa: E402
     servers,
 )
 from bench.grpc_overhead import run_mode  # noqa: E402
-from bench.redeem import cpu_seconds, make_app, monolith_tps, paced_loop  # noqa: E402
+from bench.redeem import cpu_seconds, make_app, monolith_tps, paced_loop, prepare  # noqa: E402
 from devtools.embedded import free_port  # noqa: E402
 from devtools.suite import SERVICES, Suite  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
-EXTRA_PROGRAM_ITEMS = """    - sku: bench-coupon
-      name: Bench coupon
-      kind: virtual
-      price_points: 10
-      stock: 100000000
-    - sku: bench-flash
-      name: Bench flash sale
-      kind: coupon
-      price_points: 10
-      stock: 100
-"""
-EXTRA_POOL = """    - code: bench-wheel
-      name: Bench wheel
-      cost_points: 10
-      prizes:
-        - code: points-5
-          kind: points
-          amount: 5
-          weight: 10
-        - code: nothing
-          kind: nothing
-          weight: 90
-"""
 CONCURRENCY = (1, 4, 16, 32, 64)
 
 
@@ -97,44 +73,6 @@ def cuts(latencies: list[float]) -> tuple[float, float]:
         return (0.0, 0.0)
     q = statistics.quantiles(latencies, n=100)
     return q[49] * 1000, q[98] * 1000
-
-
-async def prepare(address: str, member: str, admin: str, users: int) -> None:
-    program = (REPO / "examples" / "video-app.yaml").read_text(encoding="utf-8")
-    program = program.replace("mall:\n  items:\n", "mall:\n  items:\n" + EXTRA_PROGRAM_ITEMS)
-    program = program.replace("lottery:\n  pools:\n", "lottery:\n  pools:\n" + EXTRA_POOL)
-    async with grpc.aio.insecure_channel(address) as channel:
-        applied = await admin_pb2_grpc.AdminServiceStub(channel).ApplyProgram(
-            admin_pb2.ApplyProgramRequest(program_yaml=program),
-            metadata=(("authorization", f"Bearer {admin}"),),
-            timeout=60,
-        )
-        assert applied.applied, applied.errors
-        stub = loyalty_pb2_grpc.LoyaltyServiceStub(channel)
-        for start in range(0, users, 500):
-            await stub.RecordEvents(
-                loyalty_pb2.RecordEventsRequest(
-                    events=[
-                        loyalty_pb2.RecordEventRequest(
-                            event_id=f"seed-{n}",
-                            user_id=f"user-{n}",
-                            action="purchase",
-                            attributes={"amount_fen": "100000000"},
-                            # Old accounts: risk's new-account rule stays out of the way.
-                            signed_up_at=_long_ago(),
-                        )
-                        for n in range(start, min(users, start + 500))
-                    ]
-                ),
-                metadata=(("authorization", f"Bearer {member}"),),
-                timeout=120,
-            )
-
-
-def _long_ago() -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromSeconds(1_600_000_000)
-    return stamp
 
 
 async def end_to_end(

@@ -31,8 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.common import closed_loop, servers  # noqa: E402
-from bench.redeem import make_app  # noqa: E402
-from bench.report import prepare  # noqa: E402
+from bench.redeem import make_app, prepare  # noqa: E402
 from devtools.embedded import free_port  # noqa: E402
 from devtools.suite import SERVICES, Suite  # noqa: E402
 
