@@ -73,8 +73,40 @@ async def closed_loop(
     began = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - began
-    cuts = statistics.quantiles(latencies, n=100)
-    return len(latencies) / elapsed, cuts[49] * 1000, cuts[98] * 1000
+    return (len(latencies) / elapsed, *cuts(latencies))
+
+
+async def paced_loop(
+    call: Callable[[], Awaitable[Any]], rate: float, seconds: float
+) -> tuple[float, float, float]:
+    """Open loop: starts a call every 1/rate s whatever the answers; (achieved rate, p50 ms,
+    p99 ms)."""
+    latencies: list[float] = []
+    tasks = []
+
+    async def timed() -> None:
+        start = time.perf_counter()
+        await call()
+        latencies.append(time.perf_counter() - start)
+
+    began = time.perf_counter()
+    sent = 0
+    while time.perf_counter() - began < seconds:
+        delay = began + sent / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(timed()))
+        sent += 1
+    await asyncio.gather(*tasks)
+    return (len(latencies) / (time.perf_counter() - began), *cuts(latencies))
+
+
+def cuts(latencies: list[float]) -> tuple[float, float]:
+    """p50 and p99 in ms."""
+    if len(latencies) < 2:
+        return (latencies[0] * 1000, latencies[0] * 1000) if latencies else (0.0, 0.0)
+    points = statistics.quantiles(latencies, n=100)
+    return points[49] * 1000, points[98] * 1000
 
 
 def redis_get_rate(redis_url: str, seconds: int) -> float | None:

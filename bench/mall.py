@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import time
 import uuid
@@ -32,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import (  # noqa: E402
     closed_loop,
+    cuts,
     pgbench_one_row_update,
     redis_get_rate,
     servers,
@@ -43,13 +43,6 @@ from plumbing.grpc_errors import reason_of  # noqa: E402
 from tests.programs import mall_section  # noqa: E402
 
 APP = "bench"
-
-
-def cuts(latencies: list[float]) -> tuple[float, float]:
-    if len(latencies) < 2:
-        return (latencies[0] * 1000, latencies[0] * 1000) if latencies else (0.0, 0.0)
-    points = statistics.quantiles(latencies, n=100)
-    return points[49] * 1000, points[98] * 1000
 
 
 @dataclass

@@ -15,12 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import statistics
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -33,12 +31,10 @@ from sqlalchemy import make_url
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import closed_loop, pgbench_binary, servers  # noqa: E402
+from bench.common import closed_loop, paced_loop, pgbench_binary, servers  # noqa: E402
+from devtools.bootstrap import create_app_keys  # noqa: E402
 from devtools.embedded import free_port  # noqa: E402
 from devtools.suite import SERVICES, Suite  # noqa: E402
-from gateway.store.tenancy import create_key  # noqa: E402
-from plumbing.clock import SystemClock  # noqa: E402
-from plumbing.db import create_engine  # noqa: E402
 
 MONOLITH = REPO / "bench" / "baselines" / "monolith-redeem"
 APP = "bench"
@@ -108,16 +104,11 @@ def monolith_tps(server_url: str, seconds: int, clients: int) -> float:
 
 
 async def make_app(suite: Suite) -> tuple[str, str]:
-    engine = create_engine(suite.database_url("gateway"), 1)
-    try:
-        now = SystemClock().now()
-        member, _ = await create_key(
-            engine, APP, "member", now, sandbox=True, rate_per_second=1_000_000, burst=1_000_000
-        )
-        admin, _ = await create_key(engine, APP, "admin", now, sandbox=True)
-        return member.key, admin.key
-    finally:
-        await engine.dispose()
+    """The bench app's member key (no rate limit to speak of) and admin key."""
+    keys = await create_app_keys(
+        suite.database_url("gateway"), APP, rate_per_second=1_000_000, burst=1_000_000
+    )
+    return keys.member_key, keys.admin_key
 
 
 async def prepare(address: str, member: str, admin: str, users: int) -> None:
@@ -184,32 +175,6 @@ async def load(
         peak = await closed_loop(redeem, seconds, concurrency, warmup=100)
         paced = await paced_loop(redeem, peak[0] / 2, seconds)
     return peak, outcomes, paced
-
-
-async def paced_loop(
-    call: Callable[[], Awaitable[None]], rate: float, seconds: float
-) -> tuple[float, float, float]:
-    """Open loop: starts calls at ``rate`` per second whatever their latency."""
-    latencies: list[float] = []
-    tasks = []
-
-    async def timed() -> None:
-        start = time.perf_counter()
-        await call()
-        latencies.append(time.perf_counter() - start)
-
-    began = time.perf_counter()
-    n = 0
-    while time.perf_counter() - began < seconds:
-        due = began + n / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(timed()))
-        n += 1
-    await asyncio.gather(*tasks)
-    cuts = statistics.quantiles(latencies, n=100)
-    return n / seconds, cuts[49] * 1000, cuts[98] * 1000
 
 
 def cpu_seconds(suite: Suite) -> dict[str, float]:

@@ -18,7 +18,6 @@ import asyncio
 import os
 import platform
 import random
-import statistics
 import subprocess
 import sys
 import time
@@ -36,12 +35,14 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import (  # noqa: E402
     closed_loop,
+    cuts,
+    paced_loop,
     pgbench_one_row_update,
     redis_get_rate,
     servers,
 )
 from bench.grpc_overhead import run_mode  # noqa: E402
-from bench.redeem import cpu_seconds, make_app, monolith_tps, paced_loop, prepare  # noqa: E402
+from bench.redeem import cpu_seconds, make_app, monolith_tps, prepare  # noqa: E402
 from devtools.embedded import free_port  # noqa: E402
 from devtools.suite import SERVICES, Suite  # noqa: E402
 
@@ -66,13 +67,6 @@ class Row:
 
 def say(message: str) -> None:
     print(message, flush=True)
-
-
-def cuts(latencies: list[float]) -> tuple[float, float]:
-    if len(latencies) < 2:
-        return (0.0, 0.0)
-    q = statistics.quantiles(latencies, n=100)
-    return q[49] * 1000, q[98] * 1000
 
 
 async def end_to_end(

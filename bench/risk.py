@@ -13,9 +13,7 @@ import argparse
 import asyncio
 import json
 import random
-import statistics
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from loyalty.risk.v1 import risk_pb2, risk_pb2_grpc
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import closed_loop, redis_get_rate, servers  # noqa: E402
+from bench.common import closed_loop, paced_loop, redis_get_rate, servers  # noqa: E402
 from bench.grpc_overhead import run_mode  # noqa: E402
 from devtools.embedded import free_port  # noqa: E402
 from devtools.suite import Suite  # noqa: E402
@@ -47,28 +45,6 @@ def request() -> risk_pb2.EvaluateRequest:
     )
 
 
-async def paced(stub: risk_pb2_grpc.RiskServiceStub, seconds: int, rate: int) -> tuple[float, ...]:
-    """Open loop: one call every 1/rate s, whatever the answers; (achieved rate, p50, p99)."""
-    latencies: list[float] = []
-    tasks = []
-
-    async def one() -> None:
-        start = time.perf_counter()
-        await stub.Evaluate(request())  # type: ignore[misc]
-        latencies.append(time.perf_counter() - start)
-
-    began = time.perf_counter()
-    for sent in range(seconds * rate):
-        delay = began + sent / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one()))
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - began
-    cuts = statistics.quantiles(latencies, n=100)
-    return len(latencies) / elapsed, cuts[49] * 1000, cuts[98] * 1000
-
-
 async def load(
     address: str, seconds: int, concurrency: int, rates: list[int]
 ) -> dict[str, tuple[float, ...]]:
@@ -82,7 +58,9 @@ async def load(
             "closed": await closed_loop(lambda: stub.Evaluate(request()), seconds, concurrency)
         }
         for rate in rates:
-            result[f"paced {rate}"] = await paced(stub, seconds, rate)
+            result[f"paced {rate}"] = await paced_loop(
+                lambda: stub.Evaluate(request()), rate, seconds
+            )
         return result
 
 

@@ -15,6 +15,7 @@ from gateway.domain.keys import secret_matches, split_key
 from gateway.store.tenancy import create_key, find_key
 from plumbing.clock import SystemClock
 from plumbing.db import create_engine
+from plumbing.settings import read_env_file
 
 DEV_APP = "video"
 EXAMPLE_PROGRAMS = (
@@ -24,19 +25,58 @@ EXAMPLE_PROGRAMS = (
 
 
 @dataclass(frozen=True)
+class AppKeys:
+    """An app with a member key and an admin key (what tests, the soak and the benchmarks
+    call the gateway as)."""
+
+    app: str
+    member_key: str
+    admin_key: str
+
+    @property
+    def member(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.member_key}"),)
+
+    @property
+    def admin(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.admin_key}"),)
+
+
+async def create_app_keys(
+    database_url: str,
+    app: str,
+    *,
+    sandbox: bool = True,
+    rate_per_second: int = 1000,
+    burst: int = 2000,
+) -> AppKeys:
+    """Makes the app (if new) and one key of each scope, on the gateway's database, as
+    `loyaltyctl keys create` does; the member key gets the given token bucket."""
+    engine = create_engine(database_url, 1)
+    try:
+        now = SystemClock().now()
+        member, _ = await create_key(
+            engine,
+            app,
+            "member",
+            now,
+            sandbox=sandbox,
+            rate_per_second=rate_per_second,
+            burst=burst,
+        )
+        admin, _ = await create_key(engine, app, "admin", now, sandbox=sandbox)
+    finally:
+        await engine.dispose()
+    return AppKeys(app, member.key, admin.key)
+
+
+@dataclass(frozen=True)
 class DevApp:
     app: str
     member_key: str
     admin_key: str
     program: Path
     version: int
-
-
-def read_env(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-    pairs = (line.partition("=") for line in path.read_text().splitlines())
-    return {key.strip(): value.strip() for key, sep, value in pairs if sep}
 
 
 async def _keys(database_url: str, known: dict[str, str]) -> tuple[str, str]:
@@ -66,7 +106,9 @@ async def _keys(database_url: str, known: dict[str, str]) -> tuple[str, str]:
 
 
 def bootstrap_dev_app(suite: Suite, env_file: Path) -> DevApp:
-    member_key, admin_key = asyncio.run(_keys(suite.database_url("gateway"), read_env(env_file)))
+    member_key, admin_key = asyncio.run(
+        _keys(suite.database_url("gateway"), read_env_file(env_file))
+    )
     program = next((path for path in EXAMPLE_PROGRAMS if path.is_file()), None)
     if program is None:
         raise SuiteError("the example program (examples/video-app.yaml) is missing")

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from devtools.suite import REPO
+from plumbing.db import create_engine
+from plumbing.settings import read_env_file
 from services.mall.store.invariants import check_mall
 from services.points.store.invariants import check_ledger
 
@@ -82,7 +84,7 @@ async def _apps(conn: AsyncConnection, table: str) -> list[str]:
 
 
 async def check_all(urls: Mapping[str, str], only_app: str | None = None) -> list[Check]:
-    engines = {name: create_async_engine(url, pool_size=2) for name, url in urls.items()}
+    engines = {name: create_engine(url, 2) for name, url in urls.items()}
     try:
         return await _check(engines, only_app)
     finally:
@@ -245,11 +247,8 @@ def main() -> None:
         url = args[args.index("--postgres-url") + 1]
     if not url:
         url = os.environ.get("LOYALTY_POSTGRES_URL", "")
-    env_file = REPO / ".loyalty" / "dev.env"
-    if not url and env_file.is_file():
-        for line in env_file.read_text().splitlines():
-            if line.startswith("LOYALTY_POSTGRES_URL="):
-                url = line.partition("=")[2]
+    if not url:
+        url = read_env_file(REPO / ".loyalty" / "dev.env").get("LOYALTY_POSTGRES_URL", "")
     if not url:
         print(
             "no PostgreSQL: pass --postgres-url or set LOYALTY_POSTGRES_URL (or make run)",

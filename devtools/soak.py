@@ -30,12 +30,10 @@ from pathlib import Path
 import grpc
 from loyalty.gateway.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2, loyalty_pb2_grpc
 
+from devtools.bootstrap import create_app_keys
 from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from devtools.invariants import check_all, report, urls_from
 from devtools.suite import REPO, SERVICES, Suite
-from gateway.store.tenancy import create_key
-from plumbing.clock import SystemClock
-from plumbing.db import create_engine
 
 FLASH_ITEM = """    - sku: soak-flash
       name: Soak flash sale
@@ -74,21 +72,10 @@ def say(message: str) -> None:
 
 
 async def make_app(suite: Suite, name: str, users: int) -> App:
-    engine = create_engine(suite.database_url("gateway"), 1)
-    try:
-        now = SystemClock().now()
-        member, _ = await create_key(
-            engine, name, "member", now, sandbox=True, rate_per_second=100_000, burst=100_000
-        )
-        admin, _ = await create_key(engine, name, "admin", now, sandbox=True)
-    finally:
-        await engine.dispose()
-    app = App(
-        name,
-        (("authorization", f"Bearer {member.key}"),),
-        (("authorization", f"Bearer {admin.key}"),),
-        [f"{name}-u{n}" for n in range(users)],
+    keys = await create_app_keys(
+        suite.database_url("gateway"), name, rate_per_second=100_000, burst=100_000
     )
+    app = App(name, keys.member, keys.admin, [f"{name}-u{n}" for n in range(users)])
     program = (REPO / "examples" / "video-app.yaml").read_text(encoding="utf-8")
     program = program.replace("mall:\n  items:\n", "mall:\n  items:\n" + FLASH_ITEM)
     async with grpc.aio.insecure_channel(suite.address("gateway")) as channel:

@@ -30,6 +30,7 @@ from gateway.store.events import daily_counts
 from gateway.store.sagas import UNFINISHED, SagaRecord
 from gateway.store.tenancy import record_audit
 from plumbing.errors import FailedPrecondition, InvalidArgument, LoyaltyError, NotFound
+from plumbing.programs import MAX_CLOCK_ADVANCE_SECONDS
 from plumbing.sections import ProgramInvalid
 from plumbing.server import Resources
 from plumbing.validation import optional_text, require_id, require_nonzero, require_positive
@@ -38,7 +39,6 @@ from plumbing.wire import decode_cursor, encode_cursor, page_size, parse_date, t
 log = logging.getLogger(__name__)
 
 MAX_REPORT_DAYS = 366
-MAX_CLOCK_SECONDS = 10 * 366 * 86400
 SAGA_STATES = (*UNFINISHED, "COMPLETED", "COMPENSATED", "NEEDS_ATTENTION")
 # Arguments longer than this are cut in the audit (a program is kept whole in its versions).
 AUDIT_TEXT_LIMIT = 2000
@@ -412,7 +412,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.AdvanceClockResponse:
         if not caller.sandbox:
             raise NotSandbox(f"app {caller.app!r} is not a sandbox; its clock is the real one")
-        seconds = require_positive("seconds", request.seconds, maximum=MAX_CLOCK_SECONDS)
+        seconds = require_positive("seconds", request.seconds, maximum=MAX_CLOCK_ADVANCE_SECONDS)
         request_id = request.request_id or str(uuid4())
         require_id("request_id", request_id)
         await self.gw.programs.get(caller.app)  # a program must exist (NO_PROGRAM)

@@ -37,6 +37,9 @@ class Caller:
     key_id: str
     scope: str
     sandbox: bool
+    # The key's token bucket.
+    rate_per_second: int
+    burst: int
 
 
 # KEYS[1]: the key's bucket. ARGV: rate per second, burst. Answers {allowed, ms until one token}.
@@ -68,7 +71,6 @@ return {allowed, wait}
 class Authenticator:
     def __init__(self, engine: AsyncEngine, redis: aioredis.Redis | None, prefix: str) -> None:
         self._engine = engine
-        self._redis = redis
         self._prefix = prefix
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
         self._bucket = redis.register_script(_TOKEN_BUCKET) if redis is not None else None
@@ -91,7 +93,14 @@ class Authenticator:
             raise Unauthenticated("unknown API key")
         if record.revoked_at is not None:
             raise Unauthenticated("this API key was revoked")
-        return Caller(record.app, record.key_id, record.scope, record.sandbox)
+        return Caller(
+            record.app,
+            record.key_id,
+            record.scope,
+            record.sandbox,
+            record.rate_per_second,
+            record.burst,
+        )
 
     async def admit(self, caller: Caller, scope: str) -> None:
         """PERMISSION_DENIED for the wrong scope; RESOURCE_EXHAUSTED when the bucket is empty."""
@@ -99,9 +108,7 @@ class Authenticator:
             raise PermissionDenied(
                 f"this call needs an {scope} key; the key's scope is {caller.scope}"
             )
-        record = await self._record(caller.key_id)
-        if record is not None:
-            await self._take_token(record)
+        await self._take_token(caller)
 
     async def _record(self, key_id: str) -> KeyRecord | None:
         cached = self._cache.get(key_id)
@@ -113,13 +120,13 @@ class Authenticator:
         self._cache[key_id] = (time.monotonic(), record)
         return record
 
-    async def _take_token(self, record: KeyRecord) -> None:
+    async def _take_token(self, caller: Caller) -> None:
         if self._bucket is None:
             return
         try:
             allowed, wait_ms = await self._bucket(
-                keys=[f"{self._prefix}ratelimit:{record.key_id}"],
-                args=[record.rate_per_second, record.burst],
+                keys=[f"{self._prefix}ratelimit:{caller.key_id}"],
+                args=[caller.rate_per_second, caller.burst],
             )
         except RedisError as error:
             if time.monotonic() - self._redis_warned > 30:
@@ -128,7 +135,7 @@ class Authenticator:
             return
         if not allowed:
             raise RateLimited(
-                f"rate limit of {record.rate_per_second}/s for this key exceeded",
+                f"rate limit of {caller.rate_per_second}/s for this key exceeded",
                 metadata={"retry_after_ms": str(wait_ms)},
             )
 

@@ -11,6 +11,7 @@ id with another payload is refused. The gateway keeps `order_holds` for ListOrde
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +21,7 @@ from loyalty.gateway.v1 import loyalty_pb2
 from loyalty.points.v1 import points_pb2
 from loyalty.risk.v1 import risk_pb2
 from opentelemetry import trace
-from sqlalchemy import select
+from sqlalchemy import case, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from gateway.context import Gateway
@@ -28,7 +29,7 @@ from gateway.domain.checkout import CheckoutDisabled, CheckoutRules
 from gateway.participants import ask
 from gateway.store.tables import order_holds, requests
 from plumbing.errors import FailedPrecondition, InvalidArgument, LoyaltyError
-from plumbing.idempotency import claim_request, finish_request, payload_hash
+from plumbing.idempotency import claim_request, find_request, finish_request, payload_hash
 from plumbing.validation import MAX_AMOUNT, optional_text, require_id, require_positive
 from plumbing.wire import decode_cursor, encode_cursor, page_size, to_timestamp
 
@@ -47,6 +48,19 @@ def hold_id(order_ref: str) -> str:
     return f"order:{order_ref}"
 
 
+@dataclass(frozen=True)
+class Key:
+    """A call's idempotency key: its request_id, what it is, and its payload's digest."""
+
+    request_id: str
+    kind: str
+    digest: str
+
+    @staticmethod
+    def of(request_id: str, kind: str, payload: dict[str, Any]) -> Key:
+        return Key(request_id, kind, payload_hash(payload))
+
+
 class Checkout:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
@@ -58,59 +72,65 @@ class Checkout:
             raise CheckoutDisabled("points cannot pay for orders in this app's program")
         return rules
 
-    async def _once(
-        self, app: str, request_id: str, kind: str, payload: dict[str, Any]
-    ) -> loyalty_pb2.OrderHold | None:
-        """The first answer to this request_id, or None when it is new (or never finished:
-        then it runs again, and the ledger's own keys make it act once)."""
-        async with self.gw.resources.engine.begin() as conn:
-            first = await claim_request(
-                conn,
-                requests,
-                app,
-                request_id,
-                kind,
-                payload_hash(payload),
-                await self.gw.app_now(app),
-            )
+    async def _replay(self, app: str, key: Key) -> loyalty_pb2.OrderHold | None:
+        """The first answer to this request_id, if there is one (read only: a request that
+        is refused leaves nothing behind)."""
+        async with self.gw.resources.engine.connect() as conn:
+            first = await find_request(conn, requests, app, key.request_id, key.kind, key.digest)
         return ParseDict(first, loyalty_pb2.OrderHold()) if first else None
 
-    async def _answer(
-        self, app: str, request_id: str, reply: loyalty_pb2.OrderHold
+    async def _record(
+        self,
+        app: str,
+        order_ref: str,
+        key: Key | None,
+        values: dict[str, Any],
+        changes: dict[str, Any] | None = None,
     ) -> loyalty_pb2.OrderHold:
-        async with self.gw.resources.engine.begin() as conn:
-            await finish_request(
-                conn,
-                requests,
-                app,
-                request_id,
-                MessageToDict(reply, preserving_proto_field_name=True),
-            )
-        return reply
-
-    async def _save(self, app: str, order_ref: str, **values: Any) -> loyalty_pb2.OrderHold:
-        """Upserts the order's row and answers it as the caller sees it."""
+        """Upserts the order's row (``values`` for a new row; ``changes``, which may be SQL
+        expressions, for an existing one) and, with ``key``, records the answer under its
+        request_id in the same transaction. A concurrent call with the same request_id that
+        committed first wins: its answer is returned."""
         now = await self.gw.app_now(app)
-        insert_values = {
-            "user_id": "",
-            "points": 0,
-            "value_fen": 0,
-            "created_at": now,
-            **values,
-        }
         async with self.gw.resources.engine.begin() as conn:
+            if key is not None:
+                first = await claim_request(
+                    conn, requests, app, key.request_id, key.kind, key.digest, now
+                )
+                if first is not None:
+                    return ParseDict(first, loyalty_pb2.OrderHold())
             row = (
                 await conn.execute(
                     pg_insert(order_holds)
-                    .values(app=app, order_ref=order_ref, updated_at=now, **insert_values)
+                    .values(
+                        {
+                            "user_id": "",
+                            "points": 0,
+                            "value_fen": 0,
+                            **values,
+                            "app": app,
+                            "order_ref": order_ref,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                    )
                     .on_conflict_do_update(
                         index_elements=[order_holds.c.app, order_holds.c.order_ref],
-                        set_={**values, "updated_at": now},
+                        set_={**(values if changes is None else changes), "updated_at": now},
                     )
                     .returning(order_holds)
                 )
             ).one()
-        return self._message(row, now)
+            reply = self._message(row, now)
+            if key is not None:
+                await finish_request(
+                    conn,
+                    requests,
+                    app,
+                    key.request_id,
+                    MessageToDict(reply, preserving_proto_field_name=True),
+                )
+        return reply
 
     @staticmethod
     def _message(row: Any, now: datetime) -> loyalty_pb2.OrderHold:
@@ -165,7 +185,8 @@ class Checkout:
         rules.check_hold(points, amount)
         asked = {"user_id": user_id, "order_ref": order_ref, "points": points, "amount": amount}
         trace.get_current_span().set_attributes({"app": app, "order_ref": order_ref})
-        first = await self._once(app, request_id, "hold_for_order", asked)
+        key = Key.of(request_id, "hold_for_order", asked)
+        first = await self._replay(app, key)
         if first is not None:
             return first
         p = self.gw.participants
@@ -205,23 +226,26 @@ class Checkout:
             ),
             deadline=self.timeout,
         )
-        reply = await self._save(
+        return await self._record(
             app,
             order_ref,
-            user_id=user_id,
-            points=points,
-            value_fen=rules.value_fen(points),
-            state="held",
-            expires_at=held.expires_at.ToDatetime(tzinfo=UTC),
+            key,
+            {
+                "user_id": user_id,
+                "points": points,
+                "value_fen": rules.value_fen(points),
+                "state": "held",
+                "expires_at": held.expires_at.ToDatetime(tzinfo=UTC),
+            },
         )
-        return await self._answer(app, request_id, reply)
 
     async def capture(
         self, app: str, request: loyalty_pb2.CaptureOrderRequest
     ) -> loyalty_pb2.OrderHold:
         request_id = require_id("request_id", request.request_id)
         order_ref = require_id("order_ref", request.order_ref)
-        first = await self._once(app, request_id, "capture_order", {"order_ref": order_ref})
+        key = Key.of(request_id, "capture_order", {"order_ref": order_ref})
+        first = await self._replay(app, key)
         if first is not None:
             return first
         try:
@@ -233,19 +257,18 @@ class Checkout:
             )
         except LoyaltyError as refused:
             late = {"HOLD_EXPIRED": "expired", "HOLD_RELEASED": "released"}.get(refused.reason)
-            if late is not None:
-                await self._save(app, order_ref, state=late)
+            if late is not None:  # the ledger's verdict, kept for ListOrderHolds
+                await self._record(app, order_ref, None, {"state": late})
             raise
-        return await self._answer(
-            app, request_id, await self._save(app, order_ref, state="captured")
-        )
+        return await self._record(app, order_ref, key, {"state": "captured"})
 
     async def release(
         self, app: str, request: loyalty_pb2.ReleaseOrderRequest
     ) -> loyalty_pb2.OrderHold:
         request_id = require_id("request_id", request.request_id)
         order_ref = require_id("order_ref", request.order_ref)
-        first = await self._once(app, request_id, "release_order", {"order_ref": order_ref})
+        key = Key.of(request_id, "release_order", {"order_ref": order_ref})
+        first = await self._replay(app, key)
         if first is not None:
             return first
         # A release before any hold is recorded by the ledger, which then refuses the late hold.
@@ -256,7 +279,7 @@ class Checkout:
             deadline=self.timeout,
         )
         state = "expired" if released.state == points_pb2.EXPIRED else "released"
-        return await self._answer(app, request_id, await self._save(app, order_ref, state=state))
+        return await self._record(app, order_ref, key, {"state": state})
 
     async def refund(
         self, app: str, request: loyalty_pb2.RefundOrderRequest
@@ -264,8 +287,8 @@ class Checkout:
         request_id = require_id("request_id", request.request_id)
         order_ref = require_id("order_ref", request.order_ref)
         points = require_positive("points", request.points, maximum=MAX_AMOUNT)
-        asked = {"order_ref": order_ref, "points": points}
-        first = await self._once(app, request_id, "refund_order", asked)
+        key = Key.of(request_id, "refund_order", {"order_ref": order_ref, "points": points})
+        first = await self._replay(app, key)
         if first is not None:
             return first
         moved = await ask(
@@ -280,22 +303,20 @@ class Checkout:
             ),
             deadline=self.timeout,
         )
-        async with self.gw.resources.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(order_holds).where(
-                        order_holds.c.app == app, order_holds.c.order_ref == order_ref
-                    )
-                )
-            ).one()
-        refunded = row.points_refunded + (0 if moved.duplicate else points)
-        reply = await self._save(
+        # Counted in SQL, so two refunds of one order at once both count; a refund the ledger
+        # had already made (a retry under the same request_id) counts once.
+        added = 0 if moved.duplicate else points
+        refunded = order_holds.c.points_refunded + added
+        return await self._record(
             app,
             order_ref,
-            points_refunded=refunded,
-            state="refunded" if refunded >= row.points else "captured",
+            key,
+            {"points_refunded": added, "state": "captured"},
+            {
+                "points_refunded": refunded,
+                "state": case((refunded >= order_holds.c.points, "refunded"), else_="captured"),
+            },
         )
-        return await self._answer(app, request_id, reply)
 
     async def list(
         self, app: str, request: loyalty_pb2.ListOrderHoldsRequest

@@ -31,6 +31,7 @@ from loyalty.gateway.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2, loyalty_p
 
 from gateway.domain.keys import SCOPES
 from plumbing.grpc_errors import reason_of
+from plumbing.settings import read_env_file
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 saga_app = typer.Typer(help="Inspect and retry sagas.", no_args_is_help=True)
@@ -64,14 +65,8 @@ DEV_ENV = Path(".loyalty") / "dev.env"
 def _dev_env() -> dict[str, str]:
     """KEY=VALUE lines of .loyalty/dev.env, here or at the repository root."""
     for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        path = base / DEV_ENV
-        if path.is_file():
-            pairs = {}
-            for line in path.read_text().splitlines():
-                key, sep, value = line.partition("=")
-                if sep and not line.lstrip().startswith("#"):
-                    pairs[key.strip()] = value.strip()
-            return pairs
+        if (base / DEV_ENV).is_file():
+            return read_env_file(base / DEV_ENV)
     return {}
 
 

@@ -8,6 +8,7 @@ down or too slow is UNAVAILABLE to the caller, who retries with the same idempot
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -19,13 +20,18 @@ from loyalty.points.v1 import points_pb2_grpc
 from loyalty.risk.v1 import risk_pb2_grpc
 
 from plumbing.errors import ErrorKind, InvalidArgument, LoyaltyError, Unavailable
-from plumbing.grpc_errors import error_info, rich_status
+from plumbing.grpc_errors import error_info
 from plumbing.server import MAX_MESSAGE_BYTES
 
 # Codes a caller may retry with the same key: the call may or may not have acted.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
+# Every call waits for a restarting participant until its deadline instead of failing at once
+# while the channel reconnects (gRPC's waitForReady, for every method of the channel).
+_WAIT_FOR_READY = json.dumps({"methodConfig": [{"name": [{}], "waitForReady": True}]})
+
 CHANNEL_OPTIONS = [
+    ("grpc.service_config", _WAIT_FOR_READY),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     # Reconnect quickly after a participant restarts (default backoff grows to 2 minutes).
@@ -70,9 +76,8 @@ def relay(error: grpc.aio.AioRpcError, service: str) -> LoyaltyError:
     kind = ErrorKind[code.name]
     message = error.details() or code.name
     if kind is ErrorKind.INVALID_ARGUMENT:
-        status = rich_status(error)
         field = info.metadata.get("field", "") if info else ""
-        if status is not None and field:
+        if field:
             return InvalidArgument(field, message.split(": ", 1)[-1])
         return InvalidArgument("request", message)
     reason = info.reason if info and info.reason else code.name
@@ -86,10 +91,8 @@ T = TypeVar("T")
 async def ask(
     service: str, method: Callable[..., Awaitable[T]], request: Any, *, deadline: float
 ) -> T:
-    """One call to a participant with a deadline (seconds); failures relayed (``relay``).
-    A participant that is restarting is waited for until the deadline (wait_for_ready), not
-    refused at once while the channel reconnects."""
+    """One call to a participant with a deadline (seconds); failures relayed (``relay``)."""
     try:
-        return await method(request, timeout=deadline, wait_for_ready=True)
+        return await method(request, timeout=deadline)
     except grpc.aio.AioRpcError as error:
         raise relay(error, service) from None

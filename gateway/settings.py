@@ -41,8 +41,3 @@ class GatewaySettings(ServiceSettings):
     hold_ttl_seconds: int = Field(default=900, ge=1, le=604800)
     # Test-only: "before:<step>" / "after:<step>" SIGKILLs the gateway there (fault tests).
     fault_kill_at: str = ""
-
-    # --- keys ---
-    # Default token bucket of new keys (calls per second and burst).
-    key_rate_per_second: int = Field(default=1000, ge=1)
-    key_burst: int = Field(default=2000, ge=1)

@@ -61,18 +61,28 @@ async def claim_request(
     ).scalar_one_or_none()
     if inserted is not None:
         return None
+    return await find_request(conn, requests, app, request_id, kind, digest)
+
+
+async def find_request(
+    conn: AsyncConnection, requests: Table, app: str, request_id: str, kind: str, digest: str
+) -> dict[str, Any] | None:
+    """The first answer to a key, read only: None when the key is unknown or unanswered;
+    IdempotencyConflict when it came with another payload."""
     row = (
         await conn.execute(
             select(requests.c.kind, requests.c.payload_hash, requests.c.response).where(
                 requests.c.app == app, requests.c.request_id == request_id
             )
         )
-    ).one()
+    ).one_or_none()
+    if row is None:
+        return None
     if row.kind != kind or row.payload_hash != digest:
         raise IdempotencyConflict(
             f"request_id {request_id!r} was already used for a different {row.kind} request"
         )
-    response: dict[str, Any] = row.response
+    response: dict[str, Any] | None = row.response
     return response
 
 

@@ -32,8 +32,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from plumbing.clock import Clock
 from plumbing.idempotency import claim_request, finish_request, payload_hash
+from plumbing.validation import require_id, require_positive
 
 CACHE_SECONDS = 2.0
+# The furthest one AdvanceClock may move a sandbox app's clock: ten years.
+MAX_CLOCK_ADVANCE_SECONDS = 10 * 366 * 86400
 
 P = TypeVar("P")
 
@@ -163,6 +166,14 @@ class ProgramStore(Generic[P]):
                 await finish_request(conn, self._requests, app, request_id, {"seconds": seconds})
         self._cache.pop(app, None)
         return await self.get(app)
+
+    async def advance_from(self, request: Any) -> StoredProgram[P]:
+        """AdvanceClock as every service receives it (loyalty.common.v1.AdvanceClockRequest):
+        checked, then the clock moved once per request_id."""
+        app = require_id("app", request.app)
+        request_id = require_id("request_id", request.request_id)
+        seconds = require_positive("seconds", request.seconds, maximum=MAX_CLOCK_ADVANCE_SECONDS)
+        return await self.advance_clock(app, request_id, seconds)
 
     async def get(self, app: str) -> StoredProgram[P]:
         cached = self._cache.get(app)

@@ -4,6 +4,8 @@ full list. OpenTelemetry reads its own standard ``OTEL_*`` variables."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -43,3 +45,15 @@ def normalize_database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The KEY=VALUE lines of a file such as `.loyalty/dev.env` ({} when there is none)."""
+    if not path.is_file():
+        return {}
+    pairs = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.lstrip().startswith("#"):
+            pairs[key.strip()] = value.strip()
+    return pairs

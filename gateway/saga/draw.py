@@ -63,7 +63,6 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
                 account_created_at=account if order.get("account_created_at") else None,
             ),
             timeout=timeout,
-            wait_for_ready=True,
         ),
         log_first=False,
     )
@@ -86,7 +85,6 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
                 ref=f"draw:{order['pool']}",
             ),
             timeout=timeout,
-            wait_for_ready=True,
         ),
     )
 
@@ -103,7 +101,6 @@ async def _draw_and_award(drive: Drive, p: Participants) -> None:
                     app=app, saga_id=saga_id, user_id=user, pool=saga.payload["pool"]
                 ),
                 timeout=timeout,
-                wait_for_ready=True,
             ),
         )
         saga.result.update(
@@ -137,7 +134,6 @@ async def _capture(drive: Drive, p: Participants) -> None:
         lambda timeout: p.points.Capture(
             points_pb2.CaptureRequest(app=saga.app, saga_id=saga.saga_id),
             timeout=timeout,
-            wait_for_ready=True,
         ),
         log_first=False,
     )
@@ -159,7 +155,6 @@ async def _award(drive: Drive, p: Participants) -> None:
                     operator="lottery",
                 ),
                 timeout=timeout,
-                wait_for_ready=True,
             ),
             log_first=False,
         )
@@ -179,12 +174,10 @@ async def _award(drive: Drive, p: Participants) -> None:
                 prize=True,
             ),
             timeout=deadline,
-            wait_for_ready=True,
         )
         return await p.mall.Confirm(
             mall_pb2.ConfirmRequest(app=app, saga_id=prize_saga),
             timeout=deadline,
-            wait_for_ready=True,
         )
 
     order = await drive.step("award", reserve_and_confirm, log_first=False)
@@ -205,7 +198,6 @@ async def _release(drive: Drive, p: Participants, reason: str) -> None:
             lambda timeout: p.points.ReleaseHold(
                 points_pb2.ReleaseHoldRequest(app=saga.app, saga_id=saga.saga_id),
                 timeout=timeout,
-                wait_for_ready=True,
             ),
         )
     await drive.finish("COMPENSATED", reason)

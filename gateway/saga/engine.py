@@ -177,6 +177,22 @@ class Drive:
             attributes["sku"] = self.saga.payload["sku"]
         SAGA_OUTCOMES.add(1, attributes)
 
+    async def needs_attention(self, reason: str) -> None:
+        """Stops driving the saga: an operator looks (alert: the metric and an error log);
+        RetrySaga resumes it in the state it stopped in."""
+        self.saga.result["stuck_state"] = self.saga.state
+        await self.finish("NEEDS_ATTENTION", reason)
+        SAGA_ATTENTION.add(1, {"kind": self.saga.kind})
+        log.error(
+            "saga needs attention",
+            extra={
+                "saga_id": self.saga.saga_id,
+                "app": self.saga.app,
+                "state": self.saga.result["stuck_state"],
+                "reason": reason,
+            },
+        )
+
     async def put_off(self) -> None:
         """A participant is down: hand the saga to the recovery loop after a backoff that
         grows with each drive; after ``max_drives`` an operator must look."""
@@ -184,17 +200,7 @@ class Drive:
             # Before the commit point the recovery loop will undo the saga: say why.
             self.saga.reason = f"{step_service(self.saga)}_UNAVAILABLE"
         if self.saga.drives >= self.policy.max_drives:
-            self.saga.result["stuck_state"] = self.saga.state
-            await self.finish("NEEDS_ATTENTION", self.saga.reason or "RETRIES_EXHAUSTED")
-            SAGA_ATTENTION.add(1, {"kind": self.saga.kind})
-            log.error(
-                "saga needs attention",
-                extra={
-                    "saga_id": self.saga.saga_id,
-                    "app": self.saga.app,
-                    "state": self.saga.result["stuck_state"],
-                },
-            )
+            await self.needs_attention(self.saga.reason or "RETRIES_EXHAUSTED")
             return
         await self.save(lease_seconds=min(60.0, 2.0 ** max(0, self.saga.drives - 1)))
 
@@ -234,13 +240,7 @@ async def run_plan(drive: Drive, plan: SagaPlan, *, fresh: bool) -> None:
             await plan.undo(saga.reason or INTERRUPTED)
     except StepFailed as refused:
         if plan.undoable is not None and refused.step not in plan.undoable:
-            saga.result["stuck_state"] = "CONFIRMING"
-            await drive.finish("NEEDS_ATTENTION", refused.reason)
-            SAGA_ATTENTION.add(1, {"kind": saga.kind})
-            log.error(
-                "saga needs attention",
-                extra={"saga_id": saga.saga_id, "app": saga.app, "reason": refused.reason},
-            )
+            await drive.needs_attention(refused.reason)
             return
         try:
             await plan.undo(refused.reason)

@@ -77,14 +77,12 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
                 account_created_at=account if order.get("account_created_at") else None,
             ),
             timeout=timeout,
-            wait_for_ready=True,
         )
 
     def check_tier(timeout: float) -> Any:
         return p.levels.CheckTier(
             levels_pb2.CheckTierRequest(app=app, user_id=user, min_tier=order["min_tier"]),
             timeout=timeout,
-            wait_for_ready=True,
         )
 
     # The two checks change nothing a compensation must undo: run together, logged together.
@@ -117,7 +115,6 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
                 ttl=_duration(terms.reservation_ttl),
             ),
             timeout=timeout,
-            wait_for_ready=True,
         ),
     )
     saga.result["points_spent"] = reservation.price_points
@@ -133,7 +130,6 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
                 ref=f"redeem:{order['sku']}",
             ),
             timeout=timeout,
-            wait_for_ready=True,
         ),
     )
 
@@ -155,7 +151,6 @@ async def _confirm(drive: Drive, p: Participants) -> None:
             lambda timeout: p.mall.Confirm(
                 mall_pb2.ConfirmRequest(app=app, saga_id=saga_id),
                 timeout=timeout,
-                wait_for_ready=True,
             ),
             log_first=False,
         )
@@ -167,7 +162,6 @@ async def _confirm(drive: Drive, p: Participants) -> None:
             lambda timeout: p.points.Capture(
                 points_pb2.CaptureRequest(app=app, saga_id=saga_id),
                 timeout=timeout,
-                wait_for_ready=True,
             ),
             log_first=False,
         )
@@ -206,7 +200,6 @@ async def _compensate(drive: Drive, p: Participants, reason: str) -> None:
                         app=app, order_id=order_id, operator="saga", reason=reason
                     ),
                     timeout=timeout,
-                    wait_for_ready=True,
                 ),
             )
         )
@@ -225,7 +218,6 @@ async def _compensate(drive: Drive, p: Participants, reason: str) -> None:
                         reason=reason,
                     ),
                     timeout=timeout,
-                    wait_for_ready=True,
                 ),
             )
         )
@@ -237,7 +229,6 @@ async def _compensate(drive: Drive, p: Participants, reason: str) -> None:
                 lambda timeout: p.points.ReleaseHold(
                     points_pb2.ReleaseHoldRequest(app=app, saga_id=saga_id),
                     timeout=timeout,
-                    wait_for_ready=True,
                 ),
             )
         )
@@ -249,7 +240,6 @@ async def _compensate(drive: Drive, p: Participants, reason: str) -> None:
                 lambda timeout: p.mall.Release(
                     mall_pb2.ReleaseRequest(app=app, saga_id=saga_id),
                     timeout=timeout,
-                    wait_for_ready=True,
                 ),
             )
         )

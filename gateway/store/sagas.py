@@ -20,7 +20,6 @@ from gateway.store.tables import sagas
 from plumbing.errors import IdempotencyConflict
 
 UNFINISHED = ("STARTED", "CONFIRMING", "COMPENSATING")
-TERMINAL = ("COMPLETED", "COMPENSATED")
 
 
 @dataclass

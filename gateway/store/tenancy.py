@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.domain.keys import NewKey, new_key
 from gateway.store.tables import api_keys, audit_log, tenants
@@ -115,13 +115,6 @@ async def revoke_key(engine: AsyncEngine, key_id: str, now: datetime) -> bool:
         return result.scalar_one_or_none() is not None
 
 
-async def is_sandbox(conn: AsyncConnection, app: str) -> bool:
-    row = (
-        await conn.execute(select(tenants.c.sandbox).where(tenants.c.app == app))
-    ).scalar_one_or_none()
-    return bool(row)
-
-
 _SEE_MEMBERS = """
     INSERT INTO members (app, user_id, first_seen_at, signed_up_at)
     SELECT %(app)s, u.user_id, %(now)s, u.signed_up_at
@@ -186,8 +179,3 @@ async def read_audit(engine: AsyncEngine, app: str, limit: int = 100) -> list[di
             .limit(limit)
         )
         return [dict(row._mapping) for row in rows]
-
-
-def chunks(items: list[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -45,7 +45,6 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_BATCH = 500
 MAX_TOP_N = 100
 MAX_FRIENDS = 1000
-MAX_CLOCK_ADVANCE = 10 * 366 * 86400
 
 _BOARDS: dict[int, Board] = {
     levels_pb2.WEEK: Board.WEEK,
@@ -374,10 +373,7 @@ class LevelsServicer(levels_pb2_grpc.LevelsServiceServicer):
     ) -> common_pb2.AdvanceClockResponse:
         """Moves the app's clock, then applies the downgrades that fell due, so the caller
         sees them as soon as this returns. A retried request_id moves the clock once."""
-        stored = await self._program(request.app)
-        request_id = require_id("request_id", request.request_id)
-        seconds = require_positive("seconds", request.seconds, maximum=MAX_CLOCK_ADVANCE)
-        stored = await self.programs.advance_clock(stored.app, request_id, seconds)
+        stored = await self.programs.advance_from(request)
         await jobs.judge_stale_members(self.engine, self.programs, only=stored.app)
         stamp: Timestamp | None = to_timestamp(self.programs.now(stored))
         return common_pb2.AdvanceClockResponse(now=stamp)

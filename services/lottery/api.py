@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any
 
 from loyalty.common.v1 import common_pb2
@@ -14,7 +13,7 @@ from plumbing.errors import InvalidArgument
 from plumbing.programs import StoredProgram
 from plumbing.sections import load_section
 from plumbing.server import Resources
-from plumbing.validation import optional_text, require_id, require_positive
+from plumbing.validation import require_id, require_positive
 from plumbing.wire import (
     decode_page_token,
     encode_page_token,
@@ -29,7 +28,6 @@ from services.lottery.store import draws as draw_store
 from services.lottery.store import pools as pool_store
 from services.lottery.store.programs import lottery_programs
 
-MAX_CLOCK_SECONDS = 10 * 366 * 86400
 MAX_REPORT_DAYS = 366
 _KINDS = {
     "points": lottery_pb2.POINTS,
@@ -244,11 +242,5 @@ class LotteryServicer(lottery_pb2_grpc.LotteryServiceServicer):
         self, request: common_pb2.AdvanceClockRequest, context: Any
     ) -> common_pb2.AdvanceClockResponse:
         """Daily limits and budgets follow the app's local day; nothing else falls due."""
-        app = require_id("app", request.app)
-        seconds = require_positive("seconds", request.seconds, maximum=MAX_CLOCK_SECONDS)
-        request_id = require_id("request_id", request.request_id)
-        optional_text("request_id", request_id)
-        stored = await self.programs.advance_clock(app, request_id, seconds)
-        return common_pb2.AdvanceClockResponse(
-            now=to_timestamp(self.programs.now(stored) + timedelta(0))
-        )
+        stored = await self.programs.advance_from(request)
+        return common_pb2.AdvanceClockResponse(now=to_timestamp(self.programs.now(stored)))

@@ -32,7 +32,6 @@ MAX_TTL = timedelta(days=1)
 MAX_QUANTITY = 1000
 MAX_CODES = 10_000
 MAX_STATS_DAYS = 366
-MAX_CLOCK_ADVANCE = 10 * 366 * 86400
 
 _KINDS = {
     ItemKind.COUPON: mall_pb2.COUPON,
@@ -363,10 +362,7 @@ class MallServicer(mall_pb2_grpc.MallServiceServicer):
     ) -> common_pb2.AdvanceClockResponse:
         """Moves the app's clock, then expires the reservations that fell due, so the caller
         sees their stock back as soon as this returns. A retried request_id moves it once."""
-        stored = await self._program(request.app)
-        request_id = require_id("request_id", request.request_id)
-        seconds = require_positive("seconds", request.seconds, maximum=MAX_CLOCK_ADVANCE)
-        stored = await self.programs.advance_clock(stored.app, request_id, seconds)
+        stored = await self.programs.advance_from(request)
         await expire_reservations(self.reservations, self.programs, only=stored.app)
         return common_pb2.AdvanceClockResponse(now=to_timestamp(self.programs.now(stored)))
 

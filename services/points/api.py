@@ -45,7 +45,6 @@ MAX_HOLD_TTL = timedelta(days=7)
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_BATCH = 500
 MAX_LIABILITY_DAYS = 366
-MAX_CLOCK_ADVANCE = 10 * 366 * 86400
 
 _HOLD_STATES = {
     "HELD": points_pb2.HELD,
@@ -380,11 +379,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         """Moves the app's clock, then releases the holds and expires the lots that fell due,
         so the caller sees their effect as soon as this returns. A retried request_id moves
         the clock once."""
-        require_id("app", request.app)
-        request_id = require_id("request_id", request.request_id)
-        seconds = require_positive("seconds", request.seconds, maximum=MAX_CLOCK_ADVANCE)
-        ap = await self.programs.get(request.app)
-        ap = await self.programs.advance_clock(ap.app, request_id, seconds)
+        ap = await self.programs.advance_from(request)
         await jobs.release_expired_holds(self.engine, self.programs, only=ap.app)
         await jobs.expire_due_lots(self.engine, self.programs, only=ap.app)
         return common_pb2.AdvanceClockResponse(now=to_timestamp(self.programs.now(ap)))

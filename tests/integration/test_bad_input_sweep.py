@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from loyalty.gateway.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2
 
+from devtools.bootstrap import AppKeys
 from devtools.invariants import check_all, report, urls_from
 from devtools.suite import Suite
-from tests.integration.gateway_apps import AppKeys, new_app
+from tests.integration.gateway_apps import new_app
 
 NUMBERS = st.sampled_from([0, -1, 1, -(2**31), 2**31 - 1, 2**62, -(2**62), 10**12 + 1])
 TEXTS = st.one_of(

@@ -12,10 +12,11 @@ import pytest
 from loyalty.gateway.v1 import admin_pb2
 from loyalty.gateway.v1 import loyalty_pb2 as pb
 
+from devtools.bootstrap import AppKeys
 from devtools.suite import Suite
 from plumbing.grpc_errors import reason_of
 from tests.integration.conftest import Stubs
-from tests.integration.gateway_apps import AppKeys, example_yaml, new_app
+from tests.integration.gateway_apps import example_yaml, new_app
 from tests.integration.test_gateway import earn_points, member
 
 

@@ -13,12 +13,13 @@ import pytest
 from loyalty.gateway.v1 import admin_pb2
 from loyalty.gateway.v1 import loyalty_pb2 as pb
 
+from devtools.bootstrap import AppKeys
 from devtools.suite import Suite
 from gateway.store.tenancy import read_audit, revoke_key
 from plumbing.clock import SystemClock
 from plumbing.grpc_errors import reason_of
 from tests.integration.conftest import Stubs
-from tests.integration.gateway_apps import AppKeys, example_yaml, gateway_engine, new_app
+from tests.integration.gateway_apps import example_yaml, gateway_engine, new_app
 
 
 def uid(prefix: str = "u") -> str:

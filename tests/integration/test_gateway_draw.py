@@ -15,9 +15,10 @@ import pytest
 from loyalty.gateway.v1 import admin_pb2, loyalty_pb2_grpc
 from loyalty.gateway.v1 import loyalty_pb2 as pb
 
+from devtools.bootstrap import AppKeys
 from devtools.suite import Suite
 from tests.integration.conftest import Stubs, serve_alone
-from tests.integration.gateway_apps import AppKeys, new_app
+from tests.integration.gateway_apps import new_app
 from tests.integration.test_gateway import earn_points, member
 from tests.integration.test_gateway_faults import settle
 

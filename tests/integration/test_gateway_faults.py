@@ -16,9 +16,10 @@ import pytest
 from loyalty.gateway.v1 import admin_pb2, loyalty_pb2_grpc
 from loyalty.gateway.v1 import loyalty_pb2 as pb
 
+from devtools.bootstrap import AppKeys
 from devtools.suite import Suite
 from tests.integration.conftest import Stubs, serve_alone
-from tests.integration.gateway_apps import AppKeys, new_app
+from tests.integration.gateway_apps import new_app
 from tests.integration.test_gateway import available, earn_points, member
 
 SKU = "ticket-wolf-warrior-2"  # 500 points, daily limit 1 per user

@@ -100,17 +100,6 @@ async def set_paused(
     )
 
 
-async def is_paused(conn: AsyncConnection, app: str, pool: Pool) -> bool:
-    return bool(
-        (
-            await conn.exec_driver_sql(
-                "SELECT paused FROM pool_state WHERE app = %(app)s AND pool = %(pool)s",
-                {"app": app, "pool": pool.code},
-            )
-        ).scalar_one_or_none()
-    )
-
-
 async def force_outcome(
     conn: AsyncConnection,
     app: str,

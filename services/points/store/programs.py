@@ -58,10 +58,10 @@ class Programs:
 
         return await self._store.store(app, section, before=system_accounts)
 
-    async def advance_clock(self, app: str, request_id: str, seconds: int) -> AppProgram:
-        """Moves a sandbox app's test clock forward, once per request_id."""
-        await self._store.advance_clock(app, request_id, seconds)
-        return await self.get(app)
+    async def advance_from(self, request: Any) -> AppProgram:
+        """Moves a sandbox app's test clock forward, once per request_id (AdvanceClock)."""
+        stored = await self._store.advance_from(request)
+        return await self.get(stored.app)
 
     async def get(self, app: str) -> AppProgram:
         stored = await self._store.get(app)
