@@ -235,3 +235,27 @@ async def test_two_orders_racing_for_one_balance(stubs: Stubs, app: AppKeys) -> 
         pb.ListOrderHoldsRequest(state="held", page_size=200), metadata=app.member
     )
     assert won[0].order_ref in {h.order_ref for h in listed.holds}
+
+
+async def test_concurrent_refunds_both_count(stubs: Stubs, app: AppKeys) -> None:
+    user = await rich_user(stubs, app)
+    order = uid("o")
+    await hold(stubs, app, user, order, 600, 200_000)
+    await stubs.loyalty.CaptureOrder(
+        pb.CaptureOrderRequest(request_id=uid("c"), order_ref=order), metadata=app.member
+    )
+    await asyncio.gather(
+        *(
+            stubs.loyalty.RefundOrder(
+                pb.RefundOrderRequest(request_id=uid("rf"), order_ref=order, points=points),
+                metadata=app.member,
+            )
+            for points in (200, 300)
+        )
+    )
+    listed = await stubs.loyalty.ListOrderHolds(
+        pb.ListOrderHoldsRequest(state="captured", page_size=200), metadata=app.member
+    )
+    (held,) = [h for h in listed.holds if h.order_ref == order]
+    assert held.points_refunded == 500
+    assert (await member(stubs, app, user)).points_available == 900
