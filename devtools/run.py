@@ -127,9 +127,9 @@ def run(
             f"  member key  {dev.member_key}\n"
             f"  admin key   {dev.admin_key}\n"
             f"  settings    {env_file} (loyaltyctl reads it)\n"
-            f"\n  try  .venv/bin/loyaltyctl member get alice\n"
-            f"       grpcurl -plaintext -H 'authorization: Bearer {dev.member_key}' "
-            f'-d \'{{"user_id": "alice"}}\' {gateway} loyalty.gateway.v1.LoyaltyService/GetMember\n'
+            "\n  try  .venv/bin/loyaltyctl event record alice purchase --attr amount_fen=200000\n"
+            "       .venv/bin/loyaltyctl redeem alice ticket-wolf-warrior-2\n"
+            "       .venv/bin/loyaltyctl member get alice\n"
             "Ctrl-C stops everything."
         )
         while True:

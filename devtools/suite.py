@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 from sqlalchemy import make_url
 
-from devtools.embedded import spawn, stop_process, tail, wait_or_kill
+from devtools.embedded import free_port, spawn, stop_process, tail, wait_or_kill
 from gateway.main import SERVICE as GATEWAY
 from plumbing.server import ServiceSpec
 from services.levels.main import SERVICE as LEVELS
@@ -44,6 +44,10 @@ DEFAULT_PORTS = {
 }
 
 
+# Tries at binding a service before giving up (each on another free port).
+PORT_ATTEMPTS = 5
+
+
 class SuiteError(Exception):
     pass
 
@@ -60,7 +64,9 @@ def env_prefix(service: str) -> str:
 class Suite:
     postgres_url: str  # a server-level URL; each service gets its own database on it
     redis_url: str
-    ports: Mapping[str, int]
+    # Preferred ports; a service that finds its port taken moves to a free one (``start``),
+    # and ``address`` tells where each one listens.
+    ports: dict[str, int]
     log_dir: Path
     host: str = "127.0.0.1"
     extra_env: Mapping[str, str] = field(default_factory=dict)
@@ -112,11 +118,42 @@ class Suite:
         return proc
 
     def start(self, timeout: float = 60.0) -> None:
+        """Starts the six at once. A port can be taken between choosing it and binding it
+        (any outgoing connection may get it as its local port: 50051-50056 lie in Linux's
+        ephemeral range), so a service that cannot listen is started again on a free port;
+        the gateway then restarts to learn the new address."""
+        self.ports = dict(self.ports)
         self.create_databases()
         for service in SERVICES:
             self.start_service(service)
-        for service in SERVICES:
-            self.wait_serving(service, timeout)
+        moved = False
+        for service in SERVICES[:-1]:
+            moved |= self._serving_somewhere(service, timeout)
+        if moved:
+            self.stop_service("gateway")
+            self.start_service("gateway")
+        self._serving_somewhere("gateway", timeout)
+
+    def _serving_somewhere(self, service: str, timeout: float) -> bool:
+        """Waits until ``service`` serves, moving it to a free port while its port is taken;
+        True when it moved."""
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                self.wait_serving(service, timeout)
+                return attempt > 0
+            except SuiteError as error:
+                if "cannot listen on" not in str(error) or attempt == PORT_ATTEMPTS - 1:
+                    raise
+                taken = self.ports[service]
+                self.ports[service] = free_port()
+                print(
+                    f"{service}: port {taken} is taken; listening on {self.ports[service]}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                self.processes.pop(service, None)
+                self.start_service(service)
+        raise AssertionError("unreachable")
 
     def wait_serving(self, service: str, timeout: float = 60.0) -> None:
         names = [r.full_name for r in SPECS[service].registrations]

@@ -22,6 +22,7 @@ from loyalty.points.v1 import points_pb2
 from loyalty.risk.v1 import risk_pb2
 
 from gateway.auth import Caller
+from gateway.clock import advance_app_clock, bring_participants_in_step, read_clocks
 from gateway.context import Gateway, gateway_of
 from gateway.domain.checkout import parse_checkout
 from gateway.domain.program import load_program, money_rate, service_sections
@@ -164,6 +165,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         version = await self.gw.programs.store(
             caller.app, {"yaml": request.program_yaml, "program": program}
         )
+        if caller.sandbox:
+            # A sandbox app moved before every service kept its clock, or whose last move
+            # reached only some: every service takes up the gateway's time again.
+            await bring_participants_in_step(self.gw, caller.app)
         return admin_pb2.ApplyProgramResponse(applied=True, version=version)
 
     async def _configure(
@@ -415,20 +420,30 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         seconds = require_positive("seconds", request.seconds, maximum=MAX_CLOCK_ADVANCE_SECONDS)
         request_id = request.request_id or str(uuid4())
         require_id("request_id", request_id)
-        await self.gw.programs.get(caller.app)  # a program must exist (NO_PROGRAM)
-        p = self.gw.participants
-        move = common_pb2.AdvanceClockRequest(
-            app=caller.app, seconds=seconds, request_id=request_id
+        stored = await self.gw.programs.get(caller.app)  # a program must exist (NO_PROGRAM)
+        offset = await advance_app_clock(self.gw, stored.app, request_id, seconds)
+        return admin_pb2.AdvanceClockResponse(
+            now=to_timestamp(await self.gw.app_now(caller.app)), offset_seconds=offset
         )
-        # Each service moves its clock and runs what fell due before answering.
-        moved = await asyncio.gather(
-            ask("points", p.points.AdvanceClock, move, deadline=60.0),
-            ask("levels", p.levels.AdvanceClock, move, deadline=60.0),
-            ask("mall", p.mall.AdvanceClock, move, deadline=60.0),
-            ask("lottery", p.lottery.AdvanceClock, move, deadline=60.0),
+
+    @audited
+    async def GetClock(
+        self, request: admin_pb2.GetClockRequest, context: Any, caller: Caller
+    ) -> admin_pb2.GetClockResponse:
+        clocks = await read_clocks(self.gw, caller.app)
+        gateway = clocks[0]
+        return admin_pb2.GetClockResponse(
+            now=to_timestamp(gateway.now),
+            offset_seconds=gateway.offset_seconds,
+            sandbox=caller.sandbox,
+            services=[
+                admin_pb2.ServiceClock(
+                    service=c.service, now=to_timestamp(c.now), offset_seconds=c.offset_seconds
+                )
+                for c in clocks
+            ],
+            in_step=all(c.offset_seconds == gateway.offset_seconds for c in clocks),
         )
-        await self.gw.programs.advance_clock(caller.app, request_id, seconds)
-        return admin_pb2.AdvanceClockResponse(now=moved[0].now)
 
     # --- lottery ----------------------------------------------------------------------------
 

@@ -45,7 +45,11 @@ lottery_app = typer.Typer(help="Prize pools: pause, resume, force, stats.", no_a
 checkout_app = typer.Typer(
     help="Points holds on the app's own orders (for support staff).", no_args_is_help=True
 )
+event_app = typer.Typer(
+    help="Member events, as a product backend records them.", no_args_is_help=True
+)
 for sub, name in (
+    (event_app, "event"),
     (saga_app, "saga"),
     (keys_app, "keys"),
     (program_app, "program"),
@@ -459,6 +463,88 @@ def member_get(user_id: str, as_json: JsonFlag = False) -> None:
         show_fields(as_dict(answer))
 
 
+@event_app.command("record")
+def event_record(
+    user_id: str,
+    action: Annotated[str, typer.Argument(help="An action of the program: sign_in, purchase, ...")],
+    attribute: Annotated[
+        list[str] | None,
+        typer.Option("--attr", help="An attribute as key=value (repeatable): amount_fen=200000."),
+    ] = None,
+    quantity: Annotated[int, typer.Option(help="Units (minutes watched, ...); 0 for none.")] = 0,
+    event_id: Annotated[str, typer.Option(help="Idempotency key (default: a new one).")] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Record one event for a member (RecordEvent): the points, growth and tier it gave."""
+    attributes = {}
+    for pair in attribute or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r}: use key=value", param_hint="--attr")
+        attributes[key] = value
+    with admin() as (_, loyalty):
+        answer = call(
+            loyalty.RecordEvent,
+            loyalty_pb2.RecordEventRequest(
+                event_id=event_id or f"ctl-{uuid.uuid4()}",
+                user_id=user_id,
+                action=action,
+                quantity=quantity,
+                attributes=attributes,
+            ),
+        )
+    if as_json:
+        show_json(as_dict(answer))
+    else:
+        show_fields(as_dict(answer))
+
+
+@app.command()
+def redeem(
+    user_id: str,
+    sku: str,
+    quantity: Annotated[int, typer.Option(help="Units to redeem.")] = 1,
+    request_id: Annotated[str, typer.Option(help="Idempotency key (default: a new one).")] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Redeem a mall item for a member (the redemption saga); prints its outcome."""
+    with admin() as (_, loyalty):
+        answer = call(
+            loyalty.Redeem,
+            loyalty_pb2.RedeemRequest(
+                request_id=request_id or f"ctl-{uuid.uuid4()}",
+                user_id=user_id,
+                sku=sku,
+                quantity=quantity,
+            ),
+        )
+    if as_json:
+        show_json(as_dict(answer))
+    else:
+        show_fields(as_dict(answer))
+
+
+@app.command()
+def draw(
+    user_id: str,
+    pool: str,
+    request_id: Annotated[str, typer.Option(help="Idempotency key (default: a new one).")] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Draw once from a lottery pool for a member (the draw saga); prints the prize."""
+    with admin() as (_, loyalty):
+        answer = call(
+            loyalty.Draw,
+            loyalty_pb2.DrawRequest(
+                request_id=request_id or f"ctl-{uuid.uuid4()}", user_id=user_id, pool=pool
+            ),
+        )
+    if as_json:
+        show_json(as_dict(answer))
+    else:
+        show_fields(as_dict(answer))
+
+
 @points_app.command("adjust")
 def points_adjust(
     user_id: str,
@@ -776,9 +862,32 @@ def clock_advance(
         )
     now = answer.now.ToDatetime().isoformat()
     if as_json:
-        show_json({"now": now})
+        show_json({"now": now, "offset_seconds": answer.offset_seconds})
     else:
-        typer.echo(f"the app's time is now {now} UTC")
+        typer.echo(f"the app's time is now {now} UTC ({answer.offset_seconds}s ahead)")
+
+
+@clock_app.command("get")
+def clock_get(as_json: JsonFlag = False) -> None:
+    """The app's time as the gateway and every service hold it; they must agree."""
+    with admin() as (stub, _):
+        answer = call(stub.GetClock, admin_pb2.GetClockRequest())
+    if as_json:
+        show_json(as_dict(answer))
+        return
+    show_table(
+        [
+            {
+                "service": c.service,
+                "now": c.now.ToDatetime().isoformat(),
+                "offset": c.offset_seconds,
+            }
+            for c in answer.services
+        ],
+        ["service", "now", "offset"],
+    )
+    if not answer.in_step:
+        typer.echo("services disagree: `loyaltyctl apply -f` the program again to realign them")
 
 
 def main() -> None:

@@ -29,6 +29,8 @@ from plumbing.errors import IdempotencyConflict, InvalidArgument
 from plumbing.idempotency import payload_hash
 from plumbing.validation import (
     check_attributes,
+    not_in_future,
+    optional_ip,
     optional_text,
     require_id,
     require_non_negative,
@@ -52,28 +54,40 @@ class EventIn:
     digest: str = field(default="", compare=False)
 
 
-def parse_event(request: loyalty_pb2.RecordEventRequest, prefix: str = "") -> EventIn:
+def parse_event(
+    request: loyalty_pb2.RecordEventRequest, now: datetime, prefix: str = ""
+) -> EventIn:
+    """Every field checked here, against the app's time ``now``: what the participants would
+    refuse must be refused under the caller's own field names (never ``requests[0].ip``)."""
     values: dict[str, Any] = {
         "event_id": require_id(f"{prefix}event_id", request.event_id),
         "user_id": require_id(f"{prefix}user_id", request.user_id),
         "action": require_id(f"{prefix}action", request.action),
         "quantity": require_non_negative(f"{prefix}quantity", request.quantity),
         "attributes": check_attributes(f"{prefix}attributes", request.attributes),
-        "occurred_at": from_timestamp(f"{prefix}occurred_at", request, "occurred_at"),
+        "occurred_at": not_in_future(
+            f"{prefix}occurred_at",
+            from_timestamp(f"{prefix}occurred_at", request, "occurred_at"),
+            now,
+        ),
         "device_id": optional_text(f"{prefix}device_id", request.device_id, max_length=128),
-        "ip": optional_text(f"{prefix}ip", request.ip, max_length=64),
-        "signed_up_at": from_timestamp(f"{prefix}signed_up_at", request, "signed_up_at"),
+        "ip": optional_ip(f"{prefix}ip", request.ip),
+        "signed_up_at": not_in_future(
+            f"{prefix}signed_up_at",
+            from_timestamp(f"{prefix}signed_up_at", request, "signed_up_at"),
+            now,
+        ),
     }
     digest = payload_hash({k: v for k, v in values.items() if k != "signed_up_at"})
     return EventIn(**values, digest=digest)
 
 
-def parse_batch(request: loyalty_pb2.RecordEventsRequest) -> list[EventIn]:
+def parse_batch(request: loyalty_pb2.RecordEventsRequest, now: datetime) -> list[EventIn]:
     if not request.events:
         raise InvalidArgument("events", "must hold at least one event")
     if len(request.events) > MAX_BATCH:
         raise InvalidArgument("events", f"at most {MAX_BATCH} events per call")
-    return [parse_event(event, f"events[{i}].") for i, event in enumerate(request.events)]
+    return [parse_event(event, now, f"events[{i}].") for i, event in enumerate(request.events)]
 
 
 def _timestamp(moment: datetime | None) -> Timestamp | None:

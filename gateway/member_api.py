@@ -121,14 +121,16 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         self, request: loyalty_pb2.RecordEventRequest, context: Any
     ) -> loyalty_pb2.RecordEventResponse:
         app = await self._app(context)
-        (reply,) = await record_events(self.gw, app, [parse_event(request)])
+        event = parse_event(request, await self.gw.app_now(app))
+        (reply,) = await record_events(self.gw, app, [event])
         return reply
 
     async def RecordEvents(
         self, request: loyalty_pb2.RecordEventsRequest, context: Any
     ) -> loyalty_pb2.RecordEventsResponse:
         app = await self._app(context)
-        replies = await record_events(self.gw, app, parse_batch(request))
+        events = parse_batch(request, await self.gw.app_now(app))
+        replies = await record_events(self.gw, app, events)
         return loyalty_pb2.RecordEventsResponse(results=replies)
 
     async def ReverseEvent(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -20,7 +21,7 @@ from loyalty.points.v1 import points_pb2_grpc
 from loyalty.risk.v1 import risk_pb2_grpc
 
 from plumbing.errors import ErrorKind, InvalidArgument, LoyaltyError, Unavailable
-from plumbing.grpc_errors import error_info
+from plumbing.grpc_errors import current_request, error_info
 from plumbing.server import MAX_MESSAGE_BYTES
 
 # Codes a caller may retry with the same key: the call may or may not have acted.
@@ -65,7 +66,21 @@ def _relayed_type(kind: ErrorKind, reason: str) -> type[LoyaltyError]:
     return type("RelayedError", (LoyaltyError,), {"kind": kind, "reason": reason})
 
 
-def relay(error: grpc.aio.AioRpcError, service: str) -> LoyaltyError:
+class RefusedOurRequest(Exception):
+    """A participant found the gateway's own request invalid: a bug in the gateway, answered
+    INTERNAL (with the trace id; the details go to the log), never passed on as if the caller
+    had sent a field they never saw."""
+
+
+def _callers_field(path: str) -> bool:
+    """Whether a participant's field path names a field of the request the gateway is
+    answering: the gateway passes such fields on under their own names."""
+    request = current_request()
+    top = re.split(r"[.\[]", path, maxsplit=1)[0]
+    return request is not None and top in request.DESCRIPTOR.fields_by_name
+
+
+def relay(error: grpc.aio.AioRpcError, service: str) -> Exception:
     """A participant's failure as the gateway's own error."""
     code = error.code()
     if code in RETRYABLE or code.name not in ErrorKind.__members__:
@@ -77,9 +92,9 @@ def relay(error: grpc.aio.AioRpcError, service: str) -> LoyaltyError:
     message = error.details() or code.name
     if kind is ErrorKind.INVALID_ARGUMENT:
         field = info.metadata.get("field", "") if info else ""
-        if field:
+        if field and _callers_field(field):
             return InvalidArgument(field, message.split(": ", 1)[-1])
-        return InvalidArgument("request", message)
+        return RefusedOurRequest(f"the {service} service refused the gateway's request: {message}")
     reason = info.reason if info and info.reason else code.name
     relayed = _relayed_type(kind, reason)(message, metadata=dict(info.metadata) if info else {})
     return relayed

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
 import psycopg
-from sqlalchemy import make_url
+from sqlalchemy import event, exc, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -27,14 +29,48 @@ def create_engine(url: str, pool_size: int = 20) -> AsyncEngine:
     # load every transaction past the pool paid a new connection (a backend fork, TLS, auth);
     # measured with 32 concurrent redemptions, that churn cost ~15% of the saga rate. Callers
     # past the pool wait for a connection instead, which is cheap.
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=0,
+        # Not on every checkout (a round trip per transaction on hot paths): see ping_idle.
         pool_pre_ping=False,
         # Rolling back on return is what the pool does anyway; no extra reset round trip.
         pool_reset_on_return="rollback",
     )
+    ping_idle(engine)
+    return engine
+
+
+# A pooled connection unused for longer than this is pinged before it is lent out.
+IDLE_PING_SECONDS = 0.25
+
+
+def ping_idle(engine: AsyncEngine, idle_seconds: float = IDLE_PING_SECONDS) -> None:
+    """Checks a connection that sat idle in the pool before lending it out, and replaces it if
+    the server went away meanwhile (a restart, a failover): otherwise the first call on each
+    such connection after a restart fails though the database is back. Connections in steady
+    use come back within milliseconds and are lent without a ping, so hot paths pay nothing;
+    a restart takes longer than ``idle_seconds``, so every connection that lived through one
+    is pinged."""
+    pool = engine.sync_engine.pool
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(pool, "checkin")
+    def _returned(dbapi_connection: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _lending(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        returned = record.info.get("returned_at")
+        if returned is None or time.monotonic() - returned < idle_seconds:
+            return
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise exc.DisconnectionError(f"pooled connection is dead: {error}") from error
+        if not alive:
+            raise exc.DisconnectionError("pooled connection is dead")
 
 
 def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -1,7 +1,8 @@
 """Domain errors → gRPC status with ``google.rpc.ErrorInfo`` (and ``BadRequest`` for bad input).
 
 ``ErrorMappingInterceptor`` wraps every unary handler of a server, so servicers simply raise
-``LoyaltyError`` subclasses. Anything unexpected becomes INTERNAL with the trace id and no stack
+``LoyaltyError`` subclasses. Text holding U+0000 is refused before any handler runs, naming
+the field. Anything unexpected becomes INTERNAL with the trace id and no stack
 trace on the wire (the trace is in the JSON log).
 """
 
@@ -10,16 +11,19 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from opentelemetry import trace
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from plumbing.errors import ERROR_DOMAIN, InvalidArgument, LoyaltyError
+from plumbing.validation import nul_path
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +85,24 @@ def _trace_id() -> str:
 # A generated handler: sync or async, (request, context) -> response.
 Handler = Callable[..., Any]
 
+# The request the handler running in this task is answering (tasks it starts inherit it), so a
+# server that calls others can tell its caller's fields from its own (gateway.participants).
+_CURRENT_REQUEST: ContextVar[Message | None] = ContextVar("current_request", default=None)
+
+
+def current_request() -> Message | None:
+    return _CURRENT_REQUEST.get()
+
 
 def _guard(behavior: Handler, method: str) -> Handler:
     async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
+            nul = None
+            if isinstance(request, Message):
+                _CURRENT_REQUEST.set(request)
+                nul = nul_path(request)
+            if nul is not None:
+                raise InvalidArgument(nul, "must not contain U+0000 (NUL)")
             result = behavior(request, context)
             if inspect.isawaitable(result):
                 result = await result

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
+from loyalty.common.v1 import common_pb2
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
+    func,
     select,
     update,
 )
@@ -31,8 +33,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from plumbing.clock import Clock
-from plumbing.idempotency import claim_request, finish_request, payload_hash
+from plumbing.errors import LoyaltyError
+from plumbing.idempotency import claim_request, find_request, finish_request, payload_hash
 from plumbing.validation import require_id, require_positive
+from plumbing.wire import to_timestamp
 
 CACHE_SECONDS = 2.0
 # The furthest one AdvanceClock may move a sandbox app's clock: ten years.
@@ -148,32 +152,103 @@ class ProgramStore(Generic[P]):
         self._cache.pop(app, None)
         return int(version)
 
-    async def advance_clock(self, app: str, request_id: str, seconds: int) -> StoredProgram[P]:
-        """Moves a sandbox app's test clock forward (the gateway checks the app is a sandbox).
-        The key is claimed in the move's transaction, so a retry moves the clock once."""
+    async def advance_clock(
+        self, app: str, request_id: str, seconds: int, offset: int | None = None
+    ) -> StoredProgram[P]:
+        """Moves a sandbox app's test clock forward (the gateway checks the app is a sandbox):
+        by ``seconds``, or, given ``offset`` (the gateway's whole offset after the move), to
+        that offset, never back. The key is claimed in the move's transaction, so a retry
+        moves the clock once."""
         stored = await self.get(app)
+        offsets = self._apps.c.clock_offset_seconds
+        moved = offsets + seconds if offset is None else func.greatest(offsets, offset)
         async with self._engine.begin() as conn:
             digest = payload_hash({"seconds": seconds})
             replay = await claim_request(
                 conn, self._requests, app, request_id, "advance_clock", digest, self.now(stored)
             )
             if replay is None:
-                await conn.execute(
-                    update(self._apps)
-                    .where(self._apps.c.app == app)
-                    .values(clock_offset_seconds=self._apps.c.clock_offset_seconds + seconds)
+                reached = (
+                    await conn.execute(
+                        update(self._apps)
+                        .where(self._apps.c.app == app)
+                        .values(clock_offset_seconds=moved)
+                        .returning(offsets)
+                    )
+                ).scalar_one()
+                await finish_request(
+                    conn,
+                    self._requests,
+                    app,
+                    request_id,
+                    {"seconds": seconds, "offset": int(reached)},
                 )
-                await finish_request(conn, self._requests, app, request_id, {"seconds": seconds})
         self._cache.pop(app, None)
         return await self.get(app)
 
+    async def planned_offset(self, app: str, request_id: str, seconds: int) -> int:
+        """The offset a move by ``seconds`` under ``request_id`` reaches: the one recorded when
+        this key already moved the clock here, else the current offset plus ``seconds``."""
+        async with self._engine.connect() as conn:
+            done = await find_request(
+                conn,
+                self._requests,
+                app,
+                request_id,
+                "advance_clock",
+                payload_hash({"seconds": seconds}),
+            )
+            current = (
+                await conn.execute(
+                    select(self._apps.c.clock_offset_seconds).where(self._apps.c.app == app)
+                )
+            ).scalar_one_or_none()
+        if done is not None and "offset" in done:
+            return int(done["offset"])
+        if current is None:
+            raise self._unknown_app(app)
+        return int(current) + seconds
+
     async def advance_from(self, request: Any) -> StoredProgram[P]:
         """AdvanceClock as every service receives it (loyalty.common.v1.AdvanceClockRequest):
-        checked, then the clock moved once per request_id."""
+        checked, then the clock moved once per request_id, to the gateway's offset when the
+        request carries one."""
         app = require_id("app", request.app)
         request_id = require_id("request_id", request.request_id)
         seconds = require_positive("seconds", request.seconds, maximum=MAX_CLOCK_ADVANCE_SECONDS)
-        return await self.advance_clock(app, request_id, seconds)
+        offset = request.offset_seconds or None
+        if offset is not None:
+            require_positive("offset_seconds", offset, maximum=MAX_CLOCK_ADVANCE_SECONDS * 10)
+        return await self.advance_clock(app, request_id, seconds, offset)
+
+    def clock_answer(self, stored: StoredProgram[P]) -> common_pb2.AdvanceClockResponse:
+        """The answer of every service's AdvanceClock: the app's time and offset after it."""
+        return common_pb2.AdvanceClockResponse(
+            now=to_timestamp(self.now(stored)),
+            offset_seconds=int(stored.clock_offset.total_seconds()),
+        )
+
+    async def get_clock(self, request: Any) -> common_pb2.GetClockResponse:
+        """Every service's GetClock: the app's time as this service holds it (read fresh, not
+        from the cache, so it shows what this process stored last)."""
+        stored = await self.get_fresh(require_id("app", request.app))
+        return common_pb2.GetClockResponse(
+            now=to_timestamp(self.now(stored)),
+            offset_seconds=int(stored.clock_offset.total_seconds()),
+        )
+
+    async def app_now(self, app: str) -> datetime:
+        """The app's time, or the service's own clock for an app with no program here yet
+        (its first program is stored at the real time)."""
+        try:
+            return self.now(await self.get(app))
+        except LoyaltyError:
+            return self._clock.now()
+
+    async def get_fresh(self, app: str) -> StoredProgram[P]:
+        """The app's program and clock as stored now, not as cached."""
+        self._cache.pop(app, None)
+        return await self.get(app)
 
     async def get(self, app: str) -> StoredProgram[P]:
         cached = self._cache.get(app)

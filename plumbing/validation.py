@@ -3,8 +3,12 @@ learns exactly what to fix and nothing is written. Pure: no I/O."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
+
+from google.protobuf.message import Message
 
 from plumbing.errors import InvalidArgument
 
@@ -14,6 +18,10 @@ MAX_ID_LENGTH = 128
 MAX_AMOUNT = 10**12
 MAX_TEXT_LENGTH = 1024
 MAX_ATTRIBUTES = 64
+# How far ahead of a service's "now" a caller's time may be (clocks of two machines differ).
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+# Free text may hold tabs and line breaks; no other C0 control character means anything in it.
+_TEXT_CONTROLS = frozenset(chr(c) for c in range(32)) - {"\t", "\n", "\r"}
 
 
 def require_id(field: str, value: str, *, max_length: int = MAX_ID_LENGTH) -> str:
@@ -28,9 +36,88 @@ def require_id(field: str, value: str, *, max_length: int = MAX_ID_LENGTH) -> st
 
 
 def optional_text(field: str, value: str, *, max_length: int = MAX_TEXT_LENGTH) -> str:
+    """Free text (a note, a reason, an address line): tabs and line breaks allowed, no other
+    control character (U+0000 above all: PostgreSQL cannot store it)."""
     if len(value) > max_length:
         raise InvalidArgument(field, f"must be at most {max_length} characters")
+    if not _TEXT_CONTROLS.isdisjoint(value):
+        raise InvalidArgument(field, "must not contain control characters")
     return value
+
+
+def optional_ip(field: str, value: str) -> str:
+    """An IPv4 or IPv6 literal (as given), or empty."""
+    if not value:
+        return ""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        raise InvalidArgument(field, "is not an IPv4 or IPv6 address") from None
+
+
+def not_in_future(field: str, moment: datetime | None, now: datetime) -> datetime | None:
+    """A caller's timestamp of something that happened: at most ``MAX_CLOCK_SKEW`` ahead of
+    ``now`` (the app's time)."""
+    if moment is not None and moment > now + MAX_CLOCK_SKEW:
+        raise InvalidArgument(field, "is in the future")
+    return moment
+
+
+def nul_path(message: Message, prefix: str = "") -> str | None:
+    """The path of the first text field of ``message`` (nested messages, lists and maps
+    included) holding U+0000, or None. Every server checks every request with it before any
+    handler runs: PostgreSQL cannot store NUL in text or JSON, and no field means it."""
+    if b"\x00" not in message.SerializeToString():
+        # The wire form of a NUL in a string is a 0x00 byte: with none, there is none.
+        return None
+    for descriptor, value in message.ListFields():
+        name = f"{prefix}{descriptor.name}"
+        if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
+            for key, item in value.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return f"{name}.key"
+                found = _nul_in(f"{name}.{key}", item)
+                if found:
+                    return found
+        elif descriptor.is_repeated:
+            for index, item in enumerate(value):
+                found = _nul_in(f"{name}[{index}]", item)
+                if found:
+                    return found
+        else:
+            found = _nul_in(name, value)
+            if found:
+                return found
+    return None
+
+
+def _nul_in(name: str, value: Any) -> str | None:
+    if isinstance(value, str):
+        return name if "\x00" in value else None
+    if isinstance(value, Message):
+        return nul_path(value, f"{name}.")
+    return None
+
+
+def nul_in_data(data: Any, path: str = "") -> str | None:
+    """The path of the first string holding U+0000 in parsed JSON or YAML data, or None."""
+    if isinstance(data, str):
+        return path or "." if "\x00" in data else None
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                return where
+            found = nul_in_data(value, where)
+            if found:
+                return found
+    elif isinstance(data, list | tuple):
+        for index, value in enumerate(data):
+            found = nul_in_data(value, f"{path}[{index}]")
+            if found:
+                return found
+    return None
 
 
 def require_positive(field: str, value: int, *, maximum: int = MAX_AMOUNT) -> int:

@@ -18,6 +18,7 @@ import yaml
 
 from gateway.domain.checkout import CheckoutRules, parse_checkout
 from plumbing.sections import ErrorCollector, ProgramInvalid
+from plumbing.validation import nul_in_data
 
 MAX_PROGRAM_BYTES = 1 << 20
 
@@ -60,6 +61,11 @@ def load_program(text: str) -> dict[str, Any]:
     # Dates and times YAML reads unquoted travel as text, as services read them.
     program: dict[str, Any] = json.loads(json.dumps(loaded, default=str))
     c = ErrorCollector()
+    nul = nul_in_data(program)
+    if nul is not None:
+        # YAML's "\0" escape: no name, code or text of a program means it, and PostgreSQL
+        # cannot store it.
+        c.add(nul, "must not contain U+0000 (NUL)")
     for key in program:
         if key not in SECTIONS:
             c.add(str(key), f"unknown section (known: {', '.join(SECTIONS)})")

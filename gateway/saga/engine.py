@@ -146,6 +146,19 @@ class Drive:
                         if attempt < self.policy.step_attempts:
                             await asyncio.sleep(self.policy.backoff * 2 ** (attempt - 1))
                         continue
+                    if code is grpc.StatusCode.INVALID_ARGUMENT:
+                        # The participant refused what the gateway built from a checked
+                        # request: the gateway's bug. The saga is undone as INTERNAL; the
+                        # participant's words go to the log with the trace id.
+                        log.error(
+                            "a participant refused the saga's request",
+                            extra={
+                                "saga_id": self.saga.saga_id,
+                                "step": name,
+                                "details": error.details() or "",
+                            },
+                        )
+                        reason = "INTERNAL"
                     record["state"] = "FAILED"
                     record["finished_at"] = _now()
                     raise StepFailed(name, reason, error.details() or "") from None

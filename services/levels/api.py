@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from loyalty.common.v1 import common_pb2
 from loyalty.levels.v1 import levels_pb2, levels_pb2_grpc
 
@@ -19,6 +18,7 @@ from plumbing.programs import StoredProgram
 from plumbing.server import Resources
 from plumbing.validation import (
     check_attributes,
+    not_in_future,
     optional_text,
     require_id,
     require_non_negative,
@@ -41,7 +41,6 @@ from services.levels.store.boards import Board, Leaderboards
 from services.levels.store.programs import levels_programs
 
 # Product backends and the gateway stamp events; a little clock skew is fine, the future is not.
-MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_BATCH = 500
 MAX_TOP_N = 100
 MAX_FRIENDS = 1000
@@ -151,8 +150,7 @@ class LevelsServicer(levels_pb2_grpc.LevelsServiceServicer):
         self, request: levels_pb2.AddGrowthRequest, now: datetime, prefix: str = ""
     ) -> growth.GrowthInput:
         occurred_at = from_timestamp(f"{prefix}occurred_at", request, "occurred_at")
-        if occurred_at is not None and occurred_at > now + MAX_CLOCK_SKEW:
-            raise InvalidArgument(f"{prefix}occurred_at", "is in the future")
+        not_in_future(f"{prefix}occurred_at", occurred_at, now)
         return growth.GrowthInput(
             event_id=require_id(f"{prefix}event_id", request.event_id),
             user_id=require_id(f"{prefix}user_id", request.user_id),
@@ -375,5 +373,9 @@ class LevelsServicer(levels_pb2_grpc.LevelsServiceServicer):
         sees them as soon as this returns. A retried request_id moves the clock once."""
         stored = await self.programs.advance_from(request)
         await jobs.judge_stale_members(self.engine, self.programs, only=stored.app)
-        stamp: Timestamp | None = to_timestamp(self.programs.now(stored))
-        return common_pb2.AdvanceClockResponse(now=stamp)
+        return self.programs.clock_answer(stored)
+
+    async def GetClock(
+        self, request: common_pb2.GetClockRequest, context: Any
+    ) -> common_pb2.GetClockResponse:
+        return await self.programs.get_clock(request)

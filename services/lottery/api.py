@@ -243,4 +243,9 @@ class LotteryServicer(lottery_pb2_grpc.LotteryServiceServicer):
     ) -> common_pb2.AdvanceClockResponse:
         """Daily limits and budgets follow the app's local day; nothing else falls due."""
         stored = await self.programs.advance_from(request)
-        return common_pb2.AdvanceClockResponse(now=to_timestamp(self.programs.now(stored)))
+        return self.programs.clock_answer(stored)
+
+    async def GetClock(
+        self, request: common_pb2.GetClockRequest, context: Any
+    ) -> common_pb2.GetClockResponse:
+        return await self.programs.get_clock(request)

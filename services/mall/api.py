@@ -364,7 +364,12 @@ class MallServicer(mall_pb2_grpc.MallServiceServicer):
         sees their stock back as soon as this returns. A retried request_id moves it once."""
         stored = await self.programs.advance_from(request)
         await expire_reservations(self.reservations, self.programs, only=stored.app)
-        return common_pb2.AdvanceClockResponse(now=to_timestamp(self.programs.now(stored)))
+        return self.programs.clock_answer(stored)
+
+    async def GetClock(
+        self, request: common_pb2.GetClockRequest, context: Any
+    ) -> common_pb2.GetClockResponse:
+        return await self.programs.get_clock(request)
 
     # --- stats ---------------------------------------------------------------------------
 

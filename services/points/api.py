@@ -16,6 +16,7 @@ from plumbing.errors import InvalidArgument
 from plumbing.server import Resources
 from plumbing.validation import (
     check_attributes,
+    not_in_future,
     optional_text,
     require_id,
     require_non_negative,
@@ -42,7 +43,6 @@ T = TypeVar("T")
 DEFAULT_HOLD_TTL = timedelta(minutes=15)
 MAX_HOLD_TTL = timedelta(days=7)
 # Product backends and the gateway stamp events; a little clock skew is fine, the future is not.
-MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_BATCH = 500
 MAX_LIABILITY_DAYS = 366
 
@@ -92,10 +92,6 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             occurred_at=from_timestamp(f"{prefix}occurred_at", request, "occurred_at"),
         )
 
-    def _check_not_future(self, field: str, moment: datetime | None, now: datetime) -> None:
-        if moment is not None and moment > now + MAX_CLOCK_SKEW:
-            raise InvalidArgument(field, "is in the future")
-
     @staticmethod
     def _earn_reply(result: earning.EarnResult) -> points_pb2.EarnResponse:
         return points_pb2.EarnResponse(
@@ -113,7 +109,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         event = self._earn_input(request)
         ap = await self.programs.get(request.app)
         now = self.programs.now(ap)
-        self._check_not_future("occurred_at", event.occurred_at, now)
+        not_in_future("occurred_at", event.occurred_at, now)
         async with self.engine.begin() as conn:
             result = await earning.earn(conn, ap, now, event)
         if not result.duplicate:
@@ -133,7 +129,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             require_id(f"{prefix}app", item.app)
             ap = await self.programs.get(item.app)
             event = self._earn_input(item, prefix)
-            self._check_not_future(f"{prefix}occurred_at", event.occurred_at, self.programs.now(ap))
+            not_in_future(f"{prefix}occurred_at", event.occurred_at, self.programs.now(ap))
             checked.append((ap, event))
         results = []
         async with self.engine.connect() as conn:
@@ -382,4 +378,12 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         ap = await self.programs.advance_from(request)
         await jobs.release_expired_holds(self.engine, self.programs, only=ap.app)
         await jobs.expire_due_lots(self.engine, self.programs, only=ap.app)
-        return common_pb2.AdvanceClockResponse(now=to_timestamp(self.programs.now(ap)))
+        return common_pb2.AdvanceClockResponse(
+            now=to_timestamp(self.programs.now(ap)),
+            offset_seconds=int(ap.clock_offset.total_seconds()),
+        )
+
+    async def GetClock(
+        self, request: common_pb2.GetClockRequest, context: Any
+    ) -> common_pb2.GetClockResponse:
+        return await self.programs.get_clock(request)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from loyalty.common.v1 import common_pb2
@@ -17,6 +17,8 @@ from plumbing.programs import StoredProgram
 from plumbing.server import Resources
 from plumbing.validation import (
     check_attributes,
+    not_in_future,
+    optional_ip,
     optional_text,
     require_id,
     require_non_negative,
@@ -44,7 +46,6 @@ from services.risk.store.counters import Counters, CountersUnavailable
 from services.risk.store.programs import risk_programs
 
 MAX_BATCH = 500
-MAX_CLOCK_SKEW = timedelta(minutes=5)
 REVIEW_STATES = ("open", "approved", "rejected")
 _VERDICTS = {
     Verdict.ALLOW: risk_pb2.ALLOW,
@@ -54,12 +55,8 @@ _VERDICTS = {
 
 
 def _ip(field: str, value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    if not value:
-        return None
-    try:
-        return ipaddress.ip_address(value)
-    except ValueError:
-        raise InvalidArgument(field, "is not an IPv4 or IPv6 address") from None
+    checked = optional_ip(field, value)
+    return ipaddress.ip_address(checked) if checked else None
 
 
 class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
@@ -88,8 +85,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
         self, request: risk_pb2.EvaluateRequest, now: datetime, prefix: str = ""
     ) -> tuple[str, Event]:
         created = from_timestamp(f"{prefix}account_created_at", request, "account_created_at")
-        if created is not None and created > now + MAX_CLOCK_SKEW:
-            raise InvalidArgument(f"{prefix}account_created_at", "is in the future")
+        not_in_future(f"{prefix}account_created_at", created, now)
         request_id = require_id(f"{prefix}request_id", request.request_id)
         return request_id, Event(
             action=require_id(f"{prefix}action", request.action),
@@ -242,6 +238,21 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
             ],
             next_page_token=encode_page_token(page[-1].id) if more and page else "",
         )
+
+    # --- sandbox clock ----------------------------------------------------------------------
+
+    async def AdvanceClock(
+        self, request: common_pb2.AdvanceClockRequest, context: Any
+    ) -> common_pb2.AdvanceClockResponse:
+        """Account ages, counting windows and review times follow the app's clock; nothing
+        else falls due."""
+        stored = await self.programs.advance_from(request)
+        return self.programs.clock_answer(stored)
+
+    async def GetClock(
+        self, request: common_pb2.GetClockRequest, context: Any
+    ) -> common_pb2.GetClockResponse:
+        return await self.programs.get_clock(request)
 
 
 def _review(row: review_store.ReviewRow) -> risk_pb2.Review:

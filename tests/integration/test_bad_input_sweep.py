@@ -10,11 +10,17 @@ import contextlib
 from typing import Any
 
 import grpc
+from google.protobuf import symbol_database
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from loyalty.gateway.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2
+from loyalty.gateway.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2, loyalty_pb2_grpc
+from loyalty.levels.v1 import levels_pb2
+from loyalty.lottery.v1 import lottery_pb2
+from loyalty.mall.v1 import mall_pb2
+from loyalty.points.v1 import points_pb2
+from loyalty.risk.v1 import risk_pb2
 
 from devtools.bootstrap import AppKeys
 from devtools.invariants import check_all, report, urls_from
@@ -32,12 +38,18 @@ TEXTS = st.one_of(
             "../../etc/passwd",
             "'; DROP TABLE x;--",
             "\x00",
+            "a\x00b",
+            "\x01",
+            "\x1f\x7f",
+            "tab\tand\nnewline",
             "😀" * 40,
             "ticket-wolf-warrior-2",
             "lucky-wheel",
         ]
     ),
     st.text(max_size=40),
+    # Any code point, C0 controls and NUL included.
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=20),
 )
 FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 
@@ -114,51 +126,54 @@ SERVICES: list[tuple[Any, Any, str]] = [
 ]
 
 
+def answer(call: Any, request: Message, metadata: Any) -> tuple[grpc.StatusCode, str]:
+    """The status code and details of one call (OK and '' when it succeeded)."""
+    try:
+        call(request, metadata=metadata, timeout=30)
+    except grpc.RpcError as error:
+        return error.code(), str(error.details())
+    return grpc.StatusCode.OK, ""
+
+
+# Answers that show a call never got past the door.
+AT_THE_DOOR = {"UNAUTHENTICATED", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED"}
+
+
 def sweep_method(
     channel: grpc.Channel, service: Any, method: Any, cls: type[Message], metadata: Any
-) -> tuple[set[str], list[Any]]:
-    """Hypothesis examples against one RPC: the outcomes seen, and any forbidden ones."""
+) -> set[str]:
+    """Hypothesis examples against one RPC; a forbidden answer fails the example, so
+    Hypothesis shrinks it to the smallest request that shows it. Answers the outcomes seen."""
     call = channel.unary_unary(
         f"/{service.full_name}/{method.name}",
         request_serializer=cls.SerializeToString,
         response_deserializer=lambda data: data,
     )
     seen: set[str] = set()
-    bad: list[Any] = []
 
-    @settings(
-        max_examples=12, deadline=None, database=None, suppress_health_check=list(HealthCheck)
-    )
+    @settings(max_examples=12, suppress_health_check=list(HealthCheck))
     @given(message_strategy(method.input_type))
     def examples(values: dict[str, Any]) -> None:
-        try:
-            call(build(values, cls), metadata=metadata, timeout=30)
-            seen.add("OK")
-        except grpc.RpcError as error:
-            code = error.code()
-            seen.add(code.name)
-            if code in FORBIDDEN:
-                bad.append((method.full_name, error.details(), values))
+        code, details = answer(call, build(values, cls), metadata)
+        seen.add(code.name)
+        assert code not in FORBIDDEN, (method.full_name, code.name, details)
 
     examples()
-    return seen, bad
+    return seen
 
 
 def test_every_rpc_survives_hostile_input(suite: Suite) -> None:
     keys = asyncio.run(an_app(suite))
     outcomes: dict[str, set[str]] = {}
-    forbidden: list[Any] = []
     with grpc.insecure_channel(suite.address("gateway")) as channel:
         for service, module, scope in SERVICES:
             for method in service.methods:
                 cls = getattr(module, method.input_type.name)
                 metadata = keys.member if scope == "member" else keys.admin
-                seen, bad = sweep_method(channel, service, method, cls, metadata)
-                outcomes[method.full_name] = seen
-                forbidden.extend(bad)
-    print({name: sorted(seen) for name, seen in outcomes.items()})
-    assert forbidden == []
+                outcomes[method.full_name] = sweep_method(channel, service, method, cls, metadata)
     assert len(outcomes) == sum(len(s.methods) for s, _, _ in SERVICES)
+    never_in = [name for name, seen in outcomes.items() if not seen - AT_THE_DOOR]
+    assert never_in == [], f"never reached past authentication: {never_in}"
     for name, proc in suite.processes.items():
         assert proc.poll() is None, f"{name} died"
     results = asyncio.run(check_all(urls_from(suite.postgres_url), only_app=keys.app))
@@ -168,3 +183,183 @@ def test_every_rpc_survives_hostile_input(suite: Suite) -> None:
 async def an_app(suite: Suite) -> AppKeys:
     async with grpc.aio.insecure_channel(suite.address("gateway")) as channel:
         return await new_app(suite, admin_pb2_grpc.AdminServiceStub(channel))
+
+
+def text_fields(descriptor: Any, depth: int = 0) -> list[tuple[str, Any]]:
+    """Every text field of a message (nested messages, lists and maps included) as (the path
+    an error must name, the values that put a NUL there alone)."""
+    found: list[tuple[str, Any]] = []
+    for field in descriptor.fields:
+        name = field.name
+        if field.type == FieldDescriptor.TYPE_STRING:
+            if _repeated(field):
+                found.append((f"{name}[0]", {name: [NUL_TEXT]}))
+            else:
+                found.append((name, {name: NUL_TEXT}))
+        elif field.type != FieldDescriptor.TYPE_MESSAGE:
+            continue
+        elif field.message_type.GetOptions().map_entry:
+            if field.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_STRING:
+                found.append((f"{name}.k", {name: {"k": NUL_TEXT}}))
+                found.append((f"{name}.key", {name: {NUL_TEXT: "v"}}))
+        elif field.message_type.full_name.startswith("google.protobuf.") or depth >= 2:
+            continue
+        else:
+            for path, values in text_fields(field.message_type, depth + 1):
+                if _repeated(field):
+                    found.append((f"{name}[0].{path}", {name: [values]}))
+                else:
+                    found.append((f"{name}.{path}", {name: values}))
+    return found
+
+
+NUL_TEXT = "a\x00b"
+PARTICIPANTS: list[tuple[str, Any, Any]] = [
+    ("points", points_pb2.DESCRIPTOR.services_by_name["PointsService"], points_pb2),
+    ("levels", levels_pb2.DESCRIPTOR.services_by_name["LevelsService"], levels_pb2),
+    ("mall", mall_pb2.DESCRIPTOR.services_by_name["MallService"], mall_pb2),
+    ("lottery", lottery_pb2.DESCRIPTOR.services_by_name["LotteryService"], lottery_pb2),
+    ("risk", risk_pb2.DESCRIPTOR.services_by_name["RiskService"], risk_pb2),
+]
+
+
+def _message_class(method: Any) -> type[Message]:
+    cls: type[Message] = symbol_database.Default().GetSymbol(method.input_type.full_name)
+    return cls
+
+
+def test_nul_and_control_characters_in_every_text_field(suite: Suite) -> None:
+    """Every text field of every RPC, gateway and participants: U+0000 alone in it is
+    INVALID_ARGUMENT naming that very field (before any database sees it); U+0001 is never
+    INTERNAL or UNKNOWN."""
+    keys = asyncio.run(an_app(suite))
+    targets = [("gateway", service, scope) for service, _, scope in SERVICES] + [
+        (name, service, "") for name, service, _ in PARTICIPANTS
+    ]
+    checked = 0
+    wrong: list[tuple[str, str, str, str]] = []
+    for process, service, scope in targets:
+        metadata = {"member": keys.member, "admin": keys.admin}.get(scope)
+        with grpc.insecure_channel(suite.address(process)) as channel:
+            for method in service.methods:
+                cls = _message_class(method)
+                call = channel.unary_unary(
+                    f"/{service.full_name}/{method.name}",
+                    request_serializer=cls.SerializeToString,
+                    response_deserializer=lambda data: data,
+                )
+                for path, values in text_fields(method.input_type):
+                    code, details = answer(call, build(values, cls), metadata)
+                    if code != grpc.StatusCode.INVALID_ARGUMENT or not details.startswith(
+                        f"{path}:"
+                    ):
+                        wrong.append((method.full_name, path, code.name, details))
+                    control = build(_replace_text(values, "a\x01b"), cls)
+                    code, details = answer(call, control, metadata)
+                    if code in FORBIDDEN:
+                        wrong.append((method.full_name, f"{path} (U+0001)", code.name, details))
+                    checked += 1
+    assert checked > 100
+    assert wrong == []
+    for name, proc in suite.processes.items():
+        assert proc.poll() is None, f"{name} died"
+
+
+def _replace_text(values: Any, text: str) -> Any:
+    if isinstance(values, str):
+        return text if values == NUL_TEXT else values
+    if isinstance(values, dict):
+        return {_replace_text(k, text): _replace_text(v, text) for k, v in values.items()}
+    if isinstance(values, list):
+        return [_replace_text(v, text) for v in values]
+    return values
+
+
+MOVES = st.sampled_from([60, 3600, 86400, 2 * 86400, 40 * 86400])
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("advance"), MOVES),
+        st.tuples(
+            st.sampled_from(["register", "sign_in", "purchase", "redeem", "draw", "checkout"]),
+            st.integers(min_value=0, max_value=3),  # which member; each example has its own
+        ),
+    ),
+    min_size=2,
+    max_size=8,
+)
+
+
+def test_clock_moves_between_calls_and_new_members(suite: Suite) -> None:
+    """On a sandbox app, any order of clock moves and member calls, members first seen before
+    and after each move: a well-formed call never answers INVALID_ARGUMENT, INTERNAL or
+    UNKNOWN, and a saga never fails for INVALID_ARGUMENT or INTERNAL."""
+    keys = asyncio.run(an_app(suite))
+    examples = iter(range(10**6))
+    with grpc.insecure_channel(suite.address("gateway")) as channel:
+        member = loyalty_pb2_grpc.LoyaltyServiceStub(channel)
+        admin = admin_pb2_grpc.AdminServiceStub(channel)
+
+        @settings(max_examples=8, suppress_health_check=list(HealthCheck))
+        @given(STEPS)
+        def journey(steps: list[tuple[str, int]]) -> None:
+            example = next(examples)
+            for n, (what, arg) in enumerate(steps):
+                user = f"m{example}-{arg}"
+                rid = f"x{example}-{n}"
+                refused = _journey_step(member, admin, keys, what, arg, user, rid)
+                assert refused is None or refused[0] not in REFUSED_BY_MISTAKE, (what, refused)
+
+        journey()
+
+
+REFUSED_BY_MISTAKE = {*FORBIDDEN, grpc.StatusCode.INVALID_ARGUMENT}
+
+
+def _journey_step(
+    member: Any, admin: Any, keys: AppKeys, what: str, arg: int, user: str, rid: str
+) -> tuple[grpc.StatusCode, str] | None:
+    """One step; the code and details of a refusal, None when it was answered."""
+    try:
+        _take_step(member, admin, keys, what, arg, user, rid)
+    except grpc.RpcError as error:
+        return error.code(), str(error.details())
+    return None
+
+
+def _take_step(
+    member: Any, admin: Any, keys: AppKeys, what: str, arg: int, user: str, rid: str
+) -> None:
+    if what == "advance":
+        admin.AdvanceClock(
+            admin_pb2.AdvanceClockRequest(seconds=arg, request_id=rid),
+            metadata=keys.admin,
+            timeout=60,
+        )
+    elif what in ("register", "sign_in", "purchase"):
+        member.RecordEvent(
+            loyalty_pb2.RecordEventRequest(
+                event_id=rid, user_id=user, action=what, attributes={"amount_fen": "100000"}
+            ),
+            metadata=keys.member,
+            timeout=30,
+        )
+    elif what == "redeem":
+        done = member.Redeem(
+            loyalty_pb2.RedeemRequest(request_id=rid, user_id=user, sku="ticket-wolf-warrior-2"),
+            metadata=keys.member,
+            timeout=30,
+        )
+        assert done.reason not in ("INVALID_ARGUMENT", "INTERNAL"), done
+    elif what == "draw":
+        drawn = member.Draw(
+            loyalty_pb2.DrawRequest(request_id=rid, user_id=user, pool="lucky-wheel"),
+            metadata=keys.member,
+            timeout=30,
+        )
+        assert drawn.reason not in ("INVALID_ARGUMENT", "INTERNAL"), drawn
+    else:
+        member.QuoteCheckout(
+            loyalty_pb2.QuoteCheckoutRequest(user_id=user, order_amount_fen=100_000),
+            metadata=keys.member,
+            timeout=30,
+        )

@@ -67,7 +67,10 @@ def test_every_command(suite: Suite) -> None:
     assert len(as_json(env, "stats", "--from-date", "2026-01-01", "--to-date", "2026-01-03")) == 3
     assert as_json(env, "saga", "list", "--state", "COMPLETED") == []
     assert as_json(env, "reviews", "list") == []
-    assert "now" in as_json(env, "clock", "advance", "2h")
+    assert as_json(env, "clock", "advance", "2h")["offset_seconds"] == 7200
+    clocks = as_json(env, "clock", "get")
+    assert clocks["in_step"] is True
+    assert [c["offset_seconds"] for c in clocks["services"]] == ["7200"] * 6
     assert "paused" in ctl(env, "lottery", "pause", "lucky-wheel", "--reason", "audit").stdout
     assert as_json(env, "lottery", "resume", "lucky-wheel") == {"paused": False}
     forced = as_json(env, "lottery", "force", "lucky-wheel", "alice", "ticket", "--reason", "vip")
@@ -78,6 +81,15 @@ def test_every_command(suite: Suite) -> None:
     assert [h["order_ref"] for h in as_json(env, "checkout", "holds", "--state", "released")] == [
         "order-1"
     ]
+    # The member calls of the README's quick start, first seen after the clock moved.
+    earned = as_json(env, "event", "record", "bob", "purchase", "--attr", "amount_fen=200000")
+    assert (earned["points_awarded"], earned["decision"]) == ("2000", "ALLOW")
+    redeemed = as_json(env, "redeem", "bob", "ticket-wolf-warrior-2")
+    assert (redeemed["status"], redeemed["points_spent"]) == ("COMPLETED", "500")
+    assert as_json(env, "draw", "bob", "lucky-wheel")["status"] == "COMPLETED"
+    assert "COMPLETED" in ctl(env, "redeem", "bob", "mobile-data-1g").stdout
+    bad_attr = ctl(env, "event", "record", "bob", "purchase", "--attr", "nonsense", ok=False)
+    assert bad_attr.returncode == 2
     missing = ctl(env, "saga", "get", "no-such-saga", ok=False)
     assert missing.returncode == 1
     assert "SAGA_NOT_FOUND" in missing.stderr

@@ -52,7 +52,8 @@ def test_the_example_program_splits_into_each_services_section() -> None:
 
 @given(
     st.dictionaries(
-        st.text(min_size=1, max_size=12).filter(lambda k: k not in SECTIONS),
+        # A NUL in a key is a second error of its own (test_program_nul_is_refused_with_its_path).
+        st.text(min_size=1, max_size=12).filter(lambda k: k not in SECTIONS and "\x00" not in k),
         st.integers(),
         min_size=1,
         max_size=4,
@@ -80,3 +81,13 @@ def test_shape_errors(text: str, error: str) -> None:
     with pytest.raises(ProgramInvalid) as invalid:
         load_program(text)
     assert invalid.value.errors[0].startswith(error)
+
+
+def test_program_nul_is_refused_with_its_path() -> None:
+    text = yaml.safe_dump(
+        {"timezone": "UTC", "points": {"display_name": "a\x00b"}, "earning": [], "levels": {}}
+        | {"mall": {}}
+    )
+    with pytest.raises(ProgramInvalid) as invalid:
+        load_program(text)
+    assert "points.display_name: must not contain U+0000 (NUL)" in invalid.value.errors

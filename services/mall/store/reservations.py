@@ -119,12 +119,17 @@ _TAKE_STOCK = """
     WHERE app = %(app)s AND sku = %(sku)s AND bucket = %(bucket)s AND available >= %(quantity)s
     RETURNING available
 """
+# The free codes are picked once, in a materialized CTE: as `code IN (SELECT ... LIMIT n FOR
+# UPDATE SKIP LOCKED)` the planner may rescan the subquery for each row of a nested-loop
+# semi-join, and each rescan (past the rows this statement just took) picks another code, so one
+# reservation took every free code of a small pool and the next was refused OUT_OF_STOCK.
 _TAKE_CODES = """
-    UPDATE codes SET state = 'reserved', saga_id = %(saga_id)s, updated_at = %(now)s
-    WHERE app = %(app)s AND code IN (
+    WITH picked AS MATERIALIZED (
       SELECT code FROM codes WHERE app = %(app)s AND sku = %(sku)s AND state = 'free'
       LIMIT %(quantity)s FOR UPDATE SKIP LOCKED)
-    RETURNING code
+    UPDATE codes SET state = 'reserved', saga_id = %(saga_id)s, updated_at = %(now)s
+    FROM picked WHERE codes.app = %(app)s AND codes.code = picked.code
+    RETURNING codes.code
 """
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from loyalty.common.v1 import common_pb2
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -62,6 +63,9 @@ class Programs:
         """Moves a sandbox app's test clock forward, once per request_id (AdvanceClock)."""
         stored = await self._store.advance_from(request)
         return await self.get(stored.app)
+
+    async def get_clock(self, request: Any) -> common_pb2.GetClockResponse:
+        return await self._store.get_clock(request)
 
     async def get(self, app: str) -> AppProgram:
         stored = await self._store.get(app)
