@@ -92,6 +92,22 @@ async def check_all(urls: Mapping[str, str], only_app: str | None = None) -> lis
             await engine.dispose()
 
 
+async def unfinished_sagas(urls: Mapping[str, str]) -> int:
+    """Sagas still being driven (or waiting for the recovery loop), over every app."""
+    engine = create_engine(urls["gateway"], 1)
+    try:
+        async with engine.connect() as conn:
+            left = await conn.execute(
+                text(
+                    "SELECT count(*) FROM sagas"
+                    " WHERE state IN ('STARTED', 'CONFIRMING', 'COMPENSATING')"
+                )
+            )
+            return int(left.scalar_one())
+    finally:
+        await engine.dispose()
+
+
 async def _check(engines: Mapping[str, AsyncEngine], only_app: str | None) -> list[Check]:
     results: list[Check] = []
     async with (

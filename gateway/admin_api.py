@@ -339,14 +339,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.GetStatsResponse:
         app = caller.app
         first, last = await self._days(app, request.from_date, request.to_date)
-        stored = await self.gw.programs.get(app)
-        zone = stored.program.zone
-        start = datetime.combine(first, datetime.min.time(), tzinfo=zone)
-        end = datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=zone)
         liability, events, redemptions = await asyncio.gather(
             self._liability(app, first, last),
             daily_counts(self.gw.resources.engine, app, first, last),
-            self.gw.sagas.stats(app, zone.key, start, end),
+            self.gw.sagas.stats(app, first, last),
         )
         days: dict[str, admin_pb2.DayStats] = {}
 

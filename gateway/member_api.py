@@ -354,6 +354,8 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
             attributes={"saga.id": saga_id, "saga.kind": kind, "app": app, **attributes},
         )
         trace_id, span_id = trace_ids(span)
+        stored = await gw.program(app)
+        app_day = (await gw.app_now(app)).astimezone(stored.program.zone).date()
         with trace.use_span(span, end_on_exit=False):
             saga, new = await gw.sagas.start(
                 saga_id,
@@ -365,6 +367,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
                 payload_hash(asked),
                 trace_id,
                 span_id,
+                app_day,
             )
         if not new:
             span.set_attribute("saga.replay_of", saga.saga_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -71,10 +71,10 @@ _COLUMNS = (
 _START = f"""
     INSERT INTO sagas (saga_id, app, kind, request_id, user_id, payload, payload_hash, state,
                        trace_id, span_id, steps, result, drives, lease_until, created_at,
-                       updated_at)
+                       updated_at, app_day)
     VALUES (%(saga_id)s, %(app)s, %(kind)s, %(request_id)s, %(user_id)s, %(payload)s::jsonb,
             %(hash)s, 'STARTED', %(trace_id)s, %(span_id)s, '[]'::jsonb, '{{}}'::jsonb, 1,
-            now() + make_interval(secs => %(lease)s), now(), now())
+            now() + make_interval(secs => %(lease)s), now(), now(), %(app_day)s)
     ON CONFLICT ON CONSTRAINT sagas_request_key DO NOTHING
     RETURNING {_COLUMNS}
 """
@@ -147,6 +147,7 @@ class SagaLog:
         payload_hash: str,
         trace_id: str,
         span_id: str,
+        app_day: date,
     ) -> tuple[SagaRecord, bool]:
         """The new saga (leased to the caller), or the one this request_id started before
         (False). The same request_id with another payload is refused."""
@@ -161,6 +162,7 @@ class SagaLog:
             "trace_id": trace_id,
             "span_id": span_id,
             "lease": self.lease_seconds,
+            "app_day": app_day,
         }
         async with self._engine.begin() as conn:
             row = (await conn.exec_driver_sql(_START, params)).one_or_none()
@@ -252,18 +254,18 @@ class SagaLog:
             return [_record(row) for row in await conn.execute(query)]
 
     async def stats(
-        self, app: str, zone: str, start: datetime, end: datetime
+        self, app: str, first: date, last: date
     ) -> list[tuple[Any, str, str, str, int]]:
-        """(local day, sku, state, reason, count) of redemption sagas created in [start, end)."""
+        """(app's local day, sku, state, reason, count) of redemption sagas started on the
+        app's days [first, last]."""
         async with self._engine.connect() as conn:
             rows = await conn.exec_driver_sql(
                 """
-                SELECT (created_at AT TIME ZONE %(zone)s)::date AS day, payload->>'sku' AS sku,
-                       state, reason, count(*) AS n
+                SELECT app_day AS day, payload->>'sku' AS sku, state, reason, count(*) AS n
                 FROM sagas WHERE app = %(app)s AND kind = 'redeem'
-                  AND created_at >= %(start)s AND created_at < %(end)s
+                  AND app_day BETWEEN %(first)s AND %(last)s
                 GROUP BY 1, 2, 3, 4
                 """,
-                {"app": app, "zone": zone, "start": start, "end": end},
+                {"app": app, "first": first, "last": last},
             )
             return [(row.day, row.sku, row.state, row.reason, int(row.n)) for row in rows]

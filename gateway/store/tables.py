@@ -96,8 +96,12 @@ sagas = Table(
     Column("lease_until", DateTime(timezone=True), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The app's local day when the saga started, on its clock (a sandbox app's moves
+    # included): what GetStats counts redemptions by. created_at is the database's time.
+    Column("app_day", Date),
     UniqueConstraint("app", "kind", "request_id", name="sagas_request_key"),
     Index("sagas_app_created_idx", "app", "created_at"),
+    Index("sagas_app_day_idx", "app", "app_day"),
     Index(
         "sagas_unfinished_idx",
         "lease_until",

@@ -31,7 +31,9 @@ from loyalty.points.v1 import points_pb2_grpc
 from loyalty.risk.v1 import risk_pb2_grpc
 
 from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from devtools.invariants import check_all, report, unfinished_sagas, urls_from
 from devtools.suite import REPO, SERVICES, Suite, module_of
+from tests.integration.waiting import wait_for
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,19 @@ def suite(infra: Infra) -> Iterator[Suite]:
     try:
         suite.start(timeout=90)
         yield suite
+        # The last act of every run that used the suite, whatever order its tests ran in: the
+        # invariant checker over every app the run made in every service, faults and all.
+        asyncio.run(assert_invariants_hold(suite))
     finally:
         suite.stop()
+
+
+async def assert_invariants_hold(suite: Suite) -> None:
+    urls = urls_from(suite.postgres_url)
+    # Drives still running (PENDING answers, the recovery loop) end first.
+    await wait_for(lambda: unfinished_sagas(urls), lambda left: left == 0, within=60)
+    results = await check_all(urls)
+    assert report(results), [(c.app, c.name, c.violations[:3]) for c in results if not c.ok]
 
 
 @dataclass(frozen=True)
@@ -107,38 +120,53 @@ def stubs(channels: dict[str, grpc.aio.Channel]) -> Stubs:
 
 @asynccontextmanager
 async def serve_alone(
-    suite: Suite, service: str, log_dir: Path, **overrides: str
+    suite: Suite,
+    service: str,
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    **overrides: str,
 ) -> AsyncIterator[grpc.aio.Channel]:
     """One more process of ``service`` beside the suite, with settings overridden (a Redis that
     is not there, ...): yields a channel once it is SERVING; on exit, SIGTERM and wait, so its
     clean-shutdown work (audit flush, ...) is done when the block ends."""
     port = free_port()
     prefix = f"LOYALTY_{service.upper()}_"
-    env = {
+    environment = {
         **suite.env_for(service),
         f"{prefix}LISTEN": f"127.0.0.1:{port}",
         **{f"{prefix}{key.upper()}": value for key, value in overrides.items()},
+        **(env or {}),
     }
-    with (log_dir / f"{service}-alone.log").open("wb") as log:
+    log_path = log_dir / f"{service}-alone.log"
+    with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             module_of(service),
             "serve",
             cwd=REPO,
-            env=env,
+            env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 health = health_pb2_grpc.HealthStub(channel)
-                for _ in range(300):
-                    with contextlib.suppress(grpc.aio.AioRpcError):
+
+                async def status() -> int | None:
+                    if proc.returncode is not None:
+                        raise AssertionError(
+                            f"{service} exited with {proc.returncode} while starting; "
+                            f"see {log_path}"
+                        )
+                    try:
                         reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                        if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                            break
-                    await asyncio.sleep(0.1)
+                    except grpc.aio.AioRpcError:
+                        return None
+                    return int(reply.status)
+
+                # A process that never serves fails the test here, not somewhere later.
+                await wait_for(status, lambda s: s == health_pb2.HealthCheckResponse.SERVING)
                 yield channel
         finally:
             if proc.returncode is None:

@@ -14,6 +14,7 @@ from loyalty.gateway.v1 import admin_pb2
 from devtools.bootstrap import AppKeys, create_app_keys
 from devtools.suite import Suite
 from plumbing.db import create_engine
+from tests.integration.app_time import park_app
 from tests.programs import EXAMPLE, EXAMPLE_IN_REPO
 
 
@@ -39,7 +40,11 @@ async def new_app(
     program_yaml: str | None = None,
     rate_per_second: int = 1000,
     burst: int = 2000,
+    park: bool = True,
 ) -> AppKeys:
+    """A fresh app with the program applied. A sandbox app is parked at the next local 10:00
+    of its own clock (``tests.integration.app_time``), so no test's "today" depends on the
+    hour the run started at; ``park=False`` keeps the real time."""
     made = await create_app_keys(
         suite.database_url("gateway"),
         f"t-{uuid.uuid4().hex[:10]}",
@@ -53,4 +58,6 @@ async def new_app(
         timeout=30,
     )
     assert applied.applied, applied.errors
+    if sandbox and park:
+        await park_app(admin_stub, made.admin)
     return made

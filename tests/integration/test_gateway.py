@@ -355,12 +355,16 @@ async def test_sandbox_clock_and_production_refusal(suite: Suite, stubs: Stubs) 
     user = uid()
     await earn_points(stubs, sandbox, user, 10_000)
     assert (await member(stubs, sandbox, user)).points_available == 100
+    before = await stubs.admin.GetClock(admin_pb2.GetClockRequest(), metadata=sandbox.admin)
     moved = await stubs.admin.AdvanceClock(
         admin_pb2.AdvanceClockRequest(seconds=400 * 86400, request_id=uid("c")),
         metadata=sandbox.admin,
         timeout=60,
     )
-    assert moved.now.ToDatetime().year >= 2027
+    assert moved.offset_seconds == before.offset_seconds + 400 * 86400
+    ahead = moved.now.ToDatetime() - before.now.ToDatetime()
+    # 400 days on, plus the few seconds the move itself took.
+    assert timedelta(days=400) <= ahead < timedelta(days=400, minutes=5)
     assert (await member(stubs, sandbox, user)).points_available == 0  # expired
 
     production = await new_app(suite, stubs.admin, sandbox=False)
@@ -372,18 +376,23 @@ async def test_sandbox_clock_and_production_refusal(suite: Suite, stubs: Stubs) 
     assert reason_of(refused.value) == "NOT_SANDBOX"
 
 
-async def test_admin_reports(stubs: Stubs, app: AppKeys) -> None:
+async def test_admin_reports(suite: Suite, stubs: Stubs) -> None:
+    """An app of its own, parked at a quiet local hour: every figure of its day is exact."""
+    app = await new_app(suite, stubs.admin)
     user = uid()
-    await earn_points(stubs, app, user, 100_000)
-    await redeem(stubs, app, user, "ticket-wolf-warrior-2")
+    await earn_points(stubs, app, user, 200_000)
+    for sku in ("ticket-wolf-warrior-2", "mobile-data-1g"):
+        assert (await redeem(stubs, app, user, sku)).status == pb.Redemption.COMPLETED
     stats = await stubs.admin.GetStats(admin_pb2.GetStatsRequest(), metadata=app.admin)
     today = stats.days[-1]
-    assert today.events >= 1
-    assert today.points_issued >= 1000
-    assert today.redemptions["ticket-wolf-warrior-2/COMPLETED"] >= 1
-    assert today.risk_decisions["ALLOW"] >= 1
+    assert (today.events, today.points_issued) == (1, 2000)
+    assert dict(today.redemptions) == {
+        "ticket-wolf-warrior-2/COMPLETED": 1,
+        "mobile-data-1g/COMPLETED": 1,
+    }
+    assert dict(today.risk_decisions) == {"ALLOW": 1}
     liability = await stubs.admin.GetLiability(admin_pb2.GetLiabilityRequest(), metadata=app.admin)
-    assert liability.days[-1].outstanding > 0
+    assert liability.days[-1].outstanding == 500
     adjusted = await stubs.admin.AdjustPoints(
         admin_pb2.AdjustPointsRequest(
             request_id=uid("a"), user_id=user, delta=-100, reason="goodwill correction"
@@ -395,7 +404,19 @@ async def test_admin_reports(stubs: Stubs, app: AppKeys) -> None:
         admin_pb2.ListSagasRequest(state="COMPLETED", page_size=1), metadata=app.admin
     )
     assert len(listed.sagas) == 1
-    assert listed.next_page_token
+    rest = await stubs.admin.ListSagas(
+        admin_pb2.ListSagasRequest(
+            state="COMPLETED", page_size=5, page_token=listed.next_page_token
+        ),
+        metadata=app.admin,
+    )
+    assert (len(rest.sagas), rest.next_page_token) == (1, "")
+    assert {s.saga_id for s in [*listed.sagas, *rest.sagas]} == {
+        s.saga_id
+        for s in (
+            await stubs.admin.ListSagas(admin_pb2.ListSagasRequest(), metadata=app.admin)
+        ).sagas
+    }
 
 
 BAD_INPUT = [

@@ -1,119 +1,129 @@
-"""A saga's trace, read from an in-memory span exporter: the gateway's saga code runs in this
-process (against the suite's real participants and database) with its tracer pointed at the
-exporter; every step is a child of the saga's root span, compensations are events on it, and a
-resumed saga links back to the trace it began in."""
+"""A saga's trace as an SRE's collector receives it: a real gateway process (beside the suite,
+on the suite's participants and database) exports its spans over OTLP to a receiver this test
+runs; every step is a child of the saga's root span, compensations are events on it, and a saga
+taken up again links back to the trace it began in."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from pathlib import Path
 
+import grpc
 import pytest
+from loyalty.gateway.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2_grpc
 from loyalty.gateway.v1 import loyalty_pb2 as pb
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy import text
 
 from devtools.suite import Suite
-from gateway.context import Gateway, gateway_of
-from gateway.member_api import LoyaltyServicer
-from gateway.settings import GatewaySettings
-from plumbing.clock import SystemClock
-from plumbing.db import create_engine, sessions
-from plumbing.server import Resources
-from tests.integration.conftest import Stubs
-from tests.integration.gateway_apps import new_app
+from tests.integration.conftest import Stubs, serve_alone
+from tests.integration.gateway_apps import gateway_engine, new_app
+from tests.integration.otlp import Receiver, Span, otlp_receiver
 from tests.integration.test_gateway import earn_points
-
-
-class CallContext:
-    """What the servicer reads of a gRPC call: its metadata and its deadline."""
-
-    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
-        self._metadata = metadata
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
-
-    def time_remaining(self) -> float | None:
-        return None
+from tests.integration.waiting import wait_for
 
 
 @pytest.fixture
-async def traced(suite: Suite) -> AsyncIterator[tuple[Gateway, InMemorySpanExporter]]:
-    settings = GatewaySettings(
-        database_url=suite.database_url("gateway"),
-        points_addr=suite.address("points"),
-        levels_addr=suite.address("levels"),
-        mall_addr=suite.address("mall"),
-        lottery_addr=suite.address("lottery"),
-        risk_addr=suite.address("risk"),
-    )
-    engine = create_engine(settings.database_url, 4)
-    resources = Resources(settings, engine, sessions(engine), None, SystemClock())
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    gw = gateway_of(resources)
-    gw.tracer = provider.get_tracer("test")
-    try:
-        yield gw, memory
-    finally:
-        await resources.cleanup.aclose()
-        await engine.dispose()
-
-
-def _by_name(spans: Any, trace_id: int) -> dict[str, Any]:
-    return {s.name: s for s in spans if s.context.trace_id == trace_id}
+async def traced_gateway(
+    suite: Suite, tmp_path: Path
+) -> AsyncIterator[tuple[grpc.aio.Channel, Receiver]]:
+    async with (
+        otlp_receiver() as receiver,
+        serve_alone(suite, "gateway", tmp_path, env=receiver.env) as channel,
+    ):
+        yield channel, receiver
 
 
 async def test_every_step_in_one_trace(
-    suite: Suite, stubs: Stubs, traced: tuple[Gateway, InMemorySpanExporter]
+    suite: Suite, stubs: Stubs, traced_gateway: tuple[grpc.aio.Channel, Receiver]
 ) -> None:
-    gw, memory = traced
+    channel, receiver = traced_gateway
+    member = loyalty_pb2_grpc.LoyaltyServiceStub(channel)
+    admin = admin_pb2_grpc.AdminServiceStub(channel)
     app = await new_app(suite, stubs.admin)
     user = f"u-{uuid.uuid4().hex[:8]}"
     await earn_points(stubs, app, user, 100_000)
-    servicer = LoyaltyServicer(gw.resources)
-    context: Any = CallContext(app.member)
 
-    done = await servicer.Redeem(
-        pb.RedeemRequest(request_id="r1", user_id=user, sku="ticket-wolf-warrior-2"), context
+    done = await member.Redeem(
+        pb.RedeemRequest(request_id="r1", user_id=user, sku="ticket-wolf-warrior-2"),
+        metadata=app.member,
+        timeout=20,
     )
     assert done.status == pb.Redemption.COMPLETED
-    trace_id = int(done.trace_id, 16)
-    spans = _by_name(memory.get_finished_spans(), trace_id)
-    root = spans["saga redeem"]
     steps = ["risk", "tier", "reserve", "hold", "confirm", "capture"]
+    spans = await wait_for(
+        lambda: _spans(receiver, done.trace_id),
+        lambda found: {"saga redeem", *(f"saga.step {s}" for s in steps)} <= set(found),
+    )
+    root = spans["saga redeem"]
     for step in steps:
-        span = spans[f"saga.step {step}"]
-        assert span.parent is not None
-        assert span.parent.span_id == root.context.span_id
+        assert spans[f"saga.step {step}"].parent_id == root.span_id
     assert root.attributes["saga.id"] == done.redemption_id
     assert (root.attributes["app"], root.attributes["sku"]) == (app.app, "ticket-wolf-warrior-2")
     assert root.attributes["saga.outcome"] == "COMPLETED"
-    assert [e.name for e in root.events] == ["commit"]
+    assert [name for name, _ in root.events] == ["commit"]
+    logged = await admin.GetSaga(
+        admin_pb2.GetSagaRequest(saga_id=done.redemption_id), metadata=app.admin
+    )
+    assert logged.trace_id == done.trace_id
 
     # A refusal: the compensations are events on the saga's root span.
-    poor = await servicer.Redeem(
-        pb.RedeemRequest(request_id="r2", user_id=user, sku="mobile-data-1g"), context
+    poor = await member.Redeem(
+        pb.RedeemRequest(request_id="r2", user_id=user, sku="mobile-data-1g"),
+        metadata=app.member,
+        timeout=20,
     )
     assert poor.reason == "INSUFFICIENT_POINTS"
-    root = _by_name(memory.get_finished_spans(), int(poor.trace_id, 16))["saga redeem"]
+    spans = await wait_for(lambda: _spans(receiver, poor.trace_id), lambda f: "saga redeem" in f)
+    root = spans["saga redeem"]
     assert root.attributes["saga.outcome"] == "COMPENSATED"
-    assert [(e.name, e.attributes["step"]) for e in root.events] == [
+    assert [(name, attrs["step"]) for name, attrs in root.events] == [
         ("compensate", "hold"),
         ("compensate", "reserve"),
     ]
 
-    # A saga the recovery loop resumes links to the trace it began in.
-    saga, _ = await gw.sagas.start(
-        "resumed-" + uuid.uuid4().hex, app.app, "redeem", "r3", user, {}, "h", "ab" * 16, "cd" * 8
+    # A saga an operator takes up again (RetrySaga) links to the trace it began in. It waits
+    # for an operator, so no recovery loop of the suite takes it first.
+    saga_id = "resumed-" + uuid.uuid4().hex
+    began_in = "ab" * 16
+    async with gateway_engine(suite) as engine, engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO sagas (saga_id, app, kind, request_id, user_id, payload,"
+                " payload_hash, state, reason, trace_id, span_id, result, drives, lease_until,"
+                " created_at, updated_at, app_day) VALUES (:id, :app, 'redeem', :id, :user,"
+                " '{}', 'h', 'NEEDS_ATTENTION', 'RETRIES_EXHAUSTED', :trace, :span,"
+                " CAST(:result AS jsonb), 1, now(), now(), now(), current_date)"
+            ),
+            {
+                "id": saga_id,
+                "app": app.app,
+                "user": user,
+                "trace": began_in,
+                "span": "cd" * 8,
+                "result": json.dumps({"stuck_state": "COMPENSATING"}),
+            },
+        )
+    retried = await admin.RetrySaga(
+        admin_pb2.RetrySagaRequest(saga_id=saga_id), metadata=app.admin, timeout=30
     )
-    memory.clear()
-    await gw.resume(saga)
-    (resumed,) = [s for s in memory.get_finished_spans() if s.name == "saga.resume redeem"]
-    assert resumed.links[0].context.trace_id == int("ab" * 16, 16)
-    assert dict(resumed.attributes or {})["saga.outcome"] == "COMPENSATED"
-    assert (await gw.sagas.get(app.app, saga.saga_id)).state == "COMPENSATED"  # type: ignore[union-attr]
+    assert retried.state == "COMPENSATED"
+    resumed = await wait_for(
+        lambda: _named(receiver, "saga.resume redeem", saga_id),
+        lambda found: found is not None,
+    )
+    assert resumed is not None
+    assert resumed.links == [began_in]
+    assert resumed.attributes["saga.outcome"] == "COMPENSATED"
+
+
+async def _spans(receiver: Receiver, trace_id: str) -> dict[str, Span]:
+    return receiver.of_trace(trace_id)
+
+
+async def _named(receiver: Receiver, name: str, saga_id: str) -> Span | None:
+    for span in receiver.spans:
+        if span.name == name and span.attributes.get("saga.id") == saga_id:
+            return span
+    return None

@@ -28,6 +28,7 @@ from plumbing.grpc_errors import reason_of, rich_status
 from services.levels.domain.periods import local_day, next_period_start
 from services.levels.domain.program import parse_levels
 from services.levels.domain.tiers import evaluate
+from tests.integration.app_time import park
 from tests.integration.conftest import serve_alone
 from tests.programs import levels_section, levels_section_json, points_section_json
 
@@ -199,6 +200,7 @@ async def test_a_coefficient_applies_from_the_members_attributes(levels, app):
 
 
 async def test_growth_raises_the_tier_and_the_member_view_says_what_is_next(levels, app):
+    now = await park(levels, app)
     reply = await add(levels, app, "climber", 1_200, "purchase", exempt=True)
     assert (reply.tier_before, reply.tier_after) == ("rookie", "actor")
     level = await levels.GetLevel(pb.GetLevelRequest(app=app, user_id="climber"))
@@ -207,7 +209,7 @@ async def test_growth_raises_the_tier_and_the_member_view_says_what_is_next(leve
     assert (level.next_tier, level.growth_to_next_tier) == ("star", 8_800)
     assert not level.granted
     # Requalify (yearly): the growth needed by the end of the year to keep actor.
-    zone_today = datetime.now(SHANGHAI).date()
+    zone_today = now.astimezone(SHANGHAI).date()
     ends = next_period_start(zone_today, parse_levels(levels_section()).downgrade.period)
     assert level.period_ends_at.ToDatetime(tzinfo=UTC) == datetime.combine(
         ends, datetime.min.time(), SHANGHAI
@@ -435,7 +437,7 @@ async def test_the_stored_tier_matches_the_rule_in_any_order(levels, app, events
     previous and the current requalify period are in play): their tiers, qualifying growth
     and EvaluateTiers agree with each other and with the pure rule."""
     program = parse_levels(levels_section())
-    now = datetime.now(UTC)
+    now = await park(levels, app)  # far from a local midnight, whatever the machine's hour
     a, b = new_id("a-"), new_id("b-")
     shuffled = list(events)
     order.shuffle(shuffled)
@@ -450,7 +452,7 @@ async def test_the_stored_tier_matches_the_rule_in_any_order(levels, app, events
                 at=now - timedelta(days=days_back),
                 exempt=True,
             )
-    today = local_day(datetime.now(UTC), SHANGHAI)
+    today = local_day(now, SHANGHAI)
     growth: dict[date, int] = {}
     for days_back, amount in events:
         day = local_day(now - timedelta(days=days_back), SHANGHAI)
@@ -498,11 +500,12 @@ async def board_state(
 async def test_boards_rank_growth_and_are_rebuilt_the_same_after_redis_is_flushed(
     levels, app, redis_client
 ):
+    now = await park(levels, app)  # this week and month, far from their edges
     users = ["ann", "bob", "cat", "dan", "eve"]
     for index, user in enumerate(users):
         await add(levels, app, user, 100 * (index + 1), "purchase", exempt=True)
     # Growth from an earlier month counts all time, not this week or month.
-    old = datetime.now(UTC) - timedelta(days=70)
+    old = now - timedelta(days=70)
     await add(levels, app, "ann", 1_000, "purchase", at=old, exempt=True)
     before = await board_state(levels, app, users)
     ranks, top, friends = before

@@ -22,16 +22,12 @@ from loyalty.common.v1 import common_pb2
 from loyalty.mall.v1 import mall_pb2 as pb
 from sqlalchemy import make_url
 
-from plumbing.clock import SystemClock
 from plumbing.db import create_engine
 from plumbing.grpc_errors import reason_of, rich_status
-from plumbing.programs import ProgramStore
-from services.mall.domain.errors import UnknownApp
-from services.mall.domain.program import parse_mall
 from services.mall.store.gate import StockGate, stock_key
 from services.mall.store.invariants import check_mall
-from services.mall.store.reservations import Reservations
-from services.mall.store.tables import metadata
+from tests.integration.app_time import local_day, park
+from tests.integration.waiting import wait_for
 from tests.programs import mall_section
 
 if TYPE_CHECKING:
@@ -331,26 +327,35 @@ async def test_release_returns_stock_once_and_confirm_after_release_fails(mall, 
     )
 
 
-async def test_the_reaper_expires_with_a_fake_clock(mall, app, suite):
-    """The reaper is the store's expire_due at a given instant: ten minutes ahead of now."""
-    await reserve(mall, app, "phone-flagship", saga="s3", address=ADDRESS, ttl=300)
-    engine = create_engine(suite.database_url("mall"), pool_size=1)
-    try:
-        programs = ProgramStore(engine, SystemClock(), metadata, parse_mall, UnknownApp)
-        stored = await programs.get(app)
-        reaper = Reservations(engine, StockGate(None))
-        now = datetime.now(UTC)
-        assert await reaper.expire_due(stored, now + timedelta(minutes=4), 100) == 0
-        assert await reaper.expire_due(stored, now + timedelta(minutes=10), 100) == 1
-        assert await reaper.expire_due(stored, now + timedelta(minutes=10), 100) == 0
-    finally:
-        await engine.dispose()
-    assert stock_of(suite, app, "phone-flagship") == (5, 5)
-    assert (await mall.Release(pb.ReleaseRequest(app=app, saga_id="s3"))).state == pb.EXPIRED
+async def test_the_reaper_expires_a_reservation_and_credits_the_gate(mall, app, suite):
+    """The mall's own reaper (a background job of the real process, every second) expires a
+    reservation past its TTL: the stock comes back in Postgres and in the Redis gate, so every
+    unit sells again, and the saga can no longer confirm."""
+    await reserve(mall, app, "phone-flagship", saga="s3", address=ADDRESS, ttl=1)
+    assert stock_of(suite, app, "phone-flagship") == (4, 5)
+
+    async def state() -> int:
+        return int((await mall.Release(pb.ReleaseRequest(app=app, saga_id="s3"))).state)
+
+    # Release answers what the reservation is now, changing nothing once it has ended; before
+    # it ends, a release would end it itself, so wait on the stock first.
+    await wait_for(lambda: _stock(suite, app), lambda stock: stock == (5, 5))
+    assert await state() == pb.EXPIRED
     assert await refused(mall.Confirm(pb.ConfirmRequest(app=app, saga_id="s3"))) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "RESERVATION_EXPIRED",
     )
+    # The gate was credited: all five units reserve again, the sixth is refused.
+    for n in range(5):
+        await reserve(mall, app, "phone-flagship", saga=f"again-{n}", address=ADDRESS)
+    assert await refused(reserve(mall, app, "phone-flagship", address=ADDRESS)) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "OUT_OF_STOCK",
+    )
+
+
+async def _stock(suite: Any, app: str) -> tuple[int, int]:
+    return stock_of(suite, app, "phone-flagship")
 
 
 async def test_a_sandbox_clock_expires_reservations(mall, app, suite):
@@ -541,6 +546,7 @@ async def test_the_gate_corrects_only_quiet_buckets(infra):
 
 
 async def test_orders_move_with_their_history(mall, app, suite):
+    now = await park(mall, app)
     await reserve(mall, app, "phone-flagship", saga="p1", user="buyer", address=ADDRESS)
     phone = await mall.Confirm(pb.ConfirmRequest(app=app, saga_id="p1"))
     assert (phone.status, phone.address.city) == (pb.PENDING, "Shanghai")
@@ -587,7 +593,7 @@ async def test_orders_move_with_their_history(mall, app, suite):
     got = await mall.GetOrder(pb.GetOrderRequest(app=app, order_id=phone.order_id))
     assert got.status == pb.SHIPPED
 
-    today = datetime.now(SHANGHAI).date().isoformat()
+    today = local_day(now)
     stats = await mall.GetItemStats(
         pb.GetItemStatsRequest(app=app, sku="mobile-data-1g", from_date=today, to_date=today)
     )

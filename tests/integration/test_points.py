@@ -17,6 +17,7 @@ from loyalty.common.v1 import common_pb2
 from loyalty.points.v1 import points_pb2 as pb
 
 from plumbing.grpc_errors import rich_status
+from tests.integration.app_time import SHANGHAI, park
 from tests.programs import example_program, points_section, points_section_json
 
 if TYPE_CHECKING:
@@ -473,10 +474,11 @@ async def test_history_is_paged_newest_first(points, app):
 
 
 async def test_liability_per_day_in_points_and_money(points, app):
+    now = await park(points, app)
     await grant(points, app, "u1", 300)
     await points.Hold(pb.HoldRequest(app=app, saga_id="s1", user_id="u1", amount=100))
     await points.Capture(pb.CaptureRequest(app=app, saga_id="s1"))
-    today = datetime.now(UTC).astimezone(__import__("zoneinfo").ZoneInfo("Asia/Shanghai")).date()
+    today = now.astimezone(SHANGHAI).date()
     report = await points.GetLiability(
         pb.GetLiabilityRequest(
             app=app,
