@@ -67,6 +67,22 @@ class Tally:
     faults: Counter[str] = field(default_factory=Counter)
 
 
+# Answers no fault excuses: a well-formed call is never refused as bad input, and nothing is
+# ever an unexpected failure (faults give UNAVAILABLE or DEADLINE_EXCEEDED, and PENDING).
+WRONG_CODES = ("INTERNAL", "UNKNOWN", "INVALID_ARGUMENT")
+
+
+def wrong_answers(tally: Tally) -> dict[str, int]:
+    """The outcomes a soak must never see, with their counts."""
+    return {
+        outcome: count
+        for outcome, count in tally.outcomes.items()
+        if any(
+            outcome == f"error {code}" or outcome.endswith(f" {code}") for code in WRONG_CODES
+        )
+    }
+
+
 def say(message: str) -> None:
     print(message, flush=True)
 
@@ -263,8 +279,12 @@ async def soak(seconds: float, workers: int, seed: int, root: Path) -> bool:
         say("invariants:")
         clean = report(await check_all(urls_from(postgres_url)))
         ended = not any(left.get(s) for s in UNFINISHED)
-        say("soak: clean" if clean and ended else "soak: FAILED")
-        return clean and ended
+        wrong = wrong_answers(tally)
+        for outcome, count in wrong.items():
+            say(f"  wrong answer under faults: {count} x {outcome}")
+        passed = clean and ended and not wrong
+        say("soak: clean" if passed else "soak: FAILED")
+        return passed
     finally:
         suite.stop()
         redis.stop()

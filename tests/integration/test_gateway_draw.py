@@ -5,9 +5,9 @@ and the prize awarded, or the cost released and no prize."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import grpc
@@ -154,19 +154,32 @@ async def test_lottery_killed_mid_stream(suite: Suite, stubs: Stubs) -> None:
     )
     request_ids = {u: uid("d") for u in users}
 
-    async def one(user: str, delay: float) -> None:
+    async def one(user: str, delay: float) -> str:
         await asyncio.sleep(delay)
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            await draw(stubs, app, user, request_ids[user])
+        try:
+            result = await draw(stubs, app, user, request_ids[user])
+        except grpc.aio.AioRpcError as error:
+            return f"error {error.code().name}"
+        return f"{pb.DrawResult.Status.Name(result.status)} {result.reason}".rstrip()
 
-    async def fault() -> None:
+    async def fault() -> str:
         await asyncio.sleep(0.3)
         suite.stop_service("lottery", signal.SIGKILL)
         await asyncio.sleep(1.0)
         suite.start_service("lottery")
         await asyncio.to_thread(suite.wait_serving, "lottery", 60)
+        return "FAULT"
 
-    await asyncio.gather(fault(), *(one(u, 0.05 * i) for i, u in enumerate(users)))
+    answers = await asyncio.gather(*(one(u, 0.05 * i) for i, u in enumerate(users)), fault())
+    by_outcome = Counter(answers[:-1])
+    allowed = {"COMPLETED", "PENDING", "error UNAVAILABLE", "error DEADLINE_EXCEEDED"}
+    wrong = {
+        outcome: n
+        for outcome, n in by_outcome.items()
+        if outcome not in allowed
+        and not (outcome.startswith("FAILED ") and outcome.endswith("_UNAVAILABLE"))
+    }
+    assert wrong == {}, f"answers by outcome: {dict(by_outcome)}"
     sagas = await settle(stubs, app)
     assert len(sagas) == len(users)
     for user in users:

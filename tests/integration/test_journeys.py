@@ -7,6 +7,7 @@ Each test makes its own app, so the clock moves of one never touch another.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, time, timedelta
 from typing import Any
 
 import grpc
@@ -19,6 +20,7 @@ from sqlalchemy import text
 from devtools.bootstrap import AppKeys
 from devtools.suite import Suite
 from plumbing.grpc_errors import reason_of
+from tests.integration.app_time import SHANGHAI
 from tests.integration.conftest import Stubs
 from tests.integration.gateway_apps import example_yaml, gateway_engine, new_app
 from tests.integration.waiting import wait_for
@@ -126,12 +128,13 @@ async def test_members_before_and_after_a_clock_move_use_every_feature(
     suite: Suite, stubs: Stubs, seconds: int
 ) -> None:
     app = await new_app(suite, stubs.admin)
+    parked = (await clocks(stubs, app)).offset_seconds
     old, old_friend = uid("old"), uid("old-friend")
     await purchase(stubs, app, old, 10_000)
     await purchase(stubs, app, old_friend, 10_000)
 
     moved = await advance(stubs, app, seconds)
-    assert moved.offset_seconds == seconds
+    assert moved.offset_seconds == parked + seconds
     reading = await clocks(stubs, app)
     assert reading.in_step, reading
     assert [c.service for c in reading.services] == [
@@ -142,7 +145,7 @@ async def test_members_before_and_after_a_clock_move_use_every_feature(
         "lottery",
         "risk",
     ]
-    assert {c.offset_seconds for c in reading.services} == {seconds}
+    assert {c.offset_seconds for c in reading.services} == {parked + seconds}
     gateway_now = reading.services[0].now.ToDatetime()
     for service in reading.services:
         # Read one after another: the same time within the few seconds the reads take.
@@ -160,33 +163,36 @@ async def test_a_move_that_reached_only_some_services_is_made_good(
     app was moved before it kept a clock) ends on the gateway's time: by the next move, and by
     the next ApplyProgram."""
     app = await new_app(suite, stubs.admin)
+    base = (await clocks(stubs, app)).offset_seconds
     await advance(stubs, app, HOUR)
     risk: Any = stubs.risk  # typed as a sync stub; served over grpc.aio
     risk_moved = await risk.AdvanceClock(
         common_pb2.AdvanceClockRequest(
-            app=app.app, seconds=HOUR, offset_seconds=2 * HOUR, request_id=uid("direct")
+            app=app.app, seconds=HOUR, offset_seconds=base + 2 * HOUR, request_id=uid("direct")
         ),
         timeout=10,
     )
-    assert risk_moved.offset_seconds == 2 * HOUR
+    assert risk_moved.offset_seconds == base + 2 * HOUR
     assert not (await clocks(stubs, app)).in_step
     # The next hour takes every service to the gateway's two hours: risk neither back nor on.
     moved = await advance(stubs, app, HOUR)
-    assert moved.offset_seconds == 2 * HOUR
+    assert moved.offset_seconds == base + 2 * HOUR
     reading = await clocks(stubs, app)
-    assert (reading.in_step, reading.offset_seconds) == (True, 2 * HOUR), reading
+    assert (reading.in_step, reading.offset_seconds) == (True, base + 2 * HOUR), reading
 
     # The gateway an hour ahead of every participant, as an app moved before this fix is.
     async with gateway_engine(suite) as engine, engine.begin() as conn:
         await conn.execute(
             text("UPDATE apps SET clock_offset_seconds = :o WHERE app = :a"),
-            {"o": 3 * HOUR, "a": app.app},
+            {"o": base + 3 * HOUR, "a": app.app},
         )
     reapplied = await stubs.admin.ApplyProgram(
         admin_pb2.ApplyProgramRequest(program_yaml=example_yaml()), metadata=app.admin, timeout=30
     )
     assert reapplied.applied, reapplied.errors
-    reading = await wait_for(lambda: clocks(stubs, app), lambda r: r.offset_seconds == 3 * HOUR)
+    reading = await wait_for(
+        lambda: clocks(stubs, app), lambda r: r.offset_seconds == base + 3 * HOUR
+    )
     assert reading.in_step, reading
     newcomer = uid("new")
     assert (await record(stubs, app, newcomer, "register")).points_awarded == 50
@@ -232,6 +238,18 @@ async def test_a_streak_across_app_days_pays_its_bonus_and_badge(
     assert seventh.points_awarded == 5 + 20, seventh
     assert [b.code for b in seventh.badges_awarded] == ["streak_7"]
     assert await available(stubs, app, user) == 6 * 5 + 25 + 5
+    # The badge and its reward come once per member: not on day 8, not on a replayed event.
+    await advance(stubs, app, DAY)
+    eighth = await record(stubs, app, user, "sign_in")
+    assert (eighth.points_awarded, list(eighth.badges_awarded)) == (5, [])
+    replayed = await stubs.loyalty.RecordEvent(
+        pb.RecordEventRequest(event_id=seventh.event_id, user_id=user, action="sign_in"),
+        metadata=app.member,
+    )
+    assert replayed.duplicate
+    assert await available(stubs, app, user) == 6 * 5 + 25 + 5 + 5
+    seen = await stubs.loyalty.GetMember(pb.GetMemberRequest(user_id=user), metadata=app.member)
+    assert [b.code for b in seen.badges] == ["streak_7"]
 
 
 async def test_a_participant_refusing_the_gateways_own_field_is_internal(
@@ -256,3 +274,171 @@ async def test_a_participant_refusing_the_gateways_own_field_is_internal(
     assert future.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert str(future.value.details()).startswith("signed_up_at:"), future.value.details()
     assert reason_of(future.value) == "INVALID_ARGUMENT"
+
+
+async def test_a_downgrade_then_a_redemption_is_tier_too_low(suite: Suite, stubs: Stubs) -> None:
+    """An actor redeems the actor-only VIP card; two years on, with nothing earned since, the
+    yearly requalification has made them a rookie: the same card is TIER_TOO_LOW, and the
+    points an operator gave them stay whole."""
+    app = await new_app(suite, stubs.admin)
+    user = uid("fading")
+    await purchase(stubs, app, user, 400_000)  # 4,000 points and growth: actor
+    first = await redeem(stubs, app, user, "vip-1-month")
+    assert (first.status, first.reason) == (pb.Redemption.COMPLETED, "")
+
+    await advance(stubs, app, 800 * DAY)
+    seen = await stubs.loyalty.GetMember(pb.GetMemberRequest(user_id=user), metadata=app.member)
+    assert (seen.tier, seen.points_available) == ("rookie", 0)  # downgraded; the 1,000 expired
+    await stubs.admin.AdjustPoints(
+        admin_pb2.AdjustPointsRequest(
+            request_id=uid("a"), user_id=user, delta=3000, reason="loyalty gift"
+        ),
+        metadata=app.admin,
+    )
+    again = await redeem(stubs, app, user, "vip-1-month")
+    assert (again.status, again.reason) == (pb.Redemption.FAILED, "TIER_TOO_LOW")
+    seen = await stubs.loyalty.GetMember(pb.GetMemberRequest(user_id=user), metadata=app.member)
+    assert (seen.points_available, seen.points_held) == (3000, 0)
+
+
+async def test_a_reversal_then_repayment_then_a_redemption(suite: Suite, stubs: Stubs) -> None:
+    """A refunded order takes its points back after some were spent: the balance goes below
+    zero (only a clawback may do that), a redemption is refused, later earnings repay the debt
+    first, and then the member redeems again."""
+    app = await new_app(suite, stubs.admin)
+    user = uid("refunder")
+    order = pb.RecordEventRequest(
+        event_id=uid("order"), user_id=user, action="purchase", attributes={"amount_fen": "100000"}
+    )
+    assert (await stubs.loyalty.RecordEvent(order, metadata=app.member)).points_awarded == 1000
+    spent = await redeem(stubs, app, user, "ticket-wolf-warrior-2")
+    assert spent.status == pb.Redemption.COMPLETED
+    reversed_ = await stubs.loyalty.ReverseEvent(
+        pb.ReverseEventRequest(event_id=order.event_id, reason="order refunded"),
+        metadata=app.member,
+    )
+    assert reversed_.points_reversed == 1000
+    assert await available(stubs, app, user) == -500
+
+    refused = await redeem(stubs, app, user, "mobile-data-1g")
+    assert (refused.status, refused.reason) == (pb.Redemption.FAILED, "INSUFFICIENT_POINTS")
+    assert await available(stubs, app, user) == -500
+
+    await purchase(stubs, app, user, 150_000)  # 1,500 points: 500 repay the debt
+    assert await available(stubs, app, user) == 1000
+    bought = await redeem(stubs, app, user, "mobile-data-1g")
+    assert (bought.status, bought.reason) == (pb.Redemption.COMPLETED, "")
+    assert await available(stubs, app, user) == 0
+
+
+async def test_across_local_midnight_on_the_sandbox_clock(suite: Suite, stubs: Stubs) -> None:
+    """Ten seconds before local midnight a member signs in and spins the wheel to its daily
+    limit; twenty seconds later it is a new local day: sign-in pays again (a two-day streak),
+    the wheel turns again, and each day's figures stand on their own."""
+    app = await new_app(suite, stubs.admin)  # parked at 10:00 local
+    start = (await clocks(stubs, app)).now.ToDatetime()
+    local = start.replace(tzinfo=UTC).astimezone(SHANGHAI)
+    to_late_evening = (23 * 3600 + 59 * 60 + 50) - (local.hour * 3600 + local.minute * 60)
+    await advance(stubs, app, to_late_evening - local.second)
+    user = uid("owl")
+    await purchase(stubs, app, user, 100_000)
+    assert (await record(stubs, app, user, "sign_in")).points_awarded == 5
+    assert (await record(stubs, app, user, "sign_in")).points_awarded == 0
+    spins = [await draw(stubs, app, user) for _ in range(4)]
+    assert [s.reason for s in spins[:3]] == ["", "", ""]
+    assert (spins[3].status, spins[3].reason) == (pb.DrawResult.FAILED, "LIMIT_EXCEEDED")
+
+    moved = await advance(stubs, app, 20)
+    after = moved.now.ToDatetime().replace(tzinfo=UTC).astimezone(SHANGHAI)
+    assert after.date() == local.date() + timedelta(days=1)
+    assert after.time() < time(0, 1)
+    assert (await record(stubs, app, user, "sign_in")).points_awarded == 5
+    assert (await draw(stubs, app, user)).status == pb.DrawResult.COMPLETED
+
+    stats = await stubs.admin.GetStats(admin_pb2.GetStatsRequest(), metadata=app.admin)
+    by_day = {d.date: d for d in stats.days}
+    evening, morning = by_day[local.date().isoformat()], by_day[after.date().isoformat()]
+    assert (evening.events, morning.events) == (3, 1)
+
+
+async def draw(stubs: Stubs, app: AppKeys, user: str) -> pb.DrawResult:
+    result: pb.DrawResult = await stubs.loyalty.Draw(
+        pb.DrawRequest(request_id=uid("d"), user_id=user, pool="lucky-wheel"),
+        metadata=app.member,
+        timeout=20,
+    )
+    return result
+
+
+async def expiring(stubs: Stubs, app: AppKeys, user: str) -> list[tuple[int, Any]]:
+    """What GetMember says expires soon (within 30 days): (points, when)."""
+    seen = await stubs.loyalty.GetMember(pb.GetMemberRequest(user_id=user), metadata=app.member)
+    return [(int(e.amount), e.expires_at.ToDatetime(tzinfo=UTC)) for e in seen.points_expiring]
+
+
+async def lot_expiries(stubs: Stubs, app: AppKeys, user: str) -> list[Any]:
+    """When each earning's lot expires, oldest earning first (from the points history)."""
+    history = await stubs.loyalty.ListPointsHistory(
+        pb.ListPointsHistoryRequest(user_id=user, page_size=50), metadata=app.member
+    )
+    earned = [e for e in history.entries if e.amount > 0 and e.HasField("expires_at")]
+    return [e.expires_at.ToDatetime(tzinfo=UTC) for e in reversed(earned)]
+
+
+async def app_now(stubs: Stubs, app: AppKeys) -> Any:
+    return (await clocks(stubs, app)).now.ToDatetime(tzinfo=UTC)
+
+
+async def advance_to(stubs: Stubs, app: AppKeys, moment: Any) -> None:
+    await advance(stubs, app, int((moment - await app_now(stubs, app)).total_seconds()))
+
+
+async def gift(stubs: Stubs, app: AppKeys, sender: str, points: int) -> pb.GiftResponse:
+    reply: pb.GiftResponse = await stubs.loyalty.Gift(
+        pb.GiftRequest(
+            request_id=uid("g"), from_user_id=sender, to_user_id=uid("friend"), points=points
+        ),
+        metadata=app.member,
+        timeout=20,
+    )
+    return reply
+
+
+async def test_spending_takes_the_soonest_expiring_lot_first(suite: Suite, stubs: Stubs) -> None:
+    """Two lots a hundred days apart: a spend of 150 empties the older and takes 50 of the
+    newer; when the older's day comes nothing expires, and the newer's 150 expire on theirs."""
+    app = await new_app(suite, stubs.admin)
+    user = uid("saver")
+    await purchase(stubs, app, user, 10_000)  # lot A: 100
+    await advance(stubs, app, 100 * DAY)
+    await purchase(stubs, app, user, 20_000)  # lot B: 200
+    a_expires, b_expires = await lot_expiries(stubs, app, user)
+    assert b_expires - a_expires >= timedelta(days=99)
+
+    assert (await gift(stubs, app, user, 150)).from_points_available == 150
+    await advance_to(stubs, app, a_expires - timedelta(days=10))
+    assert await expiring(stubs, app, user) == []  # lot A is empty: nothing due within 30 days
+    await advance_to(stubs, app, a_expires + timedelta(minutes=1))
+    assert await available(stubs, app, user) == 150
+    await advance_to(stubs, app, b_expires - timedelta(days=10))
+    assert await expiring(stubs, app, user) == [(150, b_expires)]
+    await advance_to(stubs, app, b_expires + timedelta(minutes=1))
+    assert await available(stubs, app, user) == 0
+
+
+async def test_a_spend_never_takes_points_whose_day_has_come(suite: Suite, stubs: Stubs) -> None:
+    """A lot past its expiry that the sweep (every minute) has not reached yet is not
+    spendable: a gift that would need it is refused, one within the rest goes through."""
+    app = await new_app(suite, stubs.admin)
+    user = uid("late")
+    await purchase(stubs, app, user, 10_000)  # lot A: 100, due first
+    await advance(stubs, app, 100 * DAY)
+    await purchase(stubs, app, user, 20_000)  # lot B: 200
+    a_expires, _ = await lot_expiries(stubs, app, user)
+    # Two seconds before lot A's day ends; then real time carries the app past it.
+    await advance_to(stubs, app, a_expires - timedelta(seconds=2))
+    await wait_for(lambda: app_now(stubs, app), lambda now: now > a_expires + timedelta(seconds=1))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await gift(stubs, app, user, 250)
+    assert reason_of(refused.value) == "INSUFFICIENT_POINTS"
+    assert (await gift(stubs, app, user, 200)).from_points_available == 0

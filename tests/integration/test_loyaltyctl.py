@@ -7,10 +7,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from typing import Any
 
 from devtools.suite import REPO, Suite
+from gateway.auth import KEY_CACHE_SECONDS
 from tests.programs import EXAMPLE, EXAMPLE_IN_REPO
 
 
@@ -45,6 +47,7 @@ def test_every_command(suite: Suite) -> None:
     env["LOYALTY_ADMIN_KEY"] = created["key"]
     member = as_json(env, "keys", "create", "--app", app, "--scope", "member")
     assert member["app_created"] is False
+    member_env = {**env, "LOYALTY_ADMIN_KEY": member["key"]}
     listed = as_json(env, "keys", "list", "--app", app)
     assert {k["scope"] for k in listed} == {"admin", "member"}
     assert all("key" not in k for k in listed)
@@ -93,7 +96,15 @@ def test_every_command(suite: Suite) -> None:
     missing = ctl(env, "saga", "get", "no-such-saga", ok=False)
     assert missing.returncode == 1
     assert "SAGA_NOT_FOUND" in missing.stderr
+    # The member key works (member calls) until it is revoked; then, within the documented
+    # KEY_CACHE_SECONDS (5 s, every gateway process), it is refused.
+    assert ctl(member_env, "member", "get", "bob").returncode == 0
     revoked = as_json(env, "keys", "revoke", member["key_id"])
     assert revoked == {"key_id": member["key_id"], "revoked": True}
+    started = time.monotonic()
+    while (refused := ctl(member_env, "member", "get", "bob", ok=False)).returncode == 0:
+        assert time.monotonic() - started < KEY_CACHE_SECONDS + 5, "a revoked key still works"
+        time.sleep(0.2)
+    assert "UNAUTHENTICATED" in refused.stderr
     no_key = ctl({**env, "LOYALTY_ADMIN_KEY": ""}, "stats", ok=False)
     assert no_key.returncode == 1
