@@ -20,20 +20,30 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 QUIET_HOUR = time(10, 0)
 
 
-def seconds_to_quiet_hour(now: datetime, zone: ZoneInfo = SHANGHAI) -> int:
-    """Seconds from ``now`` to the next local 10:00 (at least one, so a move is a move)."""
+def seconds_to_quiet_hour(
+    now: datetime, zone: ZoneInfo = SHANGHAI, day_of_month: int | None = None
+) -> int:
+    """Seconds from ``now`` to the next local 10:00 (on ``day_of_month`` of the next month
+    when given); at least one, so a move is a move."""
     local = now.astimezone(zone)
-    target = datetime.combine(local.date(), QUIET_HOUR, zone)
-    if target <= local:
-        target = datetime.combine(local.date() + timedelta(days=1), QUIET_HOUR, zone)
+    if day_of_month is not None:
+        first_of_next = (local.date().replace(day=1) + timedelta(days=32)).replace(day=1)
+        target = datetime.combine(first_of_next.replace(day=day_of_month), QUIET_HOUR, zone)
+    else:
+        target = datetime.combine(local.date(), QUIET_HOUR, zone)
+        if target <= local:
+            target = datetime.combine(local.date() + timedelta(days=1), QUIET_HOUR, zone)
     return max(1, math.ceil((target - local).total_seconds()))
 
 
-async def park(service: Any, app: str, zone: ZoneInfo = SHANGHAI) -> datetime:
+async def park(
+    service: Any, app: str, zone: ZoneInfo = SHANGHAI, day_of_month: int | None = None
+) -> datetime:
     """Moves one service's clock for ``app`` (a participant stub, called directly) to the next
-    local 10:00; answers the app's time there, in UTC."""
+    local 10:00 (on ``day_of_month`` of next month, for tests that count months); answers the
+    app's time there, in UTC."""
     reading = await service.GetClock(common_pb2.GetClockRequest(app=app))
-    seconds = seconds_to_quiet_hour(reading.now.ToDatetime(tzinfo=UTC), zone)
+    seconds = seconds_to_quiet_hour(reading.now.ToDatetime(tzinfo=UTC), zone, day_of_month)
     moved = await service.AdvanceClock(
         common_pb2.AdvanceClockRequest(app=app, seconds=seconds, request_id=uuid.uuid4().hex),
         timeout=60,
