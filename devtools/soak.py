@@ -77,9 +77,7 @@ def wrong_answers(tally: Tally) -> dict[str, int]:
     return {
         outcome: count
         for outcome, count in tally.outcomes.items()
-        if any(
-            outcome == f"error {code}" or outcome.endswith(f" {code}") for code in WRONG_CODES
-        )
+        if any(outcome == f"error {code}" or outcome.endswith(f" {code}") for code in WRONG_CODES)
     }
 
 

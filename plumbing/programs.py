@@ -281,3 +281,15 @@ class ProgramStore(Generic[P]):
         async with self._engine.connect() as conn:
             rows = await conn.execute(select(self._apps.c.app).order_by(self._apps.c.app))
             return list(rows.scalars())
+
+
+class ServesAppClock:
+    """GetClock as every service answers it, from its ``programs`` (a ``ProgramStore`` or a
+    service's wrapper with ``get_clock``). Mixed into each servicer."""
+
+    async def GetClock(
+        self, request: common_pb2.GetClockRequest, context: Any
+    ) -> common_pb2.GetClockResponse:
+        programs: Any = self.programs  # type: ignore[attr-defined]  # the servicer's own
+        answer: common_pb2.GetClockResponse = await programs.get_clock(request)
+        return answer

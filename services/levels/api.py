@@ -14,7 +14,7 @@ from loyalty.levels.v1 import levels_pb2, levels_pb2_grpc
 from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument
 from plumbing.jobs import every
-from plumbing.programs import StoredProgram
+from plumbing.programs import ServesAppClock, StoredProgram
 from plumbing.server import Resources
 from plumbing.validation import (
     check_attributes,
@@ -99,7 +99,7 @@ def _growth_reply(reply: dict[str, Any], duplicate: bool) -> levels_pb2.AddGrowt
     )
 
 
-class LevelsServicer(levels_pb2_grpc.LevelsServiceServicer):
+class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
     def __init__(self, resources: Resources) -> None:
         self.engine = resources.engine
         self.programs = levels_programs(resources)
@@ -374,8 +374,3 @@ class LevelsServicer(levels_pb2_grpc.LevelsServiceServicer):
         stored = await self.programs.advance_from(request)
         await jobs.judge_stale_members(self.engine, self.programs, only=stored.app)
         return self.programs.clock_answer(stored)
-
-    async def GetClock(
-        self, request: common_pb2.GetClockRequest, context: Any
-    ) -> common_pb2.GetClockResponse:
-        return await self.programs.get_clock(request)

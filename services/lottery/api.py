@@ -10,7 +10,7 @@ from loyalty.lottery.v1 import lottery_pb2, lottery_pb2_grpc
 
 from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument
-from plumbing.programs import StoredProgram
+from plumbing.programs import ServesAppClock, StoredProgram
 from plumbing.sections import load_section
 from plumbing.server import Resources
 from plumbing.validation import require_id, require_positive
@@ -52,7 +52,7 @@ def _record(view: draw_store.DrawView) -> lottery_pb2.DrawRecord:
     )
 
 
-class LotteryServicer(lottery_pb2_grpc.LotteryServiceServicer):
+class LotteryServicer(ServesAppClock, lottery_pb2_grpc.LotteryServiceServicer):
     def __init__(self, resources: Resources) -> None:
         self.engine = resources.engine
         self.programs = lottery_programs(resources)
@@ -244,8 +244,3 @@ class LotteryServicer(lottery_pb2_grpc.LotteryServiceServicer):
         """Daily limits and budgets follow the app's local day; nothing else falls due."""
         stored = await self.programs.advance_from(request)
         return self.programs.clock_answer(stored)
-
-    async def GetClock(
-        self, request: common_pb2.GetClockRequest, context: Any
-    ) -> common_pb2.GetClockResponse:
-        return await self.programs.get_clock(request)

@@ -11,7 +11,7 @@ from loyalty.mall.v1 import mall_pb2, mall_pb2_grpc
 
 from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument
-from plumbing.programs import StoredProgram
+from plumbing.programs import ServesAppClock, StoredProgram
 from plumbing.server import Resources
 from plumbing.validation import check_address, optional_text, require_id, require_positive
 from plumbing.wire import decode_page_token, encode_page_token, page_size, parse_date, to_timestamp
@@ -132,7 +132,7 @@ def _order(view: OrderView) -> mall_pb2.Order:
     )
 
 
-class MallServicer(mall_pb2_grpc.MallServiceServicer):
+class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
     def __init__(self, resources: Resources) -> None:
         self.engine = resources.engine
         self.programs = mall_programs(resources)
@@ -365,11 +365,6 @@ class MallServicer(mall_pb2_grpc.MallServiceServicer):
         stored = await self.programs.advance_from(request)
         await expire_reservations(self.reservations, self.programs, only=stored.app)
         return self.programs.clock_answer(stored)
-
-    async def GetClock(
-        self, request: common_pb2.GetClockRequest, context: Any
-    ) -> common_pb2.GetClockResponse:
-        return await self.programs.get_clock(request)
 
     # --- stats ---------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument
+from plumbing.programs import ServesAppClock
 from plumbing.server import Resources
 from plumbing.validation import (
     check_attributes,
@@ -54,7 +55,7 @@ _HOLD_STATES = {
 }
 
 
-class PointsServicer(points_pb2_grpc.PointsServiceServicer):
+class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
     def __init__(self, resources: Resources) -> None:
         self.engine = resources.engine
         self.programs = Programs(resources.engine, resources.clock)
@@ -382,8 +383,3 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             now=to_timestamp(self.programs.now(ap)),
             offset_seconds=int(ap.clock_offset.total_seconds()),
         )
-
-    async def GetClock(
-        self, request: common_pb2.GetClockRequest, context: Any
-    ) -> common_pb2.GetClockResponse:
-        return await self.programs.get_clock(request)

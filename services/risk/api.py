@@ -13,7 +13,7 @@ from loyalty.risk.v1 import risk_pb2, risk_pb2_grpc
 
 from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument
-from plumbing.programs import StoredProgram
+from plumbing.programs import ServesAppClock, StoredProgram
 from plumbing.server import Resources
 from plumbing.validation import (
     check_attributes,
@@ -59,7 +59,7 @@ def _ip(field: str, value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address
     return ipaddress.ip_address(checked) if checked else None
 
 
-class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
+class RiskServicer(ServesAppClock, risk_pb2_grpc.RiskServiceServicer):
     def __init__(self, resources: Resources) -> None:
         if resources.redis is None:
             raise RuntimeError("the risk service needs Redis for its counters")
@@ -248,11 +248,6 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
         else falls due."""
         stored = await self.programs.advance_from(request)
         return self.programs.clock_answer(stored)
-
-    async def GetClock(
-        self, request: common_pb2.GetClockRequest, context: Any
-    ) -> common_pb2.GetClockResponse:
-        return await self.programs.get_clock(request)
 
 
 def _review(row: review_store.ReviewRow) -> risk_pb2.Review:

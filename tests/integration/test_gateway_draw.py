@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections import Counter
 from pathlib import Path
 
 import grpc
@@ -19,6 +18,7 @@ from devtools.bootstrap import AppKeys
 from devtools.suite import Suite
 from tests.integration.conftest import Stubs, serve_alone
 from tests.integration.gateway_apps import new_app
+from tests.integration.outcomes import assert_no_wrong_answer, outcome_of
 from tests.integration.test_gateway import earn_points, member
 from tests.integration.test_gateway_faults import settle
 
@@ -156,11 +156,9 @@ async def test_lottery_killed_mid_stream(suite: Suite, stubs: Stubs) -> None:
 
     async def one(user: str, delay: float) -> str:
         await asyncio.sleep(delay)
-        try:
-            result = await draw(stubs, app, user, request_ids[user])
-        except grpc.aio.AioRpcError as error:
-            return f"error {error.code().name}"
-        return f"{pb.DrawResult.Status.Name(result.status)} {result.reason}".rstrip()
+        return await outcome_of(
+            draw(stubs, app, user, request_ids[user]), pb.DrawResult.Status.Name
+        )
 
     async def fault() -> str:
         await asyncio.sleep(0.3)
@@ -171,15 +169,7 @@ async def test_lottery_killed_mid_stream(suite: Suite, stubs: Stubs) -> None:
         return "FAULT"
 
     answers = await asyncio.gather(*(one(u, 0.05 * i) for i, u in enumerate(users)), fault())
-    by_outcome = Counter(answers[:-1])
-    allowed = {"COMPLETED", "PENDING", "error UNAVAILABLE", "error DEADLINE_EXCEEDED"}
-    wrong = {
-        outcome: n
-        for outcome, n in by_outcome.items()
-        if outcome not in allowed
-        and not (outcome.startswith("FAILED ") and outcome.endswith("_UNAVAILABLE"))
-    }
-    assert wrong == {}, f"answers by outcome: {dict(by_outcome)}"
+    assert_no_wrong_answer(answers[:-1])
     sagas = await settle(stubs, app)
     assert len(sagas) == len(users)
     for user in users:

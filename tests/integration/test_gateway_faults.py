@@ -8,7 +8,6 @@ import asyncio
 import signal
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 import grpc
@@ -21,6 +20,7 @@ from devtools.bootstrap import AppKeys
 from devtools.suite import Suite
 from tests.integration.conftest import Stubs, serve_alone
 from tests.integration.gateway_apps import gateway_engine, new_app
+from tests.integration.outcomes import assert_no_wrong_answer, outcome_of
 from tests.integration.test_gateway import available, earn_points, member
 
 SKU = "ticket-wolf-warrior-2"  # 500 points, daily limit 1 per user
@@ -132,15 +132,12 @@ async def test_participant_killed_and_restarted(suite: Suite, stubs: Stubs, vict
 
     async def one(user: str, delay: float) -> str:
         await asyncio.sleep(delay)
-        try:
-            reply = await stubs.loyalty.Redeem(
-                pb.RedeemRequest(request_id=uid("r"), user_id=user, sku=SKU),
-                metadata=app.member,
-                timeout=10,
-            )
-        except grpc.aio.AioRpcError as error:
-            return f"error {error.code().name}"
-        return f"{pb.Redemption.Status.Name(reply.status)} {reply.reason}".rstrip()
+        call = stubs.loyalty.Redeem(
+            pb.RedeemRequest(request_id=uid("r"), user_id=user, sku=SKU),
+            metadata=app.member,
+            timeout=10,
+        )
+        return await outcome_of(call, pb.Redemption.Status.Name)
 
     async def fault() -> str:
         # A steady stream of redemptions; the victim dies in the middle of it.
@@ -154,17 +151,7 @@ async def test_participant_killed_and_restarted(suite: Suite, stubs: Stubs, vict
     answers = await asyncio.gather(fault(), *(one(user, 0.03 * i) for i, user in enumerate(users)))
     sagas = await assert_exact(stubs, app, users, stock)
     assert len(sagas) == len(users)
-    by_outcome = Counter(answers[1:])
-    # A fault may delay an answer (PENDING, UNAVAILABLE, DEADLINE_EXCEEDED) or undo a saga
-    # for the participant's absence; it never makes a wrong one.
-    allowed = {"COMPLETED", "PENDING", "error UNAVAILABLE", "error DEADLINE_EXCEEDED"}
-    wrong = {
-        outcome: n
-        for outcome, n in by_outcome.items()
-        if outcome not in allowed
-        and not (outcome.startswith("FAILED ") and outcome.endswith("_UNAVAILABLE"))
-    }
-    assert wrong == {}, f"answers by outcome: {dict(by_outcome)}"
+    assert_no_wrong_answer(answers[1:])
     # Calls wait (up to their deadline) for a participant that is restarting, so most ride the
     # fault out; those that run out of attempts are undone, never left half-done.
     assert any(s.state == "COMPLETED" for s in sagas)

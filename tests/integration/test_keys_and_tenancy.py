@@ -72,6 +72,15 @@ async def test_no_rate_limit_while_redis_is_away(
     assert answers == ["OK"] * 5
 
 
+async def earn_1000(stubs: Stubs, app: AppKeys, user: str) -> None:
+    await stubs.loyalty.RecordEvent(
+        pb.RecordEventRequest(
+            event_id=uid("e"), user_id=user, action="purchase", attributes={"amount_fen": "100000"}
+        ),
+        metadata=app.member,
+    )
+
+
 @pytest.fixture
 async def two_apps(suite: Suite, stubs: Stubs) -> tuple[AppKeys, AppKeys]:
     return await new_app(suite, stubs.admin), await new_app(suite, stubs.admin)
@@ -88,12 +97,7 @@ async def test_another_apps_saga_is_not_there(
 ) -> None:
     mine, theirs = two_apps
     user = uid()
-    await stubs.loyalty.RecordEvent(
-        pb.RecordEventRequest(
-            event_id=uid("e"), user_id=user, action="purchase", attributes={"amount_fen": "100000"}
-        ),
-        metadata=mine.member,
-    )
+    await earn_1000(stubs, mine, user)
     done = await stubs.loyalty.Redeem(
         pb.RedeemRequest(request_id="same-id", user_id=user, sku="ticket-wolf-warrior-2"),
         metadata=mine.member,
@@ -128,12 +132,7 @@ async def test_another_apps_order_hold_is_not_there(
 ) -> None:
     mine, theirs = two_apps
     user = uid()
-    await stubs.loyalty.RecordEvent(
-        pb.RecordEventRequest(
-            event_id=uid("e"), user_id=user, action="purchase", attributes={"amount_fen": "100000"}
-        ),
-        metadata=mine.member,
-    )
+    await earn_1000(stubs, mine, user)
     order = uid("order")
     held = await stubs.loyalty.HoldForOrder(
         pb.HoldForOrderRequest(

@@ -86,6 +86,21 @@ async def draw(stubs: Stubs, app: str, pool: str, user: str | None = None) -> pb
     return record
 
 
+async def force_win(stubs: Stubs, app: str, user: str) -> None:
+    """An operator forces the member's next draw from `pity` to `win`."""
+    await stubs.lottery.ForceOutcome(
+        pb.ForceOutcomeRequest(
+            app=app,
+            pool="pity",
+            user_id=user,
+            prize="win",
+            operator="ops",
+            reason="compensation for an outage",
+            request_id=uid("f"),
+        )
+    )
+
+
 async def test_500_concurrent_draws_award_a_stock_of_10_exactly(stubs: Stubs, app: str) -> None:
     records = await asyncio.gather(*(draw(stubs, app, "scarce") for _ in range(500)))
     wins = Counter(r.prize_code for r in records)
@@ -133,17 +148,7 @@ async def test_pity_limits_pause_and_a_forced_outcome(stubs: Stubs, app: str) ->
     assert [p.prize_code for p in prizes] == ["lose", "lose", "win"]
     assert prizes[-1].by_pity
 
-    await stubs.lottery.ForceOutcome(
-        pb.ForceOutcomeRequest(
-            app=app,
-            pool="pity",
-            user_id=user,
-            prize="win",
-            operator="ops",
-            reason="compensation for an outage",
-            request_id=uid("f"),
-        )
-    )
+    await force_win(stubs, app, user)
     forced = await draw(stubs, app, "pity", user)
     assert (forced.prize_code, forced.forced) == ("win", True)
     assert (await draw(stubs, app, "pity", user)).prize_code == "lose"
@@ -202,17 +207,7 @@ async def test_every_logged_draw_verifies(suite: Suite, stubs: Stubs) -> None:
     losses, a sold-out prize, the budget's fallback, pity and a forced outcome."""
     app = await new_lottery_app(stubs)
     pity_user = uid()
-    await stubs.lottery.ForceOutcome(
-        pb.ForceOutcomeRequest(
-            app=app,
-            pool="pity",
-            user_id=pity_user,
-            prize="win",
-            operator="ops",
-            reason="verify a forced draw",
-            request_id=uid("f"),
-        )
-    )
+    await force_win(stubs, app, pity_user)
     await asyncio.gather(
         *(draw(stubs, app, "scarce") for _ in range(40)),
         *(draw(stubs, app, "budgeted") for _ in range(40)),
