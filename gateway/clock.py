@@ -5,7 +5,8 @@ due work (expiry, TTLs, downgrades) on it. The gateway's offset is the app's tim
 every participant to the gateway's new offset *first* and moves the gateway last, so nothing the
 gateway stamps (a member's first sight, a sign-up time) is ever ahead of a participant's "now".
 Participants take the target offset, not a delta, so a move that reached only some of them
-converges when it is retried, under the same request_id or another.
+converges when it is retried, under the same request_id or another. (Two moves of one app at
+the same instant under different keys may count as one: an integrator's clock, not money.)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from loyalty.common.v1 import common_pb2
 
 from gateway.context import Gateway
 from gateway.participants import ask
+from plumbing.programs import MAX_CLOCK_ADVANCE_SECONDS
 
 # The services that keep an app's clock besides the gateway, in the order GetClock lists them.
 CLOCK_SERVICES = ("points", "levels", "mall", "lottery", "risk")
@@ -36,8 +38,12 @@ async def _set_participants(
 ) -> None:
     """Every participant's offset becomes ``offset`` (never back), each running what fell due
     before it answers."""
+    # With a target offset, `seconds` only keys the request (within its checked range).
     move = common_pb2.AdvanceClockRequest(
-        app=app, seconds=seconds, request_id=request_id, offset_seconds=offset
+        app=app,
+        seconds=min(seconds, MAX_CLOCK_ADVANCE_SECONDS),
+        request_id=request_id,
+        offset_seconds=offset,
     )
     await asyncio.gather(
         *(
