@@ -34,7 +34,12 @@ from plumbing.errors import FailedPrecondition, InvalidArgument, LoyaltyError, N
 from plumbing.programs import MAX_CLOCK_ADVANCE_SECONDS
 from plumbing.sections import ProgramInvalid
 from plumbing.server import Resources
-from plumbing.validation import optional_text, require_id, require_nonzero, require_positive
+from plumbing.validation import (
+    optional_id,
+    require_id,
+    require_nonzero,
+    require_positive,
+)
 from plumbing.wire import decode_cursor, encode_cursor, page_size, parse_date, to_timestamp
 
 log = logging.getLogger(__name__)
@@ -233,8 +238,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             state,
             size + 1,
             decode_cursor(request.page_token),
-            request_id=optional_text("request_id", request.request_id, max_length=128),
-            user_id=optional_text("user_id", request.user_id, max_length=128),
+            request_id=optional_id("request_id", request.request_id),
+            user_id=optional_id("user_id", request.user_id),
         )
         last = found[size - 1] if len(found) > size else None
         token = (

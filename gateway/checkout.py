@@ -30,7 +30,13 @@ from gateway.participants import ask
 from gateway.store.tables import order_holds, requests
 from plumbing.errors import FailedPrecondition, InvalidArgument, LoyaltyError
 from plumbing.idempotency import claim_request, find_request, finish_request, payload_hash
-from plumbing.validation import MAX_AMOUNT, optional_text, require_id, require_positive
+from plumbing.validation import (
+    MAX_AMOUNT,
+    optional_id,
+    optional_ip,
+    require_id,
+    require_positive,
+)
 from plumbing.wire import decode_cursor, encode_cursor, page_size, to_timestamp
 
 STATES = ("held", "captured", "released", "expired", "refunded")
@@ -179,8 +185,8 @@ class Checkout:
         order_ref = require_id("order_ref", request.order_ref)
         points = require_positive("points", request.points)
         amount = require_positive("order_amount_fen", request.order_amount_fen)
-        device_id = optional_text("device_id", request.device_id, max_length=128)
-        ip = optional_text("ip", request.ip, max_length=64)
+        device_id = optional_id("device_id", request.device_id)
+        ip = optional_ip("ip", request.ip)
         rules = await self._rules(app)
         rules.check_hold(points, amount)
         asked = {"user_id": user_id, "order_ref": order_ref, "points": points, "amount": amount}

@@ -30,8 +30,8 @@ from plumbing.idempotency import payload_hash
 from plumbing.validation import (
     check_attributes,
     not_in_future,
+    optional_id,
     optional_ip,
-    optional_text,
     require_id,
     require_non_negative,
 )
@@ -70,7 +70,7 @@ def parse_event(
             from_timestamp(f"{prefix}occurred_at", request, "occurred_at"),
             now,
         ),
-        "device_id": optional_text(f"{prefix}device_id", request.device_id, max_length=128),
+        "device_id": optional_id(f"{prefix}device_id", request.device_id),
         "ip": optional_ip(f"{prefix}ip", request.ip),
         "signed_up_at": not_in_future(
             f"{prefix}signed_up_at",

@@ -30,7 +30,13 @@ from gateway.store.sagas import SagaRecord
 from plumbing.errors import FailedPrecondition, InvalidArgument, NotFound
 from plumbing.idempotency import payload_hash
 from plumbing.server import Resources
-from plumbing.validation import check_address, optional_text, require_id, require_positive
+from plumbing.validation import (
+    check_address,
+    optional_id,
+    optional_ip,
+    require_id,
+    require_positive,
+)
 from plumbing.wire import page_size, to_timestamp
 
 MAX_REDEEM_QUANTITY = 100
@@ -311,8 +317,8 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         sku = require_id("sku", request.sku)
         quantity = require_positive("quantity", request.quantity or 1, maximum=MAX_REDEEM_QUANTITY)
         address = check_address(request)
-        device_id = optional_text("device_id", request.device_id, max_length=128)
-        ip = optional_text("ip", request.ip, max_length=64)
+        device_id = optional_id("device_id", request.device_id)
+        ip = optional_ip("ip", request.ip)
         stored = await self.gw.program(app)
         item = stored.program.items.get(sku)
         if item is None:
@@ -406,8 +412,8 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         asked = {
             "user_id": user_id,
             "pool": pool,
-            "device_id": optional_text("device_id", request.device_id, max_length=128),
-            "ip": optional_text("ip", request.ip, max_length=64),
+            "device_id": optional_id("device_id", request.device_id),
+            "ip": optional_ip("ip", request.ip),
         }
         stored = await self.gw.program(app)
         cost = stored.program.pool_costs.get(pool)
@@ -434,8 +440,8 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         if sender == receiver:
             raise InvalidArgument("to_user_id", "must differ from from_user_id")
         points = require_positive("points", request.points)
-        device_id = optional_text("device_id", request.device_id, max_length=128)
-        ip = optional_text("ip", request.ip, max_length=64)
+        device_id = optional_id("device_id", request.device_id)
+        ip = optional_ip("ip", request.ip)
         gw, p = self.gw, self.gw.participants
         created = await gw.members(app, {sender: None, receiver: None})
         decision = await ask(

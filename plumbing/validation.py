@@ -35,6 +35,12 @@ def require_id(field: str, value: str, *, max_length: int = MAX_ID_LENGTH) -> st
     return value
 
 
+def optional_id(field: str, value: str, *, max_length: int = MAX_ID_LENGTH) -> str:
+    """An identifier that may be left empty (a filter, a device id): when given, the same
+    rules as ``require_id``."""
+    return require_id(field, value, max_length=max_length) if value else ""
+
+
 def optional_text(field: str, value: str, *, max_length: int = MAX_TEXT_LENGTH) -> str:
     """Free text (a note, a reason, an address line): tabs and line breaks allowed, no other
     control character (U+0000 above all: PostgreSQL cannot store it)."""

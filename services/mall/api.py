@@ -13,7 +13,13 @@ from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument
 from plumbing.programs import ServesAppClock, StoredProgram
 from plumbing.server import Resources
-from plumbing.validation import check_address, optional_text, require_id, require_positive
+from plumbing.validation import (
+    check_address,
+    optional_id,
+    optional_text,
+    require_id,
+    require_positive,
+)
 from plumbing.wire import decode_page_token, encode_page_token, page_size, parse_date, to_timestamp
 from services.mall.domain.program import Catalog, ItemKind, parse_mall
 from services.mall.domain.sale import SaleStatus, limit_left, tier_allows
@@ -216,7 +222,7 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
     ) -> mall_pb2.ListItemsResponse:
         stored = await self._program(request.app)
         user_id = require_id("user_id", request.user_id) if request.user_id else None
-        tier = optional_text("tier", request.tier, max_length=128) if request.tier else None
+        tier = optional_id("tier", request.tier) if request.tier else None
         if user_id is not None and tier is None:
             tier = ""
         size = page_size(request.page_size)
@@ -247,7 +253,7 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
             user_id=require_id("user_id", request.user_id),
             sku=require_id("sku", request.sku),
             quantity=require_positive("quantity", request.quantity, maximum=MAX_QUANTITY),
-            tier=optional_text("tier", request.tier, max_length=128),
+            tier=optional_id("tier", request.tier),
             address=check_address(request),
             ttl=ttl,
             prize=request.prize,

@@ -18,6 +18,7 @@ from plumbing.server import Resources
 from plumbing.validation import (
     check_attributes,
     not_in_future,
+    optional_id,
     optional_ip,
     optional_text,
     require_id,
@@ -90,7 +91,7 @@ class RiskServicer(ServesAppClock, risk_pb2_grpc.RiskServiceServicer):
         return request_id, Event(
             action=require_id(f"{prefix}action", request.action),
             user_id=require_id(f"{prefix}user_id", request.user_id),
-            device_id=optional_text(f"{prefix}device_id", request.device_id, max_length=128),
+            device_id=optional_id(f"{prefix}device_id", request.device_id),
             ip=_ip(f"{prefix}ip", request.ip),
             amount=require_non_negative(f"{prefix}amount", request.amount),
             attributes=check_attributes(f"{prefix}attributes", request.attributes),

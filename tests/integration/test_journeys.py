@@ -266,6 +266,34 @@ async def test_a_participant_refusing_the_gateways_own_field_is_internal(
     assert bad_ip.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert str(bad_ip.value.details()).startswith("ip:"), bad_ip.value.details()
 
+    # The same for every call that passes an ip on to risk (a saga would end INTERNAL).
+    user = uid()
+    for method, call_request in (
+        ("Redeem", pb.RedeemRequest(request_id=uid("r"), user_id=user, sku="vip-1-month", ip="x")),
+        ("Draw", pb.DrawRequest(request_id=uid("d"), user_id=user, pool="lucky-wheel", ip="x")),
+        (
+            "Gift",
+            pb.GiftRequest(
+                request_id=uid("g"), from_user_id=user, to_user_id=uid(), points=1, ip="x"
+            ),
+        ),
+        (
+            "HoldForOrder",
+            pb.HoldForOrderRequest(
+                request_id=uid("h"),
+                user_id=user,
+                order_ref=uid("o"),
+                points=100,
+                order_amount_fen=100_000,
+                ip="x",
+            ),
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await getattr(stubs.loyalty, method)(call_request, metadata=app.member, timeout=20)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+        assert str(refused.value.details()).startswith("ip:"), (method, refused.value.details())
+
     request = pb.RecordEventRequest(event_id=uid("e"), user_id=uid(), action="sign_in")
     reading = await clocks(stubs, app)
     request.signed_up_at.FromSeconds(reading.now.seconds + 2 * DAY)
