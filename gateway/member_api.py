@@ -361,7 +361,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         )
         trace_id, span_id = trace_ids(span)
         stored = await gw.program(app)
-        app_day = (await gw.app_now(app)).astimezone(stored.program.zone).date()
+        app_day = gw.programs.now(stored).astimezone(stored.program.zone).date()
         with trace.use_span(span, end_on_exit=False):
             saga, new = await gw.sagas.start(
                 saga_id,

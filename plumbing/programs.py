@@ -33,7 +33,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from plumbing.clock import Clock
-from plumbing.errors import LoyaltyError
 from plumbing.idempotency import claim_request, find_request, finish_request, payload_hash
 from plumbing.validation import require_id, require_positive
 from plumbing.wire import to_timestamp
@@ -223,10 +222,7 @@ class ProgramStore(Generic[P]):
 
     def clock_answer(self, stored: StoredProgram[P]) -> common_pb2.AdvanceClockResponse:
         """The answer of every service's AdvanceClock: the app's time and offset after it."""
-        return common_pb2.AdvanceClockResponse(
-            now=to_timestamp(self.now(stored)),
-            offset_seconds=int(stored.clock_offset.total_seconds()),
-        )
+        return clock_answer(self.now(stored), stored.clock_offset)
 
     async def get_clock(self, request: Any) -> common_pb2.GetClockResponse:
         """Every service's GetClock: the app's time as this service holds it (read fresh, not
@@ -236,14 +232,6 @@ class ProgramStore(Generic[P]):
             now=to_timestamp(self.now(stored)),
             offset_seconds=int(stored.clock_offset.total_seconds()),
         )
-
-    async def app_now(self, app: str) -> datetime:
-        """The app's time, or the service's own clock for an app with no program here yet
-        (its first program is stored at the real time)."""
-        try:
-            return self.now(await self.get(app))
-        except LoyaltyError:
-            return self._clock.now()
 
     async def get_fresh(self, app: str) -> StoredProgram[P]:
         """The app's program and clock as stored now, not as cached."""
@@ -281,6 +269,12 @@ class ProgramStore(Generic[P]):
         async with self._engine.connect() as conn:
             rows = await conn.execute(select(self._apps.c.app).order_by(self._apps.c.app))
             return list(rows.scalars())
+
+
+def clock_answer(now: datetime, offset: timedelta) -> common_pb2.AdvanceClockResponse:
+    return common_pb2.AdvanceClockResponse(
+        now=to_timestamp(now), offset_seconds=int(offset.total_seconds())
+    )
 
 
 class ServesAppClock:

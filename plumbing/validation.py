@@ -70,31 +70,31 @@ def not_in_future(field: str, moment: datetime | None, now: datetime) -> datetim
     return moment
 
 
-def nul_path(message: Message, prefix: str = "") -> str | None:
+def nul_path(message: Message) -> str | None:
     """The path of the first text field of ``message`` (nested messages, lists and maps
     included) holding U+0000, or None. Every server checks every request with it before any
     handler runs: PostgreSQL cannot store NUL in text or JSON, and no field means it."""
     if b"\x00" not in message.SerializeToString():
         # The wire form of a NUL in a string is a 0x00 byte: with none, there is none.
         return None
+    # Walked field by field, not through MessageToDict: that one refuses (raises on) values a
+    # handler must see to refuse them itself, such as a Timestamp out of range.
+    return _nul_in_message(message, "")
+
+
+def _nul_in_message(message: Message, prefix: str) -> str | None:
     for descriptor, value in message.ListFields():
         name = f"{prefix}{descriptor.name}"
         if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
-            for key, item in value.items():
-                if isinstance(key, str) and "\x00" in key:
-                    return f"{name}.key"
-                found = _nul_in(f"{name}.{key}", item)
-                if found:
-                    return found
+            found = nul_in_data(dict(value), name)
         elif descriptor.is_repeated:
-            for index, item in enumerate(value):
-                found = _nul_in(f"{name}[{index}]", item)
-                if found:
-                    return found
+            found = next(
+                (f for i, v in enumerate(value) if (f := _nul_in(f"{name}[{i}]", v))), None
+            )
         else:
             found = _nul_in(name, value)
-            if found:
-                return found
+        if found:
+            return found
     return None
 
 
@@ -102,7 +102,7 @@ def _nul_in(name: str, value: Any) -> str | None:
     if isinstance(value, str):
         return name if "\x00" in value else None
     if isinstance(value, Message):
-        return nul_path(value, f"{name}.")
+        return _nul_in_message(value, f"{name}.")
     return None
 
 
@@ -112,9 +112,9 @@ def nul_in_data(data: Any, path: str = "") -> str | None:
         return path or "." if "\x00" in data else None
     if isinstance(data, Mapping):
         for key, value in data.items():
-            where = f"{path}.{key}" if path else str(key)
             if isinstance(key, str) and "\x00" in key:
-                return where
+                return f"{path}.key" if path else "key"  # never the NUL itself in a path
+            where = f"{path}.{key}" if path else str(key)
             found = nul_in_data(value, where)
             if found:
                 return found

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument
-from plumbing.programs import ServesAppClock
+from plumbing.programs import ServesAppClock, clock_answer
 from plumbing.server import Resources
 from plumbing.validation import (
     check_attributes,
@@ -379,7 +379,4 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
         ap = await self.programs.advance_from(request)
         await jobs.release_expired_holds(self.engine, self.programs, only=ap.app)
         await jobs.expire_due_lots(self.engine, self.programs, only=ap.app)
-        return common_pb2.AdvanceClockResponse(
-            now=to_timestamp(self.programs.now(ap)),
-            offset_seconds=int(ap.clock_offset.total_seconds()),
-        )
+        return clock_answer(self.programs.now(ap), ap.clock_offset)

@@ -6,7 +6,6 @@ Each test makes its own app, so the clock moves of one never touch another.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, time, timedelta
 from typing import Any
 
@@ -23,14 +22,11 @@ from plumbing.grpc_errors import reason_of
 from tests.integration.app_time import SHANGHAI
 from tests.integration.conftest import Stubs
 from tests.integration.gateway_apps import example_yaml, gateway_engine, new_app
+from tests.integration.test_gateway import earn_points, redeem, uid
 from tests.integration.waiting import wait_for
 
 HOUR = 3600
 DAY = 86400
-
-
-def uid(prefix: str = "u") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 async def record(
@@ -44,10 +40,6 @@ async def record(
         timeout=20,
     )
     return reply
-
-
-async def purchase(stubs: Stubs, app: AppKeys, user: str, fen: int) -> pb.RecordEventResponse:
-    return await record(stubs, app, user, "purchase", amount_fen=str(fen))
 
 
 async def advance(stubs: Stubs, app: AppKeys, seconds: int) -> admin_pb2.AdvanceClockResponse:
@@ -71,21 +63,12 @@ async def available(stubs: Stubs, app: AppKeys, user: str) -> int:
     return int(seen.points_available)
 
 
-async def redeem(stubs: Stubs, app: AppKeys, user: str, sku: str, **more: object) -> pb.Redemption:
-    reply: pb.Redemption = await stubs.loyalty.Redeem(
-        pb.RedeemRequest(request_id=uid("r"), user_id=user, sku=sku, **more),  # type: ignore[arg-type]
-        metadata=app.member,
-        timeout=20,
-    )
-    return reply
-
-
 async def every_feature(stubs: Stubs, app: AppKeys, user: str, friend: str) -> None:
     """What a member does on a first day: tasks, a purchase, a redemption, a draw, a gift and
     a hold at the app's own checkout. Every call must succeed."""
     assert (await record(stubs, app, user, "register")).points_awarded == 50
     assert (await record(stubs, app, user, "sign_in")).points_awarded == 5
-    bought = await purchase(stubs, app, user, 300_000)  # 3,000 points
+    bought = await earn_points(stubs, app, user, 300_000)  # 3,000 points
     assert (bought.decision, bought.points_awarded) == (pb.ALLOW, 3000)
     before = await available(stubs, app, user)
 
@@ -130,8 +113,8 @@ async def test_members_before_and_after_a_clock_move_use_every_feature(
     app = await new_app(suite, stubs.admin)
     parked = (await clocks(stubs, app)).offset_seconds
     old, old_friend = uid("old"), uid("old-friend")
-    await purchase(stubs, app, old, 10_000)
-    await purchase(stubs, app, old_friend, 10_000)
+    await earn_points(stubs, app, old, 10_000)
+    await earn_points(stubs, app, old_friend, 10_000)
 
     moved = await advance(stubs, app, seconds)
     assert moved.offset_seconds == parked + seconds
@@ -203,10 +186,10 @@ async def test_account_age_follows_the_app_clock(suite: Suite, stubs: Stubs) -> 
     than 24 h, measured in the app's time."""
     app = await new_app(suite, stubs.admin)
     seasoned = uid("seasoned")
-    await purchase(stubs, app, seasoned, 100)  # first seen now
+    await earn_points(stubs, app, seasoned, 100)  # first seen now
     await advance(stubs, app, 2 * DAY)
     newcomer = uid("newcomer")
-    await purchase(stubs, app, newcomer, 100)  # first seen two app days later
+    await earn_points(stubs, app, newcomer, 100)  # first seen two app days later
 
     address = pb.Address(name="A", phone="1", line1="x", city="c", country="CN")
     young = await redeem(stubs, app, newcomer, "phone-flagship", address=address)
@@ -310,7 +293,7 @@ async def test_a_downgrade_then_a_redemption_is_tier_too_low(suite: Suite, stubs
     points an operator gave them stay whole."""
     app = await new_app(suite, stubs.admin)
     user = uid("fading")
-    await purchase(stubs, app, user, 400_000)  # 4,000 points and growth: actor
+    await earn_points(stubs, app, user, 400_000)  # 4,000 points and growth: actor
     first = await redeem(stubs, app, user, "vip-1-month")
     assert (first.status, first.reason) == (pb.Redemption.COMPLETED, "")
 
@@ -352,7 +335,7 @@ async def test_a_reversal_then_repayment_then_a_redemption(suite: Suite, stubs: 
     assert (refused.status, refused.reason) == (pb.Redemption.FAILED, "INSUFFICIENT_POINTS")
     assert await available(stubs, app, user) == -500
 
-    await purchase(stubs, app, user, 150_000)  # 1,500 points: 500 repay the debt
+    await earn_points(stubs, app, user, 150_000)  # 1,500 points: 500 repay the debt
     assert await available(stubs, app, user) == 1000
     bought = await redeem(stubs, app, user, "mobile-data-1g")
     assert (bought.status, bought.reason) == (pb.Redemption.COMPLETED, "")
@@ -369,7 +352,7 @@ async def test_across_local_midnight_on_the_sandbox_clock(suite: Suite, stubs: S
     to_late_evening = (23 * 3600 + 59 * 60 + 50) - (local.hour * 3600 + local.minute * 60)
     await advance(stubs, app, to_late_evening - local.second)
     user = uid("owl")
-    await purchase(stubs, app, user, 100_000)
+    await earn_points(stubs, app, user, 100_000)
     assert (await record(stubs, app, user, "sign_in")).points_awarded == 5
     assert (await record(stubs, app, user, "sign_in")).points_awarded == 0
     spins = [await draw(stubs, app, user) for _ in range(4)]
@@ -437,9 +420,9 @@ async def test_spending_takes_the_soonest_expiring_lot_first(suite: Suite, stubs
     newer; when the older's day comes nothing expires, and the newer's 150 expire on theirs."""
     app = await new_app(suite, stubs.admin)
     user = uid("saver")
-    await purchase(stubs, app, user, 10_000)  # lot A: 100
+    await earn_points(stubs, app, user, 10_000)  # lot A: 100
     await advance(stubs, app, 100 * DAY)
-    await purchase(stubs, app, user, 20_000)  # lot B: 200
+    await earn_points(stubs, app, user, 20_000)  # lot B: 200
     a_expires, b_expires = await lot_expiries(stubs, app, user)
     assert b_expires - a_expires >= timedelta(days=99)
 
@@ -459,9 +442,9 @@ async def test_a_spend_never_takes_points_whose_day_has_come(suite: Suite, stubs
     spendable: a gift that would need it is refused, one within the rest goes through."""
     app = await new_app(suite, stubs.admin)
     user = uid("late")
-    await purchase(stubs, app, user, 10_000)  # lot A: 100, due first
+    await earn_points(stubs, app, user, 10_000)  # lot A: 100, due first
     await advance(stubs, app, 100 * DAY)
-    await purchase(stubs, app, user, 20_000)  # lot B: 200
+    await earn_points(stubs, app, user, 20_000)  # lot B: 200
     a_expires, _ = await lot_expiries(stubs, app, user)
     # Two seconds before lot A's day ends; then real time carries the app past it.
     await advance_to(stubs, app, a_expires - timedelta(seconds=2))

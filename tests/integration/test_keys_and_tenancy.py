@@ -5,7 +5,6 @@ risk reviews, whatever ids another app's key guesses."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,8 @@ from devtools.suite import Suite
 from plumbing.grpc_errors import error_info, reason_of
 from tests.integration.conftest import Stubs, serve_alone
 from tests.integration.gateway_apps import new_app
+from tests.integration.test_gateway import earn_points, uid
 from tests.integration.waiting import wait_for
-
-
-def uid(prefix: str = "u") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 async def get_member(stub: Any, app: AppKeys) -> str:
@@ -72,15 +68,6 @@ async def test_no_rate_limit_while_redis_is_away(
     assert answers == ["OK"] * 5
 
 
-async def earn_1000(stubs: Stubs, app: AppKeys, user: str) -> None:
-    await stubs.loyalty.RecordEvent(
-        pb.RecordEventRequest(
-            event_id=uid("e"), user_id=user, action="purchase", attributes={"amount_fen": "100000"}
-        ),
-        metadata=app.member,
-    )
-
-
 @pytest.fixture
 async def two_apps(suite: Suite, stubs: Stubs) -> tuple[AppKeys, AppKeys]:
     return await new_app(suite, stubs.admin), await new_app(suite, stubs.admin)
@@ -97,7 +84,7 @@ async def test_another_apps_saga_is_not_there(
 ) -> None:
     mine, theirs = two_apps
     user = uid()
-    await earn_1000(stubs, mine, user)
+    await earn_points(stubs, mine, user, 100_000)
     done = await stubs.loyalty.Redeem(
         pb.RedeemRequest(request_id="same-id", user_id=user, sku="ticket-wolf-warrior-2"),
         metadata=mine.member,
@@ -132,7 +119,7 @@ async def test_another_apps_order_hold_is_not_there(
 ) -> None:
     mine, theirs = two_apps
     user = uid()
-    await earn_1000(stubs, mine, user)
+    await earn_points(stubs, mine, user, 100_000)
     order = uid("order")
     held = await stubs.loyalty.HoldForOrder(
         pb.HoldForOrderRequest(

@@ -5,7 +5,6 @@ an action's `daily_limit`, `once`, the points `daily_cap` and the levels `growth
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 import yaml
@@ -15,13 +14,10 @@ from devtools.bootstrap import AppKeys
 from devtools.suite import Suite
 from tests.integration.conftest import Stubs
 from tests.integration.gateway_apps import new_app
+from tests.integration.test_gateway import uid
 from tests.programs import example_program
 
 Event = tuple[str, int, dict[str, str]]  # action, quantity, attributes
-
-
-def uid(prefix: str = "u") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def request(user: str, event: Event) -> pb.RecordEventRequest:
