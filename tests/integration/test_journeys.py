@@ -90,11 +90,12 @@ async def every_feature(stubs: Stubs, app: AppKeys, user: str, friend: str) -> N
     )
     assert gift.points == 100
 
+    order = uid("order")
     hold = await stubs.loyalty.HoldForOrder(
         pb.HoldForOrderRequest(
             request_id=uid("h"),
             user_id=user,
-            order_ref=uid("order"),
+            order_ref=order,
             points=200,
             order_amount_fen=100_000,
         ),
@@ -102,8 +103,18 @@ async def every_feature(stubs: Stubs, app: AppKeys, user: str, friend: str) -> N
         timeout=20,
     )
     assert hold.points == 200
+    captured = await stubs.loyalty.CaptureOrder(
+        pb.CaptureOrderRequest(request_id=uid("c"), order_ref=order), metadata=app.member
+    )
+    assert captured.state == "captured"
+    # The app's order is partly refunded: half the points come back.
+    refunded = await stubs.loyalty.RefundOrder(
+        pb.RefundOrderRequest(request_id=uid("r"), order_ref=order, points=100),
+        metadata=app.member,
+    )
+    assert refunded.points_refunded == 100
     after = await available(stubs, app, user)
-    assert after == before - 500 - 50 - 100 - 200 + drawn.points_awarded
+    assert after == before - 500 - 50 - 100 - 200 + 100 + drawn.points_awarded
 
 
 @pytest.mark.parametrize("seconds", [HOUR, 2 * DAY, 40 * DAY], ids=["1h", "2d", "40d"])
