@@ -21,11 +21,13 @@ from loyalty.gateway.v1 import loyalty_pb2
 from loyalty.levels.v1 import levels_pb2
 from loyalty.points.v1 import points_pb2
 from loyalty.risk.v1 import risk_pb2
+from opentelemetry import trace
+from opentelemetry.context import Context
 
 from gateway.context import Gateway
 from gateway.participants import ask
 from gateway.store.events import LoggedEvent, find_logged, log_events
-from plumbing.errors import IdempotencyConflict, InvalidArgument
+from plumbing.errors import IdempotencyConflict, InvalidArgument, Unavailable
 from plumbing.idempotency import payload_hash
 from plumbing.validation import (
     check_attributes,
@@ -38,6 +40,7 @@ from plumbing.validation import (
 from plumbing.wire import from_timestamp, to_timestamp
 
 MAX_BATCH = 500
+_tracer = trace.get_tracer("loyalty.gateway.events")
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,40 @@ def parse_batch(request: loyalty_pb2.RecordEventsRequest, now: datetime) -> list
 
 def _timestamp(moment: datetime | None) -> Timestamp | None:
     return to_timestamp(moment) if moment is not None else None
+
+
+async def record_each(
+    gw: Gateway, app: str, items: Sequence[tuple[EventIn, trace.Span]]
+) -> Sequence[loyalty_pb2.RecordEventResponse | BaseException]:
+    """Coalesced single events (each with its caller's span): one batch, and each caller its
+    own answer. The batch is traced once, as a span of its own linked to every caller's span;
+    each caller's span names the batch's trace (``loyalty.event_batch.trace_id``).
+
+    When the batch fails for something other than a participant being away (a payload
+    conflict, say), each event is tried alone, so one event's failure never fails its
+    neighbours; what the batch did is replayed by event_id, never done twice."""
+    links = [trace.Link(s.get_span_context()) for _, s in items if s.get_span_context().is_valid]
+    with _tracer.start_as_current_span(
+        "RecordEvent batch",
+        context=Context(),
+        links=links,
+        attributes={"loyalty.app": app, "loyalty.events": len(items)},
+    ) as span:
+        batch_trace = span.get_span_context()
+        if batch_trace.is_valid:
+            for _, caller in items:
+                caller.set_attribute("loyalty.event_batch.trace_id", f"{batch_trace.trace_id:032x}")
+        events = [event for event, _ in items]
+        try:
+            return await record_events(gw, app, events)
+        except Exception as error:
+            if len(events) == 1 or isinstance(error, Unavailable):
+                raise
+
+        async def alone(event: EventIn) -> loyalty_pb2.RecordEventResponse:
+            return (await record_events(gw, app, [event]))[0]
+
+        return await asyncio.gather(*(alone(e) for e in events), return_exceptions=True)
 
 
 async def record_events(

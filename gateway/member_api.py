@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 from typing import Any
 from uuid import uuid4
@@ -23,10 +24,18 @@ from opentelemetry import trace
 
 from gateway.checkout import Checkout
 from gateway.context import Gateway, gateway_of, trace_ids
-from gateway.events import parse_batch, parse_event, record_events
+from gateway.events import (
+    MAX_BATCH,
+    EventIn,
+    parse_batch,
+    parse_event,
+    record_each,
+    record_events,
+)
 from gateway.participants import ask
 from gateway.store.events import find_logged
 from gateway.store.sagas import SagaRecord
+from plumbing.batching import NaturalBatcher
 from plumbing.errors import FailedPrecondition, InvalidArgument, NotFound
 from plumbing.idempotency import payload_hash
 from plumbing.server import Resources
@@ -108,6 +117,14 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         self.gw: Gateway = gateway_of(resources)
         self.timeout = self.gw.settings.call_timeout_seconds
         self.checkout = Checkout(self.gw)
+        # Concurrent single events of one app travel to the participants as one batch.
+        self.single_events: NaturalBatcher[
+            str, tuple[EventIn, trace.Span], loyalty_pb2.RecordEventResponse
+        ] = NaturalBatcher(
+            functools.partial(record_each, self.gw),
+            max_batch=MAX_BATCH,
+            in_flight=self.gw.settings.event_batches_in_flight,
+        )
 
     async def _app(self, context: Any) -> str:
         return (await self.gw.auth.caller(context, "member")).app
@@ -128,14 +145,14 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
     ) -> loyalty_pb2.RecordEventResponse:
         app = await self._app(context)
         event = parse_event(request, await self.gw.app_now(app))
-        (reply,) = await record_events(self.gw, app, [event])
-        return reply
+        return await self.single_events.submit(app, (event, trace.get_current_span()))
 
     async def RecordEvents(
         self, request: loyalty_pb2.RecordEventsRequest, context: Any
     ) -> loyalty_pb2.RecordEventsResponse:
         app = await self._app(context)
         events = parse_batch(request, await self.gw.app_now(app))
+        trace.get_current_span().set_attribute("loyalty.events", len(events))
         replies = await record_events(self.gw, app, events)
         return loyalty_pb2.RecordEventsResponse(results=replies)
 

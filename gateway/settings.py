@@ -19,6 +19,12 @@ class GatewaySettings(ServiceSettings):
     lottery_addr: str = "127.0.0.1:50055"
     risk_addr: str = "127.0.0.1:50056"
 
+    # --- events ---
+    # Single RecordEvent calls are coalesced into batches per app (natural batching: a batch
+    # leaves when the previous one has returned, with whatever queued meanwhile); this many
+    # batches of one app may be in flight at once.
+    event_batches_in_flight: int = Field(default=2, ge=1, le=64)
+
     # --- sagas ---
     # Deadline of each call to a participant (seconds).
     call_timeout_seconds: float = Field(default=2.0, gt=0)

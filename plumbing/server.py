@@ -108,7 +108,8 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings, clock: Clock | Non
     await prepare_database(spec, settings, migrate=settings.migrate_on_start)
 
     engine = create_engine(settings.database_url, settings.db_pool_size)
-    instrument_engine(engine)
+    if settings.trace_statements:
+        instrument_engine(engine)
     redis_client = create_redis(settings.redis_url) if settings.redis_url else None
     resources = Resources(settings, engine, sessions(engine), redis_client, clock or SystemClock())
     try:

@@ -30,6 +30,10 @@ class ServiceSettings(BaseSettings):
     shutdown_drain_seconds: float = Field(default=0.0, ge=0)
     # Then: seconds in-flight calls get to finish.
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
+    # A span for every SQL statement and Redis command, besides the one per gRPC call and per
+    # batch: for finding a slow query; off by default, as per-statement spans cost more than
+    # the statements on the hot paths.
+    trace_statements: bool = False
     # Apply migrations on start (a Kubernetes deployment runs them as a Job and sets false).
     migrate_on_start: bool = True
 

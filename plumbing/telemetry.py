@@ -1,5 +1,7 @@
-"""OpenTelemetry: traces for every gRPC call (server and client), SQL statement and Redis
-command, with W3C trace context in gRPC metadata.
+"""OpenTelemetry: traces for every gRPC call (server and client), with W3C trace context in
+gRPC metadata; batch paths add their item count to the call's span. Spans per SQL statement
+and Redis command only with ``LOYALTY_<SERVICE>_TRACE_STATEMENTS=true``: on the hot paths they
+would cost more than the statements themselves.
 
 Spans go to OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set. Sampling follows the standard
 ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` variables (default: parent-based, always
@@ -29,8 +31,11 @@ _state: dict[str, TracerProvider] = {}
 _meters: dict[str, MeterProvider] = {}
 
 
-def setup_telemetry(service: str, extra_exporter: SpanExporter | None = None) -> TracerProvider:
-    """Install the tracer provider and the gRPC and Redis instrumentation (once per process)."""
+def setup_telemetry(
+    service: str, extra_exporter: SpanExporter | None = None, *, trace_statements: bool = False
+) -> TracerProvider:
+    """Install the tracer provider and the gRPC instrumentation, and the Redis one when
+    ``trace_statements`` (once per process)."""
     if "provider" in _state:
         return _state["provider"]
     resource = Resource.create(
@@ -61,7 +66,8 @@ def setup_telemetry(service: str, extra_exporter: SpanExporter | None = None) ->
     trace.set_tracer_provider(provider)
     GrpcAioInstrumentorServer().instrument()  # type: ignore[no-untyped-call]
     GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]
-    RedisInstrumentor().instrument()
+    if trace_statements:
+        RedisInstrumentor().instrument()
     _state["provider"] = provider
     return provider
 

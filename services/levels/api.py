@@ -10,6 +10,7 @@ from typing import Any
 
 from loyalty.common.v1 import common_pb2
 from loyalty.levels.v1 import levels_pb2, levels_pb2_grpc
+from opentelemetry import trace
 
 from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument
@@ -167,35 +168,44 @@ class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
         now = self.programs.now(stored)
         event = self._growth_input(request, now)
         async with self.engine.begin() as conn:
-            result = await growth.add_growth(conn, stored, now, event)
-        if result.board is not None:
-            await self.boards.record(stored.app, result.board)
+            [result] = await growth.add_growth_batch(conn, stored, now, [event])
+        await self._show_on_boards(stored.app, [result])
         return _growth_reply(result.reply, result.duplicate)
 
     async def AddGrowthBatch(
         self, request: levels_pb2.AddGrowthBatchRequest, context: Any
     ) -> levels_pb2.AddGrowthBatchResponse:
-        """All events are checked before any is applied; each then commits on its own, so a
-        retried batch replays what was done and does the rest."""
+        """All events are checked before any is applied; then each app's events are one
+        transaction, so a retried batch either replays all of it or does all of it."""
+        trace.get_current_span().set_attribute("loyalty.events", len(request.events))
         if len(request.events) > MAX_BATCH:
             raise InvalidArgument("events", f"at most {MAX_BATCH} events per batch")
-        checked = []
+        by_app: dict[str, tuple[StoredProgram[LevelsProgram], list[int], list[Any]]] = {}
         for index, item in enumerate(request.events):
             prefix = f"events[{index}]."
-            require_id(f"{prefix}app", item.app)
-            stored = await self.programs.get(item.app)
-            checked.append((stored, self._growth_input(item, self.programs.now(stored), prefix)))
-        results = []
-        async with self.engine.connect() as conn:
-            for stored, event in checked:
-                async with conn.begin():
-                    result = await growth.add_growth(conn, stored, self.programs.now(stored), event)
-                results.append(result)
-                if result.board is not None:
-                    await self.boards.record(stored.app, result.board)
-        return levels_pb2.AddGrowthBatchResponse(
-            results=[_growth_reply(r.reply, r.duplicate) for r in results]
-        )
+            if item.app not in by_app:
+                require_id(f"{prefix}app", item.app)
+                by_app[item.app] = (await self.programs.get(item.app), [], [])
+            stored, positions, events = by_app[item.app]
+            positions.append(index)
+            events.append(self._growth_input(item, self.programs.now(stored), prefix))
+        replies: list[levels_pb2.AddGrowthResponse | None] = [None] * len(request.events)
+        for stored, positions, events in by_app.values():
+            async with self.engine.begin() as conn:
+                results = await growth.add_growth_batch(
+                    conn, stored, self.programs.now(stored), events
+                )
+            await self._show_on_boards(stored.app, results)
+            for position, result in zip(positions, results, strict=True):
+                replies[position] = _growth_reply(result.reply, result.duplicate)
+        return levels_pb2.AddGrowthBatchResponse(results=[r for r in replies if r is not None])
+
+    async def _show_on_boards(self, app: str, results: list[growth.GrowthResult]) -> None:
+        """The committed growth on the boards: the last score of each member and day (scores
+        are absolute), in one Redis round trip."""
+        latest = {(r.board.user_id, r.board.day): r.board for r in results if r.board}
+        if latest:
+            await self.boards.record_many(app, list(latest.values()))
 
     async def ReverseGrowth(
         self, request: levels_pb2.ReverseGrowthRequest, context: Any

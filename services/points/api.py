@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from loyalty.common.v1 import common_pb2
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
+from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plumbing.configure import configure_section
@@ -112,7 +113,7 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
         now = self.programs.now(ap)
         not_in_future("occurred_at", event.occurred_at, now)
         async with self.engine.begin() as conn:
-            result = await earning.earn(conn, ap, now, event)
+            [result] = await earning.earn_batch(conn, ap, now, [event])
         if not result.duplicate:
             count(ISSUED, ap.app, result.points_awarded)
         return self._earn_reply(result)
@@ -120,27 +121,33 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
     async def EarnBatch(
         self, request: points_pb2.EarnBatchRequest, context: Any
     ) -> points_pb2.EarnBatchResponse:
-        """All events are checked before any is applied; each then commits on its own, so a
-        retried batch replays what was done and does the rest."""
+        """All events are checked before any is applied; then each app's events are one
+        transaction, so a retried batch either replays all of it or does all of it."""
+        trace.get_current_span().set_attribute("loyalty.events", len(request.events))
         if len(request.events) > MAX_BATCH:
             raise InvalidArgument("events", f"at most {MAX_BATCH} events per batch")
-        checked = []
+        by_app: dict[str, tuple[AppProgram, list[int], list[earning.EarnInput]]] = {}
         for index, item in enumerate(request.events):
             prefix = f"events[{index}]."
-            require_id(f"{prefix}app", item.app)
-            ap = await self.programs.get(item.app)
+            if item.app not in by_app:
+                require_id(f"{prefix}app", item.app)
+                by_app[item.app] = (await self.programs.get(item.app), [], [])
+            ap, positions, events = by_app[item.app]
             event = self._earn_input(item, prefix)
             not_in_future(f"{prefix}occurred_at", event.occurred_at, self.programs.now(ap))
-            checked.append((ap, event))
-        results = []
-        async with self.engine.connect() as conn:
-            for ap, event in checked:
-                async with conn.begin():
-                    results.append(await earning.earn(conn, ap, self.programs.now(ap), event))
-        for (ap, _), result in zip(checked, results, strict=True):
-            if not result.duplicate:
-                count(ISSUED, ap.app, result.points_awarded)
-        return points_pb2.EarnBatchResponse(results=[self._earn_reply(r) for r in results])
+            positions.append(index)
+            events.append(event)
+        replies: list[points_pb2.EarnResponse | None] = [None] * len(request.events)
+        for ap, positions, events in by_app.values():
+            async with self.engine.begin() as conn:
+                results = await earning.earn_batch(conn, ap, self.programs.now(ap), events)
+            issued = 0
+            for position, result in zip(positions, results, strict=True):
+                replies[position] = self._earn_reply(result)
+                if not result.duplicate:
+                    issued += max(result.points_awarded, 0)
+            count(ISSUED, ap.app, issued)
+        return points_pb2.EarnBatchResponse(results=[r for r in replies if r is not None])
 
     async def ReverseEvent(
         self, request: points_pb2.ReverseEventRequest, context: Any

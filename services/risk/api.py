@@ -3,13 +3,15 @@ queues the audit. Domain errors become statuses in plumbing.grpc_errors."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import ipaddress
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from loyalty.common.v1 import common_pb2
 from loyalty.risk.v1 import risk_pb2, risk_pb2_grpc
+from opentelemetry import trace
 
 from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument
@@ -43,7 +45,7 @@ from services.risk.domain.decide import (
 from services.risk.domain.program import RiskProgram, Verdict, parse_risk
 from services.risk.store import reviews as review_store
 from services.risk.store.audit import AuditLog
-from services.risk.store.counters import Counters, CountersUnavailable
+from services.risk.store.counters import Counted, Counters, CountersUnavailable, Evaluation
 from services.risk.store.programs import risk_programs
 
 MAX_BATCH = 500
@@ -99,61 +101,96 @@ class RiskServicer(ServesAppClock, risk_pb2_grpc.RiskServiceServicer):
         )
 
     async def _decide(
-        self, stored: StoredProgram[RiskProgram], now: datetime, request_id: str, event: Event
-    ) -> risk_pb2.EvaluateResponse:
+        self, stored: StoredProgram[RiskProgram], now: datetime, batch: list[tuple[str, Event]]
+    ) -> list[risk_pb2.EvaluateResponse]:
+        """One app's evaluations, counted in order in one Redis round trip."""
         program = stored.program
-        listed = by_lists(program, event, now)
-        fired = [] if listed else static_rules(program, event, now)
-        static = listed or combine(fired, [])
-        windows = [] if listed else counts(program, event, request_id)
-        duplicate = blind = False
-        try:
-            counted = await self.counters.evaluate(
-                stored.app, request_id, now, static, windows, program.alert_thresholds
+        prepared = []
+        for _, event in batch:
+            listed = by_lists(program, event, now)
+            fired = [] if listed else static_rules(program, event, now)
+            prepared.append((listed, fired, listed or combine(fired, [])))
+        counted: list[Counted] | None = None
+        # Redis down: counted rules fail open or closed as configured (counted stays None).
+        with contextlib.suppress(CountersUnavailable):
+            counted = await self.counters.evaluate_many(
+                stored.app,
+                [
+                    Evaluation(
+                        request_id,
+                        now,
+                        static,
+                        [] if listed else counts(program, event, request_id),
+                    )
+                    for (request_id, event), (listed, _, static) in zip(
+                        batch, prepared, strict=True
+                    )
+                ],
+                program.alert_thresholds,
             )
-            outcome = Outcome(counted.verdict, counted.rules, counted.score)
-            duplicate = counted.replayed
-            for alert in () if duplicate else counted.alerts:
-                kind, _, subject = alert.partition(":")
-                self.audit.alert(
-                    stored.app,
-                    "rule_rate" if kind == "rule" else "run",
-                    subject,
-                    f"{subject} fired above its alert rate"
-                    if kind == "rule"
-                    else f"{subject} taken more than {program.run_alert_per_minute} times a minute",
-                    now,
+        replies = []
+        for index, ((request_id, event), (listed, fired, _)) in enumerate(
+            zip(batch, prepared, strict=True)
+        ):
+            blind = counted is None
+            duplicate = False
+            if counted is None:
+                outcome = listed or combine([*fired, *without_counters(program, event)], [])
+            else:
+                found = counted[index]
+                outcome = Outcome(found.verdict, found.rules, found.score)
+                duplicate = found.replayed
+                if not duplicate:
+                    self._raise_alerts(stored.app, program, found.alerts, now)
+            if not duplicate:
+                self._audit(stored.app, request_id, event, outcome, blind, now)
+            replies.append(
+                risk_pb2.EvaluateResponse(
+                    decision=_VERDICTS[outcome.verdict],
+                    rules=outcome.rules,
+                    score=outcome.score,
+                    without_counters=blind,
+                    duplicate=duplicate,
+                    request_id=request_id,
                 )
-        except CountersUnavailable:
-            # Redis is down: counted rules fail open or closed as configured.
-            blind = True
-            outcome = listed or combine([*fired, *without_counters(program, event)], [])
-        if not duplicate:
-            self.audit.decision(
-                {
-                    "app": stored.app,
-                    "request_id": request_id,
-                    "review_id": f"rv-{request_id}",
-                    "action": event.action,
-                    "user_id": event.user_id,
-                    "device_id": event.device_id,
-                    "ip": str(event.ip) if event.ip is not None else "",
-                    "amount": event.amount,
-                    "attributes": dict(event.attributes),
-                    "decision": outcome.verdict.name,
-                    "rules": list(outcome.rules),
-                    "score": outcome.score,
-                    "without_counters": blind,
-                    "decided_at": now,
-                }
             )
-        return risk_pb2.EvaluateResponse(
-            decision=_VERDICTS[outcome.verdict],
-            rules=outcome.rules,
-            score=outcome.score,
-            without_counters=blind,
-            duplicate=duplicate,
-            request_id=request_id,
+        return replies
+
+    def _raise_alerts(
+        self, app: str, program: RiskProgram, alerts: Sequence[str], now: datetime
+    ) -> None:
+        for alert in alerts:
+            kind, _, subject = alert.partition(":")
+            self.audit.alert(
+                app,
+                "rule_rate" if kind == "rule" else "run",
+                subject,
+                f"{subject} fired above its alert rate"
+                if kind == "rule"
+                else f"{subject} taken more than {program.run_alert_per_minute} times a minute",
+                now,
+            )
+
+    def _audit(
+        self, app: str, request_id: str, event: Event, outcome: Outcome, blind: bool, now: datetime
+    ) -> None:
+        self.audit.decision(
+            {
+                "app": app,
+                "request_id": request_id,
+                "review_id": f"rv-{request_id}",
+                "action": event.action,
+                "user_id": event.user_id,
+                "device_id": event.device_id,
+                "ip": str(event.ip) if event.ip is not None else "",
+                "amount": event.amount,
+                "attributes": dict(event.attributes),
+                "decision": outcome.verdict.name,
+                "rules": list(outcome.rules),
+                "score": outcome.score,
+                "without_counters": blind,
+                "decided_at": now,
+            }
         )
 
     async def Evaluate(
@@ -162,24 +199,34 @@ class RiskServicer(ServesAppClock, risk_pb2_grpc.RiskServiceServicer):
         require_id("app", request.app)
         stored = await self.programs.get(request.app)
         now = self.programs.now(stored)
-        request_id, event = self._event(request, now)
-        return await self._decide(stored, now, request_id, event)
+        [reply] = await self._decide(stored, now, [self._event(request, now)])
+        return reply
 
     async def EvaluateBatch(
         self, request: risk_pb2.EvaluateBatchRequest, context: Any
     ) -> risk_pb2.EvaluateBatchResponse:
-        """Every request is checked before any is counted; then all are decided at once."""
+        """Every request is checked before any is counted; then each app's requests are
+        counted in order in one Redis round trip."""
+        trace.get_current_span().set_attribute("loyalty.events", len(request.requests))
         if len(request.requests) > MAX_BATCH:
             raise InvalidArgument("requests", f"at most {MAX_BATCH} per batch")
-        checked = []
+        by_app: dict[str, tuple[StoredProgram[RiskProgram], datetime, list[int], list[Any]]] = {}
         for index, item in enumerate(request.requests):
             prefix = f"requests[{index}]."
-            require_id(f"{prefix}app", item.app)
-            stored = await self.programs.get(item.app)
-            now = self.programs.now(stored)
-            checked.append((stored, now, *self._event(item, now, prefix)))
-        results = await asyncio.gather(*(self._decide(*args) for args in checked))
-        return risk_pb2.EvaluateBatchResponse(results=results)
+            if item.app not in by_app:
+                require_id(f"{prefix}app", item.app)
+                stored = await self.programs.get(item.app)
+                by_app[item.app] = (stored, self.programs.now(stored), [], [])
+            stored, now, positions, batch = by_app[item.app]
+            positions.append(index)
+            batch.append(self._event(item, now, prefix))
+        replies: list[risk_pb2.EvaluateResponse | None] = [None] * len(request.requests)
+        for stored, now, positions, batch in by_app.values():
+            for position, reply in zip(
+                positions, await self._decide(stored, now, batch), strict=True
+            ):
+                replies[position] = reply
+        return risk_pb2.EvaluateBatchResponse(results=[r for r in replies if r is not None])
 
     async def ListReviews(
         self, request: risk_pb2.ListReviewsRequest, context: Any

@@ -24,7 +24,12 @@ async def test_server_sql_and_redis_spans_join_the_callers_trace(
 ) -> None:
     async with (
         otlp_receiver() as receiver,
-        serve_alone(suite, "levels", tmp_path, env=receiver.env) as channel,
+        serve_alone(
+            suite,
+            "levels",
+            tmp_path,
+            env={**receiver.env, "LOYALTY_LEVELS_TRACE_STATEMENTS": "true"},
+        ) as channel,
     ):
         levels = levels_pb2_grpc.LevelsServiceStub(channel)
         app = f"tel-{uuid.uuid4().hex[:8]}"

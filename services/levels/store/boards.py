@@ -69,20 +69,39 @@ class Leaderboards:
 
     async def record(self, app: str, update: BoardUpdate) -> None:
         """Shows a committed change on the boards; never fails the caller (Postgres has it)."""
-        scores = (
-            (board_key(app, Board.ALL_TIME, update.day), update.all_time, None),
-            (board_key(app, Board.WEEK, update.day), update.week, WEEK_TTL),
-            (board_key(app, Board.MONTH, update.day), update.month, MONTH_TTL),
-        )
+        await self.record_many(app, [update])
+
+    async def record_many(self, app: str, updates: Sequence[BoardUpdate]) -> None:
+        """Several committed changes in one pipeline: one ZADD per board key for the raised
+        scores (a batch's members mostly share their day's keys) and one EXPIRE per key; never
+        fails the caller."""
+        raised: dict[str, dict[str, int]] = {}
+        ttls: dict[str, int] = {}
+        lowered: list[tuple[str, str, int]] = []
+        for update in updates:
+            for board, score, ttl in (
+                (Board.ALL_TIME, update.all_time, None),
+                (Board.WEEK, update.week, WEEK_TTL),
+                (Board.MONTH, update.month, MONTH_TTL),
+            ):
+                key = board_key(app, board, update.day)
+                if update.lowered:
+                    lowered.append((key, update.user_id, score))
+                else:
+                    raised.setdefault(key, {})[update.user_id] = score
+                if ttl:
+                    ttls[key] = ttl
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for key, score, ttl in scores:
-                    if update.lowered and score <= 0:
-                        pipe.zrem(key, update.user_id)
+                for key, scores in raised.items():
+                    pipe.zadd(key, scores, gt=True)
+                for key, user_id, score in lowered:
+                    if score <= 0:
+                        pipe.zrem(key, user_id)
                     else:
-                        pipe.zadd(key, {update.user_id: score}, gt=not update.lowered)
-                    if ttl:
-                        pipe.expire(key, ttl)
+                        pipe.zadd(key, {user_id: score})
+                for key, ttl in ttls.items():
+                    pipe.expire(key, ttl)
                 await pipe.execute()
         except (RedisError, OSError) as error:
             log.warning("leaderboard write failed; boards of %s marked stale: %s", app, error)

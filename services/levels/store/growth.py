@@ -1,9 +1,10 @@
-"""AddGrowth and ReverseGrowth: one database transaction per event, idempotent by
-(app, event_id); SetUserAttributes."""
+"""AddGrowth and ReverseGrowth, idempotent by (app, event_id): a batch of growth events is one
+database transaction of set-wise statements; a reversal is one of its own. SetUserAttributes."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -18,14 +19,20 @@ from services.levels.domain.badges import badges_reached, longest_streak_needed,
 from services.levels.domain.errors import EventNotFound
 from services.levels.domain.growth import coefficient_for, decide_growth
 from services.levels.domain.periods import add_months, local_day, week_start
-from services.levels.domain.program import BadgeKind, LevelsProgram
+from services.levels.domain.program import BadgeKind, BadgeRule, LevelsProgram
 from services.levels.domain.tiers import (
     REASON_REVERSAL,
     change_reason,
     evaluate,
     tier_for_growth,
 )
-from services.levels.store.members import growth_key, growth_select, judge, lock_member
+from services.levels.store.members import (
+    Member,
+    growth_key,
+    growth_select,
+    judge,
+    lock_member,
+)
 
 
 @dataclass(frozen=True)
@@ -69,198 +76,411 @@ class GrowthResult:
     board: BoardUpdate | None = None
 
 
-# AddGrowth is the hot path (every RecordEvent): it speaks SQL to the driver (exec_driver_sql:
-# no statement compilation, still traced) in three round trips and a commit, whatever the
-# program: claim the event and lock the member; read what the rules need; write everything.
-_CLAIM_AND_LOCK = """
-    WITH claim AS (
-      INSERT INTO growth_events (app, event_id, user_id, action, payload_hash, day, created_at)
-      VALUES (%(app)s, %(event_id)s, %(user_id)s, %(action)s, %(hash)s, %(day)s, %(now)s)
-      ON CONFLICT DO NOTHING RETURNING 1)
-    INSERT INTO members (app, user_id, tier, created_at, updated_at)
-    SELECT %(app)s, %(user_id)s, %(base)s, %(now)s, %(now)s FROM claim
-    ON CONFLICT (app, user_id) DO UPDATE SET updated_at = EXCLUDED.updated_at
-    RETURNING attributes, lifetime_growth, tier, granted_tier
+# AddGrowth is the hot path (every RecordEvent), and set-wise: a batch of any size is a handful
+# of driver-level round trips and one commit: claim every event, lock the members, read what
+# the rules need, write everything.
+_CLAIM = """
+    INSERT INTO growth_events (app, event_id, user_id, action, payload_hash, day, created_at)
+    SELECT %(app)s, e.event_id, e.user_id, e.action, e.hash, e.day, %(now)s
+    FROM unnest(%(ids)s::text[], %(users)s::text[], %(actions)s::text[], %(hashes)s::text[],
+                %(days)s::date[]) AS e(event_id, user_id, action, hash, day)
+    ON CONFLICT DO NOTHING RETURNING event_id
 """
 _REPLAY = """
-    SELECT payload_hash, response FROM growth_events
-    WHERE app = %(app)s AND event_id = %(event_id)s
+    SELECT event_id, payload_hash, response FROM growth_events
+    WHERE app = %(app)s AND event_id = ANY(%(ids)s::text[])
 """
-# Read after the member lock is held, so it sees every earlier change to this member.
-_KEY = "app = %(app)s AND user_id = %(user_id)s"
-_READ_STATE = f"""
-    SELECT
-      (SELECT counted FROM growth_days WHERE {_KEY} AND day = %(day)s) AS counted,
-      (SELECT coalesce(json_agg(json_build_array(g.day, g.amount)), '[]')
-         FROM ({{growth}}) g) AS growth,
-      (SELECT coalesce(sum(amount), 0) FROM growth_days
-         WHERE {_KEY} AND day >= %(week_first)s AND day < %(week_last)s) AS week,
-      (SELECT coalesce(sum(amount), 0) FROM growth_days
-         WHERE {_KEY} AND day >= %(month_first)s AND day < %(month_last)s) AS month,
-      (SELECT coalesce(array_agg(code), '{{{{}}}}') FROM member_badges
-         WHERE %(badges)s AND {_KEY}) AS owned,
-      (SELECT coalesce(array_agg(day), '{{{{}}}}') FROM action_days
-         WHERE %(streak)s AND {_KEY} AND action = %(action)s
-           AND day BETWEEN %(streak_first)s AND %(streak_last)s) AS streak_days,
-      (SELECT count FROM action_counts
-         WHERE %(badges)s AND {_KEY} AND action = %(action)s) AS action_count
+# Members are locked in user_id order, the order of every writer of several members.
+_LOCK_MEMBERS = """
+    INSERT INTO members (app, user_id, tier, created_at, updated_at)
+    SELECT %(app)s, u, %(base)s, %(now)s, %(now)s FROM unnest(%(users)s::text[]) AS u
+    ON CONFLICT (app, user_id) DO UPDATE SET updated_at = EXCLUDED.updated_at
+    RETURNING user_id, attributes, lifetime_growth, tier, granted_tier
+"""
+# For each (member, day) of the batch: the growth counted toward that day's cap, and the
+# growth of its week and of its month (for the boards).
+_READ_DAYS = """
+    SELECT k.u, k.d,
+      coalesce(sum(g.counted) FILTER (WHERE g.day = k.d), 0),
+      coalesce(sum(g.amount) FILTER (WHERE g.day >= k.wf AND g.day < k.wl), 0),
+      coalesce(sum(g.amount) FILTER (WHERE g.day >= k.mf AND g.day < k.ml), 0)
+    FROM unnest(%(users)s::text[], %(days)s::date[], %(wf)s::date[], %(wl)s::date[],
+                %(mf)s::date[], %(ml)s::date[]) AS k(u, d, wf, wl, mf, ml)
+    LEFT JOIN growth_days g ON g.app = %(app)s AND g.user_id = k.u
+      AND g.day >= LEAST(k.wf, k.mf) AND g.day < GREATEST(k.wl, k.ml)
+    GROUP BY k.u, k.d
+"""
+_READ_BADGES = """
+    SELECT user_id, code FROM member_badges
+    WHERE app = %(app)s AND user_id = ANY(%(users)s::text[])
+"""
+_READ_STREAK_DAYS = """
+    SELECT a.user_id, a.action, a.day FROM action_days a
+    JOIN unnest(%(users)s::text[], %(actions)s::text[]) AS k(u, a)
+      ON a.app = %(app)s AND a.user_id = k.u AND a.action = k.a
+    WHERE a.day BETWEEN %(first)s AND %(last)s
+"""
+_READ_COUNTS = """
+    SELECT c.user_id, c.action, c.count FROM action_counts c
+    JOIN unnest(%(users)s::text[], %(actions)s::text[]) AS k(u, a)
+      ON c.app = %(app)s AND c.user_id = k.u AND c.action = k.a
 """
 _WRITE = """
     WITH days AS (
       INSERT INTO growth_days (app, user_id, day, amount, counted)
-      SELECT %(app)s, %(user_id)s, %(day)s, %(awarded)s, %(counted)s
-      WHERE %(awarded)s <> 0 OR %(counted)s <> 0
+      SELECT %(app)s, d.user_id, d.day, d.amount, d.counted
+      FROM unnest(%(d_users)s::text[], %(d_days)s::date[], %(d_amounts)s::bigint[],
+                  %(d_counted)s::bigint[]) AS d(user_id, day, amount, counted)
       ON CONFLICT (app, user_id, day) DO UPDATE
       SET amount = growth_days.amount + EXCLUDED.amount,
           counted = growth_days.counted + EXCLUDED.counted),
     streak AS (
       INSERT INTO action_days (app, user_id, action, day)
-      SELECT %(app)s, %(user_id)s, %(action)s, %(day)s WHERE %(track_streak)s
+      SELECT %(app)s, s.user_id, s.action, s.day
+      FROM unnest(%(s_users)s::text[], %(s_actions)s::text[], %(s_days)s::date[])
+           AS s(user_id, action, day)
       ON CONFLICT DO NOTHING),
     counts AS (
       INSERT INTO action_counts (app, user_id, action, count)
-      SELECT %(app)s, %(user_id)s, %(action)s, 1 WHERE %(track_count)s
-      ON CONFLICT (app, user_id, action) DO UPDATE SET count = action_counts.count + 1),
+      SELECT %(app)s, c.user_id, c.action, c.added
+      FROM unnest(%(c_users)s::text[], %(c_actions)s::text[], %(c_added)s::bigint[])
+           AS c(user_id, action, added)
+      ON CONFLICT (app, user_id, action) DO UPDATE
+      SET count = action_counts.count + EXCLUDED.count),
     badges AS (
       INSERT INTO member_badges (app, user_id, code, name, reward_points, event_id, earned_at)
-      SELECT %(app)s, %(user_id)s, b.code, b.name, b.reward, %(event_id)s, %(now)s
-      FROM unnest(%(badge_codes)s::text[], %(badge_names)s::text[], %(badge_rewards)s::bigint[])
-           AS b(code, name, reward)),
+      SELECT %(app)s, b.user_id, b.code, b.name, b.reward, b.event_id, %(now)s
+      FROM unnest(%(b_users)s::text[], %(b_codes)s::text[], %(b_names)s::text[],
+                  %(b_rewards)s::bigint[], %(b_events)s::text[])
+           AS b(user_id, code, name, reward, event_id)),
     member AS (
-      UPDATE members SET lifetime_growth = lifetime_growth + %(awarded)s,
-        tier = %(tier)s, program_version = %(version)s,
-        evaluated_day = %(today)s, updated_at = %(now)s
-      WHERE app = %(app)s AND user_id = %(user_id)s),
+      UPDATE members m SET lifetime_growth = m.lifetime_growth + u.added, tier = u.tier,
+        program_version = %(version)s, evaluated_day = %(today)s, updated_at = %(now)s
+      FROM unnest(%(m_users)s::text[], %(m_added)s::bigint[], %(m_tiers)s::text[])
+           AS u(user_id, added, tier)
+      WHERE m.app = %(app)s AND m.user_id = u.user_id),
     change AS (
       INSERT INTO tier_changes (app, user_id, from_tier, to_tier, reason, ref, changed_at)
-      SELECT %(app)s, %(user_id)s, %(tier_before)s, %(tier)s, %(reason)s, %(event_id)s, %(now)s
-      WHERE %(tier_before)s <> %(tier)s)
-    UPDATE growth_events SET amount = %(awarded)s, response = %(reply)s::jsonb
-    WHERE app = %(app)s AND event_id = %(event_id)s
+      SELECT %(app)s, t.user_id, t.from_tier, t.to_tier, t.reason, t.ref, %(now)s
+      FROM unnest(%(t_users)s::text[], %(t_from)s::text[], %(t_to)s::text[],
+                  %(t_reasons)s::text[], %(t_refs)s::text[]) WITH ORDINALITY
+           AS t(user_id, from_tier, to_tier, reason, ref, n)
+      ORDER BY t.n)
+    UPDATE growth_events e SET amount = a.amount, response = a.reply::jsonb
+    FROM unnest(%(a_ids)s::text[], %(a_amounts)s::bigint[], %(a_replies)s::text[])
+         AS a(event_id, amount, reply)
+    WHERE e.app = %(app)s AND e.event_id = a.event_id
 """
 
 
-async def add_growth(
-    conn: AsyncConnection, stored: StoredProgram[LevelsProgram], now: datetime, event: GrowthInput
-) -> GrowthResult:
-    program = stored.program
-    zone = program.zone
-    day = local_day(event.occurred_at or now, zone)
-    today = max(local_day(now, zone), day)
-    base = tier_for_growth(program, 0)
-    params: dict[str, Any] = {
-        "app": stored.app,
-        "event_id": event.event_id,
-        "user_id": event.user_id,
-        "action": event.action,
-        "hash": event.digest(),
-        "day": day,
-        "now": now,
-        "base": base.code if base else "",
-    }
-    locked = (await conn.exec_driver_sql(_CLAIM_AND_LOCK, params)).one_or_none()
-    if locked is None:
-        return GrowthResult(reply=await _replay(conn, params), duplicate=True)
+async def add_growth_batch(
+    conn: AsyncConnection,
+    stored: StoredProgram[LevelsProgram],
+    now: datetime,
+    batch: Sequence[GrowthInput],
+) -> list[GrowthResult]:
+    """Applies a batch of one app's growth events inside the caller's transaction (the caller
+    commits), with exactly the results that applying them one by one, in order, would give:
+    each event sees the earlier events' growth, caps, streak days, counts, badges and tier.
 
-    # What the rules need, read under the member's lock.
-    # Badge state is only read for an action some badge watches.
-    badges = [b for b in program.badges if b.action == event.action]
-    track_streak = any(b.kind is BadgeKind.STREAK for b in badges)
-    track_count = any(b.kind is BadgeKind.COUNT for b in badges)
-    reach = max(longest_streak_needed(badges, event.action), 1)
-    week_first, month_first = week_start(day), day.replace(day=1)
-    growth_sql, growth_params = growth_select(program, today)
-    state = (
-        await conn.exec_driver_sql(
-            _READ_STATE.format(growth=growth_sql),
+    A repeated event_id answers as its first occurrence (``duplicate``); one already recorded
+    answers as it was recorded; the same id with another payload refuses the whole batch."""
+    zone = stored.program.zone
+    digests = [event.digest() for event in batch]
+    days = [local_day(event.occurred_at or now, zone) for event in batch]
+    first: dict[str, int] = {}
+    for index, event in enumerate(batch):
+        seen = first.setdefault(event.event_id, index)
+        if digests[seen] != digests[index]:
+            raise IdempotencyConflict(
+                f"event_id {event.event_id!r} was already used for a different growth event"
+            )
+    fresh = sorted(first.values(), key=lambda i: batch[i].event_id)  # one claim order
+    claimed = {
+        row[0]
+        for row in await conn.exec_driver_sql(
+            _CLAIM,
             {
-                **params,
-                **growth_params,
-                "users": [event.user_id],
-                "week_first": week_first,
-                "week_last": week_first + timedelta(days=7),
-                "month_first": month_first,
-                "month_last": add_months(month_first, 1),
-                "streak_first": day - timedelta(days=reach - 1),
-                "streak_last": day + timedelta(days=reach - 1),
-                "badges": bool(badges),
-                "streak": track_streak,
+                "app": stored.app,
+                "now": now,
+                "ids": [batch[i].event_id for i in fresh],
+                "users": [batch[i].user_id for i in fresh],
+                "actions": [batch[i].action for i in fresh],
+                "hashes": [digests[i] for i in fresh],
+                "days": [days[i] for i in fresh],
             },
         )
-    ).one()
-
-    # The rules: coefficient and cap, badges, tier.
-    decision = decide_growth(
-        event.amount,
-        coefficient_for(dict(locked.attributes or {}), program.coefficients),
-        int(state.counted or 0),
-        program.growth_daily_cap,
-        event.exempt_from_daily_cap,
-    )
-    streak = run_length({*state.streak_days, day}, day) if track_streak else 0
-    count = int(state.action_count or 0) + 1 if track_count else 0
-    earned = badges_reached(badges, event.action, streak, count, set(state.owned))
-    growth = {date.fromisoformat(d): int(a) for d, a in state.growth}
-    key = growth_key(program, day, today)
-    growth[key] = growth.get(key, 0) + decision.awarded
-    standing = evaluate(program, growth, today, locked.granted_tier)
-    tier_after = standing.tier.code if standing.tier else ""
-    reply = {
-        "event_id": event.event_id,
-        "growth_added": decision.awarded,
-        "tier_before": locked.tier,
-        "tier_after": tier_after,
-        "badges_earned": [
-            {
-                "code": b.code,
-                "name": b.name,
-                "reward_points": b.reward_points,
-                "earned_at": now.isoformat(),
-            }
-            for b in earned
-        ],
-        "notes": list(decision.notes),
     }
+    results: dict[str, GrowthResult] = {}
+    replayed = [batch[i].event_id for i in fresh if batch[i].event_id not in claimed]
+    if replayed:
+        rows: list[Any] = list(
+            await conn.exec_driver_sql(_REPLAY, {"app": stored.app, "ids": replayed})
+        )
+        for event_id, digest, response in rows:
+            if digest != digests[first[event_id]]:
+                raise IdempotencyConflict(
+                    f"event_id {event_id!r} was already used for a different growth event"
+                )
+            results[event_id] = GrowthResult(reply=response, duplicate=True)
+    todo = [i for i in sorted(fresh) if batch[i].event_id in claimed]
+    if todo:
+        decided = await _decide_and_write(
+            conn, stored, now, [batch[i] for i in todo], [days[i] for i in todo]
+        )
+        results.update(decided)
+    out = []
+    for index, event in enumerate(batch):
+        result = results[event.event_id]
+        if first[event.event_id] != index:
+            result = GrowthResult(reply=result.reply, duplicate=True)
+        out.append(result)
+    return out
+
+
+async def _decide_and_write(
+    conn: AsyncConnection,
+    stored: StoredProgram[LevelsProgram],
+    now: datetime,
+    events: list[GrowthInput],
+    days: list[date],
+) -> dict[str, GrowthResult]:
+    program = stored.program
+    app = stored.app
+    today = max(local_day(now, program.zone), *days)
+    base = tier_for_growth(program, 0)
+    users = sorted({e.user_id for e in events})
+    locked: list[Any] = list(
+        await conn.exec_driver_sql(
+            _LOCK_MEMBERS,
+            {"app": app, "users": users, "now": now, "base": base.code if base else ""},
+        )
+    )
+    members = {
+        row[0]: Member(row[0], dict(row[1] or {}), int(row[2]), row[3], row[4]) for row in locked
+    }
+    state = await _read_state(conn, stored, today, events, days, users)
+
+    results: dict[str, GrowthResult] = {}
+    added: dict[tuple[str, date], list[int]] = {}  # (user, day) -> [amount, counted]
+    new_streak_days: set[tuple[str, str, date]] = set()
+    counted_actions: dict[tuple[str, str], int] = {}
+    new_badges: list[tuple[str, BadgeRule, str]] = []
+    changes: list[tuple[str, str, str, str, str]] = []
+    replies: list[tuple[str, int, str]] = []
+    for event, day in zip(events, days, strict=True):
+        member = members[event.user_id]
+        key = (event.user_id, day)
+        delta = added.setdefault(key, [0, 0])
+        decision = decide_growth(
+            event.amount,
+            coefficient_for(member.attributes, program.coefficients),
+            state.counted.get(key, 0) + delta[1],
+            program.growth_daily_cap,
+            event.exempt_from_daily_cap,
+        )
+        delta[0] += decision.awarded
+        delta[1] += decision.counted
+        badges = [b for b in program.badges if b.action == event.action]
+        streak = count = 0
+        if any(b.kind is BadgeKind.STREAK for b in badges):
+            active = state.streak_days.setdefault((event.user_id, event.action), set())
+            active.add(day)
+            new_streak_days.add((event.user_id, event.action, day))
+            streak = run_length(active, day)
+        if any(b.kind is BadgeKind.COUNT for b in badges):
+            pair = (event.user_id, event.action)
+            state.counts[pair] = state.counts.get(pair, 0) + 1
+            counted_actions[pair] = counted_actions.get(pair, 0) + 1
+            count = state.counts[pair]
+        owned = state.owned.setdefault(event.user_id, set())
+        earned = badges_reached(badges, event.action, streak, count, owned)
+        owned.update(b.code for b in earned)
+        new_badges += [(event.user_id, b, event.event_id) for b in earned]
+        growth = state.growth.setdefault(event.user_id, {})
+        spot = growth_key(program, day, today)
+        growth[spot] = growth.get(spot, 0) + decision.awarded
+        standing = evaluate(program, growth, today, member.granted_tier)
+        tier_before = member.tier
+        tier_after = standing.tier.code if standing.tier else ""
+        if tier_after != tier_before:
+            reason = change_reason(program.tier(tier_before), standing.tier, program)
+            changes.append((event.user_id, tier_before, tier_after, reason, event.event_id))
+        member.tier = tier_after
+        member.lifetime_growth += decision.awarded
+        reply = {
+            "event_id": event.event_id,
+            "growth_added": decision.awarded,
+            "tier_before": tier_before,
+            "tier_after": tier_after,
+            "badges_earned": [
+                {
+                    "code": b.code,
+                    "name": b.name,
+                    "reward_points": b.reward_points,
+                    "earned_at": now.isoformat(),
+                }
+                for b in earned
+            ],
+            "notes": list(decision.notes),
+        }
+        replies.append((event.event_id, decision.awarded, _json(reply)))
+        board = None
+        if decision.awarded:
+            week, month = state.periods[key]
+            week_first, month_first = week_start(day), day.replace(day=1)
+            for (user, other), (amount, _) in added.items():
+                if user == event.user_id and other != day:
+                    week += amount if week_start(other) == week_first else 0
+                    month += amount if other.replace(day=1) == month_first else 0
+            board = BoardUpdate(
+                event.user_id, day, member.lifetime_growth, week + delta[0], month + delta[0]
+            )
+        results[event.event_id] = GrowthResult(reply=reply, board=board)
+
+    grown = {e.user_id: 0 for e in events}
+    for (user, _), (amount, _) in added.items():
+        grown[user] += amount
+    day_rows = [(k, v) for k, v in added.items() if v[0] or v[1]]
+    streak_rows = sorted(new_streak_days)
+    count_rows = sorted(counted_actions.items())
     await conn.exec_driver_sql(
         _WRITE,
         {
-            **params,
-            "awarded": decision.awarded,
-            "counted": decision.counted,
-            "track_streak": track_streak,
-            "track_count": track_count,
-            "badge_codes": [b.code for b in earned],
-            "badge_names": [b.name for b in earned],
-            "badge_rewards": [b.reward_points for b in earned],
-            "tier": tier_after,
-            "tier_before": locked.tier,
-            "reason": change_reason(program.tier(locked.tier), standing.tier, program),
-            "version": stored.version,
+            "app": app,
+            "now": now,
             "today": today,
-            "reply": _json(reply),
+            "version": stored.version,
+            "d_users": [k[0] for k, _ in day_rows],
+            "d_days": [k[1] for k, _ in day_rows],
+            "d_amounts": [v[0] for _, v in day_rows],
+            "d_counted": [v[1] for _, v in day_rows],
+            "s_users": [r[0] for r in streak_rows],
+            "s_actions": [r[1] for r in streak_rows],
+            "s_days": [r[2] for r in streak_rows],
+            "c_users": [k[0] for k, _ in count_rows],
+            "c_actions": [k[1] for k, _ in count_rows],
+            "c_added": [v for _, v in count_rows],
+            "b_users": [r[0] for r in new_badges],
+            "b_codes": [r[1].code for r in new_badges],
+            "b_names": [r[1].name for r in new_badges],
+            "b_rewards": [r[1].reward_points for r in new_badges],
+            "b_events": [r[2] for r in new_badges],
+            "m_users": list(grown),
+            "m_added": list(grown.values()),
+            "m_tiers": [members[u].tier for u in grown],
+            "t_users": [c[0] for c in changes],
+            "t_from": [c[1] for c in changes],
+            "t_to": [c[2] for c in changes],
+            "t_reasons": [c[3] for c in changes],
+            "t_refs": [c[4] for c in changes],
+            "a_ids": [r[0] for r in replies],
+            "a_amounts": [r[1] for r in replies],
+            "a_replies": [r[2] for r in replies],
         },
     )
-    board = None
-    if decision.awarded:
-        board = BoardUpdate(
-            event.user_id,
-            day,
-            int(locked.lifetime_growth) + decision.awarded,
-            int(state.week) + decision.awarded,
-            int(state.month) + decision.awarded,
-        )
-    return GrowthResult(reply=reply, board=board)
+    return results
 
 
-async def _replay(conn: AsyncConnection, params: dict[str, Any]) -> dict[str, Any]:
-    """The first reply of an event seen before; the same id with another payload is refused."""
-    row = (await conn.exec_driver_sql(_REPLAY, params)).one()
-    if row.payload_hash != params["hash"]:
-        raise IdempotencyConflict(
-            f"event_id {params['event_id']!r} was already used for a different growth event"
+@dataclass
+class _BatchState:
+    """What the rules need of the batch's members, read once under their locks and then kept
+    current event by event."""
+
+    counted: dict[tuple[str, date], int]
+    periods: dict[tuple[str, date], tuple[int, int]]
+    growth: dict[str, dict[date, int]]
+    owned: dict[str, set[str]]
+    streak_days: dict[tuple[str, str], set[date]]
+    counts: dict[tuple[str, str], int]
+
+
+async def _read_state(
+    conn: AsyncConnection,
+    stored: StoredProgram[LevelsProgram],
+    today: date,
+    events: list[GrowthInput],
+    days: list[date],
+    users: list[str],
+) -> _BatchState:
+    program, app = stored.program, stored.app
+    keys = sorted({(e.user_id, d) for e, d in zip(events, days, strict=True)})
+    state = _BatchState({}, {}, {}, {}, {}, {})
+    week_firsts = [week_start(d) for _, d in keys]
+    month_firsts = [d.replace(day=1) for _, d in keys]
+    rows: list[Any] = list(
+        await conn.exec_driver_sql(
+            _READ_DAYS,
+            {
+                "app": app,
+                "users": [u for u, _ in keys],
+                "days": [d for _, d in keys],
+                "wf": week_firsts,
+                "wl": [w + timedelta(days=7) for w in week_firsts],
+                "mf": month_firsts,
+                "ml": [add_months(m, 1) for m in month_firsts],
+            },
         )
-    reply: dict[str, Any] = row.response
-    return reply
+    )
+    for user, day, counted, week, month in rows:
+        state.counted[(user, day)] = int(counted)
+        state.periods[(user, day)] = (int(week), int(month))
+    growth_sql, growth_params = growth_select(program, today)
+    rows = list(
+        await conn.exec_driver_sql(growth_sql, {**growth_params, "app": app, "users": users})
+    )
+    for user, day, amount in rows:
+        state.growth.setdefault(user, {})[day] = int(amount)
+    watched = {b.action: b for b in program.badges}
+    if not any(e.action in watched for e in events):
+        return state
+    rows = list(await conn.exec_driver_sql(_READ_BADGES, {"app": app, "users": users}))
+    for user, code in rows:
+        state.owned.setdefault(user, set()).add(code)
+    streaks = sorted(
+        {
+            (e.user_id, e.action)
+            for e in events
+            if any(b.kind is BadgeKind.STREAK and b.action == e.action for b in program.badges)
+        }
+    )
+    if streaks:
+        reach = max(longest_streak_needed(program.badges, a) for _, a in streaks)
+        rows = list(
+            await conn.exec_driver_sql(
+                _READ_STREAK_DAYS,
+                {
+                    "app": app,
+                    "users": [u for u, _ in streaks],
+                    "actions": [a for _, a in streaks],
+                    "first": min(days) - timedelta(days=reach - 1),
+                    "last": max(days) + timedelta(days=reach - 1),
+                },
+            )
+        )
+        for user, action, day in rows:
+            state.streak_days.setdefault((user, action), set()).add(day)
+    counted = sorted(
+        {
+            (e.user_id, e.action)
+            for e in events
+            if any(b.kind is BadgeKind.COUNT and b.action == e.action for b in program.badges)
+        }
+    )
+    if counted:
+        rows = list(
+            await conn.exec_driver_sql(
+                _READ_COUNTS,
+                {
+                    "app": app,
+                    "users": [u for u, _ in counted],
+                    "actions": [a for _, a in counted],
+                },
+            )
+        )
+        for user, action, number in rows:
+            state.counts[(user, action)] = int(number)
+    return state
 
 
 async def board_scores(

@@ -1,17 +1,19 @@
-"""Earn and ReverseEvent: one database transaction per event, idempotent by (app, event_id)."""
+"""Earn and ReverseEvent, idempotent by (app, event_id): a batch of events is one database
+transaction and a handful of set-wise statements; a reversal is a transaction of its own."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.points.domain.earning import (
+    NO_RULE,
     DayUsage,
     EarnState,
     Streak,
@@ -30,6 +32,7 @@ from services.points.store.ledger import (
     expire_account_due,
     lock_existing_account,
     lock_user_account,
+    lock_user_accounts,
     place_points,
     record_transaction,
     take_points,
@@ -74,151 +77,294 @@ class EarnResult:
     duplicate: bool = False
 
 
-# The hot path speaks SQL to the driver (exec_driver_sql: no statement compilation, still seen
-# by tracing): an earn is four round trips and a commit, whatever the rule.
+# The hot path speaks SQL to the driver (exec_driver_sql: no statement compilation) and is
+# set-wise: a batch of any size is six round trips and one commit — claim every event, lock
+# the accounts, read the counters, write everything — whatever the rules.
 _CLAIM = """
     INSERT INTO events (app, event_id, user_id, payload_hash, points, response, created_at)
-    VALUES (%(app)s, %(event_id)s, %(user_id)s, %(hash)s, 0, %(response)s::jsonb, %(now)s)
-    ON CONFLICT DO NOTHING RETURNING 1
+    SELECT %(app)s, e.event_id, e.user_id, e.hash, 0, e.response::jsonb, %(now)s
+    FROM unnest(%(ids)s::text[], %(users)s::text[], %(hashes)s::text[], %(responses)s::text[])
+         AS e(event_id, user_id, hash, response)
+    ON CONFLICT DO NOTHING RETURNING event_id
 """
-_KEY = "app = %(app)s AND user_id = %(user_id)s"
-_READ_STATE = f"""
-    SELECT
-      (SELECT quantity FROM earn_counters WHERE {_KEY} AND day = %(day)s AND action = %(action)s),
-      (SELECT units FROM earn_counters WHERE {_KEY} AND day = %(day)s AND action = %(action)s),
-      (SELECT points FROM earn_counters WHERE {_KEY} AND day = %(day)s AND action = ''),
-      (SELECT once_done FROM earn_state WHERE {_KEY} AND action = %(action)s),
-      (SELECT streak_last_day FROM earn_state WHERE {_KEY} AND action = %(action)s),
-      (SELECT streak_length FROM earn_state WHERE {_KEY} AND action = %(action)s)
+_REPLAY = """
+    SELECT event_id, payload_hash, response FROM events
+    WHERE app = %(app)s AND event_id = ANY(%(ids)s::text[])
 """
-_CREDIT_CTES = [
-    """lot AS (
+# The day's usage of each (user, day, action) and the day's cap points (action ''), then each
+# (user, action)'s once and streak state: one round trip for the whole batch.
+_READ_STATE = """
+    SELECT 'c', c.user_id, c.day, c.action, c.quantity, c.units, c.points, NULL::bool,
+           NULL::date, NULL::int
+    FROM earn_counters c
+    JOIN unnest(%(c_users)s::text[], %(c_days)s::date[], %(c_actions)s::text[]) AS k(u, d, a)
+      ON c.app = %(app)s AND c.user_id = k.u AND c.day = k.d AND c.action = k.a
+    UNION ALL
+    SELECT 's', s.user_id, NULL, s.action, NULL, NULL, NULL, s.once_done, s.streak_last_day,
+           s.streak_length
+    FROM earn_state s
+    JOIN unnest(%(s_users)s::text[], %(s_actions)s::text[]) AS k(u, a)
+      ON s.app = %(app)s AND s.user_id = k.u AND s.action = k.a
+"""
+# Everything a batch of plain credits writes, in one statement: a lot per account (topped up),
+# a transaction per event with its two legs, the balances, the counters, the answers.
+_WRITE = """
+    WITH credit AS (
+      SELECT * FROM unnest(%(c_refs)s::text[], %(c_reasons)s::text[], %(c_accounts)s::bigint[],
+                           %(c_points)s::bigint[]) WITH ORDINALITY AS c(ref, reason, account_id,
+                           points, n)),
+    lot AS (
       INSERT INTO lots (app, account_id, expires_at, amount, remaining, created_at)
-      VALUES (%(app)s, %(account_id)s, %(expires_at)s, %(points)s, %(points)s, %(now)s)
+      SELECT %(app)s, l.account_id, %(expires_at)s, l.points, l.points, %(now)s
+      FROM unnest(%(l_accounts)s::bigint[], %(l_points)s::bigint[]) AS l(account_id, points)
       ON CONFLICT ON CONSTRAINT lots_account_expiry_key DO UPDATE
       SET amount = lots.amount + EXCLUDED.amount, remaining = lots.remaining + EXCLUDED.remaining
-      RETURNING id)""",
-    """txn AS (
+      RETURNING id, account_id),
+    txn AS (
       INSERT INTO transactions (app, kind, ref, reason, operator, created_at)
-      VALUES (%(app)s, 'earn', %(event_id)s, %(action)s, '', %(now)s) RETURNING id)""",
-    """legs AS (
+      SELECT %(app)s, 'earn', c.ref, c.reason, '', %(now)s FROM credit c ORDER BY c.n
+      RETURNING id, ref),
+    legs AS (
       INSERT INTO entries (txn_id, app, account_id, amount, lot_id, created_at)
-      SELECT txn.id, %(app)s, %(account_id)s, %(points)s, lot.id, %(now)s FROM txn, lot
-      UNION ALL
-      SELECT txn.id, %(app)s, %(issued)s, %(issued_leg)s, NULL, %(now)s FROM txn)""",
-    """acct AS (
-      UPDATE accounts SET balance = balance + %(points)s,
-                          lifetime_earned = lifetime_earned + %(points)s
-      WHERE id = %(account_id)s)""",
-]
-_USAGE_CTE = """usage AS (
+      SELECT leg.txn_id, %(app)s, leg.account_id, leg.amount, leg.lot_id, %(now)s
+      FROM (SELECT txn.id AS txn_id, c.account_id, c.points AS amount, lot.id AS lot_id, c.n, 0
+            FROM credit c JOIN txn ON txn.ref = c.ref JOIN lot ON lot.account_id = c.account_id
+            UNION ALL
+            SELECT txn.id, %(issued)s, -c.points, NULL, c.n, 1
+            FROM credit c JOIN txn ON txn.ref = c.ref) AS leg(txn_id, account_id, amount,
+                                                          lot_id, n, side)
+      ORDER BY leg.n, leg.side),
+    acct AS (
+      UPDATE accounts a SET balance = a.balance + l.points,
+                            lifetime_earned = a.lifetime_earned + l.points
+      FROM unnest(%(l_accounts)s::bigint[], %(l_points)s::bigint[]) AS l(account_id, points)
+      WHERE a.id = l.account_id),
+    usage AS (
       INSERT INTO earn_counters (app, user_id, day, action, quantity, units, points)
-      VALUES (%(app)s, %(user_id)s, %(day)s, %(action)s, %(quantity)s, %(units)s, 0)
+      SELECT %(app)s, u.user_id, u.day, u.action, u.quantity, u.units, u.points
+      FROM unnest(%(u_users)s::text[], %(u_days)s::date[], %(u_actions)s::text[],
+                  %(u_quantities)s::bigint[], %(u_units)s::bigint[], %(u_points)s::bigint[])
+           AS u(user_id, day, action, quantity, units, points)
       ON CONFLICT (app, user_id, day, action) DO UPDATE
-      SET quantity = EXCLUDED.quantity, units = EXCLUDED.units)"""
-_CAP_CTE = """cap AS (
-      INSERT INTO earn_counters (app, user_id, day, action, quantity, units, points)
-      VALUES (%(app)s, %(user_id)s, %(day)s, '', 0, 0, %(cap_points)s)
-      ON CONFLICT (app, user_id, day, action) DO UPDATE SET points = EXCLUDED.points)"""
-_STATE_CTE = """state AS (
+      SET quantity = EXCLUDED.quantity, units = EXCLUDED.units, points = EXCLUDED.points),
+    state AS (
       INSERT INTO earn_state (app, user_id, action, once_done, streak_last_day, streak_length)
-      VALUES (%(app)s, %(user_id)s, %(action)s, %(once_done)s, %(streak_day)s, %(streak_length)s)
+      SELECT %(app)s, s.user_id, s.action, s.once_done, s.last_day, s.length
+      FROM unnest(%(s_users)s::text[], %(s_actions)s::text[], %(s_once)s::bool[],
+                  %(s_days)s::date[], %(s_lengths)s::int[])
+           AS s(user_id, action, once_done, last_day, length)
       ON CONFLICT (app, user_id, action) DO UPDATE
       SET once_done = EXCLUDED.once_done, streak_last_day = EXCLUDED.streak_last_day,
-          streak_length = EXCLUDED.streak_length)"""
-_ANSWER_CTE = """answer AS (
-      UPDATE events SET points = %(points_awarded)s, response = %(response)s::jsonb
-      WHERE app = %(app)s AND event_id = %(event_id)s)"""
+          streak_length = EXCLUDED.streak_length)
+    UPDATE events e SET points = a.points, response = a.response::jsonb
+    FROM unnest(%(a_ids)s::text[], %(a_points)s::bigint[], %(a_responses)s::text[])
+         AS a(event_id, points, response)
+    WHERE e.app = %(app)s AND e.event_id = a.event_id
+"""
 
 
-async def earn(
-    conn: AsyncConnection, ap: AppProgram, now: datetime, event: EarnInput
-) -> EarnResult:
-    """Applies the event inside the caller's transaction (the caller commits)."""
-    digest = event.digest()
+def _pays(rule: EarningRule | None) -> bool:
+    return rule is not None and (rule.points != 0 or rule.growth != 0)
+
+
+async def earn_batch(
+    conn: AsyncConnection, ap: AppProgram, now: datetime, batch: Sequence[EarnInput]
+) -> list[EarnResult]:
+    """Applies a batch of one app's events inside the caller's transaction (the caller commits),
+    with exactly the results that applying them one by one, in order, would give: the rules
+    see each event's effect on the counters before the next event of the same member.
+
+    A repeated event_id answers as its first occurrence (``duplicate``); one already recorded
+    answers as it was recorded; the same id with another payload refuses the whole batch, which
+    then leaves nothing behind."""
     program = ap.program
-    rule = program.rules.get(event.action)
-    params: dict[str, Any] = {
-        "app": ap.app,
-        "event_id": event.event_id,
-        "user_id": event.user_id,
-        "action": event.action,
-        "hash": digest,
-        "now": now,
-        "response": None,
+    digests = [event.digest() for event in batch]
+    first: dict[str, int] = {}
+    for index, event in enumerate(batch):
+        seen = first.setdefault(event.event_id, index)
+        if digests[seen] != digests[index]:
+            raise IdempotencyConflict(
+                f"event_id {event.event_id!r} appears twice in the batch with different payloads"
+            )
+    fresh = sorted(first.values(), key=lambda i: batch[i].event_id)  # one claim order: no deadlock
+    results: dict[str, EarnResult] = {}
+    answers: dict[int, str | None] = {}
+    for index in fresh:
+        rule = program.rules.get(batch[index].action)
+        if not _pays(rule):
+            # Nothing to pay: the answer is known before anything is locked.
+            result = EarnResult(batch[index].event_id, 0, () if rule else (NO_RULE,))
+            results[result.event_id] = result
+            answers[index] = json.dumps(_to_json(result))
+        else:
+            answers[index] = None
+    claimed = {
+        row[0]
+        for row in await conn.exec_driver_sql(
+            _CLAIM,
+            {
+                "app": ap.app,
+                "now": now,
+                "ids": [batch[i].event_id for i in fresh],
+                "users": [batch[i].user_id for i in fresh],
+                "hashes": [digests[i] for i in fresh],
+                "responses": [answers[i] for i in fresh],
+            },
+        )
     }
-    if rule is None or (rule.points == 0 and rule.growth == 0):
-        # Nothing to pay: the answer is known before anything is locked.
-        result = EarnResult(event.event_id, 0, ("no_rule",) if rule is None else ())
-        params["response"] = json.dumps(_to_json(result))
-    claimed = (await conn.exec_driver_sql(_CLAIM, params)).scalar_one_or_none()
-    if claimed is None:
-        return await _replay(conn, ap.app, event.event_id, digest)
-    if rule is None or (rule.points == 0 and rule.growth == 0):
-        return result
+    replayed = [batch[i].event_id for i in fresh if batch[i].event_id not in claimed]
+    if replayed:
+        await _replay(conn, ap.app, replayed, digests, batch, first, results)
+    # The events to decide, in the caller's order.
+    todo = [i for i in sorted(fresh) if batch[i].event_id in claimed and answers[i] is None]
+    if todo:
+        await _decide_and_write(conn, ap, now, [batch[i] for i in todo], results)
+    out = []
+    for index, event in enumerate(batch):
+        result = results[event.event_id]
+        if first[event.event_id] != index:
+            result = replace(result, duplicate=True)
+        out.append(result)
+    return out
 
-    account = await lock_user_account(conn, ap.app, event.user_id)
-    day = local_day(event.occurred_at or now, program.zone)
-    params["day"] = day
-    before = _state((await conn.exec_driver_sql(_READ_STATE, params)).one())
-    decision = decide_earn(program, rule, event.quantity, event.attributes, day, before)
-    points, notes = decision.points, decision.notes
-    if points < 0:
-        # Due lots expire before the penalty reads what the user can afford.
-        await expire_account_due(conn, ap.app, account, ap.system["expired"], now)
-        points, more = limit_penalty(points, account.balance)
-        notes += more
-    # The common case (a credit to an account without debt) is written in the one statement
-    # below; penalties and debts take the general ledger path first.
-    credit_here = points > 0 and account.balance >= 0
-    if points != 0 and not credit_here:
-        await _move(conn, ap, account, points, now, event, rule)
 
-    result = EarnResult(
-        event.event_id,
-        points,
-        tuple(notes),
-        decision.streak_days,
-        growth=decision.growth,
-        exempt_from_daily_cap=not rule.counts_toward_daily_cap,
+async def _replay(
+    conn: AsyncConnection,
+    app: str,
+    ids: list[str],
+    digests: list[str],
+    batch: Sequence[EarnInput],
+    first: dict[str, int],
+    results: dict[str, EarnResult],
+) -> None:
+    rows: list[Any] = list(await conn.exec_driver_sql(_REPLAY, {"app": app, "ids": ids}))
+    for event_id, digest, response in rows:
+        if digest != digests[first[event_id]]:
+            raise IdempotencyConflict(
+                f"event_id {event_id!r} was already recorded with another payload"
+            )
+        results[event_id] = EarnResult(**{**_from_json(response), "duplicate": True})
+
+
+async def _decide_and_write(
+    conn: AsyncConnection,
+    ap: AppProgram,
+    now: datetime,
+    events: list[EarnInput],
+    results: dict[str, EarnResult],
+) -> None:
+    program = ap.program
+    accounts = await lock_user_accounts(conn, ap.app, [e.user_id for e in events])
+    days = [local_day(e.occurred_at or now, program.zone) for e in events]
+    usage_keys = {(e.user_id, d, e.action) for e, d in zip(events, days, strict=True)}
+    usage_keys |= {(e.user_id, d, CAP_COUNTER) for e, d in zip(events, days, strict=True)}
+    state_keys = {(e.user_id, e.action) for e in events}
+    counters: dict[tuple[str, date, str], tuple[int, int, int]] = {}
+    states: dict[tuple[str, str], tuple[bool, Streak]] = {}
+    found: list[Any] = list(
+        await conn.exec_driver_sql(
+            _READ_STATE,
+            {
+                "app": ap.app,
+                "c_users": [k[0] for k in usage_keys],
+                "c_days": [k[1] for k in usage_keys],
+                "c_actions": [k[2] for k in usage_keys],
+                "s_users": [k[0] for k in state_keys],
+                "s_actions": [k[1] for k in state_keys],
+            },
+        )
     )
-    after = decision.state
-    ctes = []
-    if credit_here:
-        ctes += _CREDIT_CTES
-        params.update(
-            account_id=account.id,
-            points=points,
-            expires_at=lot_expires_at(program.expiry, now, program.zone),
-            issued=ap.system["issued"],
-            issued_leg=-points,
+    for kind, user, day, action, quantity, units, points, once, last_day, length in found:
+        if kind == "c":
+            counters[(user, day, action)] = (int(quantity), int(units), int(points))
+        else:
+            states[(user, action)] = (bool(once), Streak(last_day, int(length or 0)))
+    changed_counters: set[tuple[str, date, str]] = set()
+    changed_states: set[tuple[str, str]] = set()
+    # An account in debt, or one a penalty touches, takes the general ledger path event by
+    # event (debts are paid first, penalties read the lots); every other credit is written
+    # set-wise at the end.
+    general = {
+        e.user_id
+        for e in events
+        if accounts[e.user_id].balance < 0 or program.rules[e.action].points < 0
+    }
+    credits: list[tuple[EarnInput, int]] = []
+    answered: list[EarnResult] = []
+    for event, day in zip(events, days, strict=True):
+        rule = program.rules[event.action]
+        usage_key, cap_key = (event.user_id, day, event.action), (event.user_id, day, CAP_COUNTER)
+        quantity, units, _ = counters.get(usage_key, (0, 0, 0))
+        cap_points = counters.get(cap_key, (0, 0, 0))[2]
+        once_done, streak = states.get((event.user_id, event.action), (False, Streak()))
+        before = EarnState(DayUsage(quantity, units), cap_points, once_done, streak)
+        decision = decide_earn(program, rule, event.quantity, event.attributes, day, before)
+        points, notes = decision.points, decision.notes
+        account = accounts[event.user_id]
+        if points < 0:
+            # Due lots expire before the penalty reads what the user can afford.
+            await expire_account_due(conn, ap.app, account, ap.system["expired"], now)
+            points, more = limit_penalty(points, account.balance)
+            notes += more
+        if points != 0 and event.user_id in general:
+            await _move(conn, ap, account, points, now, event, rule)
+        elif points > 0:
+            credits.append((event, points))
+        after = decision.state
+        if after.usage != before.usage:
+            counters[usage_key] = (after.usage.quantity, after.usage.units, 0)
+            changed_counters.add(usage_key)
+        if after.cap_points_today != before.cap_points_today:
+            counters[cap_key] = (0, 0, after.cap_points_today)
+            changed_counters.add(cap_key)
+        if after.once_done != before.once_done or after.streak != before.streak:
+            states[(event.user_id, event.action)] = (after.once_done, after.streak)
+            changed_states.add((event.user_id, event.action))
+        result = EarnResult(
+            event.event_id,
+            points,
+            tuple(notes),
+            decision.streak_days,
+            growth=decision.growth,
+            exempt_from_daily_cap=not rule.counts_toward_daily_cap,
         )
-    if after.usage != before.usage:
-        ctes.append(_USAGE_CTE)
-        params.update(quantity=after.usage.quantity, units=after.usage.units)
-    if after.cap_points_today != before.cap_points_today:
-        ctes.append(_CAP_CTE)
-        params["cap_points"] = after.cap_points_today
-    if after.once_done != before.once_done or after.streak != before.streak:
-        ctes.append(_STATE_CTE)
-        params.update(
-            once_done=after.once_done,
-            streak_day=after.streak.last_day,
-            streak_length=after.streak.length,
-        )
-    ctes.append(_ANSWER_CTE)
-    params.update(points_awarded=points, response=json.dumps(_to_json(result)))
-    await conn.exec_driver_sql("WITH " + ",\n".join(ctes) + "\nSELECT 1", params)
-    return result
+        results[event.event_id] = result
+        answered.append(result)
 
-
-def _state(row: Any) -> EarnState:
-    quantity, units, cap_points, once_done, streak_day, streak_length = row
-    return EarnState(
-        usage=DayUsage(int(quantity or 0), int(units or 0)),
-        cap_points_today=int(cap_points or 0),
-        once_done=bool(once_done),
-        streak=Streak(streak_day, int(streak_length or 0)),
+    per_account: dict[int, int] = {}
+    for event, points in credits:
+        account_id = accounts[event.user_id].id
+        per_account[account_id] = per_account.get(account_id, 0) + points
+    usage = sorted(changed_counters)
+    state = sorted(changed_states)
+    await conn.exec_driver_sql(
+        _WRITE,
+        {
+            "app": ap.app,
+            "now": now,
+            "expires_at": lot_expires_at(program.expiry, now, program.zone),
+            "issued": ap.system["issued"],
+            "c_refs": [e.event_id for e, _ in credits],
+            "c_reasons": [e.action for e, _ in credits],
+            "c_accounts": [accounts[e.user_id].id for e, _ in credits],
+            "c_points": [p for _, p in credits],
+            "l_accounts": list(per_account),
+            "l_points": list(per_account.values()),
+            "u_users": [k[0] for k in usage],
+            "u_days": [k[1] for k in usage],
+            "u_actions": [k[2] for k in usage],
+            "u_quantities": [counters[k][0] for k in usage],
+            "u_units": [counters[k][1] for k in usage],
+            "u_points": [counters[k][2] for k in usage],
+            "s_users": [k[0] for k in state],
+            "s_actions": [k[1] for k in state],
+            "s_once": [states[k][0] for k in state],
+            "s_days": [states[k][1].last_day for k in state],
+            "s_lengths": [states[k][1].length for k in state],
+            "a_ids": [r.event_id for r in answered],
+            "a_points": [r.points_awarded for r in answered],
+            "a_responses": [json.dumps(_to_json(r)) for r in answered],
+        },
     )
 
 
@@ -247,21 +393,6 @@ async def _move(
             conn, ap.app, "earn", event.event_id, now, legs, reason=rule.action
         )
         await apply_to_account(conn, account, balance=points)
-
-
-async def _replay(conn: AsyncConnection, app: str, event_id: str, digest: str) -> EarnResult:
-    row = (
-        await conn.execute(
-            select(events.c.payload_hash, events.c.response).where(
-                events.c.app == app, events.c.event_id == event_id
-            )
-        )
-    ).one()
-    if row.payload_hash != digest:
-        raise IdempotencyConflict(
-            f"event_id {event_id!r} was already recorded with another payload"
-        )
-    return EarnResult(**{**_from_json(row.response), "duplicate": True})
 
 
 def _to_json(result: EarnResult) -> dict[str, Any]:

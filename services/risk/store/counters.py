@@ -1,6 +1,6 @@
-"""Counting an event in every window, and remembering its decision, in one Redis call.
+"""Counting events in every window, and remembering their decisions, in one Redis call.
 
-One Lua script (atomic; one round trip) per evaluation:
+One Lua script (atomic; one round trip) per batch of evaluations, each in order:
 1. a request_id seen before returns its first decision and counts nothing;
 2. each window (a sorted set: member -> time in ms) drops what is older than the window, adds
    the event (its request_id for velocity, its user for distinct users, so a user counts once),
@@ -29,60 +29,80 @@ from services.risk.domain.program import Verdict
 
 DECISION_TTL_SECONDS = 86_400
 
+# The whole batch in one call: KEYS are every key the batch touches (each once); ARGV[1] is
+# the decision TTL and ARGV[2] a JSON list of evaluations, run in order, each as the script
+# for one evaluation always ran: {key index of the request, now ms, static outcome,
+# thresholds, windows [[key index, window ms, max, member, verdict, code], ...]}.
 _EVALUATE = """
-local stored = redis.call('GET', KEYS[1])
-if stored then return {1, stored} end
-local now = tonumber(ARGV[1])
-local static = cjson.decode(ARGV[3])
-local thresholds = cjson.decode(ARGV[4])
-local verdict, score, rules, alerts = static.verdict, static.score, static.rules, {}
-local minute = math.floor(now / 60000)
-local n = (#ARGV - 4) / 5
-for i = 1, n do
-  local b = 4 + (i - 1) * 5
-  local key = KEYS[i + 1]
-  local window, max = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
-  local member, v, code = ARGV[b + 3], tonumber(ARGV[b + 4]), ARGV[b + 5]
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  redis.call('ZADD', key, now, member)
-  local count = redis.call('ZCARD', key)
-  if count > max + 1 then
-    redis.call('ZREMRANGEBYRANK', key, 0, count - max - 2)
-  end
-  redis.call('PEXPIRE', key, window)
-  if count > max then
-    if v < 0 then
-      -- An alert-only counter (run rate): one alert per subject per minute.
-      if redis.call('SET', key .. ':alerted:' .. minute, 1, 'NX', 'EX', 120) then
-        table.insert(alerts, code)
+local ttl = tonumber(ARGV[1])
+local items = cjson.decode(ARGV[2])
+local answers = {}
+for j, item in ipairs(items) do
+  local request_key = KEYS[item[1]]
+  local stored = redis.call('GET', request_key)
+  if stored then
+    answers[j] = {1, stored}
+  else
+    local now = item[2]
+    local static, thresholds = item[3], item[4]
+    local verdict, score, rules, alerts = static.verdict, static.score, {}, {}
+    for _, code in ipairs(static.rules) do table.insert(rules, code) end
+    local minute = math.floor(now / 60000)
+    for _, w in ipairs(item[5]) do
+      local key = KEYS[w[1]]
+      local window, max, member, v, code = w[2], w[3], w[4], w[5], w[6]
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+      redis.call('ZADD', key, now, member)
+      local count = redis.call('ZCARD', key)
+      if count > max + 1 then
+        redis.call('ZREMRANGEBYRANK', key, 0, count - max - 2)
       end
-    else
-      table.insert(rules, code)
-      if v > verdict then verdict = v end
-      score = score + (v == 2 and 60 or 30)
+      redis.call('PEXPIRE', key, window)
+      if count > max then
+        if v < 0 then
+          -- An alert-only counter (run rate): one alert per subject per minute.
+          if redis.call('SET', key .. ':alerted:' .. minute, 1, 'NX', 'EX', 120) then
+            table.insert(alerts, code)
+          end
+        else
+          table.insert(rules, code)
+          if v > verdict then verdict = v end
+          score = score + (v == 2 and 60 or 30)
+        end
+      end
     end
+    if score > 100 then score = 100 end
+    for _, code in ipairs(rules) do
+      local limit = thresholds[code]
+      if limit then
+        local base = string.match(request_key, '^(.*:)req:')
+        local fires_key = base .. 'fires:' .. code .. ':' .. minute
+        local fires = redis.call('INCR', fires_key)
+        redis.call('EXPIRE', fires_key, 120)
+        if fires == limit + 1 then table.insert(alerts, 'rule:' .. code) end
+      end
+    end
+    if #rules == 0 then rules = cjson.decode('[]') end
+    if #alerts == 0 then alerts = cjson.decode('[]') end
+    local value = cjson.encode({verdict = verdict, score = score, rules = rules, alerts = alerts})
+    redis.call('SET', request_key, value, 'EX', ttl)
+    answers[j] = {0, value}
   end
 end
-if score > 100 then score = 100 end
-for _, code in ipairs(rules) do
-  local limit = thresholds[code]
-  if limit then
-    local fires_key = string.match(KEYS[1], '^(.*:)req:') .. 'fires:' .. code .. ':' .. minute
-    local fires = redis.call('INCR', fires_key)
-    redis.call('EXPIRE', fires_key, 120)
-    if fires == limit + 1 then table.insert(alerts, 'rule:' .. code) end
-  end
-end
-if #rules == 0 then rules = cjson.decode('[]') end
-if #alerts == 0 then alerts = cjson.decode('[]') end
-local value = cjson.encode({verdict = verdict, score = score, rules = rules, alerts = alerts})
-redis.call('SET', KEYS[1], value, 'EX', tonumber(ARGV[2]))
-return {0, value}
+return answers
 """
 
 
 class CountersUnavailable(Exception):
     """Redis did not answer: the decision is made without counters."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    request_id: str
+    now: datetime
+    static: Outcome
+    counts: Sequence[Count]
 
 
 @dataclass(frozen=True)
@@ -112,31 +132,70 @@ class Counters:
         counts: Sequence[Count],
         thresholds: Mapping[str, int],
     ) -> Counted:
-        keys = [f"{_base(app)}req:{request_id}"]
-        args: list[str | int] = [
-            int(now.timestamp() * 1000),
-            DECISION_TTL_SECONDS,
-            json.dumps(
-                {"verdict": int(static.verdict), "score": static.score, "rules": static.rules}
-            ),
-            json.dumps(dict(thresholds)),
-        ]
-        for count in counts:
-            keys.append(f"{_base(app)}w:{count.rule}:{count.subject}")
-            if count.verdict is None:  # alert-only: the alert names its subject
-                verdict, code = -1, f"run:{count.subject}"
-            else:
-                verdict, code = int(count.verdict), count.rule
-            args += [count.window_ms, count.max, count.member, verdict, code]
+        [counted] = await self.evaluate_many(
+            app, [Evaluation(request_id, now, static, counts)], thresholds
+        )
+        return counted
+
+    async def evaluate_many(
+        self, app: str, evaluations: Sequence[Evaluation], thresholds: Mapping[str, int]
+    ) -> list[Counted]:
+        """Counts one app's evaluations in order, in one Redis round trip: each sees the
+        windows as the ones before it left them, exactly as one call each would."""
+        keys: dict[str, int] = {}
+
+        def key(name: str) -> int:
+            return keys.setdefault(name, len(keys) + 1)  # Lua indexes from 1
+
+        limits = dict(thresholds)
+        items = []
+        for evaluation in evaluations:
+            static = evaluation.static
+            windows = []
+            for count in evaluation.counts:
+                if count.verdict is None:  # alert-only: the alert names its subject
+                    verdict, code = -1, f"run:{count.subject}"
+                else:
+                    verdict, code = int(count.verdict), count.rule
+                windows.append(
+                    [
+                        key(f"{_base(app)}w:{count.rule}:{count.subject}"),
+                        count.window_ms,
+                        count.max,
+                        count.member,
+                        verdict,
+                        code,
+                    ]
+                )
+            items.append(
+                [
+                    key(f"{_base(app)}req:{evaluation.request_id}"),
+                    int(evaluation.now.timestamp() * 1000),
+                    {
+                        "verdict": int(static.verdict),
+                        "score": static.score,
+                        "rules": list(static.rules),
+                    },
+                    limits,
+                    windows,
+                ]
+            )
         try:
-            replayed, value = await self._script(keys=keys, args=args)
+            answers = await self._script(
+                keys=list(keys), args=[DECISION_TTL_SECONDS, json.dumps(items)]
+            )
         except (RedisError, OSError) as error:
             raise CountersUnavailable(str(error)) from error
-        decided = json.loads(value)
-        return Counted(
-            verdict=Verdict(int(decided["verdict"])),
-            rules=tuple(decided["rules"] or ()),
-            score=int(decided["score"]),
-            alerts=tuple(decided["alerts"] or ()),
-            replayed=bool(replayed),
-        )
+        counted = []
+        for replayed, value in answers:
+            decided = json.loads(value)
+            counted.append(
+                Counted(
+                    verdict=Verdict(int(decided["verdict"])),
+                    rules=tuple(decided["rules"] or ()),
+                    score=int(decided["score"]),
+                    alerts=tuple(decided["alerts"] or ()),
+                    replayed=bool(replayed),
+                )
+            )
+        return counted

@@ -1,0 +1,200 @@
+"""RecordEvents and RecordEvent through the gateway, beside a bare grpc.aio echo and pgbench's
+one-row UPDATE measured in the same run, with the CPU each process spends per event.
+
+  .venv/bin/python bench/events.py [--seconds 10] [--users 5000] [--batch 500]
+                                   [--batches-in-flight 4] [--callers 64]
+                                   [--postgres-url URL] [--redis-url URL]
+
+Starts the whole suite (six processes) on an embedded PostgreSQL and Redis unless given URLs,
+seeds ``--users`` members, then runs two closed loops: RecordEvents in batches of ``--batch``
+with ``--batches-in-flight`` calls in flight, and RecordEvent one event a call with
+``--callers`` in flight. Each event is a ``watch`` of 10 minutes by a random member (earning
+points and growth until the member's daily limit, as a real evening does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from loyalty.gateway.v1 import loyalty_pb2, loyalty_pb2_grpc
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.common import closed_loop, pgbench_one_row_update, servers  # noqa: E402
+from bench.grpc_overhead import run_mode  # noqa: E402
+from bench.redeem import cpu_seconds, make_app, prepare  # noqa: E402
+from devtools.embedded import free_port  # noqa: E402
+from devtools.suite import SERVICES, Suite  # noqa: E402
+
+GOAL_BATCHED = 10_000
+GOAL_SINGLE = 2_000
+
+
+async def measure(
+    suite: Suite,
+    member: str,
+    users: int,
+    seconds: float,
+    batch_size: int,
+    batches_in_flight: int,
+    callers: int,
+    profile_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Both loads, each as (events/s, p50 ms, p99 ms, CPU ms per event by process)."""
+    md = (("authorization", f"Bearer {member}"),)
+    ids = itertools.count()
+    rng = random.Random(19)
+
+    def event() -> loyalty_pb2.RecordEventRequest:
+        return loyalty_pb2.RecordEventRequest(
+            event_id=f"bench-{next(ids)}",
+            user_id=f"user-{rng.randrange(users)}",
+            action="watch",
+            quantity=10,
+        )
+
+    out: dict[str, Any] = {}
+    async with grpc.aio.insecure_channel(suite.address("gateway")) as channel:
+        stub = loyalty_pb2_grpc.LoyaltyServiceStub(channel)
+
+        async def batch() -> None:
+            request = loyalty_pb2.RecordEventsRequest(events=[event() for _ in range(batch_size)])
+            await stub.RecordEvents(request, metadata=md, timeout=120)
+
+        async def single() -> None:
+            await stub.RecordEvent(event(), metadata=md, timeout=30)
+
+        async def run(
+            call: Callable[[], Awaitable[None]], per_call: int, concurrency: int, warmup: int
+        ) -> tuple[float, float, float, dict[str, float]]:
+            for _ in range(warmup):
+                await call()
+            spies = profile(suite, profile_dir, f"{per_call}", seconds) if profile_dir else []
+            before = cpu_seconds(suite)
+            start = next(ids)
+            rate, p50, p99 = await closed_loop(call, seconds, concurrency, warmup=0)
+            for spy in spies:
+                spy.wait(60)
+            done = next(ids) - start
+            after = cpu_seconds(suite)
+            cpu = {
+                name: 1000 * (after[name] - before.get(name, 0.0)) / max(done, 1) for name in after
+            }
+            return rate * per_call, p50, p99, cpu
+
+        out["batched"] = await run(batch, batch_size, batches_in_flight, 2)
+        out["single"] = await run(single, 1, callers, 100)
+    return out
+
+
+def profile(
+    suite: Suite, folder: Path, label: str, seconds: float
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy on each busy service for the load's duration: collapsed stacks per process
+    (view with speedscope or flamegraph.pl), the figures this issue's notes quote."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--format",
+                "raw",
+                "--nonblocking",
+                "-d",
+                str(int(seconds)),
+                "-o",
+                str(folder / f"{name}-{label}.txt"),
+                "-p",
+                str(suite.processes[name].pid),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name in ("gateway", "points", "levels", "risk")
+    ]
+
+
+def cpu_lines(cpu: dict[str, float]) -> list[str]:
+    total = sum(cpu.values())
+    lines = [
+        f"    {name:<9} {ms:6.3f} ms CPU/event"
+        for name, ms in sorted(cpu.items(), key=lambda x: -x[1])
+    ]
+    return lines + [
+        f"    {'all':<9} {total:6.3f} ms CPU/event (2 cores: ceiling {2000 / max(total, 1e-9):,.0f} events/s)"
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--users", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--batches-in-flight", type=int, default=4)
+    parser.add_argument("--callers", type=int, default=64)
+    parser.add_argument("--profile", type=Path, help="write py-spy profiles of each service here")
+    parser.add_argument("--postgres-url", default="")
+    parser.add_argument("--redis-url", default="")
+    args = parser.parse_args()
+    with servers("events", args.postgres_url, args.redis_url, with_redis=True) as up:
+        print("baselines ...", flush=True)
+        update = pgbench_one_row_update(up.postgres_url, int(args.seconds))
+        echo, _, _ = run_mode("bare", free_port(), args.seconds, 64)
+        print(f"  pgbench one-row UPDATE (8 clients): {update:,.0f} tps")
+        print(f"  bare grpc.aio echo (64 in flight):  {echo:,.0f} calls/s")
+        suite = Suite(
+            up.postgres_url, up.redis_url, {s: free_port() for s in SERVICES}, up.workdir / "logs"
+        )
+        try:
+            suite.start(timeout=90)
+            member, admin = asyncio.run(make_app(suite))
+            print(f"seeding {args.users:,} members ...", flush=True)
+            asyncio.run(prepare(suite.address("gateway"), member, admin, args.users))
+            print("loads ...", flush=True)
+            began = time.perf_counter()
+            out = asyncio.run(
+                measure(
+                    suite,
+                    member,
+                    args.users,
+                    args.seconds,
+                    args.batch,
+                    args.batches_in_flight,
+                    args.callers,
+                    args.profile,
+                )
+            )
+            del began
+        finally:
+            suite.stop()
+    rate, p50, p99, cpu = out["batched"]
+    print(
+        f"RecordEvents, batches of {args.batch}, {args.batches_in_flight} in flight: "
+        f"{rate:,.0f} events/s (p50 {p50:.0f} ms, p99 {p99:.0f} ms per call); goal "
+        f"{GOAL_BATCHED:,}: {'met' if rate >= GOAL_BATCHED else 'NOT met'}; "
+        f"{rate / update:.2f}x the one-row UPDATE"
+    )
+    print("\n".join(cpu_lines(cpu)))
+    rate, p50, p99, cpu = out["single"]
+    print(
+        f"RecordEvent, one event a call, {args.callers} in flight: {rate:,.0f} events/s "
+        f"(p50 {p50:.1f} ms, p99 {p99:.1f} ms); goal {GOAL_SINGLE:,}: "
+        f"{'met' if rate >= GOAL_SINGLE else 'NOT met'}; {rate / echo:.2f}x the bare echo"
+    )
+    print("\n".join(cpu_lines(cpu)))
+
+
+if __name__ == "__main__":
+    main()
