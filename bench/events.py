@@ -20,7 +20,6 @@ import itertools
 import random
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -128,12 +127,14 @@ def profile(
 
 def cpu_lines(cpu: dict[str, float]) -> list[str]:
     total = sum(cpu.values())
+    ceiling = 2000 / max(total, 1e-9)
     lines = [
         f"    {name:<9} {ms:6.3f} ms CPU/event"
         for name, ms in sorted(cpu.items(), key=lambda x: -x[1])
     ]
-    return lines + [
-        f"    {'all':<9} {total:6.3f} ms CPU/event (2 cores: ceiling {2000 / max(total, 1e-9):,.0f} events/s)"
+    return [
+        *lines,
+        f"    {'all':<9} {total:6.3f} ms CPU/event (2 cores: ceiling {ceiling:,.0f} events/s)",
     ]
 
 
@@ -163,7 +164,6 @@ def main() -> None:
             print(f"seeding {args.users:,} members ...", flush=True)
             asyncio.run(prepare(suite.address("gateway"), member, admin, args.users))
             print("loads ...", flush=True)
-            began = time.perf_counter()
             out = asyncio.run(
                 measure(
                     suite,
@@ -176,7 +176,6 @@ def main() -> None:
                     args.profile,
                 )
             )
-            del began
         finally:
             suite.stop()
     rate, p50, p99, cpu = out["batched"]
