@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.domain.keys import scope_allows, secret_matches, split_key
 from gateway.store.tenancy import KeyRecord, find_key
+from plumbing.batching import NaturalBatcher
 from plumbing.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 
 log = logging.getLogger(__name__)
@@ -42,11 +44,14 @@ class Caller:
     burst: int
 
 
-# KEYS[1]: the key's bucket. ARGV: rate per second, burst. Answers {allowed, ms until one token}.
+# KEYS[1]: the key's bucket. ARGV: rate per second, burst, tokens wanted (one per call; calls
+# that arrive together are admitted together). Answers {tokens granted, ms until one more
+# token}: the first `granted` calls pass, the rest are refused, as one call after another would.
 # Redis's own clock, so every gateway replica agrees.
 _TOKEN_BUCKET = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local wanted = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
@@ -54,17 +59,15 @@ local tokens = tonumber(b[1])
 local at = tonumber(b[2])
 if tokens == nil then tokens = burst; at = now end
 tokens = math.min(burst, tokens + (now - at) * rate / 1000)
-local allowed = 0
+local granted = math.min(wanted, math.floor(tokens))
+tokens = tokens - granted
 local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
-else
+if granted < wanted then
   wait = math.ceil((1 - tokens) * 1000 / rate)
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
-return {allowed, wait}
+return {granted, wait}
 """
 
 
@@ -75,6 +78,10 @@ class Authenticator:
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
         self._bucket = redis.register_script(_TOKEN_BUCKET) if redis is not None else None
         self._redis_warned = 0.0
+        # Concurrent calls of one key take their tokens in one Redis call (natural batching).
+        self._tokens: NaturalBatcher[str, Caller, None] = NaturalBatcher(
+            self._take_tokens, max_batch=10_000
+        )
 
     async def caller(self, context: Any, scope: str) -> Caller:
         """The caller of a call that needs ``scope``, its token taken from its bucket."""
@@ -121,23 +128,32 @@ class Authenticator:
         return record
 
     async def _take_token(self, caller: Caller) -> None:
-        if self._bucket is None:
-            return
+        if self._bucket is not None:
+            await self._tokens.submit(caller.key_id, caller)
+
+    async def _take_tokens(
+        self, key_id: str, callers: Sequence[Caller]
+    ) -> list[BaseException | None]:
+        assert self._bucket is not None
+        caller = callers[-1]  # the newest record of the key: its current rate and burst
         try:
-            allowed, wait_ms = await self._bucket(
-                keys=[f"{self._prefix}ratelimit:{caller.key_id}"],
-                args=[caller.rate_per_second, caller.burst],
+            granted, wait_ms = await self._bucket(
+                keys=[f"{self._prefix}ratelimit:{key_id}"],
+                args=[caller.rate_per_second, caller.burst, len(callers)],
             )
         except RedisError as error:
             if time.monotonic() - self._redis_warned > 30:
                 self._redis_warned = time.monotonic()
                 log.warning("rate limit not enforced: redis is unavailable (%s)", error)
-            return
-        if not allowed:
-            raise RateLimited(
+            return [None] * len(callers)
+        refused = len(callers) - int(granted)
+        return [None] * int(granted) + [
+            RateLimited(
                 f"rate limit of {caller.rate_per_second}/s for this key exceeded",
                 metadata={"retry_after_ms": str(wait_ms)},
             )
+            for _ in range(refused)
+        ]
 
 
 def _bearer(context: Any) -> str:

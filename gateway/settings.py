@@ -23,7 +23,7 @@ class GatewaySettings(ServiceSettings):
     # Single RecordEvent calls are coalesced into batches per app (natural batching: a batch
     # leaves when the previous one has returned, with whatever queued meanwhile); this many
     # batches of one app may be in flight at once.
-    event_batches_in_flight: int = Field(default=2, ge=1, le=64)
+    event_batches_in_flight: int = Field(default=1, ge=1, le=64)
 
     # --- sagas ---
     # Deadline of each call to a participant (seconds).

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import psycopg
@@ -97,3 +99,11 @@ async def wait_for_database(url: str, within: float) -> None:
         if asyncio.get_running_loop().time() >= deadline:
             raise DatabaseUnreachable(f"cannot reach database {masked(url)}: {last}")
         await asyncio.sleep(0.25)
+
+
+def json_rows(rows: Iterable[Mapping[str, Any]]) -> str:
+    """The rows of a set-wise statement as one JSON parameter, read in SQL with
+    ``json_to_recordset(%(rows)s::json) AS r(column type, ...)``. One parameter for a batch of
+    any size, encoded in C: psycopg dumps array parameters element by element in Python, which
+    was a fifth of a batch's CPU. Dates and times are written as ISO text."""
+    return json.dumps(list(rows), default=str, separators=(",", ":"), ensure_ascii=False)

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from plumbing.db import json_rows
 from plumbing.errors import IdempotencyConflict
 from plumbing.idempotency import payload_hash
 from plumbing.programs import StoredProgram
@@ -82,8 +83,8 @@ class GrowthResult:
 _CLAIM = """
     INSERT INTO growth_events (app, event_id, user_id, action, payload_hash, day, created_at)
     SELECT %(app)s, e.event_id, e.user_id, e.action, e.hash, e.day, %(now)s
-    FROM unnest(%(ids)s::text[], %(users)s::text[], %(actions)s::text[], %(hashes)s::text[],
-                %(days)s::date[]) AS e(event_id, user_id, action, hash, day)
+    FROM json_to_recordset(%(events)s::json) AS e(event_id text, user_id text, action text,
+                                                    hash text, day date)
     ON CONFLICT DO NOTHING RETURNING event_id
 """
 _REPLAY = """
@@ -93,7 +94,8 @@ _REPLAY = """
 # Members are locked in user_id order, the order of every writer of several members.
 _LOCK_MEMBERS = """
     INSERT INTO members (app, user_id, tier, created_at, updated_at)
-    SELECT %(app)s, u, %(base)s, %(now)s, %(now)s FROM unnest(%(users)s::text[]) AS u
+    SELECT %(app)s, u, %(base)s, %(now)s, %(now)s
+    FROM json_array_elements_text(%(users)s::json) AS u
     ON CONFLICT (app, user_id) DO UPDATE SET updated_at = EXCLUDED.updated_at
     RETURNING user_id, attributes, lifetime_growth, tier, granted_tier
 """
@@ -104,8 +106,8 @@ _READ_DAYS = """
       coalesce(sum(g.counted) FILTER (WHERE g.day = k.d), 0),
       coalesce(sum(g.amount) FILTER (WHERE g.day >= k.wf AND g.day < k.wl), 0),
       coalesce(sum(g.amount) FILTER (WHERE g.day >= k.mf AND g.day < k.ml), 0)
-    FROM unnest(%(users)s::text[], %(days)s::date[], %(wf)s::date[], %(wl)s::date[],
-                %(mf)s::date[], %(ml)s::date[]) AS k(u, d, wf, wl, mf, ml)
+    FROM json_to_recordset(%(keys)s::json) AS k(u text, d date, wf date, wl date, mf date,
+                                                 ml date)
     LEFT JOIN growth_days g ON g.app = %(app)s AND g.user_id = k.u
       AND g.day >= LEAST(k.wf, k.mf) AND g.day < GREATEST(k.wl, k.ml)
     GROUP BY k.u, k.d
@@ -116,59 +118,53 @@ _READ_BADGES = """
 """
 _READ_STREAK_DAYS = """
     SELECT a.user_id, a.action, a.day FROM action_days a
-    JOIN unnest(%(users)s::text[], %(actions)s::text[]) AS k(u, a)
+    JOIN json_to_recordset(%(pairs)s::json) AS k(u text, a text)
       ON a.app = %(app)s AND a.user_id = k.u AND a.action = k.a
     WHERE a.day BETWEEN %(first)s AND %(last)s
 """
 _READ_COUNTS = """
     SELECT c.user_id, c.action, c.count FROM action_counts c
-    JOIN unnest(%(users)s::text[], %(actions)s::text[]) AS k(u, a)
+    JOIN json_to_recordset(%(pairs)s::json) AS k(u text, a text)
       ON c.app = %(app)s AND c.user_id = k.u AND c.action = k.a
 """
 _WRITE = """
     WITH days AS (
       INSERT INTO growth_days (app, user_id, day, amount, counted)
       SELECT %(app)s, d.user_id, d.day, d.amount, d.counted
-      FROM unnest(%(d_users)s::text[], %(d_days)s::date[], %(d_amounts)s::bigint[],
-                  %(d_counted)s::bigint[]) AS d(user_id, day, amount, counted)
+      FROM json_to_recordset(%(days)s::json)
+           AS d(user_id text, day date, amount bigint, counted bigint)
       ON CONFLICT (app, user_id, day) DO UPDATE
       SET amount = growth_days.amount + EXCLUDED.amount,
           counted = growth_days.counted + EXCLUDED.counted),
     streak AS (
       INSERT INTO action_days (app, user_id, action, day)
       SELECT %(app)s, s.user_id, s.action, s.day
-      FROM unnest(%(s_users)s::text[], %(s_actions)s::text[], %(s_days)s::date[])
-           AS s(user_id, action, day)
+      FROM json_to_recordset(%(streaks)s::json) AS s(user_id text, action text, day date)
       ON CONFLICT DO NOTHING),
     counts AS (
       INSERT INTO action_counts (app, user_id, action, count)
       SELECT %(app)s, c.user_id, c.action, c.added
-      FROM unnest(%(c_users)s::text[], %(c_actions)s::text[], %(c_added)s::bigint[])
-           AS c(user_id, action, added)
+      FROM json_to_recordset(%(counts)s::json) AS c(user_id text, action text, added bigint)
       ON CONFLICT (app, user_id, action) DO UPDATE
       SET count = action_counts.count + EXCLUDED.count),
     badges AS (
       INSERT INTO member_badges (app, user_id, code, name, reward_points, event_id, earned_at)
       SELECT %(app)s, b.user_id, b.code, b.name, b.reward, b.event_id, %(now)s
-      FROM unnest(%(b_users)s::text[], %(b_codes)s::text[], %(b_names)s::text[],
-                  %(b_rewards)s::bigint[], %(b_events)s::text[])
-           AS b(user_id, code, name, reward, event_id)),
+      FROM json_to_recordset(%(badges)s::json)
+           AS b(user_id text, code text, name text, reward bigint, event_id text)),
     member AS (
       UPDATE members m SET lifetime_growth = m.lifetime_growth + u.added, tier = u.tier,
         program_version = %(version)s, evaluated_day = %(today)s, updated_at = %(now)s
-      FROM unnest(%(m_users)s::text[], %(m_added)s::bigint[], %(m_tiers)s::text[])
-           AS u(user_id, added, tier)
+      FROM json_to_recordset(%(members)s::json) AS u(user_id text, added bigint, tier text)
       WHERE m.app = %(app)s AND m.user_id = u.user_id),
     change AS (
       INSERT INTO tier_changes (app, user_id, from_tier, to_tier, reason, ref, changed_at)
       SELECT %(app)s, t.user_id, t.from_tier, t.to_tier, t.reason, t.ref, %(now)s
-      FROM unnest(%(t_users)s::text[], %(t_from)s::text[], %(t_to)s::text[],
-                  %(t_reasons)s::text[], %(t_refs)s::text[]) WITH ORDINALITY
-           AS t(user_id, from_tier, to_tier, reason, ref, n)
+      FROM json_to_recordset(%(changes)s::json)
+           AS t(n int, user_id text, from_tier text, to_tier text, reason text, ref text)
       ORDER BY t.n)
-    UPDATE growth_events e SET amount = a.amount, response = a.reply::jsonb
-    FROM unnest(%(a_ids)s::text[], %(a_amounts)s::bigint[], %(a_replies)s::text[])
-         AS a(event_id, amount, reply)
+    UPDATE growth_events e SET amount = a.amount, response = a.reply
+    FROM json_to_recordset(%(answers)s::json) AS a(event_id text, amount bigint, reply jsonb)
     WHERE e.app = %(app)s AND e.event_id = a.event_id
 """
 
@@ -203,11 +199,16 @@ async def add_growth_batch(
             {
                 "app": stored.app,
                 "now": now,
-                "ids": [batch[i].event_id for i in fresh],
-                "users": [batch[i].user_id for i in fresh],
-                "actions": [batch[i].action for i in fresh],
-                "hashes": [digests[i] for i in fresh],
-                "days": [days[i] for i in fresh],
+                "events": json_rows(
+                    {
+                        "event_id": batch[i].event_id,
+                        "user_id": batch[i].user_id,
+                        "action": batch[i].action,
+                        "hash": digests[i],
+                        "day": days[i],
+                    }
+                    for i in fresh
+                ),
             },
         )
     }
@@ -253,7 +254,7 @@ async def _decide_and_write(
     locked: list[Any] = list(
         await conn.exec_driver_sql(
             _LOCK_MEMBERS,
-            {"app": app, "users": users, "now": now, "base": base.code if base else ""},
+            {"app": app, "users": json.dumps(users), "now": now, "base": base.code if base else ""},
         )
     )
     members = {
@@ -267,7 +268,7 @@ async def _decide_and_write(
     counted_actions: dict[tuple[str, str], int] = {}
     new_badges: list[tuple[str, BadgeRule, str]] = []
     changes: list[tuple[str, str, str, str, str]] = []
-    replies: list[tuple[str, int, str]] = []
+    replies: list[tuple[str, int, dict[str, Any]]] = []
     for event, day in zip(events, days, strict=True):
         member = members[event.user_id]
         key = (event.user_id, day)
@@ -324,7 +325,7 @@ async def _decide_and_write(
             ],
             "notes": list(decision.notes),
         }
-        replies.append((event.event_id, decision.awarded, _json(reply)))
+        replies.append((event.event_id, decision.awarded, reply))
         board = None
         if decision.awarded:
             week, month = state.periods[key]
@@ -351,32 +352,41 @@ async def _decide_and_write(
             "now": now,
             "today": today,
             "version": stored.version,
-            "d_users": [k[0] for k, _ in day_rows],
-            "d_days": [k[1] for k, _ in day_rows],
-            "d_amounts": [v[0] for _, v in day_rows],
-            "d_counted": [v[1] for _, v in day_rows],
-            "s_users": [r[0] for r in streak_rows],
-            "s_actions": [r[1] for r in streak_rows],
-            "s_days": [r[2] for r in streak_rows],
-            "c_users": [k[0] for k, _ in count_rows],
-            "c_actions": [k[1] for k, _ in count_rows],
-            "c_added": [v for _, v in count_rows],
-            "b_users": [r[0] for r in new_badges],
-            "b_codes": [r[1].code for r in new_badges],
-            "b_names": [r[1].name for r in new_badges],
-            "b_rewards": [r[1].reward_points for r in new_badges],
-            "b_events": [r[2] for r in new_badges],
-            "m_users": list(grown),
-            "m_added": list(grown.values()),
-            "m_tiers": [members[u].tier for u in grown],
-            "t_users": [c[0] for c in changes],
-            "t_from": [c[1] for c in changes],
-            "t_to": [c[2] for c in changes],
-            "t_reasons": [c[3] for c in changes],
-            "t_refs": [c[4] for c in changes],
-            "a_ids": [r[0] for r in replies],
-            "a_amounts": [r[1] for r in replies],
-            "a_replies": [r[2] for r in replies],
+            "days": json_rows(
+                {"user_id": k[0], "day": k[1], "amount": v[0], "counted": v[1]} for k, v in day_rows
+            ),
+            "streaks": json_rows({"user_id": u, "action": a, "day": d} for u, a, d in streak_rows),
+            "counts": json_rows(
+                {"user_id": k[0], "action": k[1], "added": v} for k, v in count_rows
+            ),
+            "badges": json_rows(
+                {
+                    "user_id": user,
+                    "code": badge.code,
+                    "name": badge.name,
+                    "reward": badge.reward_points,
+                    "event_id": event_id,
+                }
+                for user, badge, event_id in new_badges
+            ),
+            "members": json_rows(
+                {"user_id": u, "added": added, "tier": members[u].tier}
+                for u, added in grown.items()
+            ),
+            "changes": json_rows(
+                {
+                    "n": n,
+                    "user_id": c[0],
+                    "from_tier": c[1],
+                    "to_tier": c[2],
+                    "reason": c[3],
+                    "ref": c[4],
+                }
+                for n, c in enumerate(changes)
+            ),
+            "answers": json_rows(
+                {"event_id": r[0], "amount": r[1], "reply": r[2]} for r in replies
+            ),
         },
     )
     return results
@@ -406,19 +416,22 @@ async def _read_state(
     program, app = stored.program, stored.app
     keys = sorted({(e.user_id, d) for e, d in zip(events, days, strict=True)})
     state = _BatchState({}, {}, {}, {}, {}, {})
-    week_firsts = [week_start(d) for _, d in keys]
-    month_firsts = [d.replace(day=1) for _, d in keys]
     rows: list[Any] = list(
         await conn.exec_driver_sql(
             _READ_DAYS,
             {
                 "app": app,
-                "users": [u for u, _ in keys],
-                "days": [d for _, d in keys],
-                "wf": week_firsts,
-                "wl": [w + timedelta(days=7) for w in week_firsts],
-                "mf": month_firsts,
-                "ml": [add_months(m, 1) for m in month_firsts],
+                "keys": json_rows(
+                    {
+                        "u": user,
+                        "d": day,
+                        "wf": week_start(day),
+                        "wl": week_start(day) + timedelta(days=7),
+                        "mf": day.replace(day=1),
+                        "ml": add_months(day.replace(day=1), 1),
+                    }
+                    for user, day in keys
+                ),
             },
         )
     )
@@ -451,8 +464,7 @@ async def _read_state(
                 _READ_STREAK_DAYS,
                 {
                     "app": app,
-                    "users": [u for u, _ in streaks],
-                    "actions": [a for _, a in streaks],
+                    "pairs": json_rows({"u": u, "a": a} for u, a in streaks),
                     "first": min(days) - timedelta(days=reach - 1),
                     "last": max(days) + timedelta(days=reach - 1),
                 },
@@ -473,8 +485,7 @@ async def _read_state(
                 _READ_COUNTS,
                 {
                     "app": app,
-                    "users": [u for u, _ in counted],
-                    "actions": [a for _, a in counted],
+                    "pairs": json_rows({"u": u, "a": a} for u, a in counted),
                 },
             )
         )

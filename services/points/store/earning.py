@@ -3,7 +3,6 @@ transaction and a handful of set-wise statements; a reversal is a transaction of
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
@@ -12,6 +11,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from plumbing.db import json_rows
 from services.points.domain.earning import (
     NO_RULE,
     DayUsage,
@@ -82,9 +82,9 @@ class EarnResult:
 # the accounts, read the counters, write everything — whatever the rules.
 _CLAIM = """
     INSERT INTO events (app, event_id, user_id, payload_hash, points, response, created_at)
-    SELECT %(app)s, e.event_id, e.user_id, e.hash, 0, e.response::jsonb, %(now)s
-    FROM unnest(%(ids)s::text[], %(users)s::text[], %(hashes)s::text[], %(responses)s::text[])
-         AS e(event_id, user_id, hash, response)
+    SELECT %(app)s, e.event_id, e.user_id, e.hash, 0, e.response, %(now)s
+    FROM json_to_recordset(%(events)s::json) AS e(event_id text, user_id text, hash text,
+                                                    response jsonb)
     ON CONFLICT DO NOTHING RETURNING event_id
 """
 _REPLAY = """
@@ -97,26 +97,26 @@ _READ_STATE = """
     SELECT 'c', c.user_id, c.day, c.action, c.quantity, c.units, c.points, NULL::bool,
            NULL::date, NULL::int
     FROM earn_counters c
-    JOIN unnest(%(c_users)s::text[], %(c_days)s::date[], %(c_actions)s::text[]) AS k(u, d, a)
+    JOIN json_to_recordset(%(counters)s::json) AS k(u text, d date, a text)
       ON c.app = %(app)s AND c.user_id = k.u AND c.day = k.d AND c.action = k.a
     UNION ALL
     SELECT 's', s.user_id, NULL, s.action, NULL, NULL, NULL, s.once_done, s.streak_last_day,
            s.streak_length
     FROM earn_state s
-    JOIN unnest(%(s_users)s::text[], %(s_actions)s::text[]) AS k(u, a)
+    JOIN json_to_recordset(%(states)s::json) AS k(u text, a text)
       ON s.app = %(app)s AND s.user_id = k.u AND s.action = k.a
 """
 # Everything a batch of plain credits writes, in one statement: a lot per account (topped up),
 # a transaction per event with its two legs, the balances, the counters, the answers.
 _WRITE = """
     WITH credit AS (
-      SELECT * FROM unnest(%(c_refs)s::text[], %(c_reasons)s::text[], %(c_accounts)s::bigint[],
-                           %(c_points)s::bigint[]) WITH ORDINALITY AS c(ref, reason, account_id,
-                           points, n)),
+      SELECT * FROM json_to_recordset(%(credits)s::json)
+                    AS c(n int, ref text, reason text, account_id bigint, points bigint)),
+    topped AS (
+      SELECT * FROM json_to_recordset(%(lots)s::json) AS l(account_id bigint, points bigint)),
     lot AS (
       INSERT INTO lots (app, account_id, expires_at, amount, remaining, created_at)
-      SELECT %(app)s, l.account_id, %(expires_at)s, l.points, l.points, %(now)s
-      FROM unnest(%(l_accounts)s::bigint[], %(l_points)s::bigint[]) AS l(account_id, points)
+      SELECT %(app)s, l.account_id, %(expires_at)s, l.points, l.points, %(now)s FROM topped l
       ON CONFLICT ON CONSTRAINT lots_account_expiry_key DO UPDATE
       SET amount = lots.amount + EXCLUDED.amount, remaining = lots.remaining + EXCLUDED.remaining
       RETURNING id, account_id),
@@ -137,28 +137,24 @@ _WRITE = """
     acct AS (
       UPDATE accounts a SET balance = a.balance + l.points,
                             lifetime_earned = a.lifetime_earned + l.points
-      FROM unnest(%(l_accounts)s::bigint[], %(l_points)s::bigint[]) AS l(account_id, points)
-      WHERE a.id = l.account_id),
+      FROM topped l WHERE a.id = l.account_id),
     usage AS (
       INSERT INTO earn_counters (app, user_id, day, action, quantity, units, points)
       SELECT %(app)s, u.user_id, u.day, u.action, u.quantity, u.units, u.points
-      FROM unnest(%(u_users)s::text[], %(u_days)s::date[], %(u_actions)s::text[],
-                  %(u_quantities)s::bigint[], %(u_units)s::bigint[], %(u_points)s::bigint[])
-           AS u(user_id, day, action, quantity, units, points)
+      FROM json_to_recordset(%(usage)s::json) AS u(user_id text, day date, action text,
+                                                   quantity bigint, units bigint, points bigint)
       ON CONFLICT (app, user_id, day, action) DO UPDATE
       SET quantity = EXCLUDED.quantity, units = EXCLUDED.units, points = EXCLUDED.points),
     state AS (
       INSERT INTO earn_state (app, user_id, action, once_done, streak_last_day, streak_length)
       SELECT %(app)s, s.user_id, s.action, s.once_done, s.last_day, s.length
-      FROM unnest(%(s_users)s::text[], %(s_actions)s::text[], %(s_once)s::bool[],
-                  %(s_days)s::date[], %(s_lengths)s::int[])
-           AS s(user_id, action, once_done, last_day, length)
+      FROM json_to_recordset(%(states)s::json) AS s(user_id text, action text, once_done bool,
+                                                    last_day date, length int)
       ON CONFLICT (app, user_id, action) DO UPDATE
       SET once_done = EXCLUDED.once_done, streak_last_day = EXCLUDED.streak_last_day,
           streak_length = EXCLUDED.streak_length)
-    UPDATE events e SET points = a.points, response = a.response::jsonb
-    FROM unnest(%(a_ids)s::text[], %(a_points)s::bigint[], %(a_responses)s::text[])
-         AS a(event_id, points, response)
+    UPDATE events e SET points = a.points, response = a.response
+    FROM json_to_recordset(%(answers)s::json) AS a(event_id text, points bigint, response jsonb)
     WHERE e.app = %(app)s AND e.event_id = a.event_id
 """
 
@@ -188,14 +184,14 @@ async def earn_batch(
             )
     fresh = sorted(first.values(), key=lambda i: batch[i].event_id)  # one claim order: no deadlock
     results: dict[str, EarnResult] = {}
-    answers: dict[int, str | None] = {}
+    answers: dict[int, dict[str, Any] | None] = {}
     for index in fresh:
         rule = program.rules.get(batch[index].action)
         if not _pays(rule):
             # Nothing to pay: the answer is known before anything is locked.
             result = EarnResult(batch[index].event_id, 0, () if rule else (NO_RULE,))
             results[result.event_id] = result
-            answers[index] = json.dumps(_to_json(result))
+            answers[index] = _to_json(result)
         else:
             answers[index] = None
     claimed = {
@@ -205,10 +201,15 @@ async def earn_batch(
             {
                 "app": ap.app,
                 "now": now,
-                "ids": [batch[i].event_id for i in fresh],
-                "users": [batch[i].user_id for i in fresh],
-                "hashes": [digests[i] for i in fresh],
-                "responses": [answers[i] for i in fresh],
+                "events": json_rows(
+                    {
+                        "event_id": batch[i].event_id,
+                        "user_id": batch[i].user_id,
+                        "hash": digests[i],
+                        "response": answers[i],
+                    }
+                    for i in fresh
+                ),
             },
         )
     }
@@ -266,11 +267,8 @@ async def _decide_and_write(
             _READ_STATE,
             {
                 "app": ap.app,
-                "c_users": [k[0] for k in usage_keys],
-                "c_days": [k[1] for k in usage_keys],
-                "c_actions": [k[2] for k in usage_keys],
-                "s_users": [k[0] for k in state_keys],
-                "s_actions": [k[1] for k in state_keys],
+                "counters": json_rows({"u": u, "d": d, "a": a} for u, d, a in usage_keys),
+                "states": json_rows({"u": u, "a": a} for u, a in state_keys),
             },
         )
     )
@@ -344,26 +342,42 @@ async def _decide_and_write(
             "now": now,
             "expires_at": lot_expires_at(program.expiry, now, program.zone),
             "issued": ap.system["issued"],
-            "c_refs": [e.event_id for e, _ in credits],
-            "c_reasons": [e.action for e, _ in credits],
-            "c_accounts": [accounts[e.user_id].id for e, _ in credits],
-            "c_points": [p for _, p in credits],
-            "l_accounts": list(per_account),
-            "l_points": list(per_account.values()),
-            "u_users": [k[0] for k in usage],
-            "u_days": [k[1] for k in usage],
-            "u_actions": [k[2] for k in usage],
-            "u_quantities": [counters[k][0] for k in usage],
-            "u_units": [counters[k][1] for k in usage],
-            "u_points": [counters[k][2] for k in usage],
-            "s_users": [k[0] for k in state],
-            "s_actions": [k[1] for k in state],
-            "s_once": [states[k][0] for k in state],
-            "s_days": [states[k][1].last_day for k in state],
-            "s_lengths": [states[k][1].length for k in state],
-            "a_ids": [r.event_id for r in answered],
-            "a_points": [r.points_awarded for r in answered],
-            "a_responses": [json.dumps(_to_json(r)) for r in answered],
+            "credits": json_rows(
+                {
+                    "n": n,
+                    "ref": e.event_id,
+                    "reason": e.action,
+                    "account_id": accounts[e.user_id].id,
+                    "points": p,
+                }
+                for n, (e, p) in enumerate(credits)
+            ),
+            "lots": json_rows({"account_id": a, "points": p} for a, p in per_account.items()),
+            "usage": json_rows(
+                {
+                    "user_id": k[0],
+                    "day": k[1],
+                    "action": k[2],
+                    "quantity": counters[k][0],
+                    "units": counters[k][1],
+                    "points": counters[k][2],
+                }
+                for k in usage
+            ),
+            "states": json_rows(
+                {
+                    "user_id": k[0],
+                    "action": k[1],
+                    "once_done": states[k][0],
+                    "last_day": states[k][1].last_day,
+                    "length": states[k][1].length,
+                }
+                for k in state
+            ),
+            "answers": json_rows(
+                {"event_id": r.event_id, "points": r.points_awarded, "response": _to_json(r)}
+                for r in answered
+            ),
         },
     )
 
@@ -396,10 +410,15 @@ async def _move(
 
 
 def _to_json(result: EarnResult) -> dict[str, Any]:
-    body = asdict(result)
-    body["notes"] = list(result.notes)
-    body.pop("duplicate")
-    return body
+    # By hand: dataclasses.asdict deep-copies, a visible cost at 500 answers a batch.
+    return {
+        "event_id": result.event_id,
+        "points_awarded": result.points_awarded,
+        "notes": list(result.notes),
+        "streak_days": result.streak_days,
+        "growth": result.growth,
+        "exempt_from_daily_cap": result.exempt_from_daily_cap,
+    }
 
 
 def _from_json(body: Mapping[str, Any]) -> dict[str, Any]:
