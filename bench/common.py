@@ -171,3 +171,21 @@ def servers(
         if postgres is not None:
             postgres.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def analyze_databases(server_url: str) -> None:
+    """ANALYZE every service database once the members are seeded: a system in steady state
+    has statistics (autovacuum keeps them), while tables created a minute ago have none and
+    lead the planner to scan a whole app where it would probe an index."""
+    admin = make_url(server_url).set(drivername="postgresql", database="postgres")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        names = [
+            row[0]
+            for row in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'loyalty\\_%'"
+            )
+        ]
+    for name in names:
+        url = make_url(server_url).set(drivername="postgresql", database=name)
+        with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
+            conn.execute("ANALYZE")

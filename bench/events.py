@@ -25,12 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
+import psycopg
 from loyalty.gateway.v1 import loyalty_pb2, loyalty_pb2_grpc
+from sqlalchemy import make_url
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import closed_loop, pgbench_one_row_update, servers  # noqa: E402
+from bench.common import analyze_databases, closed_loop, pgbench_one_row_update, servers  # noqa: E402
 from bench.grpc_overhead import run_mode  # noqa: E402
 from bench.redeem import cpu_seconds, make_app, prepare  # noqa: E402
 from devtools.embedded import free_port  # noqa: E402
@@ -80,13 +83,22 @@ async def measure(
             for _ in range(warmup):
                 await call()
             spies = profile(suite, profile_dir, f"{per_call}", seconds) if profile_dir else []
-            before = cpu_seconds(suite)
+            before = {**cpu_seconds(suite), "client": client_cpu()}
+            work = await asyncio.to_thread(database_work, suite.postgres_url)
             start = next(ids)
             rate, p50, p99 = await closed_loop(call, seconds, concurrency, warmup=0)
             for spy in spies:
                 spy.wait(60)
             done = next(ids) - start
-            after = cpu_seconds(suite)
+            after = {**cpu_seconds(suite), "client": client_cpu()}
+            print(f"database work, {'batched' if per_call > 1 else 'single'}:")
+            print(
+                "\n".join(
+                    work_lines(
+                        work, await asyncio.to_thread(database_work, suite.postgres_url), done
+                    )
+                )
+            )
             cpu = {
                 name: 1000 * (after[name] - before.get(name, 0.0)) / max(done, 1) for name in after
             }
@@ -95,6 +107,39 @@ async def measure(
         out["batched"] = await run(batch, batch_size, batches_in_flight, 2)
         out["single"] = await run(single, 1, callers, 100)
     return out
+
+
+def database_work(postgres_url: str) -> dict[str, tuple[int, ...]]:
+    """Per database: commits, rows returned, fetched, inserted, updated (pg_stat_database)."""
+    url = make_url(postgres_url).set(drivername="postgresql", database="postgres")
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT datname, xact_commit + xact_rollback, tup_returned, tup_fetched,"
+            " tup_inserted, tup_updated FROM pg_stat_database WHERE datname LIKE 'loyalty%%'"
+        ).fetchall()
+    return {row[0]: tuple(int(v) for v in row[1:]) for row in rows}
+
+
+def work_lines(
+    before: dict[str, tuple[int, ...]], after: dict[str, tuple[int, ...]], events: int
+) -> list[str]:
+    lines = [
+        f"    {'per 100 events':<18} "
+        + " ".join(f"{h:>8}" for h in ("xacts", "returned", "fetched", "inserted", "updated"))
+    ]
+    for name in sorted(after):
+        delta = [
+            (a - b) * 100 / max(events, 1)
+            for a, b in zip(after[name], before.get(name, after[name]), strict=True)
+        ]
+        lines.append(f"    {name:<18} " + " ".join(f"{d:>8.1f}" for d in delta))
+    return lines
+
+
+def client_cpu() -> float:
+    """This process's CPU seconds: the load's own cost shares the two cores."""
+    times = psutil.Process().cpu_times()
+    return float(times.user + times.system)
 
 
 def profile(
@@ -163,6 +208,7 @@ def main() -> None:
             member, admin = asyncio.run(make_app(suite))
             print(f"seeding {args.users:,} members ...", flush=True)
             asyncio.run(prepare(suite.address("gateway"), member, admin, args.users))
+            analyze_databases(suite.postgres_url)
             print("loads ...", flush=True)
             out = asyncio.run(
                 measure(

@@ -31,7 +31,7 @@ from sqlalchemy import make_url
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import closed_loop, paced_loop, pgbench_binary, servers  # noqa: E402
+from bench.common import analyze_databases, closed_loop, paced_loop, pgbench_binary, servers  # noqa: E402
 from devtools.bootstrap import create_app_keys  # noqa: E402
 from devtools.embedded import free_port  # noqa: E402
 from devtools.suite import SERVICES, Suite  # noqa: E402
@@ -216,6 +216,7 @@ def main() -> None:
             member_key, admin_key = asyncio.run(make_app(suite))
             print(f"seeding {args.users:,} members ...", flush=True)
             asyncio.run(prepare(suite.address("gateway"), member_key, admin_key, args.users))
+            analyze_databases(suite.postgres_url)
             print(
                 f"redemption saga through the gateway, {args.concurrency} callers, "
                 f"{args.seconds} s, then paced at half that rate ...",

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.common import (  # noqa: E402
+    analyze_databases,
     closed_loop,
     cuts,
     paced_loop,
@@ -346,6 +347,7 @@ def main() -> None:
             member, admin = asyncio.run(make_app(suite))
             say(f"seeding {args.users:,} members ...")
             asyncio.run(prepare(suite.address("gateway"), member, admin, args.users))
+            analyze_databases(suite.postgres_url)
             say("end to end ...")
             e2e = asyncio.run(
                 end_to_end(suite, suite.address("gateway"), member, args.users, seconds)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.timestamp_pb2 import Timestamp
 from loyalty.gateway.v1 import loyalty_pb2
 from loyalty.levels.v1 import levels_pb2
@@ -93,6 +92,52 @@ def parse_batch(request: loyalty_pb2.RecordEventsRequest, now: datetime) -> list
     return [parse_event(event, now, f"events[{i}].") for i, event in enumerate(request.events)]
 
 
+# Risk's verdicts are the gateway's (same names, same numbers: risk.v1 and gateway.v1 agree).
+_DECISIONS = {
+    value.number: loyalty_pb2.Decision.Value(value.name)
+    for value in risk_pb2.Decision.DESCRIPTOR.values
+}
+
+
+def reply_to_log(reply: loyalty_pb2.RecordEventResponse) -> dict[str, Any]:
+    """The answer as the event log keeps it (JSON, proto field names), built by hand: the
+    generic json_format walk cost more than the rest of an event's work in the gateway."""
+    body: dict[str, Any] = {
+        "event_id": reply.event_id,
+        "decision": loyalty_pb2.Decision.Name(reply.decision),
+        "points_awarded": reply.points_awarded,
+        "growth_awarded": reply.growth_awarded,
+        "tier": reply.tier,
+        "notes": list(reply.notes),
+    }
+    if reply.badges_awarded:
+        body["badges_awarded"] = [
+            {"code": b.code, "name": b.name, "reward_points": b.reward_points}
+            for b in reply.badges_awarded
+        ]
+    return body
+
+
+def reply_from_log(body: dict[str, Any]) -> loyalty_pb2.RecordEventResponse:
+    """The logged answer again (also the older json_format layout, int64 as strings)."""
+    return loyalty_pb2.RecordEventResponse(
+        event_id=body.get("event_id", ""),
+        decision=loyalty_pb2.Decision.Value(body.get("decision", "DECISION_UNSPECIFIED")),
+        points_awarded=int(body.get("points_awarded", 0)),
+        growth_awarded=int(body.get("growth_awarded", 0)),
+        tier=body.get("tier", ""),
+        notes=body.get("notes", []),
+        badges_awarded=[
+            loyalty_pb2.BadgeAward(
+                code=b.get("code", ""),
+                name=b.get("name", ""),
+                reward_points=int(b.get("reward_points", 0)),
+            )
+            for b in body.get("badges_awarded", [])
+        ],
+    )
+
+
 def _timestamp(moment: datetime | None) -> Timestamp | None:
     return to_timestamp(moment) if moment is not None else None
 
@@ -151,7 +196,7 @@ async def record_events(
             raise IdempotencyConflict(
                 f"event_id {event_id!r} was already recorded with another payload"
             )
-        answers[event_id] = ParseDict(response, loyalty_pb2.RecordEventResponse())
+        answers[event_id] = reply_from_log(response)
         answers[event_id].duplicate = True
     fresh = [event for event_id, event in unique.items() if event_id not in answers]
     if fresh:
@@ -159,10 +204,12 @@ async def record_events(
     replies = []
     seen: set[str] = set()
     for event in events:
-        reply = loyalty_pb2.RecordEventResponse()
-        reply.CopyFrom(answers[event.event_id])
-        if event.event_id in seen:
-            reply.duplicate = True
+        reply = answers[event.event_id]
+        if event.event_id in seen:  # a repeat inside the batch: a copy marked duplicate
+            again = loyalty_pb2.RecordEventResponse()
+            again.CopyFrom(reply)
+            again.duplicate = True
+            reply = again
         seen.add(event.event_id)
         replies.append(reply)
     return replies
@@ -208,7 +255,7 @@ async def _record_fresh(
     replies = {
         e.event_id: loyalty_pb2.RecordEventResponse(
             event_id=e.event_id,
-            decision=loyalty_pb2.Decision.Value(risk_pb2.Decision.Name(d.decision)),
+            decision=_DECISIONS[d.decision],
             notes=[f"risk:{rule}" for rule in d.rules],
         )
         for e, d in zip(events, decisions.results, strict=True)
@@ -232,7 +279,7 @@ async def _record_fresh(
                 decision=loyalty_pb2.Decision.Name(reply.decision),
                 points=reply.points_awarded,
                 growth=reply.growth_awarded,
-                response=MessageToDict(reply, preserving_proto_field_name=True),
+                response=reply_to_log(reply),
                 day=day,
             )
         )

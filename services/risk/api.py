@@ -129,6 +129,7 @@ class RiskServicer(ServesAppClock, risk_pb2_grpc.RiskServiceServicer):
                 program.alert_thresholds,
             )
         replies = []
+        audited = []
         for index, ((request_id, event), (listed, fired, _)) in enumerate(
             zip(batch, prepared, strict=True)
         ):
@@ -143,7 +144,7 @@ class RiskServicer(ServesAppClock, risk_pb2_grpc.RiskServiceServicer):
                 if not duplicate:
                     self._raise_alerts(stored.app, program, found.alerts, now)
             if not duplicate:
-                self._audit(stored.app, request_id, event, outcome, blind, now)
+                audited.append(self._audit_row(stored.app, request_id, event, outcome, blind, now))
             replies.append(
                 risk_pb2.EvaluateResponse(
                     decision=_VERDICTS[outcome.verdict],
@@ -154,6 +155,7 @@ class RiskServicer(ServesAppClock, risk_pb2_grpc.RiskServiceServicer):
                     request_id=request_id,
                 )
             )
+        self.audit.decisions(audited)
         return replies
 
     def _raise_alerts(
@@ -171,27 +173,26 @@ class RiskServicer(ServesAppClock, risk_pb2_grpc.RiskServiceServicer):
                 now,
             )
 
-    def _audit(
-        self, app: str, request_id: str, event: Event, outcome: Outcome, blind: bool, now: datetime
-    ) -> None:
-        self.audit.decision(
-            {
-                "app": app,
-                "request_id": request_id,
-                "review_id": f"rv-{request_id}",
-                "action": event.action,
-                "user_id": event.user_id,
-                "device_id": event.device_id,
-                "ip": str(event.ip) if event.ip is not None else "",
-                "amount": event.amount,
-                "attributes": dict(event.attributes),
-                "decision": outcome.verdict.name,
-                "rules": list(outcome.rules),
-                "score": outcome.score,
-                "without_counters": blind,
-                "decided_at": now,
-            }
-        )
+    @staticmethod
+    def _audit_row(
+        app: str, request_id: str, event: Event, outcome: Outcome, blind: bool, now: datetime
+    ) -> dict[str, Any]:
+        return {
+            "app": app,
+            "request_id": request_id,
+            "review_id": f"rv-{request_id}",
+            "action": event.action,
+            "user_id": event.user_id,
+            "device_id": event.device_id,
+            "ip": str(event.ip) if event.ip is not None else "",
+            "amount": event.amount,
+            "attributes": dict(event.attributes),
+            "decision": outcome.verdict.name,
+            "rules": list(outcome.rules),
+            "score": outcome.score,
+            "without_counters": blind,
+            "decided_at": now,
+        }
 
     async def Evaluate(
         self, request: risk_pb2.EvaluateRequest, context: Any

@@ -326,3 +326,58 @@ async def test_a_batch_replayed_after_a_participant_was_killed_counts_once(
             "SELECT count(*) FROM transactions WHERE app = %s AND kind = 'earn'", (app.app,)
         )
         assert (await earned.fetchone()) == (500,)
+
+
+# --- single RecordEvent calls, coalesced by the gateway ------------------------------------
+
+
+async def test_concurrent_single_events_each_get_their_own_answer(suite: Suite, stubs: Any) -> None:
+    """Sixty callers at once: the gateway sends them on in batches, and each caller hears
+    about its own event (its id, its points), a repeated id answers as the first."""
+    app = await gateway_app(suite, stubs.admin)
+
+    async def record(n: int) -> loyalty_pb2.RecordEventResponse:
+        action = "register" if n % 2 else "share"
+        reply: loyalty_pb2.RecordEventResponse = await stubs.loyalty.RecordEvent(
+            loyalty_pb2.RecordEventRequest(event_id=f"c{n}", user_id=f"c{n}", action=action),
+            metadata=app.member,
+            timeout=30,
+        )
+        return reply
+
+    replies = await asyncio.gather(*(record(n) for n in range(60)), record(7), record(8))
+    for n, reply in enumerate(replies[:60]):
+        assert (reply.event_id, reply.points_awarded) == (f"c{n}", 50 if n % 2 else 20)
+    assert (replies[60].event_id, replies[60].points_awarded) == ("c7", 50)
+    assert (replies[61].event_id, replies[61].points_awarded) == ("c8", 20)
+    # Of the two calls with one id, exactly one was the first.
+    assert sorted([replies[7].duplicate, replies[60].duplicate]) == [False, True]
+    assert sorted([replies[8].duplicate, replies[61].duplicate]) == [False, True]
+
+
+async def test_one_events_failure_never_fails_its_neighbours(suite: Suite, stubs: Any) -> None:
+    """Among forty concurrent calls, one reuses a recorded id with another payload: that call
+    alone is refused (ALREADY_EXISTS); every other one is recorded."""
+    app = await gateway_app(suite, stubs.admin)
+    await stubs.loyalty.RecordEvent(
+        loyalty_pb2.RecordEventRequest(event_id="taken", user_id="first", action="register"),
+        metadata=app.member,
+        timeout=30,
+    )
+
+    async def record(event_id: str, user: str) -> str:
+        try:
+            reply = await stubs.loyalty.RecordEvent(
+                loyalty_pb2.RecordEventRequest(event_id=event_id, user_id=user, action="share"),
+                metadata=app.member,
+                timeout=30,
+            )
+        except grpc.aio.AioRpcError as error:
+            return error.code().name
+        return f"OK:{reply.points_awarded}"
+
+    calls = [record(f"n{n}", f"n{n}") for n in range(40)]
+    calls.insert(20, record("taken", "someone-else"))
+    answers = await asyncio.gather(*calls)
+    assert answers[20] == "ALREADY_EXISTS"
+    assert answers[:20] + answers[21:] == ["OK:20"] * 40

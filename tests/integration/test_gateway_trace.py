@@ -5,7 +5,10 @@ taken up again links back to the trace it began in."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -127,3 +130,58 @@ async def _named(receiver: Receiver, name: str, saga_id: str) -> Span | None:
         if span.name == name and span.attributes.get("saga.id") == saga_id:
             return span
     return None
+
+
+async def test_coalesced_events_are_traced_once_per_batch(
+    suite: Suite, stubs: Stubs, traced_gateway: tuple[grpc.aio.Channel, Receiver]
+) -> None:
+    """Concurrent single RecordEvent calls travel as one batch: the batch has a span of its
+    own (with its event count, linked to every caller's span) under which the participant
+    calls run; each caller's span names the batch's trace. No span per SQL statement unless
+    TRACE_STATEMENTS asks for it."""
+    channel, receiver = traced_gateway
+    member = loyalty_pb2_grpc.LoyaltyServiceStub(channel)
+    app = await new_app(suite, stubs.admin)
+    callers = [secrets.token_hex(16) for _ in range(12)]
+
+    async def record(n: int, trace_id: str) -> None:
+        await member.RecordEvent(
+            pb.RecordEventRequest(event_id=f"t{n}", user_id=f"t{n}", action="register"),
+            metadata=(*app.member, ("traceparent", f"00-{trace_id}-{'1' * 16}-01")),
+            timeout=20,
+        )
+
+    await asyncio.gather(*(record(n, t) for n, t in enumerate(callers)))
+    served = await wait_for(
+        lambda: _served(receiver, callers),
+        lambda found: len(found) == len(callers),
+    )
+    batches = {span.attributes["loyalty.event_batch.trace_id"] for span in served}
+    batch_spans = await wait_for(
+        lambda: _batch_spans(receiver, batches), lambda found: len(found) == len(batches)
+    )
+    assert sum(span.attributes["loyalty.events"] for span in batch_spans) == len(callers)
+    assert sorted(link for span in batch_spans for link in span.links) == sorted(callers)
+    for span in batch_spans:
+        in_batch = await wait_for(
+            functools.partial(receiver.in_trace, span.trace_id),
+            lambda found: any("EarnBatch" in s.name for s in found),
+        )
+        names = {s.name for s in in_batch}
+        assert {n for n in names if "Batch" in n} >= {
+            "/loyalty.risk.v1.RiskService/EvaluateBatch",
+            "/loyalty.points.v1.PointsService/EarnBatch",
+        }
+        assert not any("db.system" in s.attributes for s in in_batch)
+
+
+async def _served(receiver: Receiver, callers: list[str]) -> list[Span]:
+    return [
+        s
+        for s in receiver.spans
+        if s.trace_id in callers and s.kind == "SPAN_KIND_SERVER" and "RecordEvent" in s.name
+    ]
+
+
+async def _batch_spans(receiver: Receiver, batches: set[str]) -> list[Span]:
+    return [s for s in receiver.spans if s.name == "RecordEvent batch" and s.trace_id in batches]

@@ -53,3 +53,33 @@ async def test_server_sql_and_redis_spans_join_the_callers_trace(
     assert "AddGrowth" in server[0].name
     assert any(s.attributes.get("db.system") == "postgresql" for s in spans)
     assert any(s.attributes.get("db.system") == "redis" for s in spans)
+
+
+async def test_by_default_a_batch_is_one_span_with_its_count(suite: Suite, tmp_path: Path) -> None:
+    """Without TRACE_STATEMENTS the hot path costs a span per call, not per statement: a
+    batch of three growth events is one server span saying so, and nothing beneath it."""
+    async with (
+        otlp_receiver() as receiver,
+        serve_alone(suite, "levels", tmp_path, env=receiver.env) as channel,
+    ):
+        levels = levels_pb2_grpc.LevelsServiceStub(channel)
+        app = f"tel-{uuid.uuid4().hex[:8]}"
+        await levels.ConfigureLevels(
+            pb.ConfigureLevelsRequest(app=app, section_json=json.dumps(levels_section()))
+        )
+        trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
+        await levels.AddGrowthBatch(
+            pb.AddGrowthBatchRequest(
+                events=[
+                    pb.AddGrowthRequest(
+                        app=app, event_id=f"e{n}", user_id="u1", action="purchase", amount=10
+                    )
+                    for n in range(3)
+                ]
+            ),
+            metadata=(("traceparent", f"00-{trace_id}-{parent}-01"),),
+        )
+        spans = await wait_for(lambda: receiver.in_trace(trace_id), lambda found: bool(found))
+    assert [(s.kind, s.attributes.get("loyalty.events")) for s in spans] == [
+        ("SPAN_KIND_SERVER", 3)
+    ]

@@ -29,8 +29,8 @@ def test_decisions_and_alerts_are_counted() -> None:
     meter = MeterProvider(metric_readers=[reader]).get_meter("test")
     audit = AuditLog(engine=None, meter=meter)  # type: ignore[arg-type]  # nothing is flushed
     now = datetime.now(UTC)
-    for decision in ("ALLOW", "ALLOW", "DENY"):
-        audit.decision({"app": "video", "decision": decision})
+    audit.decisions([{"app": "video", "decision": "ALLOW"}, {"app": "video", "decision": "DENY"}])
+    audit.decisions([{"app": "video", "decision": "ALLOW"}])
     audit.alert("video", "run", "prize:iphone", "taken too fast", now)
     assert _points(reader, "loyalty.risk.decisions") == {
         (("app", "video"), ("decision", "ALLOW")): 2,

@@ -101,31 +101,37 @@ _LOCK_MEMBERS = """
 """
 # For each (member, day) of the batch: the growth counted toward that day's cap, and the
 # growth of its week and of its month (for the boards).
+# For each (member, day) of the batch: the growth counted toward that day's cap, and the
+# growth of its week and of its month (for the boards). LATERAL: index probes per key,
+# whatever the planner believes of the tables' sizes.
 _READ_DAYS = """
-    SELECT k.u, k.d,
-      coalesce(sum(g.counted) FILTER (WHERE g.day = k.d), 0),
-      coalesce(sum(g.amount) FILTER (WHERE g.day >= k.wf AND g.day < k.wl), 0),
-      coalesce(sum(g.amount) FILTER (WHERE g.day >= k.mf AND g.day < k.ml), 0)
+    SELECT k.u, k.d, g.counted, g.week, g.month
     FROM json_to_recordset(%(keys)s::json) AS k(u text, d date, wf date, wl date, mf date,
-                                                 ml date)
-    LEFT JOIN growth_days g ON g.app = %(app)s AND g.user_id = k.u
-      AND g.day >= LEAST(k.wf, k.mf) AND g.day < GREATEST(k.wl, k.ml)
-    GROUP BY k.u, k.d
+                                                 ml date),
+    LATERAL (
+      SELECT coalesce(sum(counted) FILTER (WHERE day = k.d), 0) AS counted,
+             coalesce(sum(amount) FILTER (WHERE day >= k.wf AND day < k.wl), 0) AS week,
+             coalesce(sum(amount) FILTER (WHERE day >= k.mf AND day < k.ml), 0) AS month
+      FROM growth_days
+      WHERE app = %(app)s AND user_id = k.u AND day >= LEAST(k.wf, k.mf)
+        AND day < GREATEST(k.wl, k.ml)) g
 """
 _READ_BADGES = """
     SELECT user_id, code FROM member_badges
     WHERE app = %(app)s AND user_id = ANY(%(users)s::text[])
 """
 _READ_STREAK_DAYS = """
-    SELECT a.user_id, a.action, a.day FROM action_days a
-    JOIN json_to_recordset(%(pairs)s::json) AS k(u text, a text)
-      ON a.app = %(app)s AND a.user_id = k.u AND a.action = k.a
-    WHERE a.day BETWEEN %(first)s AND %(last)s
+    SELECT a.user_id, a.action, a.day
+    FROM json_to_recordset(%(pairs)s::json) AS k(u text, a text),
+    LATERAL (SELECT * FROM action_days a
+             WHERE a.app = %(app)s AND a.user_id = k.u AND a.action = k.a
+               AND a.day BETWEEN %(first)s AND %(last)s) a
 """
 _READ_COUNTS = """
-    SELECT c.user_id, c.action, c.count FROM action_counts c
-    JOIN json_to_recordset(%(pairs)s::json) AS k(u text, a text)
-      ON c.app = %(app)s AND c.user_id = k.u AND c.action = k.a
+    SELECT c.user_id, c.action, c.count
+    FROM json_to_recordset(%(pairs)s::json) AS k(u text, a text),
+    LATERAL (SELECT * FROM action_counts c
+             WHERE c.app = %(app)s AND c.user_id = k.u AND c.action = k.a) c
 """
 _WRITE = """
     WITH days AS (

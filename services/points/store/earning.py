@@ -93,18 +93,19 @@ _REPLAY = """
 """
 # The day's usage of each (user, day, action) and the day's cap points (action ''), then each
 # (user, action)'s once and streak state: one round trip for the whole batch.
+# (LATERAL: one index probe per key, whatever the planner believes of the table's size.)
 _READ_STATE = """
     SELECT 'c', c.user_id, c.day, c.action, c.quantity, c.units, c.points, NULL::bool,
            NULL::date, NULL::int
-    FROM earn_counters c
-    JOIN json_to_recordset(%(counters)s::json) AS k(u text, d date, a text)
-      ON c.app = %(app)s AND c.user_id = k.u AND c.day = k.d AND c.action = k.a
+    FROM json_to_recordset(%(counters)s::json) AS k(u text, d date, a text),
+    LATERAL (SELECT * FROM earn_counters c
+             WHERE c.app = %(app)s AND c.user_id = k.u AND c.day = k.d AND c.action = k.a) c
     UNION ALL
     SELECT 's', s.user_id, NULL, s.action, NULL, NULL, NULL, s.once_done, s.streak_last_day,
            s.streak_length
-    FROM earn_state s
-    JOIN json_to_recordset(%(states)s::json) AS k(u text, a text)
-      ON s.app = %(app)s AND s.user_id = k.u AND s.action = k.a
+    FROM json_to_recordset(%(states)s::json) AS k(u text, a text),
+    LATERAL (SELECT * FROM earn_state s
+             WHERE s.app = %(app)s AND s.user_id = k.u AND s.action = k.a) s
 """
 # Everything a batch of plain credits writes, in one statement: a lot per account (topped up),
 # a transaction per event with its two legs, the balances, the counters, the answers.

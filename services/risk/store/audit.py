@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from datetime import datetime
 from typing import Any
@@ -17,24 +16,30 @@ from typing import Any
 from opentelemetry import metrics
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from plumbing.db import json_rows
+
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.2
 BATCH = 1000
 
 
+# One statement per flush, whatever its size (rows as one JSON parameter).
 _DECISIONS = """
-    INSERT INTO decisions (app, request_id, action, user_id, device_id, ip, amount, attributes,
-                           decision, rules, score, without_counters, decided_at)
-    VALUES (%(app)s, %(request_id)s, %(action)s, %(user_id)s, %(device_id)s, %(ip)s,
-            %(amount)s, %(attributes)s::jsonb, %(decision)s, %(rules)s, %(score)s,
-            %(without_counters)s, %(decided_at)s)
-    ON CONFLICT DO NOTHING
-"""
-_REVIEWS = """
+    WITH d AS (
+      SELECT * FROM json_to_recordset(%(rows)s::json)
+        AS d(app text, request_id text, review_id text, action text, user_id text,
+             device_id text, ip text, amount bigint, attributes jsonb, decision text,
+             rules text[], score int, without_counters bool, decided_at timestamptz)),
+    logged AS (
+      INSERT INTO decisions (app, request_id, action, user_id, device_id, ip, amount,
+                             attributes, decision, rules, score, without_counters, decided_at)
+      SELECT app, request_id, action, user_id, device_id, ip, amount, attributes, decision,
+             rules, score, without_counters, decided_at FROM d
+      ON CONFLICT DO NOTHING)
     INSERT INTO reviews (app, review_id, request_id, action, user_id, rules, state, created_at)
-    VALUES (%(app)s, %(review_id)s, %(request_id)s, %(action)s, %(user_id)s, %(rules)s, 'open',
-            %(decided_at)s)
+    SELECT app, review_id, request_id, action, user_id, rules, 'open', decided_at FROM d
+    WHERE decision = 'REVIEW'
     ON CONFLICT (app, review_id) DO NOTHING
 """
 _ALERTS = """
@@ -57,10 +62,16 @@ class AuditLog:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="risk-audit")
 
-    def decision(self, row: dict[str, Any]) -> None:
-        """Queues a decision (and its review, if REVIEW); never waits."""
-        self._decisions.append(row)
-        self._decided.add(1, {"app": row["app"], "decision": row["decision"]})
+    def decisions(self, rows: list[dict[str, Any]]) -> None:
+        """Queues decisions (and their reviews, if REVIEW); never waits. Counted once per
+        (app, decision) for the lot, not once a row."""
+        self._decisions.extend(rows)
+        counted: dict[tuple[str, str], int] = {}
+        for row in rows:
+            key = (row["app"], row["decision"])
+            counted[key] = counted.get(key, 0) + 1
+        for (app, decision), n in counted.items():
+            self._decided.add(n, {"app": app, "decision": decision})
         if len(self._decisions) >= BATCH:
             self._wake.set()
 
@@ -94,13 +105,7 @@ class AuditLog:
         try:
             async with self._engine.begin() as conn:
                 if decisions:
-                    rows = [
-                        {**row, "attributes": json.dumps(row["attributes"])} for row in decisions
-                    ]
-                    await conn.exec_driver_sql(_DECISIONS, rows)
-                    reviews = [row for row in rows if row["decision"] == "REVIEW"]
-                    if reviews:
-                        await conn.exec_driver_sql(_REVIEWS, reviews)
+                    await conn.exec_driver_sql(_DECISIONS, {"rows": json_rows(decisions)})
                 if alerts:
                     await conn.exec_driver_sql(_ALERTS, alerts)
         except BaseException:
