@@ -133,7 +133,14 @@ async def standing(stubs: Any, app: str) -> dict[str, Any]:
     for user in USERS:
         balance = await stubs.points.GetBalance(points_pb2.GetBalanceRequest(app=app, user_id=user))
         level = await stubs.levels.GetLevel(levels_pb2.GetLevelRequest(app=app, user_id=user))
+        boards = []
+        for board in (levels_pb2.WEEK, levels_pb2.MONTH, levels_pb2.ALL_TIME):
+            ranked = await stubs.levels.GetRank(
+                levels_pb2.GetRankRequest(app=app, user_id=user, board=board)
+            )
+            boards.append((ranked.rank, ranked.growth))
         out[user] = (
+            boards,
             balance.available,
             balance.balance,
             balance.lifetime_earned,

@@ -23,6 +23,7 @@ from services.levels.domain.periods import add_months, local_day, week_start
 from services.levels.domain.program import BadgeKind, BadgeRule, LevelsProgram
 from services.levels.domain.tiers import (
     REASON_REVERSAL,
+    Standing,
     change_reason,
     evaluate,
     tier_for_growth,
@@ -162,7 +163,8 @@ _WRITE = """
       UPDATE members m SET lifetime_growth = m.lifetime_growth + u.added, tier = u.tier,
         program_version = %(version)s, evaluated_day = %(today)s, updated_at = %(now)s
       FROM json_to_recordset(%(members)s::json) AS u(user_id text, added bigint, tier text)
-      WHERE m.app = %(app)s AND m.user_id = u.user_id),
+      -- The users again as an array: an index probe each, not a hash join over the app.
+      WHERE m.app = %(app)s AND m.user_id = u.user_id AND m.user_id = ANY(%(users)s::text[])),
     change AS (
       INSERT INTO tier_changes (app, user_id, from_tier, to_tier, reason, ref, changed_at)
       SELECT %(app)s, t.user_id, t.from_tier, t.to_tier, t.reason, t.ref, %(now)s
@@ -275,6 +277,9 @@ async def _decide_and_write(
     new_badges: list[tuple[str, BadgeRule, str]] = []
     changes: list[tuple[str, str, str, str, str]] = []
     replies: list[tuple[str, int, dict[str, Any]]] = []
+    judged: dict[str, Standing] = {}
+    # The batch's growth of each member by day so far (for the week and month scores).
+    added_days: dict[str, dict[date, int]] = {}
     for event, day in zip(events, days, strict=True):
         member = members[event.user_id]
         key = (event.user_id, day)
@@ -288,6 +293,9 @@ async def _decide_and_write(
         )
         delta[0] += decision.awarded
         delta[1] += decision.counted
+        if decision.awarded:
+            mine = added_days.setdefault(event.user_id, {})
+            mine[day] = mine.get(day, 0) + decision.awarded
         badges = [b for b in program.badges if b.action == event.action]
         streak = count = 0
         if any(b.kind is BadgeKind.STREAK for b in badges):
@@ -307,7 +315,11 @@ async def _decide_and_write(
         growth = state.growth.setdefault(event.user_id, {})
         spot = growth_key(program, day, today)
         growth[spot] = growth.get(spot, 0) + decision.awarded
-        standing = evaluate(program, growth, today, member.granted_tier)
+        standing = judged.get(event.user_id)
+        if standing is None or decision.awarded:
+            # Unchanged growth, day and grant judge the same: a member is judged again only
+            # when an event of the batch moved their growth.
+            standing = judged[event.user_id] = evaluate(program, growth, today, member.granted_tier)
         tier_before = member.tier
         tier_after = standing.tier.code if standing.tier else ""
         if tier_after != tier_before:
@@ -336,13 +348,10 @@ async def _decide_and_write(
         if decision.awarded:
             week, month = state.periods[key]
             week_first, month_first = week_start(day), day.replace(day=1)
-            for (user, other), (amount, _) in added.items():
-                if user == event.user_id and other != day:
-                    week += amount if week_start(other) == week_first else 0
-                    month += amount if other.replace(day=1) == month_first else 0
-            board = BoardUpdate(
-                event.user_id, day, member.lifetime_growth, week + delta[0], month + delta[0]
-            )
+            for other, amount in added_days[event.user_id].items():
+                week += amount if week_start(other) == week_first else 0
+                month += amount if other.replace(day=1) == month_first else 0
+            board = BoardUpdate(event.user_id, day, member.lifetime_growth, week, month)
         results[event.event_id] = GrowthResult(reply=reply, board=board)
 
     grown = {e.user_id: 0 for e in events}
@@ -375,6 +384,7 @@ async def _decide_and_write(
                 }
                 for user, badge, event_id in new_badges
             ),
+            "users": list(grown),
             "members": json_rows(
                 {"user_id": u, "added": added, "tier": members[u].tier}
                 for u, added in grown.items()

@@ -138,7 +138,9 @@ _WRITE = """
     acct AS (
       UPDATE accounts a SET balance = a.balance + l.points,
                             lifetime_earned = a.lifetime_earned + l.points
-      FROM topped l WHERE a.id = l.account_id),
+      FROM topped l
+      -- The ids again as an array: an index probe each, not a hash join over every account.
+      WHERE a.id = l.account_id AND a.id = ANY(%(account_ids)s::bigint[])),
     usage AS (
       INSERT INTO earn_counters (app, user_id, day, action, quantity, units, points)
       SELECT %(app)s, u.user_id, u.day, u.action, u.quantity, u.units, u.points
@@ -353,6 +355,7 @@ async def _decide_and_write(
                 }
                 for n, (e, p) in enumerate(credits)
             ),
+            "account_ids": list(per_account),
             "lots": json_rows({"account_id": a, "points": p} for a, p in per_account.items()),
             "usage": json_rows(
                 {
