@@ -33,11 +33,11 @@ from sqlalchemy import make_url
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import analyze_databases, closed_loop, pgbench_one_row_update, servers  # noqa: E402
+from bench.common import closed_loop, pgbench_one_row_update, servers  # noqa: E402
 from bench.grpc_overhead import run_mode  # noqa: E402
-from bench.redeem import cpu_seconds, make_app, prepare  # noqa: E402
+from bench.redeem import cpu_seconds, seeded_suite  # noqa: E402
 from devtools.embedded import free_port  # noqa: E402
-from devtools.suite import SERVICES, Suite  # noqa: E402
+from devtools.suite import Suite  # noqa: E402
 
 GOAL_BATCHED = 10_000
 GOAL_SINGLE = 2_000
@@ -200,15 +200,7 @@ def main() -> None:
         echo, _, _ = run_mode("bare", free_port(), args.seconds, 64)
         print(f"  pgbench one-row UPDATE (8 clients): {update:,.0f} tps")
         print(f"  bare grpc.aio echo (64 in flight):  {echo:,.0f} calls/s")
-        suite = Suite(
-            up.postgres_url, up.redis_url, {s: free_port() for s in SERVICES}, up.workdir / "logs"
-        )
-        try:
-            suite.start(timeout=90)
-            member, admin = asyncio.run(make_app(suite))
-            print(f"seeding {args.users:,} members ...", flush=True)
-            asyncio.run(prepare(suite.address("gateway"), member, admin, args.users))
-            analyze_databases(suite.postgres_url)
+        with seeded_suite(up, args.users) as (suite, member, _):
             print("loads ...", flush=True)
             out = asyncio.run(
                 measure(
@@ -222,8 +214,6 @@ def main() -> None:
                     args.profile,
                 )
             )
-        finally:
-            suite.stop()
     rate, p50, p99, cpu = out["batched"]
     print(
         f"RecordEvents, batches of {args.batch}, {args.batches_in_flight} in flight: "

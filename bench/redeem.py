@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -31,7 +33,14 @@ from sqlalchemy import make_url
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import analyze_databases, closed_loop, paced_loop, pgbench_binary, servers  # noqa: E402
+from bench.common import (  # noqa: E402
+    Servers,
+    analyze_databases,
+    closed_loop,
+    paced_loop,
+    pgbench_binary,
+    servers,
+)
 from devtools.bootstrap import create_app_keys  # noqa: E402
 from devtools.embedded import free_port  # noqa: E402
 from devtools.suite import SERVICES, Suite  # noqa: E402
@@ -143,6 +152,24 @@ async def prepare(address: str, member: str, admin: str, users: int) -> None:
             )
 
 
+@contextmanager
+def seeded_suite(up: Servers, users: int) -> Iterator[tuple[Suite, str, str]]:
+    """The whole suite on the benchmark's servers, the bench app's program applied and
+    ``users`` members seeded, its databases analyzed: (suite, member key, admin key)."""
+    suite = Suite(
+        up.postgres_url, up.redis_url, {s: free_port() for s in SERVICES}, up.workdir / "logs"
+    )
+    try:
+        suite.start(timeout=90)
+        member, admin = asyncio.run(make_app(suite))
+        print(f"seeding {users:,} members ...", flush=True)
+        asyncio.run(prepare(suite.address("gateway"), member, admin, users))
+        analyze_databases(suite.postgres_url)
+        yield suite, member, admin
+    finally:
+        suite.stop()
+
+
 def _long_ago() -> Timestamp:
     stamp = Timestamp()
     stamp.FromSeconds(1_600_000_000)
@@ -209,14 +236,7 @@ def main() -> None:
         )
         mono = monolith_tps(up.postgres_url, args.seconds, args.concurrency)
         print(f"  {mono:,.0f} tps", flush=True)
-        ports = {service: free_port() for service in SERVICES}
-        suite = Suite(up.postgres_url, up.redis_url, ports, up.workdir / "logs")
-        try:
-            suite.start(timeout=90)
-            member_key, admin_key = asyncio.run(make_app(suite))
-            print(f"seeding {args.users:,} members ...", flush=True)
-            asyncio.run(prepare(suite.address("gateway"), member_key, admin_key, args.users))
-            analyze_databases(suite.postgres_url)
+        with seeded_suite(up, args.users) as (suite, member_key, _):
             print(
                 f"redemption saga through the gateway, {args.concurrency} callers, "
                 f"{args.seconds} s, then paced at half that rate ...",
@@ -244,8 +264,6 @@ def main() -> None:
             for name in sorted(after, key=lambda n: -(after[n] - before.get(n, 0.0))):
                 used = after[name] - before.get(name, 0.0)
                 print(f"  {name:<9} {used:6.1f} CPU s  {1000 * used / max(total, 1):5.2f} ms/saga")
-        finally:
-            suite.stop()
 
 
 if __name__ == "__main__":

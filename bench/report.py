@@ -34,7 +34,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.common import (  # noqa: E402
-    analyze_databases,
     closed_loop,
     cuts,
     paced_loop,
@@ -44,9 +43,9 @@ from bench.common import (  # noqa: E402
 )
 from bench.events import measure as measure_events  # noqa: E402
 from bench.grpc_overhead import run_mode  # noqa: E402
-from bench.redeem import cpu_seconds, make_app, monolith_tps, prepare  # noqa: E402
+from bench.redeem import cpu_seconds, monolith_tps, seeded_suite  # noqa: E402
 from devtools.embedded import free_port  # noqa: E402
-from devtools.suite import SERVICES, Suite  # noqa: E402
+from devtools.suite import Suite  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 CONCURRENCY = (1, 4, 16, 32, 64)
@@ -340,21 +339,11 @@ def main() -> None:
             f"  monolith {mono8:,.0f} / {mono32:,.0f} tps; UPDATE {update:,.0f}; GET {get:,.0f}; "
             f"echo {echo:,.0f}/s"
         )
-        suite = Suite(
-            up.postgres_url, up.redis_url, {s: free_port() for s in SERVICES}, up.workdir / "logs"
-        )
-        try:
-            suite.start(timeout=90)
-            member, admin = asyncio.run(make_app(suite))
-            say(f"seeding {args.users:,} members ...")
-            asyncio.run(prepare(suite.address("gateway"), member, admin, args.users))
-            analyze_databases(suite.postgres_url)
+        with seeded_suite(up, args.users) as (suite, member, _):
             say("end to end ...")
             e2e = asyncio.run(
                 end_to_end(suite, suite.address("gateway"), member, args.users, seconds)
             )
-        finally:
-            suite.stop()
     batch, record, draw = e2e["batched"], e2e["single"], e2e["draw"]
     curve = e2e["redeem_curve"]
     paced = e2e["redeem_paced"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -94,3 +94,21 @@ async def finish_request(
         .where(requests.c.app == app, requests.c.request_id == request_id)
         .values(response=dict(response))
     )
+
+
+def first_occurrences(keys: Sequence[str], digests: Sequence[str]) -> dict[str, int]:
+    """For a batch keyed by idempotency key: the position of each key's first occurrence. A
+    repeat with the same payload answers as the first; with another payload the whole batch is
+    refused (IdempotencyConflict), before anything is written."""
+    first: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        seen = first.setdefault(key, index)
+        if digests[seen] != digests[index]:
+            raise IdempotencyConflict(f"{key!r} appears twice in the batch with different payloads")
+    return first
+
+
+def claim_order(first: Mapping[str, int]) -> list[int]:
+    """The positions of a batch's distinct keys in key order: every batch claims its keys in
+    one order, so two batches sharing keys wait for each other instead of deadlocking."""
+    return [first[key] for key in sorted(first)]

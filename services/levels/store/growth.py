@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plumbing.db import json_rows
 from plumbing.errors import IdempotencyConflict
-from plumbing.idempotency import payload_hash
+from plumbing.idempotency import claim_order, first_occurrences, payload_hash
 from plumbing.programs import StoredProgram
 from services.levels.domain.badges import badges_reached, longest_streak_needed, run_length
 from services.levels.domain.errors import EventNotFound
@@ -192,14 +192,8 @@ async def add_growth_batch(
     zone = stored.program.zone
     digests = [event.digest() for event in batch]
     days = [local_day(event.occurred_at or now, zone) for event in batch]
-    first: dict[str, int] = {}
-    for index, event in enumerate(batch):
-        seen = first.setdefault(event.event_id, index)
-        if digests[seen] != digests[index]:
-            raise IdempotencyConflict(
-                f"event_id {event.event_id!r} was already used for a different growth event"
-            )
-    fresh = sorted(first.values(), key=lambda i: batch[i].event_id)  # one claim order
+    first = first_occurrences([event.event_id for event in batch], digests)
+    fresh = claim_order(first)
     claimed = {
         row[0]
         for row in await conn.exec_driver_sql(

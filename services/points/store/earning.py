@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plumbing.db import json_rows
+from plumbing.idempotency import claim_order, first_occurrences
 from services.points.domain.earning import (
     NO_RULE,
     DayUsage,
@@ -178,14 +179,8 @@ async def earn_batch(
     then leaves nothing behind."""
     program = ap.program
     digests = [event.digest() for event in batch]
-    first: dict[str, int] = {}
-    for index, event in enumerate(batch):
-        seen = first.setdefault(event.event_id, index)
-        if digests[seen] != digests[index]:
-            raise IdempotencyConflict(
-                f"event_id {event.event_id!r} appears twice in the batch with different payloads"
-            )
-    fresh = sorted(first.values(), key=lambda i: batch[i].event_id)  # one claim order: no deadlock
+    first = first_occurrences([event.event_id for event in batch], digests)
+    fresh = claim_order(first)
     results: dict[str, EarnResult] = {}
     answers: dict[int, dict[str, Any] | None] = {}
     for index in fresh:
