@@ -388,3 +388,47 @@ async def test_one_events_failure_never_fails_its_neighbours(suite: Suite, stubs
     answers = await asyncio.gather(*calls)
     assert answers[20] == "ALREADY_EXISTS"
     assert answers[:20] + answers[21:] == ["OK:20"] * 40
+
+
+async def test_batches_gifts_and_holds_on_the_same_accounts_never_deadlock(stubs: Any) -> None:
+    """Batches lock their accounts in id order, as gifts do and holds (one account) cannot
+    contradict: batches over the same members, gifts both ways between them and holds, all at
+    once, all go through; every point is accounted for."""
+    app, now = await new_app(stubs)
+    purchases = [(n, USERS[n % 3], 7, 0) for n in range(30)]  # 600 points a purchase
+    await stubs.points.EarnBatch(
+        points_pb2.EarnBatchRequest(events=earn_requests(app, purchases, now))
+    )
+    batches = [
+        earn_requests(app, [(1000 * b + n, USERS[(n + b) % 3], 7, 0) for n in range(30)], now)
+        for b in range(1, 5)
+    ]
+    calls = [stubs.points.EarnBatch(points_pb2.EarnBatchRequest(events=b)) for b in batches]
+    for n in range(6):
+        sender, receiver = USERS[n % 3], USERS[(n + 1) % 3]
+        calls.append(
+            stubs.points.Gift(
+                points_pb2.GiftRequest(
+                    app=app, request_id=f"g{n}", from_user_id=sender, to_user_id=receiver, amount=7
+                )
+            )
+        )
+        calls.append(
+            stubs.points.Gift(
+                points_pb2.GiftRequest(
+                    app=app, request_id=f"h{n}", from_user_id=receiver, to_user_id=sender, amount=5
+                )
+            )
+        )
+        calls.append(
+            stubs.points.Hold(
+                points_pb2.HoldRequest(app=app, saga_id=f"s{n}", user_id=sender, amount=3)
+            )
+        )
+    await asyncio.gather(*calls)  # any deadlock would fail a call
+    total = 0
+    for user in USERS:
+        balance = await stubs.points.GetBalance(points_pb2.GetBalanceRequest(app=app, user_id=user))
+        total += balance.available + balance.held
+    # 150 purchases of 600 points; gifts move points between the three; holds keep theirs.
+    assert total == 150 * 600

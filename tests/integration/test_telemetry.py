@@ -83,3 +83,31 @@ async def test_by_default_a_batch_is_one_span_with_its_count(suite: Suite, tmp_p
     assert [(s.kind, s.attributes.get("loyalty.events")) for s in spans] == [
         ("SPAN_KIND_SERVER", 3)
     ]
+
+
+async def test_sampling_follows_the_standard_variables(suite: Suite, tmp_path: Path) -> None:
+    """OTEL_TRACES_SAMPLER decides: under parentbased_traceidratio at 0, a call whose caller
+    sampled its trace is recorded and one whose caller did not is not, nor is a call with no
+    trace of its own."""
+    env = {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0",
+    }
+    async with (
+        otlp_receiver() as receiver,
+        serve_alone(suite, "levels", tmp_path, env={**receiver.env, **env}) as channel,
+    ):
+        levels = levels_pb2_grpc.LevelsServiceStub(channel)
+        app = f"tel-{uuid.uuid4().hex[:8]}"
+        await levels.ConfigureLevels(
+            pb.ConfigureLevelsRequest(app=app, section_json=json.dumps(levels_section()))
+        )
+        unsampled, sampled = secrets.token_hex(16), secrets.token_hex(16)
+        for trace_id, flags in ((unsampled, "00"), (sampled, "01")):
+            await levels.GetLevel(
+                pb.GetLevelRequest(app=app, user_id="u1"),
+                metadata=(("traceparent", f"00-{trace_id}-{'2' * 16}-{flags}"),),
+            )
+        await wait_for(lambda: receiver.in_trace(sampled), lambda found: bool(found))
+    assert await receiver.in_trace(unsampled) == []
+    assert {s.trace_id for s in receiver.spans} == {sampled}
