@@ -199,7 +199,7 @@ class Checkout:
         created = await self.gw.members(app, {user_id: None})
         decision = await ask(
             "risk",
-            p.risk.Evaluate,
+            p.evaluate,
             risk_pb2.EvaluateRequest(
                 app=app,
                 request_id=f"checkout:{hold_id(order_ref)}",

@@ -21,13 +21,13 @@ from loyalty.levels.v1 import levels_pb2
 from loyalty.points.v1 import points_pb2
 from loyalty.risk.v1 import risk_pb2
 from opentelemetry import trace
-from opentelemetry.context import Context
 
 from gateway.context import Gateway
 from gateway.participants import ask
 from gateway.store.events import LoggedEvent, find_logged, log_events
 from plumbing.errors import IdempotencyConflict, InvalidArgument, Unavailable
 from plumbing.idempotency import payload_hash
+from plumbing.telemetry import batch_span
 from plumbing.validation import (
     check_attributes,
     not_in_future,
@@ -147,22 +147,14 @@ async def record_each(
 ) -> Sequence[loyalty_pb2.RecordEventResponse | BaseException]:
     """Coalesced single events (each with its caller's span): one batch, and each caller its
     own answer. The batch is traced once, as a span of its own linked to every caller's span;
-    each caller's span names the batch's trace (``loyalty.event_batch.trace_id``).
+    each caller's span names the batch's trace (``loyalty.batch.trace_id``).
 
     When the batch fails for something other than a participant being away (a payload
     conflict, say), each event is tried alone, so one event's failure never fails its
     neighbours; what the batch did is replayed by event_id, never done twice."""
-    links = [trace.Link(s.get_span_context()) for _, s in items if s.get_span_context().is_valid]
-    with _tracer.start_as_current_span(
-        "RecordEvent batch",
-        context=Context(),
-        links=links,
-        attributes={"loyalty.app": app, "loyalty.events": len(items)},
-    ) as span:
-        batch_trace = span.get_span_context()
-        if batch_trace.is_valid:
-            for _, caller in items:
-                caller.set_attribute("loyalty.event_batch.trace_id", f"{batch_trace.trace_id:032x}")
+    with batch_span(
+        _tracer, "RecordEvent batch", [span for _, span in items], **{"loyalty.app": app}
+    ):
         events = [event for event, _ in items]
         try:
             return await record_events(gw, app, events)

@@ -463,7 +463,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         created = await gw.members(app, {sender: None, receiver: None})
         decision = await ask(
             "risk",
-            p.risk.Evaluate,
+            p.evaluate,
             risk_pb2.EvaluateRequest(
                 app=app,
                 request_id=f"gift:{request_id}",

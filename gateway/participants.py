@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -18,11 +18,16 @@ from loyalty.levels.v1 import levels_pb2_grpc
 from loyalty.lottery.v1 import lottery_pb2_grpc
 from loyalty.mall.v1 import mall_pb2_grpc
 from loyalty.points.v1 import points_pb2_grpc
-from loyalty.risk.v1 import risk_pb2_grpc
+from loyalty.risk.v1 import risk_pb2, risk_pb2_grpc
+from opentelemetry import trace
 
+from plumbing.batching import NaturalBatcher
 from plumbing.errors import ErrorKind, InvalidArgument, LoyaltyError, Unavailable
 from plumbing.grpc_errors import current_request, error_info
 from plumbing.server import MAX_MESSAGE_BYTES
+from plumbing.telemetry import batch_span
+
+_tracer = trace.get_tracer("loyalty.gateway.participants")
 
 # Codes a caller may retry with the same key: the call may or may not have acted.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -55,6 +60,36 @@ class Participants:
         self.mall = mall_pb2_grpc.MallServiceStub(self._channels["mall"])
         self.lottery = lottery_pb2_grpc.LotteryServiceStub(self._channels["lottery"])
         self.risk = risk_pb2_grpc.RiskServiceStub(self._channels["risk"])
+        # Concurrent evaluations (saga risk steps, checkout holds, gifts) travel to risk as one
+        # EvaluateBatch (natural batching: no waiting window, a lone caller goes at once).
+        self._evaluations: NaturalBatcher[
+            str, tuple[risk_pb2.EvaluateRequest, float | None, trace.Span], Any
+        ] = NaturalBatcher(self._evaluate_batch, max_batch=500)
+
+    async def evaluate(
+        self,
+        request: risk_pb2.EvaluateRequest,
+        timeout: float | None = None,  # noqa: ASYNC109 - the stub's signature, passed on
+    ) -> risk_pb2.EvaluateResponse:
+        """risk.Evaluate, as the stub is called: the request's own answer, or the batch's
+        transport error (UNAVAILABLE, DEADLINE_EXCEEDED) for the caller to retry as before."""
+        answer: risk_pb2.EvaluateResponse = await self._evaluations.submit(
+            "risk", (request, timeout, trace.get_current_span())
+        )
+        return answer
+
+    async def _evaluate_batch(
+        self,
+        _: str,
+        items: Sequence[tuple[risk_pb2.EvaluateRequest, float | None, trace.Span]],
+    ) -> list[risk_pb2.EvaluateResponse]:
+        deadline = max((timeout for _, timeout, _ in items if timeout), default=None)
+        with batch_span(_tracer, "risk EvaluateBatch", [span for _, _, span in items]):
+            reply = await self.risk.EvaluateBatch(
+                risk_pb2.EvaluateBatchRequest(requests=[request for request, _, _ in items]),
+                timeout=deadline,
+            )
+        return list(reply.results)
 
     async def close(self) -> None:
         for channel in self._channels.values():

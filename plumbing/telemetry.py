@@ -12,8 +12,12 @@ echo server). ``OTEL_SDK_DISABLED=true`` turns tracing off.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.grpc import (
     GrpcAioInstrumentorClient,
     GrpcAioInstrumentorServer,
@@ -87,3 +91,24 @@ def shutdown_telemetry() -> None:
     meter_provider = _meters.get("provider")
     if meter_provider is not None:
         meter_provider.shutdown()
+
+
+@contextmanager
+def batch_span(
+    tracer: trace.Tracer, name: str, callers: Sequence[trace.Span], **attributes: Any
+) -> Iterator[trace.Span]:
+    """The span of a batch that carries many callers' items: a trace of its own, linked to
+    every caller's span, each of which names it in ``loyalty.batch.trace_id`` (so an SRE goes
+    from a saga or an event to the batch it travelled in, and back)."""
+    links = [trace.Link(s.get_span_context()) for s in callers if s.get_span_context().is_valid]
+    with tracer.start_as_current_span(
+        name,
+        context=Context(),
+        links=links,
+        attributes={"loyalty.items": len(callers), **attributes},
+    ) as span:
+        context = span.get_span_context()
+        if context.is_valid:
+            for caller in callers:
+                caller.set_attribute("loyalty.batch.trace_id", f"{context.trace_id:032x}")
+        yield span

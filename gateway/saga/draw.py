@@ -50,7 +50,7 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
         account.FromJsonString(order["account_created_at"])
     risk = await drive.step(
         "risk",
-        lambda timeout: p.risk.Evaluate(
+        lambda timeout: p.evaluate(
             risk_pb2.EvaluateRequest(
                 app=app,
                 request_id=f"{saga_id}:risk",

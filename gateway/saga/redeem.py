@@ -64,7 +64,7 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
         account = Timestamp()
         if order.get("account_created_at"):
             account.FromJsonString(order["account_created_at"])
-        return p.risk.Evaluate(
+        return p.evaluate(
             risk_pb2.EvaluateRequest(
                 app=app,
                 request_id=f"{saga_id}:risk",

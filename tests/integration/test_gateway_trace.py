@@ -62,6 +62,13 @@ async def test_every_step_in_one_trace(
     root = spans["saga redeem"]
     for step in steps:
         assert spans[f"saga.step {step}"].parent_id == root.span_id
+    # The risk step travelled in a batch of evaluations: its span names the batch's trace,
+    # whose span links back to the step.
+    batch_trace = spans["saga.step risk"].attributes["loyalty.batch.trace_id"]
+    batch = await wait_for(
+        lambda: _spans(receiver, batch_trace), lambda found: "risk EvaluateBatch" in found
+    )
+    assert done.trace_id in batch["risk EvaluateBatch"].links
     assert root.attributes["saga.id"] == done.redemption_id
     assert (root.attributes["app"], root.attributes["sku"]) == (app.app, "ticket-wolf-warrior-2")
     assert root.attributes["saga.outcome"] == "COMPLETED"
@@ -136,7 +143,7 @@ async def test_coalesced_events_are_traced_once_per_batch(
     suite: Suite, stubs: Stubs, traced_gateway: tuple[grpc.aio.Channel, Receiver]
 ) -> None:
     """Concurrent single RecordEvent calls travel as one batch: the batch has a span of its
-    own (with its event count, linked to every caller's span) under which the participant
+    own (with its item count, linked to every caller's span) under which the participant
     calls run; each caller's span names the batch's trace. No span per SQL statement unless
     TRACE_STATEMENTS asks for it."""
     channel, receiver = traced_gateway
@@ -156,11 +163,11 @@ async def test_coalesced_events_are_traced_once_per_batch(
         lambda: _served(receiver, callers),
         lambda found: len(found) == len(callers),
     )
-    batches = {span.attributes["loyalty.event_batch.trace_id"] for span in served}
+    batches = {span.attributes["loyalty.batch.trace_id"] for span in served}
     batch_spans = await wait_for(
         lambda: _batch_spans(receiver, batches), lambda found: len(found) == len(batches)
     )
-    assert sum(span.attributes["loyalty.events"] for span in batch_spans) == len(callers)
+    assert sum(span.attributes["loyalty.items"] for span in batch_spans) == len(callers)
     assert sorted(link for span in batch_spans for link in span.links) == sorted(callers)
     for span in batch_spans:
         in_batch = await wait_for(
