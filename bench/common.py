@@ -7,6 +7,7 @@ import asyncio
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -19,6 +20,7 @@ import psycopg
 from sqlalchemy import make_url
 
 from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from devtools.suite import Suite
 
 
 def pgbench_binary() -> str:
@@ -189,3 +191,31 @@ def analyze_databases(server_url: str) -> None:
         url = make_url(server_url).set(drivername="postgresql", database=name)
         with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
             conn.execute("ANALYZE")
+
+
+def profile(
+    suite: Suite, folder: Path, label: str, seconds: float
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy on each busy service for the load's duration: collapsed stacks per process
+    (view with speedscope or flamegraph.pl), the figures this issue's notes quote."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--format",
+                "raw",
+                "--nonblocking",
+                "-d",
+                str(int(seconds)),
+                "-o",
+                str(folder / f"{name}-{label}.txt"),
+                "-p",
+                str(suite.processes[name].pid),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name in ("gateway", "points", "levels", "risk", "mall")
+    ]

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import itertools
 import random
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -33,7 +32,7 @@ from sqlalchemy import make_url
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import closed_loop, pgbench_one_row_update, servers  # noqa: E402
+from bench.common import closed_loop, pgbench_one_row_update, profile, servers  # noqa: E402
 from bench.grpc_overhead import run_mode  # noqa: E402
 from bench.redeem import cpu_seconds, seeded_suite  # noqa: E402
 from devtools.embedded import free_port  # noqa: E402
@@ -140,34 +139,6 @@ def client_cpu() -> float:
     """This process's CPU seconds: the load's own cost shares the two cores."""
     times = psutil.Process().cpu_times()
     return float(times.user + times.system)
-
-
-def profile(
-    suite: Suite, folder: Path, label: str, seconds: float
-) -> list[subprocess.Popen[bytes]]:
-    """py-spy on each busy service for the load's duration: collapsed stacks per process
-    (view with speedscope or flamegraph.pl), the figures this issue's notes quote."""
-    folder.mkdir(parents=True, exist_ok=True)
-    return [
-        subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "py-spy"),
-                "record",
-                "--format",
-                "raw",
-                "--nonblocking",
-                "-d",
-                str(int(seconds)),
-                "-o",
-                str(folder / f"{name}-{label}.txt"),
-                "-p",
-                str(suite.processes[name].pid),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for name in ("gateway", "points", "levels", "risk")
-    ]
 
 
 def cpu_lines(cpu: dict[str, float]) -> list[str]:

@@ -39,6 +39,7 @@ from bench.common import (  # noqa: E402
     closed_loop,
     paced_loop,
     pgbench_binary,
+    profile,
     servers,
 )
 from devtools.bootstrap import create_app_keys  # noqa: E402
@@ -224,6 +225,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--users", type=int, default=5000)
+    parser.add_argument("--profile", type=Path, help="write py-spy profiles of each service here")
     parser.add_argument("--postgres-url", default="")
     parser.add_argument("--redis-url", default="")
     args = parser.parse_args()
@@ -242,6 +244,7 @@ def main() -> None:
                 f"{args.seconds} s, then paced at half that rate ...",
                 flush=True,
             )
+            spies = profile(suite, args.profile, "redeem", args.seconds) if args.profile else []
             before = cpu_seconds(suite)
             began = time.perf_counter()
             peak, outcomes, paced = asyncio.run(
@@ -250,6 +253,8 @@ def main() -> None:
                 )
             )
             wall = time.perf_counter() - began
+            for spy in spies:
+                spy.wait(60)
             after = cpu_seconds(suite)
             rate, p50, p99 = peak
             print(f"  closed loop: {rate:,.0f} sagas/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms")
