@@ -8,6 +8,7 @@ same instant and a set-wise job can apply it.
 from __future__ import annotations
 
 import enum
+import functools
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -19,9 +20,15 @@ class Period(enum.Enum):
 
     @property
     def months(self) -> int:
-        return {Period.MONTHLY: 1, Period.QUARTERLY: 3, Period.YEARLY: 12}[self]
+        return _MONTHS[self]
 
 
+_MONTHS = {Period.MONTHLY: 1, Period.QUARTERLY: 3, Period.YEARLY: 12}
+
+
+# The calendar helpers are pure and called for every event a member's tier is judged on (a
+# batch judges hundreds): remembered per distinct day, of which a batch has a handful.
+@functools.lru_cache(maxsize=4096)
 def add_months(day: date, months: int) -> date:
     """The same day ``months`` later (or earlier), clamped to the month's last day."""
     index = day.year * 12 + day.month - 1 + months
@@ -31,6 +38,7 @@ def add_months(day: date, months: int) -> date:
     return date(year, month, min(day.day, last))
 
 
+@functools.lru_cache(maxsize=4096)
 def period_start(day: date, period: Period) -> date:
     """The first day of the period that contains ``day``."""
     month = (day.month - 1) // period.months * period.months + 1
@@ -41,6 +49,7 @@ def next_period_start(day: date, period: Period) -> date:
     return add_months(period_start(day, period), period.months)
 
 
+@functools.lru_cache(maxsize=4096)
 def window_start(day: date, period: Period) -> date:
     """The first day of the trailing period that ends with ``day``: for yearly, the growth of
     2026-03-06 .. 2027-03-05 qualifies on 2027-03-05."""
