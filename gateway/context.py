@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -56,6 +57,23 @@ class Gateway:
     running: set[asyncio.Task[None]] = field(default_factory=set)
     # (app, user) -> account creation time, for members this process has already recorded.
     known_members: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    # (app, sku) -> until when (monotonic) the item is known sold out: a redemption of it is
+    # refused at the door for that long instead of running a saga to hear the same answer.
+    sold_out: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def known_sold_out(self, app: str, sku: str) -> bool:
+        until = self.sold_out.get((app, sku))
+        if until is None:
+            return False
+        if until < time.monotonic():
+            self.sold_out.pop((app, sku), None)
+            return False
+        return True
+
+    def forget_sold_out(self, app: str) -> None:
+        """A new program may have added stock: every item of the app is asked again."""
+        for key in [key for key in self.sold_out if key[0] == app]:
+            self.sold_out.pop(key, None)
 
     async def members(self, app: str, signups: dict[str, datetime | None]) -> dict[str, datetime]:
         """Records first sight of each user (and a sign-up time when given) and answers each
@@ -133,6 +151,10 @@ class Gateway:
         try:
             if saga.kind == "redeem":
                 await run_redeem(drive, self.participants, self.terms, fresh=fresh)
+                if saga.reason == "OUT_OF_STOCK" and self.settings.sold_out_seconds > 0:
+                    self.sold_out[(saga.app, saga.payload["sku"])] = (
+                        time.monotonic() + self.settings.sold_out_seconds
+                    )
             elif saga.kind == "draw":
                 await run_draw(drive, self.participants, self.terms, fresh=fresh)
             else:

@@ -33,6 +33,7 @@ from gateway.events import (
     record_events,
 )
 from gateway.participants import ask
+from gateway.saga.engine import SAGA_OUTCOMES
 from gateway.store.events import find_logged
 from gateway.store.sagas import SagaRecord
 from plumbing.batching import NaturalBatcher
@@ -355,7 +356,10 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
             "min_tier": item.min_tier,
             "account_created_at": created[user_id].isoformat(),
         }
-        saga = await self._saga(context, app, "redeem", request_id, asked, payload, {"sku": sku})
+        refused = "OUT_OF_STOCK" if self.gw.known_sold_out(app, sku) else ""
+        saga = await self._saga(
+            context, app, "redeem", request_id, asked, payload, {"sku": sku}, refused=refused
+        )
         return redemption(saga)
 
     async def _saga(
@@ -367,9 +371,12 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         asked: dict[str, Any],
         payload: dict[str, Any],
         attributes: dict[str, str],
+        *,
+        refused: str = "",
     ) -> SagaRecord:
         """Starts a saga under the caller's request_id (or finds the one it started before)
-        and waits for its end until the caller's deadline; the saga goes on after that."""
+        and waits for its end until the caller's deadline; the saga goes on after that. A saga
+        ``refused`` at the door (a reason) is recorded as ended, and nothing is driven."""
         gw = self.gw
         saga_id = str(uuid4())
         span = gw.tracer.start_span(
@@ -391,10 +398,19 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
                 trace_id,
                 span_id,
                 app_day,
+                refused=refused,
             )
         if not new:
             span.set_attribute("saga.replay_of", saga.saga_id)
             span.end()
+            return saga
+        if refused:
+            span.set_attributes({"saga.outcome": saga.state, "saga.reason": refused})
+            span.end()
+            SAGA_OUTCOMES.add(
+                1,
+                {"kind": kind, "outcome": saga.state, "reason": refused, "app": app, **attributes},
+            )
             return saga
         task = gw.launch(saga, span)
         remaining = context.time_remaining()

@@ -26,6 +26,12 @@ class GatewaySettings(ServiceSettings):
     event_batches_in_flight: int = Field(default=1, ge=1, le=64)
 
     # --- sagas ---
+    # After a redemption of an item ends OUT_OF_STOCK, further redemptions of it are refused
+    # at the door (recorded, OUT_OF_STOCK, nothing held) for this many seconds: a flash sale's
+    # losers hear it without a saga each. Stock that comes back (an expired reservation) is
+    # offered again after at most this long; a new program forgets it at once. 0: off.
+    sold_out_seconds: float = Field(default=1.0, ge=0, le=60)
+
     # Deadline of each call to a participant (seconds).
     call_timeout_seconds: float = Field(default=2.0, gt=0)
     # Deadline of a participant's batch call (RecordEvents: up to 500 events in one call).

@@ -73,11 +73,12 @@ _COLUMNS = (
 
 _START = f"""
     INSERT INTO sagas (saga_id, app, kind, request_id, user_id, payload, payload_hash, state,
-                       trace_id, span_id, steps, result, drives, lease_until, created_at,
+                       reason, trace_id, span_id, steps, result, drives, lease_until, created_at,
                        updated_at, app_day)
     VALUES (%(saga_id)s, %(app)s, %(kind)s, %(request_id)s, %(user_id)s, %(payload)s::jsonb,
-            %(hash)s, 'STARTED', %(trace_id)s, %(span_id)s, '[]'::jsonb, '{{}}'::jsonb, 1,
-            now() + make_interval(secs => %(lease)s), now(), now(), %(app_day)s)
+            %(hash)s, %(state)s, %(reason)s, %(trace_id)s, %(span_id)s, '[]'::jsonb,
+            '{{}}'::jsonb, 1, now() + make_interval(secs => %(lease)s), now(), now(),
+            %(app_day)s)
     ON CONFLICT ON CONSTRAINT sagas_request_key DO NOTHING
     RETURNING {_COLUMNS}
 """
@@ -163,9 +164,12 @@ class SagaLog:
         trace_id: str,
         span_id: str,
         app_day: date,
+        refused: str = "",
     ) -> tuple[SagaRecord, bool]:
         """The new saga (leased to the caller), or the one this request_id started before
-        (False). The same request_id with another payload is refused."""
+        (False). The same request_id with another payload is refused. With ``refused`` (a
+        reason), the new saga is written already COMPENSATED for that reason: refused at the
+        door, with nothing to undo."""
         params = {
             "saga_id": saga_id,
             "app": app,
@@ -178,6 +182,8 @@ class SagaLog:
             "span_id": span_id,
             "lease": self.lease_seconds,
             "app_day": app_day,
+            "state": "COMPENSATED" if refused else "STARTED",
+            "reason": refused,
         }
         async with self._engine.begin() as conn:
             row = (await conn.exec_driver_sql(_START, params)).one_or_none()

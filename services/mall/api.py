@@ -8,6 +8,7 @@ from typing import Any
 
 from loyalty.common.v1 import common_pb2
 from loyalty.mall.v1 import mall_pb2, mall_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument
@@ -167,9 +168,17 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
         """Items and stock follow the catalog in the transaction that stores it; stock already
         sold refuses a lower `stock` with the item's path, and then nothing is written."""
         now = self.programs.service_now()
-        return await self.programs.store(
-            app, section, before=lambda conn: catalog_store.sync_catalog(conn, app, catalog, now)
-        )
+        gained: dict[str, int] = {}
+
+        async def sync(conn: AsyncConnection) -> None:
+            gained.update(await catalog_store.sync_catalog(conn, app, catalog, now))
+
+        version = await self.programs.store(app, section, before=sync)
+        # Committed: units the program added reach the gate at once (a sold-out counter would
+        # otherwise keep refusing them until the reconcile job found the bucket quiet).
+        for sku, units in gained.items():
+            await self.gate.give_back(app, sku, "", units)
+        return version
 
     async def _check_catalog(self, app: str, catalog: Catalog) -> None:
         """validate_only: the same sync, rolled back."""

@@ -493,3 +493,56 @@ async def test_review_queue_through_the_admin_api(stubs: Stubs, app: AppKeys) ->
     )
     assert decided.state == "approved"
     assert decided.operator.startswith("key:")
+
+
+async def test_a_sold_out_item_is_refused_at_the_door_and_recorded(
+    suite: Suite, stubs: Stubs
+) -> None:
+    """Once a redemption of an item ended OUT_OF_STOCK, the next ones are answered at once:
+    recorded (GetRedemption finds them, a replay answers the same), nothing held, the stock
+    never oversold; a new program (more stock) makes the item redeemable again at once."""
+    program = example_yaml().replace("stock: 5\n", "stock: 1\n")
+    app = await new_app(suite, stubs.admin, program_yaml=program)
+    buyers = [uid() for _ in range(4)]
+    for buyer in buyers:
+        await earn_points(stubs, app, buyer, 60_000_000, signed_up_days_ago=30)
+    address = pb.Address(name="A", phone="1", line1="x", city="c")
+    first = await redeem(stubs, app, buyers[0], "phone-flagship", address=address)
+    assert first.status == pb.Redemption.COMPLETED
+    second = await redeem(stubs, app, buyers[1], "phone-flagship", address=address)
+    assert second.reason == "OUT_OF_STOCK"  # the mall said so: a saga ran
+    third = await stubs.loyalty.Redeem(
+        pb.RedeemRequest(
+            request_id="door", user_id=buyers[2], sku="phone-flagship", address=address
+        ),
+        metadata=app.member,
+        timeout=20,
+    )
+    assert (third.status, third.reason) == (pb.Redemption.FAILED, "OUT_OF_STOCK")
+    found = await stubs.loyalty.GetRedemption(
+        pb.GetRedemptionRequest(redemption_id=third.redemption_id), metadata=app.member
+    )
+    assert (found.status, found.reason) == (pb.Redemption.FAILED, "OUT_OF_STOCK")
+    again = await stubs.loyalty.Redeem(
+        pb.RedeemRequest(
+            request_id="door", user_id=buyers[2], sku="phone-flagship", address=address
+        ),
+        metadata=app.member,
+        timeout=20,
+    )
+    assert again.redemption_id == third.redemption_id
+    saga = await stubs.admin.GetSaga(
+        admin_pb2.GetSagaRequest(saga_id=third.redemption_id), metadata=app.admin
+    )
+    assert (saga.state, saga.reason, list(saga.steps)) == ("COMPENSATED", "OUT_OF_STOCK", [])
+    assert (await member(stubs, app, buyers[2])).points_available == 600_000
+    assert (await member(stubs, app, buyers[2])).points_held == 0
+    assert await available(stubs, app, "phone-flagship") == 0
+
+    more = example_yaml().replace("stock: 5\n", "stock: 2\n")
+    applied = await stubs.admin.ApplyProgram(
+        admin_pb2.ApplyProgramRequest(program_yaml=more), metadata=app.admin, timeout=30
+    )
+    assert applied.applied, applied.errors
+    fourth = await redeem(stubs, app, buyers[3], "phone-flagship", address=address)
+    assert fourth.status == pb.Redemption.COMPLETED

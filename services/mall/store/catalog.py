@@ -22,11 +22,14 @@ from services.mall.store.tables import requests
 PLAIN = ""  # the stock bucket of an item without flash sessions
 
 
-async def sync_catalog(conn: AsyncConnection, app: str, catalog: Catalog, now: datetime) -> None:
+async def sync_catalog(
+    conn: AsyncConnection, app: str, catalog: Catalog, now: datetime
+) -> dict[str, int]:
     """Brings items and stock in line with a new catalog, before it is stored. An item's
     program `stock` is the units the program has loaded: raising it adds the difference,
     lowering it takes the difference back, but never below what is sold or reserved (that is
-    refused with the item's path). Items the catalog no longer lists go off shelf."""
+    refused with the item's path). Items the catalog no longer lists go off shelf. Returns the
+    units each sku gained (for the flash-sale gate, once committed)."""
     loaded = {
         row.sku: row
         for row in await conn.execute(
@@ -39,6 +42,7 @@ async def sync_catalog(conn: AsyncConnection, app: str, catalog: Catalog, now: d
     }
     errors = []
     changes = []
+    gained: dict[str, int] = {}
     for index, item in enumerate(catalog.items.values()):
         if item.stock is None or item.sessions:
             continue  # unlimited, code pools (LoadCodes) and per-session stock
@@ -51,6 +55,8 @@ async def sync_catalog(conn: AsyncConnection, app: str, catalog: Catalog, now: d
                 "or reserved"
             )
         changes.append({"app": app, "sku": item.sku, "delta": delta, "stock": item.stock})
+        if delta > 0:
+            gained[item.sku] = delta
     if errors:
         raise ProgramInvalid(errors)
     if changes:
@@ -82,6 +88,7 @@ async def sync_catalog(conn: AsyncConnection, app: str, catalog: Catalog, now: d
                 for i in catalog.items.values()
             ],
         )
+    return gained
 
 
 def item_of(stored: StoredProgram[Catalog], sku: str) -> Item:
