@@ -170,7 +170,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         version = await self.gw.programs.store(
             caller.app, {"yaml": request.program_yaml, "program": program}
         )
-        self.gw.forget_sold_out(caller.app)
+        self.gw.sold_out.forget(caller.app)
         if caller.sandbox:
             # A sandbox app moved before every service kept its clock, or whose last move
             # reached only some: every service takes up the gateway's time again.
@@ -424,7 +424,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         require_id("request_id", request_id)
         stored = await self.gw.programs.get(caller.app)  # a program must exist (NO_PROGRAM)
         offset = await advance_app_clock(self.gw, stored.app, request_id, seconds)
-        self.gw.forget_sold_out(caller.app)  # reservations that fell due gave their stock back
+        self.gw.sold_out.forget(caller.app)  # reservations that fell due gave their stock back
         return admin_pb2.AdvanceClockResponse(
             now=to_timestamp(await self.gw.app_now(caller.app)), offset_seconds=offset
         )

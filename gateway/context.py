@@ -42,6 +42,33 @@ def _no_program(app: str) -> Exception:
     return NoProgram(f"app {app!r} has no program yet; apply one first (loyaltyctl apply -f)")
 
 
+class SoldOutItems:
+    """(app, sku) -> until when (monotonic) the item is known sold out: a redemption of it is
+    refused at the door for ``seconds`` after a saga heard OUT_OF_STOCK, instead of running a
+    saga each to hear the same answer (0: never)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._until: dict[tuple[str, str], float] = {}
+
+    def heard(self, saga: SagaRecord) -> None:
+        if saga.reason == "OUT_OF_STOCK" and self.seconds > 0:
+            self._until[(saga.app, saga.payload["sku"])] = time.monotonic() + self.seconds
+
+    def known(self, app: str, sku: str) -> bool:
+        until = self._until.get((app, sku))
+        if until is not None and until < time.monotonic():
+            del self._until[(app, sku)]
+            until = None
+        return until is not None
+
+    def forget(self, app: str) -> None:
+        """A new program may have added stock, a clock move expired reservations: every item
+        of the app is asked again."""
+        for key in [key for key in self._until if key[0] == app]:
+            del self._until[key]
+
+
 @dataclass
 class Gateway:
     settings: GatewaySettings
@@ -53,28 +80,12 @@ class Gateway:
     policy: SagaPolicy
     terms: RedeemTerms
     tracer: trace.Tracer
+    # Items a saga heard OUT_OF_STOCK for: their redemptions are refused at the door a while.
+    sold_out: SoldOutItems
     # Drives still running after their Redeem call answered PENDING.
     running: set[asyncio.Task[None]] = field(default_factory=set)
     # (app, user) -> account creation time, for members this process has already recorded.
     known_members: dict[tuple[str, str], datetime] = field(default_factory=dict)
-    # (app, sku) -> until when (monotonic) the item is known sold out: a redemption of it is
-    # refused at the door for that long instead of running a saga to hear the same answer.
-    sold_out: dict[tuple[str, str], float] = field(default_factory=dict)
-
-    def known_sold_out(self, app: str, sku: str) -> bool:
-        until = self.sold_out.get((app, sku))
-        if until is None:
-            return False
-        if until < time.monotonic():
-            self.sold_out.pop((app, sku), None)
-            return False
-        return True
-
-    def forget_sold_out(self, app: str) -> None:
-        """A new program may have added stock: every item of the app is asked again."""
-        for key in [key for key in self.sold_out if key[0] == app]:
-            self.sold_out.pop(key, None)
-
     async def members(self, app: str, signups: dict[str, datetime | None]) -> dict[str, datetime]:
         """Records first sight of each user (and a sign-up time when given) and answers each
         one's account creation time. Users this process has seen before, with no new sign-up
@@ -151,10 +162,7 @@ class Gateway:
         try:
             if saga.kind == "redeem":
                 await run_redeem(drive, self.participants, self.terms, fresh=fresh)
-                if saga.reason == "OUT_OF_STOCK" and self.settings.sold_out_seconds > 0:
-                    self.sold_out[(saga.app, saga.payload["sku"])] = (
-                        time.monotonic() + self.settings.sold_out_seconds
-                    )
+                self.sold_out.heard(saga)
             elif saga.kind == "draw":
                 await run_draw(drive, self.participants, self.terms, fresh=fresh)
             else:
@@ -202,6 +210,7 @@ def gateway_of(resources: Resources) -> Gateway:
         participants=participants,
         auth=Authenticator(resources.engine, resources.redis, key_prefix("gateway")),
         sagas=SagaLog(resources.engine, settings.saga_lease_seconds),
+        sold_out=SoldOutItems(settings.sold_out_seconds),
         programs=ProgramStore(
             resources.engine, resources.clock, metadata, parse_stored, _no_program
         ),

@@ -29,6 +29,7 @@ from plumbing.errors import IdempotencyConflict, InvalidArgument, Unavailable
 from plumbing.idempotency import payload_hash
 from plumbing.telemetry import batch_span
 from plumbing.validation import (
+    MAX_BATCH,
     check_attributes,
     not_in_future,
     optional_id,
@@ -38,7 +39,6 @@ from plumbing.validation import (
 )
 from plumbing.wire import from_timestamp, to_timestamp
 
-MAX_BATCH = 500
 _tracer = trace.get_tracer("loyalty.gateway.events")
 
 

@@ -25,7 +25,6 @@ from opentelemetry import trace
 from gateway.checkout import Checkout
 from gateway.context import Gateway, gateway_of, trace_ids
 from gateway.events import (
-    MAX_BATCH,
     EventIn,
     parse_batch,
     parse_event,
@@ -33,7 +32,7 @@ from gateway.events import (
     record_events,
 )
 from gateway.participants import ask
-from gateway.saga.engine import SAGA_OUTCOMES
+from gateway.saga.engine import count_outcome
 from gateway.store.events import find_logged
 from gateway.store.sagas import SagaRecord
 from plumbing.batching import NaturalBatcher
@@ -41,6 +40,7 @@ from plumbing.errors import FailedPrecondition, InvalidArgument, NotFound
 from plumbing.idempotency import payload_hash
 from plumbing.server import Resources
 from plumbing.validation import (
+    MAX_BATCH,
     check_address,
     optional_id,
     optional_ip,
@@ -356,7 +356,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
             "min_tier": item.min_tier,
             "account_created_at": created[user_id].isoformat(),
         }
-        refused = "OUT_OF_STOCK" if self.gw.known_sold_out(app, sku) else ""
+        refused = "OUT_OF_STOCK" if self.gw.sold_out.known(app, sku) else ""
         saga = await self._saga(
             context, app, "redeem", request_id, asked, payload, {"sku": sku}, refused=refused
         )
@@ -407,10 +407,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         if refused:
             span.set_attributes({"saga.outcome": saga.state, "saga.reason": refused})
             span.end()
-            SAGA_OUTCOMES.add(
-                1,
-                {"kind": kind, "outcome": saga.state, "reason": refused, "app": app, **attributes},
-            )
+            count_outcome(saga)
             return saga
         task = gw.launch(saga, span)
         remaining = context.time_remaining()

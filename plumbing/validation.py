@@ -4,7 +4,7 @@ learns exactly what to fix and nothing is written. Pure: no I/O."""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +17,8 @@ MAX_ID_LENGTH = 128
 # far below int64 overflow when amounts are summed.
 MAX_AMOUNT = 10**12
 MAX_TEXT_LENGTH = 1024
+# Items of one batch call (RecordEvents, EarnBatch, AddGrowthBatch, EvaluateBatch).
+MAX_BATCH = 500
 MAX_ATTRIBUTES = 64
 # How far ahead of a service's "now" a caller's time may be (clocks of two machines differ).
 MAX_CLOCK_SKEW = timedelta(minutes=5)
@@ -33,6 +35,21 @@ def require_id(field: str, value: str, *, max_length: int = MAX_ID_LENGTH) -> st
     if not value.isprintable():
         raise InvalidArgument(field, "must not contain control characters")
     return value
+
+
+def positions_by_app(field: str, apps: Sequence[str]) -> dict[str, list[int]]:
+    """A batch call's items grouped by app: each app's positions, in the caller's order. The
+    batch size is checked (``field``) and each app id (``field[i].app``) before anything is
+    applied, so a batch is refused whole or taken whole."""
+    if len(apps) > MAX_BATCH:
+        raise InvalidArgument(field, f"at most {MAX_BATCH} per batch")
+    groups: dict[str, list[int]] = {}
+    for index, app in enumerate(apps):
+        if app not in groups:
+            require_id(f"{field}[{index}].app", app)
+            groups[app] = []
+        groups[app].append(index)
+    return groups
 
 
 def optional_id(field: str, value: str, *, max_length: int = MAX_ID_LENGTH) -> str:

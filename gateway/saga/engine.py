@@ -94,6 +94,14 @@ def step_service(saga: SagaRecord) -> str:
     return "PARTICIPANT"
 
 
+def count_outcome(saga: SagaRecord) -> None:
+    """One saga ended (or stopped for an operator): ``loyalty.saga.outcomes``."""
+    attributes = {"kind": saga.kind, "outcome": saga.state, "reason": saga.reason, "app": saga.app}
+    if "sku" in saga.payload:
+        attributes["sku"] = saga.payload["sku"]
+    SAGA_OUTCOMES.add(1, attributes)
+
+
 class Drive:
     """One driver's turn at a saga: it owns the saga's lease while it runs."""
 
@@ -180,15 +188,7 @@ class Drive:
         span.set_attribute("saga.outcome", state)
         if reason:
             span.set_attribute("saga.reason", reason)
-        attributes = {
-            "kind": self.saga.kind,
-            "outcome": state,
-            "reason": reason,
-            "app": self.saga.app,
-        }
-        if "sku" in self.saga.payload:
-            attributes["sku"] = self.saga.payload["sku"]
-        SAGA_OUTCOMES.add(1, attributes)
+        count_outcome(self.saga)
 
     async def needs_attention(self, reason: str) -> None:
         """Stops driving the saga: an operator looks (alert: the metric and an error log);

@@ -21,6 +21,7 @@ from plumbing.validation import (
     check_attributes,
     not_in_future,
     optional_text,
+    positions_by_app,
     require_id,
     require_non_negative,
     require_positive,
@@ -42,7 +43,6 @@ from services.levels.store.boards import Board, Leaderboards
 from services.levels.store.programs import levels_programs
 
 # Product backends and the gateway stamp events; a little clock skew is fine, the future is not.
-MAX_BATCH = 500
 MAX_TOP_N = 100
 MAX_FRIENDS = 1000
 
@@ -178,19 +178,16 @@ class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
         """All events are checked before any is applied; then each app's events are one
         transaction, so a retried batch either replays all of it or does all of it."""
         trace.get_current_span().set_attribute("loyalty.events", len(request.events))
-        if len(request.events) > MAX_BATCH:
-            raise InvalidArgument("events", f"at most {MAX_BATCH} events per batch")
-        by_app: dict[str, tuple[StoredProgram[LevelsProgram], list[int], list[Any]]] = {}
-        for index, item in enumerate(request.events):
-            prefix = f"events[{index}]."
-            if item.app not in by_app:
-                require_id(f"{prefix}app", item.app)
-                by_app[item.app] = (await self.programs.get(item.app), [], [])
-            stored, positions, events = by_app[item.app]
-            positions.append(index)
-            events.append(self._growth_input(item, self.programs.now(stored), prefix))
-        replies: list[levels_pb2.AddGrowthResponse | None] = [None] * len(request.events)
-        for stored, positions, events in by_app.values():
+        checked = []
+        for app, positions in positions_by_app("events", [e.app for e in request.events]).items():
+            stored = await self.programs.get(app)
+            now = self.programs.now(stored)
+            events = [
+                self._growth_input(request.events[i], now, f"events[{i}].") for i in positions
+            ]
+            checked.append((stored, positions, events))
+        replies: dict[int, levels_pb2.AddGrowthResponse] = {}
+        for stored, positions, events in checked:
             async with self.engine.begin() as conn:
                 results = await growth.add_growth_batch(
                     conn, stored, self.programs.now(stored), events
@@ -198,14 +195,13 @@ class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
             await self._show_on_boards(stored.app, results)
             for position, result in zip(positions, results, strict=True):
                 replies[position] = _growth_reply(result.reply, result.duplicate)
-        return levels_pb2.AddGrowthBatchResponse(results=[r for r in replies if r is not None])
+        return levels_pb2.AddGrowthBatchResponse(results=[replies[i] for i in sorted(replies)])
 
     async def _show_on_boards(self, app: str, results: list[growth.GrowthResult]) -> None:
-        """The committed growth on the boards: the last score of each member and day (scores
-        are absolute), in one Redis round trip."""
-        latest = {(r.board.user_id, r.board.day): r.board for r in results if r.board}
-        if latest:
-            await self.boards.record_many(app, list(latest.values()))
+        """The committed growth on the boards, in one Redis round trip."""
+        updates = [r.board for r in results if r.board is not None]
+        if updates:
+            await self.boards.record_many(app, updates)
 
     async def ReverseGrowth(
         self, request: levels_pb2.ReverseGrowthRequest, context: Any

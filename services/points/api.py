@@ -20,6 +20,7 @@ from plumbing.validation import (
     check_attributes,
     not_in_future,
     optional_text,
+    positions_by_app,
     require_id,
     require_non_negative,
     require_nonzero,
@@ -45,7 +46,6 @@ T = TypeVar("T")
 DEFAULT_HOLD_TTL = timedelta(minutes=15)
 MAX_HOLD_TTL = timedelta(days=7)
 # Product backends and the gateway stamp events; a little clock skew is fine, the future is not.
-MAX_BATCH = 500
 MAX_LIABILITY_DAYS = 366
 
 _HOLD_STATES = {
@@ -124,21 +124,18 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
         """All events are checked before any is applied; then each app's events are one
         transaction, so a retried batch either replays all of it or does all of it."""
         trace.get_current_span().set_attribute("loyalty.events", len(request.events))
-        if len(request.events) > MAX_BATCH:
-            raise InvalidArgument("events", f"at most {MAX_BATCH} events per batch")
-        by_app: dict[str, tuple[AppProgram, list[int], list[earning.EarnInput]]] = {}
-        for index, item in enumerate(request.events):
-            prefix = f"events[{index}]."
-            if item.app not in by_app:
-                require_id(f"{prefix}app", item.app)
-                by_app[item.app] = (await self.programs.get(item.app), [], [])
-            ap, positions, events = by_app[item.app]
-            event = self._earn_input(item, prefix)
-            not_in_future(f"{prefix}occurred_at", event.occurred_at, self.programs.now(ap))
-            positions.append(index)
-            events.append(event)
-        replies: list[points_pb2.EarnResponse | None] = [None] * len(request.events)
-        for ap, positions, events in by_app.values():
+        checked = []
+        for app, positions in positions_by_app("events", [e.app for e in request.events]).items():
+            ap = await self.programs.get(app)
+            events = []
+            for index in positions:
+                prefix = f"events[{index}]."
+                event = self._earn_input(request.events[index], prefix)
+                not_in_future(f"{prefix}occurred_at", event.occurred_at, self.programs.now(ap))
+                events.append(event)
+            checked.append((ap, positions, events))
+        replies: dict[int, points_pb2.EarnResponse] = {}
+        for ap, positions, events in checked:
             async with self.engine.begin() as conn:
                 results = await earning.earn_batch(conn, ap, self.programs.now(ap), events)
             issued = 0
@@ -147,7 +144,7 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
                 if not result.duplicate:
                     issued += max(result.points_awarded, 0)
             count(ISSUED, ap.app, issued)
-        return points_pb2.EarnBatchResponse(results=[r for r in replies if r is not None])
+        return points_pb2.EarnBatchResponse(results=[replies[i] for i in sorted(replies)])
 
     async def ReverseEvent(
         self, request: points_pb2.ReverseEventRequest, context: Any

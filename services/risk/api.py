@@ -23,6 +23,7 @@ from plumbing.validation import (
     optional_id,
     optional_ip,
     optional_text,
+    positions_by_app,
     require_id,
     require_non_negative,
 )
@@ -48,7 +49,6 @@ from services.risk.store.audit import AuditLog
 from services.risk.store.counters import Counted, Counters, CountersUnavailable, Evaluation
 from services.risk.store.programs import risk_programs
 
-MAX_BATCH = 500
 REVIEW_STATES = ("open", "approved", "rejected")
 _VERDICTS = {
     Verdict.ALLOW: risk_pb2.ALLOW,
@@ -209,25 +209,18 @@ class RiskServicer(ServesAppClock, risk_pb2_grpc.RiskServiceServicer):
         """Every request is checked before any is counted; then each app's requests are
         counted in order in one Redis round trip."""
         trace.get_current_span().set_attribute("loyalty.events", len(request.requests))
-        if len(request.requests) > MAX_BATCH:
-            raise InvalidArgument("requests", f"at most {MAX_BATCH} per batch")
-        by_app: dict[str, tuple[StoredProgram[RiskProgram], datetime, list[int], list[Any]]] = {}
-        for index, item in enumerate(request.requests):
-            prefix = f"requests[{index}]."
-            if item.app not in by_app:
-                require_id(f"{prefix}app", item.app)
-                stored = await self.programs.get(item.app)
-                by_app[item.app] = (stored, self.programs.now(stored), [], [])
-            stored, now, positions, batch = by_app[item.app]
-            positions.append(index)
-            batch.append(self._event(item, now, prefix))
-        replies: list[risk_pb2.EvaluateResponse | None] = [None] * len(request.requests)
-        for stored, now, positions, batch in by_app.values():
-            for position, reply in zip(
-                positions, await self._decide(stored, now, batch), strict=True
-            ):
-                replies[position] = reply
-        return risk_pb2.EvaluateBatchResponse(results=[r for r in replies if r is not None])
+        checked = []
+        for app, positions in positions_by_app(
+            "requests", [r.app for r in request.requests]
+        ).items():
+            stored = await self.programs.get(app)
+            now = self.programs.now(stored)
+            batch = [self._event(request.requests[i], now, f"requests[{i}].") for i in positions]
+            checked.append((stored, now, positions, batch))
+        replies: dict[int, risk_pb2.EvaluateResponse] = {}
+        for stored, now, positions, batch in checked:
+            replies.update(zip(positions, await self._decide(stored, now, batch), strict=True))
+        return risk_pb2.EvaluateBatchResponse(results=[replies[i] for i in sorted(replies)])
 
     async def ListReviews(
         self, request: risk_pb2.ListReviewsRequest, context: Any

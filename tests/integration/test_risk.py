@@ -26,7 +26,7 @@ from plumbing.clock import FakeClock
 from plumbing.grpc_errors import reason_of, rich_status
 from services.risk.domain.decide import Count, Outcome
 from services.risk.domain.program import Verdict
-from services.risk.store.counters import Counters
+from services.risk.store.counters import Counted, Counters, Evaluation
 from tests.integration.conftest import serve_alone
 from tests.programs import risk_section
 
@@ -98,6 +98,14 @@ def velocity(request_id: str, max_: int = 3) -> Count:
     return Count("v", "user:u", False, 60_000, max_, request_id, Verdict.DENY)
 
 
+async def one(
+    counters: Counters, app: str, now: datetime, static: Outcome, counts: list[Count]
+) -> Counted:
+    """One evaluation, as a batch of one."""
+    [counted] = await counters.evaluate_many(app, [Evaluation(new_id(), now, static, counts)], {})
+    return counted
+
+
 async def test_a_velocity_window_slides(counters: Counters) -> None:
     app, clock, allow = (
         new_id("w-"),
@@ -107,9 +115,7 @@ async def test_a_velocity_window_slides(counters: Counters) -> None:
 
     async def at(seconds: int) -> Verdict:
         clock.set(datetime(2026, 11, 25, tzinfo=UTC) + timedelta(seconds=seconds))
-        result = await counters.evaluate(
-            app, new_id(), clock.now(), allow, [velocity(new_id())], {}
-        )
+        result = await one(counters, app, clock.now(), allow, [velocity(new_id())])
         return result.verdict
 
     assert [await at(s) for s in (0, 10, 20)] == [Verdict.ALLOW] * 3
@@ -124,13 +130,12 @@ async def test_a_quiet_user_is_never_caught_by_a_boundary(counters: Counters) ->
     """Three a minute, spread out, is always fine: the window slides, no bucket edge to hit."""
     app, base = new_id("w-"), datetime(2026, 11, 25, 0, 0, 50, tzinfo=UTC)
     for second in range(0, 600, 20):
-        result = await counters.evaluate(
+        result = await one(
+            counters,
             app,
-            new_id(),
             base + timedelta(seconds=second),
             Outcome(Verdict.ALLOW),
             [velocity(new_id())],
-            {},
         )
         assert result.verdict is Verdict.ALLOW, second
 
@@ -140,8 +145,8 @@ async def test_distinct_users_count_each_user_once_and_age_out(counters: Counter
 
     async def user(name: str, seconds: int) -> Verdict:
         count = Count("d", "device:d1", True, 3_600_000, 3, name, Verdict.REVIEW)
-        result = await counters.evaluate(
-            app, new_id(), base + timedelta(seconds=seconds), Outcome(Verdict.ALLOW), [count], {}
+        result = await one(
+            counters, app, base + timedelta(seconds=seconds), Outcome(Verdict.ALLOW), [count]
         )
         return result.verdict
 
@@ -150,6 +155,19 @@ async def test_distinct_users_count_each_user_once_and_age_out(counters: Counter
     ] * 5
     assert await user("d", 5) is Verdict.REVIEW
     assert await user("e", 3_700) is Verdict.ALLOW  # an hour on, only d and e are in it
+
+
+async def test_a_batch_counts_as_its_evaluations_one_after_another(counters: Counters) -> None:
+    """Five evaluations in one call see the window as the ones before them left it (three a
+    minute: the fourth and fifth are over), and a repeated request id answers as its first."""
+    app, now = new_id("w-"), datetime(2026, 11, 25, tzinfo=UTC)
+    ids = [new_id() for _ in range(5)]
+    batch = [Evaluation(i, now, Outcome(Verdict.ALLOW), [velocity(i)]) for i in ids]
+    counted = await counters.evaluate_many(app, [*batch, batch[0]], {})
+    assert [c.verdict for c in counted] == [Verdict.ALLOW] * 3 + [Verdict.DENY] * 2 + [
+        Verdict.ALLOW
+    ]
+    assert [c.replayed for c in counted] == [False] * 5 + [True]
 
 
 # --- through gRPC, concurrently -------------------------------------------------------------

@@ -265,19 +265,18 @@ async def _decide_and_write(
     state = await _read_state(conn, stored, today, events, days, users)
 
     results: dict[str, GrowthResult] = {}
-    added: dict[tuple[str, date], list[int]] = {}  # (user, day) -> [amount, counted]
+    # What the batch added so far, by member and day: [growth, counted toward the day's cap].
+    added: dict[str, dict[date, list[int]]] = {}
     new_streak_days: set[tuple[str, str, date]] = set()
     counted_actions: dict[tuple[str, str], int] = {}
     new_badges: list[tuple[str, BadgeRule, str]] = []
     changes: list[tuple[str, str, str, str, str]] = []
-    replies: list[tuple[str, int, dict[str, Any]]] = []
     judged: dict[str, Standing] = {}
-    # The batch's growth of each member by day so far (for the week and month scores).
-    added_days: dict[str, dict[date, int]] = {}
     for event, day in zip(events, days, strict=True):
         member = members[event.user_id]
         key = (event.user_id, day)
-        delta = added.setdefault(key, [0, 0])
+        mine = added.setdefault(event.user_id, {})
+        delta = mine.setdefault(day, [0, 0])
         decision = decide_growth(
             event.amount,
             coefficient_for(member.attributes, program.coefficients),
@@ -287,9 +286,6 @@ async def _decide_and_write(
         )
         delta[0] += decision.awarded
         delta[1] += decision.counted
-        if decision.awarded:
-            mine = added_days.setdefault(event.user_id, {})
-            mine[day] = mine.get(day, 0) + decision.awarded
         badges = [b for b in program.badges if b.action == event.action]
         streak = count = 0
         if any(b.kind is BadgeKind.STREAK for b in badges):
@@ -337,21 +333,20 @@ async def _decide_and_write(
             ],
             "notes": list(decision.notes),
         }
-        replies.append((event.event_id, decision.awarded, reply))
         board = None
         if decision.awarded:
             week, month = state.periods[key]
             week_first, month_first = week_start(day), day.replace(day=1)
-            for other, amount in added_days[event.user_id].items():
+            for other, (amount, _) in mine.items():
                 week += amount if week_start(other) == week_first else 0
                 month += amount if other.replace(day=1) == month_first else 0
             board = BoardUpdate(event.user_id, day, member.lifetime_growth, week, month)
         results[event.event_id] = GrowthResult(reply=reply, board=board)
 
-    grown = {e.user_id: 0 for e in events}
-    for (user, _), (amount, _) in added.items():
-        grown[user] += amount
-    day_rows = [(k, v) for k, v in added.items() if v[0] or v[1]]
+    grown = {user: sum(v[0] for v in by_day.values()) for user, by_day in added.items()}
+    day_rows = [
+        (user, day, v) for user, by_day in added.items() for day, v in by_day.items() if any(v)
+    ]
     streak_rows = sorted(new_streak_days)
     count_rows = sorted(counted_actions.items())
     await conn.exec_driver_sql(
@@ -362,7 +357,8 @@ async def _decide_and_write(
             "today": today,
             "version": stored.version,
             "days": json_rows(
-                {"user_id": k[0], "day": k[1], "amount": v[0], "counted": v[1]} for k, v in day_rows
+                {"user_id": user, "day": day, "amount": v[0], "counted": v[1]}
+                for user, day, v in day_rows
             ),
             "streaks": json_rows({"user_id": u, "action": a, "day": d} for u, a, d in streak_rows),
             "counts": json_rows(
@@ -395,7 +391,8 @@ async def _decide_and_write(
                 for n, c in enumerate(changes)
             ),
             "answers": json_rows(
-                {"event_id": r[0], "amount": r[1], "reply": r[2]} for r in replies
+                {"event_id": event_id, "amount": r.reply["growth_added"], "reply": r.reply}
+                for event_id, r in results.items()
             ),
         },
     )

@@ -217,7 +217,8 @@ async def earn_batch(
     # The events to decide, in the caller's order.
     todo = [i for i in sorted(fresh) if batch[i].event_id in claimed and answers[i] is None]
     if todo:
-        await _decide_and_write(conn, ap, now, [batch[i] for i in todo], results)
+        for result in await _decide_and_write(conn, ap, now, [batch[i] for i in todo]):
+            results[result.event_id] = result
     out = []
     for index, event in enumerate(batch):
         result = results[event.event_id]
@@ -250,8 +251,7 @@ async def _decide_and_write(
     ap: AppProgram,
     now: datetime,
     events: list[EarnInput],
-    results: dict[str, EarnResult],
-) -> None:
+) -> list[EarnResult]:
     program = ap.program
     accounts = await lock_user_accounts(conn, ap.app, [e.user_id for e in events])
     days = [local_day(e.occurred_at or now, program.zone) for e in events]
@@ -324,7 +324,6 @@ async def _decide_and_write(
             growth=decision.growth,
             exempt_from_daily_cap=not rule.counts_toward_daily_cap,
         )
-        results[event.event_id] = result
         answered.append(result)
 
     per_account: dict[int, int] = {}
@@ -379,6 +378,7 @@ async def _decide_and_write(
             ),
         },
     )
+    return answered
 
 
 async def _move(

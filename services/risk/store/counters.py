@@ -123,20 +123,6 @@ class Counters:
     def __init__(self, redis: aioredis.Redis) -> None:
         self._script = redis.register_script(_EVALUATE)
 
-    async def evaluate(
-        self,
-        app: str,
-        request_id: str,
-        now: datetime,
-        static: Outcome,
-        counts: Sequence[Count],
-        thresholds: Mapping[str, int],
-    ) -> Counted:
-        [counted] = await self.evaluate_many(
-            app, [Evaluation(request_id, now, static, counts)], thresholds
-        )
-        return counted
-
     async def evaluate_many(
         self, app: str, evaluations: Sequence[Evaluation], thresholds: Mapping[str, int]
     ) -> list[Counted]:
