@@ -6,6 +6,7 @@ Each test makes its own app, so the clock moves of one never touch another.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, time, timedelta
 from typing import Any
 
@@ -464,3 +465,67 @@ async def test_a_spend_never_takes_points_whose_day_has_come(suite: Suite, stubs
         await gift(stubs, app, user, 250)
     assert reason_of(refused.value) == "INSUFFICIENT_POINTS"
     assert (await gift(stubs, app, user, 200)).from_points_available == 0
+
+
+async def test_a_members_day_in_one_batch_then_a_redemption_and_a_refund(
+    suite: Suite, stubs: Stubs
+) -> None:
+    """After a clock move, a new member's day arrives as one RecordEvents batch (sign-up, a
+    sign-in, more watching than the daily limit pays, a purchase that lifts them to actor, and
+    the sign-up sent again), while a friend's shares arrive as concurrent single calls. The
+    member redeems the actor-only VIP month; the purchase is refunded, which takes back its
+    points (into debt) and its growth (back to rookie); the next day's sign-in pays the debt
+    first, and a redemption is refused until the debt is gone."""
+    app = await new_app(suite, stubs.admin)
+    await advance(stubs, app, 3 * DAY)
+    user, friend = uid("day"), uid("friend")
+    order = pb.RecordEventRequest(
+        event_id=uid("order"), user_id=user, action="purchase", attributes={"amount_fen": "300000"}
+    )
+    signup = pb.RecordEventRequest(event_id=uid("signup"), user_id=user, action="register")
+    day = [
+        signup,
+        pb.RecordEventRequest(event_id=uid("in"), user_id=user, action="sign_in"),
+        pb.RecordEventRequest(event_id=uid("watch"), user_id=user, action="watch", quantity=200),
+        order,
+        signup,
+    ]
+
+    async def share() -> pb.RecordEventResponse:
+        return await record(stubs, app, friend, "share")
+
+    async def whole_day() -> pb.RecordEventsResponse:
+        reply: pb.RecordEventsResponse = await stubs.loyalty.RecordEvents(
+            pb.RecordEventsRequest(events=day), metadata=app.member
+        )
+        return reply
+
+    batch, shares = await asyncio.gather(whole_day(), asyncio.gather(*(share() for _ in range(5))))
+    answers = [(r.points_awarded, r.duplicate, list(r.notes)) for r in batch.results]
+    assert answers == [
+        (50, False, []),
+        (5, False, []),
+        (12, False, ["daily_limit"]),  # 200 minutes: 12 units of 10 are paid
+        (3000, False, []),
+        (50, True, []),
+    ]
+    assert batch.results[3].tier == "actor"  # 10 + 24 + 3,000 growth
+    assert sorted(r.points_awarded for r in shares) == [0, 0, 20, 20, 20]
+    assert await available(stubs, app, user) == 3067
+
+    vip = await redeem(stubs, app, user, "vip-1-month")
+    assert (vip.status, vip.points_spent) == (pb.Redemption.COMPLETED, 3000)
+    refunded = await stubs.loyalty.ReverseEvent(
+        pb.ReverseEventRequest(event_id=order.event_id, reason="order refunded"),
+        metadata=app.member,
+    )
+    assert (refunded.points_reversed, refunded.growth_reversed) == (3000, 3000)
+    seen = await stubs.loyalty.GetMember(pb.GetMemberRequest(user_id=user), metadata=app.member)
+    assert (seen.points_available, seen.tier) == (67 - 3000, "rookie")
+
+    await advance(stubs, app, DAY)
+    next_day = await record(stubs, app, user, "sign_in")
+    assert next_day.points_awarded == 5  # it pays the debt
+    assert await available(stubs, app, user) == 67 - 3000 + 5
+    refused = await redeem(stubs, app, user, "ticket-wolf-warrior-2")
+    assert (refused.status, refused.reason) == (pb.Redemption.FAILED, "INSUFFICIENT_POINTS")
