@@ -86,6 +86,7 @@ class Gateway:
     running: set[asyncio.Task[None]] = field(default_factory=set)
     # (app, user) -> account creation time, for members this process has already recorded.
     known_members: dict[tuple[str, str], datetime] = field(default_factory=dict)
+
     async def members(self, app: str, signups: dict[str, datetime | None]) -> dict[str, datetime]:
         """Records first sight of each user (and a sign-up time when given) and answers each
         one's account creation time. Users this process has seen before, with no new sign-up
