@@ -19,6 +19,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from loyalty.common.v1 import common_pb2
 from opentelemetry import trace
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -51,6 +52,45 @@ def to_status(error: LoyaltyError) -> grpc.Status:
         code=getattr(code_pb2, error.kind.value), message=error.message, details=details
     )
     return rpc_status.to_status(status)
+
+
+# Where grpc_status looks for the rich status in a call's trailers.
+_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def item_failure(error: common_pb2.ItemError) -> grpc.aio.AioRpcError:
+    """A batch item's refusal (``plumbing.batch_calls.item_error``) as the error its single
+    call would have raised on the client: same code, details and rich status, so callers tell
+    a batched answer from a single one by nothing."""
+    details = []
+    packed = any_pb2.Any()
+    packed.Pack(
+        error_details_pb2.ErrorInfo(
+            reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata)
+        )
+    )
+    details.append(packed)
+    if error.field:
+        packed = any_pb2.Any()
+        packed.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=error.field, description=error.message
+                    )
+                ]
+            )
+        )
+        details.append(packed)
+    code = grpc.StatusCode[error.code] if error.code in grpc.StatusCode.__members__ else None
+    code = code or grpc.StatusCode.UNKNOWN
+    status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
+    return grpc.aio.AioRpcError(
+        code,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata((_DETAILS_KEY, status.SerializeToString())),
+        details=error.message,
+    )
 
 
 def rich_status(error: grpc.RpcError) -> status_pb2.Status | None:

@@ -3,7 +3,7 @@ transaction, maps the answer to protobuf. Domain errors become statuses in plumb
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -12,8 +12,9 @@ from loyalty.points.v1 import points_pb2, points_pb2_grpc
 from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from plumbing.batch_calls import answer_batch, item_error
 from plumbing.configure import configure_section
-from plumbing.errors import InvalidArgument
+from plumbing.errors import InvalidArgument, LoyaltyError
 from plumbing.programs import ServesAppClock, clock_answer
 from plumbing.server import Resources
 from plumbing.validation import (
@@ -38,7 +39,7 @@ from services.points import jobs
 from services.points.domain.errors import HoldCaptured, HoldExpired, HoldReleased
 from services.points.domain.program import parse_program
 from services.points.metrics import ISSUED, SPENT, count
-from services.points.store import earning, holds, movements, queries, sweep
+from services.points.store import earning, hold_batch, holds, movements, queries, sweep
 from services.points.store.programs import AppProgram, Programs
 
 T = TypeVar("T")
@@ -54,6 +55,24 @@ _HOLD_STATES = {
     "RELEASED": points_pb2.RELEASED,
     "EXPIRED": points_pb2.EXPIRED,
 }
+
+
+def _captured(outcome: hold_batch.Outcome) -> hold_batch.Outcome:
+    """A capture that came too late is refused (after the commit that recorded an expiry)."""
+    if isinstance(outcome, holds.HoldResult):
+        if outcome.state == holds.RELEASED:
+            return HoldReleased(f"saga {outcome.saga_id!r} was released; it cannot be captured")
+        if outcome.state == holds.EXPIRED:
+            return HoldExpired(
+                f"the hold of saga {outcome.saga_id!r} expired; it cannot be captured"
+            )
+    return outcome
+
+
+def _released(result: holds.HoldResult) -> hold_batch.Outcome:
+    if result.state == holds.CAPTURED:
+        return HoldCaptured(f"saga {result.saga_id!r} was captured; refund it instead")
+    return result
 
 
 class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
@@ -217,47 +236,109 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
             expires_at=to_timestamp(result.expires_at),
         )
 
-    async def Hold(self, request: points_pb2.HoldRequest, context: Any) -> points_pb2.HoldResponse:
-        saga_id = require_id("saga_id", request.saga_id)
-        user_id = require_id("user_id", request.user_id)
-        amount = require_positive("amount", request.amount)
-        ref = optional_text("ref", request.ref, max_length=256)
+    @staticmethod
+    def _hold_input(request: points_pb2.HoldRequest) -> hold_batch.HoldInput:
         ttl = DEFAULT_HOLD_TTL
         if request.HasField("ttl"):
             ttl = request.ttl.ToTimedelta()
             if ttl <= timedelta(0) or ttl > MAX_HOLD_TTL:
                 raise InvalidArgument("ttl", "must be more than 0 and at most 7 days")
-        result = await self._in_transaction(
-            request.app,
-            lambda conn, ap, now: holds.hold(conn, ap, now, saga_id, user_id, amount, ttl, ref),
+        return hold_batch.HoldInput(
+            saga_id=require_id("saga_id", request.saga_id),
+            user_id=require_id("user_id", request.user_id),
+            amount=require_positive("amount", request.amount),
+            ttl=ttl,
+            ref=optional_text("ref", request.ref, max_length=256),
         )
-        return self._hold_reply(result)
+
+    async def _holds(
+        self, requests: Sequence[points_pb2.HoldRequest]
+    ) -> list[holds.HoldResult | LoyaltyError]:
+        async def run(app: str, items: list[hold_batch.HoldInput]) -> list[hold_batch.Outcome]:
+            return await self._in_transaction(
+                app, lambda conn, ap, now: hold_batch.hold_batch(conn, ap, now, items)
+            )
+
+        return await answer_batch(requests, self._hold_input, lambda item: item.saga_id, run)
+
+    async def _captures(
+        self, requests: Sequence[points_pb2.CaptureRequest]
+    ) -> list[holds.HoldResult | LoyaltyError]:
+        async def run(app: str, saga_ids: list[str]) -> list[hold_batch.Outcome]:
+            outcomes = await self._in_transaction(
+                app, lambda conn, ap, now: hold_batch.capture_batch(conn, ap, now, saga_ids)
+            )
+            # Refusals are answered after the commit, so an expiry found here is kept.
+            for outcome in outcomes:
+                if isinstance(outcome, holds.HoldResult) and outcome.state == holds.CAPTURED:
+                    count(SPENT, app, outcome.amount)
+            return [_captured(outcome) for outcome in outcomes]
+
+        return await answer_batch(
+            requests, lambda r: require_id("saga_id", r.saga_id), lambda saga_id: saga_id, run
+        )
+
+    async def _releases(
+        self, requests: Sequence[points_pb2.ReleaseHoldRequest]
+    ) -> list[holds.HoldResult | LoyaltyError]:
+        async def run(app: str, saga_ids: list[str]) -> list[hold_batch.Outcome]:
+            results = await self._in_transaction(
+                app, lambda conn, ap, now: hold_batch.release_batch(conn, ap, now, saga_ids)
+            )
+            return [_released(result) for result in results]
+
+        return await answer_batch(
+            requests, lambda r: require_id("saga_id", r.saga_id), lambda saga_id: saga_id, run
+        )
+
+    def _hold_outcomes(
+        self, outcomes: Sequence[holds.HoldResult | LoyaltyError]
+    ) -> points_pb2.HoldBatchResponse:
+        trace.get_current_span().set_attribute("loyalty.items", len(outcomes))
+        return points_pb2.HoldBatchResponse(
+            results=[
+                points_pb2.HoldOutcome(error=item_error(outcome))
+                if isinstance(outcome, LoyaltyError)
+                else points_pb2.HoldOutcome(hold=self._hold_reply(outcome))
+                for outcome in outcomes
+            ]
+        )
+
+    def _single(
+        self, outcomes: Sequence[holds.HoldResult | LoyaltyError]
+    ) -> points_pb2.HoldResponse:
+        [outcome] = outcomes
+        if isinstance(outcome, LoyaltyError):
+            raise outcome
+        return self._hold_reply(outcome)
+
+    async def Hold(self, request: points_pb2.HoldRequest, context: Any) -> points_pb2.HoldResponse:
+        return self._single(await self._holds([request]))
+
+    async def HoldBatch(
+        self, request: points_pb2.HoldBatchRequest, context: Any
+    ) -> points_pb2.HoldBatchResponse:
+        return self._hold_outcomes(await self._holds(request.requests))
 
     async def Capture(
         self, request: points_pb2.CaptureRequest, context: Any
     ) -> points_pb2.HoldResponse:
-        saga_id = require_id("saga_id", request.saga_id)
-        result = await self._in_transaction(
-            request.app, lambda conn, ap, now: holds.capture(conn, ap, now, saga_id)
-        )
-        # Refusals are raised after the commit, so an expiry found here is kept.
-        if result.state == holds.RELEASED:
-            raise HoldReleased(f"saga {saga_id!r} was released; it cannot be captured")
-        if result.state == holds.EXPIRED:
-            raise HoldExpired(f"the hold of saga {saga_id!r} expired; it cannot be captured")
-        count(SPENT, request.app, result.amount)
-        return self._hold_reply(result)
+        return self._single(await self._captures([request]))
+
+    async def CaptureBatch(
+        self, request: points_pb2.CaptureBatchRequest, context: Any
+    ) -> points_pb2.HoldBatchResponse:
+        return self._hold_outcomes(await self._captures(request.requests))
 
     async def ReleaseHold(
         self, request: points_pb2.ReleaseHoldRequest, context: Any
     ) -> points_pb2.HoldResponse:
-        saga_id = require_id("saga_id", request.saga_id)
-        result = await self._in_transaction(
-            request.app, lambda conn, ap, now: holds.release(conn, ap, now, saga_id)
-        )
-        if result.state == holds.CAPTURED:
-            raise HoldCaptured(f"saga {saga_id!r} was captured; refund it instead")
-        return self._hold_reply(result)
+        return self._single(await self._releases([request]))
+
+    async def ReleaseHoldBatch(
+        self, request: points_pb2.ReleaseHoldBatchRequest, context: Any
+    ) -> points_pb2.HoldBatchResponse:
+        return self._hold_outcomes(await self._releases(request.requests))
 
     async def Refund(self, request: points_pb2.RefundRequest, context: Any) -> points_pb2.Movement:
         request_id = require_id("request_id", request.request_id)
