@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 from loyalty.common.v1 import common_pb2
 
 from plumbing.errors import IdempotencyConflict, InvalidArgument, LoyaltyError
-from plumbing.validation import positions_by_app
+from plumbing.validation import positions_by_app, require_id
 
 
 class _Request(Protocol):
@@ -36,7 +36,10 @@ async def answer_batch(
     key: Callable[[X], str],
     run: Callable[[str, list[X]], Awaitable[Sequence[R | LoyaltyError]]],
 ) -> list[R | LoyaltyError]:
-    """One outcome per request, in order: ``run``'s answer for it, or its refusal."""
+    """One outcome per request, in order: ``run``'s answer for it, or its refusal. A batch of
+    one is how the single call runs too: its app is checked under its own name."""
+    if len(requests) == 1:
+        require_id("app", requests[0].app)
     outcomes: list[R | LoyaltyError | None] = [None] * len(requests)
     for app, positions in positions_by_app("requests", [r.app for r in requests]).items():
         checked: dict[int, X] = {}

@@ -3,15 +3,18 @@ Domain errors become statuses in plumbing.grpc_errors."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from loyalty.common.v1 import common_pb2
 from loyalty.mall.v1 import mall_pb2, mall_pb2_grpc
+from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from plumbing.batch_calls import answer_batch, item_error
 from plumbing.configure import configure_section
-from plumbing.errors import InvalidArgument
+from plumbing.errors import InvalidArgument, LoyaltyError
 from plumbing.programs import ServesAppClock, StoredProgram
 from plumbing.server import Resources
 from plumbing.validation import (
@@ -139,6 +142,39 @@ def _order(view: OrderView) -> mall_pb2.Order:
     )
 
 
+T = TypeVar("T")
+
+
+def _saga_id(request: mall_pb2.ConfirmRequest | mall_pb2.ReleaseRequest) -> str:
+    return require_id("saga_id", request.saga_id)
+
+
+def _same(saga_id: str) -> str:
+    return saga_id
+
+
+def _one(outcomes: Sequence[T | LoyaltyError]) -> T:
+    """A single call's answer: its batch of one's outcome, or its refusal raised."""
+    [outcome] = outcomes
+    if isinstance(outcome, LoyaltyError):
+        raise outcome
+    return outcome
+
+
+def _reservation_outcomes(
+    outcomes: Sequence[ReservationView | LoyaltyError],
+) -> mall_pb2.ReserveBatchResponse:
+    trace.get_current_span().set_attribute("loyalty.items", len(outcomes))
+    return mall_pb2.ReserveBatchResponse(
+        results=[
+            mall_pb2.ReservationOutcome(error=item_error(outcome))
+            if isinstance(outcome, LoyaltyError)
+            else mall_pb2.ReservationOutcome(reservation=_reservation(outcome))
+            for outcome in outcomes
+        ]
+    )
+
+
 class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
     def __init__(self, resources: Resources) -> None:
         self.engine = resources.engine
@@ -250,14 +286,14 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
 
     # --- two-phase reservation -----------------------------------------------------------
 
-    async def Reserve(self, request: mall_pb2.ReserveRequest, context: Any) -> mall_pb2.Reservation:
-        stored = await self._program(request.app)
+    @staticmethod
+    def _reserve_input(request: mall_pb2.ReserveRequest) -> ReserveInput:
         ttl = DEFAULT_TTL
         if request.HasField("ttl"):
             ttl = request.ttl.ToTimedelta()
             if ttl <= timedelta(0) or ttl > MAX_TTL:
                 raise InvalidArgument("ttl", "must be more than 0 and at most a day")
-        reserve = ReserveInput(
+        return ReserveInput(
             saga_id=require_id("saga_id", request.saga_id),
             user_id=require_id("user_id", request.user_id),
             sku=require_id("sku", request.sku),
@@ -267,19 +303,66 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
             ttl=ttl,
             prize=request.prize,
         )
-        view = await self.reservations.reserve(stored, self.programs.now(stored), reserve)
-        return _reservation(view)
+
+    async def _reserves(
+        self, requests: Sequence[mall_pb2.ReserveRequest]
+    ) -> list[ReservationView | LoyaltyError]:
+        async def run(app: str, items: list[ReserveInput]) -> list[ReservationView | LoyaltyError]:
+            stored = await self._program(app)
+            return await self.reservations.reserve_many(stored, self.programs.now(stored), items)
+
+        return await answer_batch(requests, self._reserve_input, lambda r: r.saga_id, run)
+
+    async def _confirms(
+        self, requests: Sequence[mall_pb2.ConfirmRequest]
+    ) -> list[OrderView | LoyaltyError]:
+        async def run(app: str, saga_ids: list[str]) -> list[OrderView | LoyaltyError]:
+            stored = await self._program(app)
+            return await self.reservations.confirm_many(stored, self.programs.now(stored), saga_ids)
+
+        return await answer_batch(requests, _saga_id, _same, run)
+
+    async def _releases(
+        self, requests: Sequence[mall_pb2.ReleaseRequest]
+    ) -> list[ReservationView | LoyaltyError]:
+        async def run(app: str, saga_ids: list[str]) -> list[ReservationView | LoyaltyError]:
+            stored = await self._program(app)
+            return await self.reservations.release_many(stored, self.programs.now(stored), saga_ids)
+
+        return await answer_batch(requests, _saga_id, _same, run)
+
+    async def Reserve(self, request: mall_pb2.ReserveRequest, context: Any) -> mall_pb2.Reservation:
+        return _reservation(_one(await self._reserves([request])))
 
     async def Confirm(self, request: mall_pb2.ConfirmRequest, context: Any) -> mall_pb2.Order:
-        stored = await self._program(request.app)
-        saga_id = require_id("saga_id", request.saga_id)
-        return _order(await self.reservations.confirm(stored, self.programs.now(stored), saga_id))
+        return _order(_one(await self._confirms([request])))
 
     async def Release(self, request: mall_pb2.ReleaseRequest, context: Any) -> mall_pb2.Reservation:
-        stored = await self._program(request.app)
-        saga_id = require_id("saga_id", request.saga_id)
-        view = await self.reservations.release(stored, self.programs.now(stored), saga_id)
-        return _reservation(view)
+        return _reservation(_one(await self._releases([request])))
+
+    async def ReserveBatch(
+        self, request: mall_pb2.ReserveBatchRequest, context: Any
+    ) -> mall_pb2.ReserveBatchResponse:
+        return _reservation_outcomes(await self._reserves(request.requests))
+
+    async def ReleaseBatch(
+        self, request: mall_pb2.ReleaseBatchRequest, context: Any
+    ) -> mall_pb2.ReserveBatchResponse:
+        return _reservation_outcomes(await self._releases(request.requests))
+
+    async def ConfirmBatch(
+        self, request: mall_pb2.ConfirmBatchRequest, context: Any
+    ) -> mall_pb2.ConfirmBatchResponse:
+        outcomes = await self._confirms(request.requests)
+        trace.get_current_span().set_attribute("loyalty.items", len(outcomes))
+        return mall_pb2.ConfirmBatchResponse(
+            results=[
+                mall_pb2.OrderOutcome(error=item_error(outcome))
+                if isinstance(outcome, LoyaltyError)
+                else mall_pb2.OrderOutcome(order=_order(outcome))
+                for outcome in outcomes
+            ]
+        )
 
     # --- orders --------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ Keys: ``loyalty:mall:{app}:stock:<sku>:<bucket>`` and ``loyalty:mall:{app}:saga:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -90,6 +90,50 @@ class StockGate:
         except (RedisError, OSError) as error:
             log.warning("stock gate unavailable, Postgres decides alone: %s", error)
             return BYPASS
+
+    async def admit_many(self, app: str, wanted: Sequence[tuple[str, str, str, int]]) -> list[int]:
+        """``admit`` for each (sku, bucket, saga_id, quantity), in order, in one round trip."""
+        if self._admit is None or not wanted:
+            return [BYPASS] * len(wanted)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:  # type: ignore[union-attr]
+                for sku, bucket, saga_id, quantity in wanted:
+                    await self._admit(
+                        keys=[stock_key(app, sku, bucket), saga_key(app, saga_id)],
+                        args=[quantity],
+                        client=pipe,
+                    )
+                return [int(left) for left in await pipe.execute()]
+        except (RedisError, OSError) as error:
+            log.warning("stock gate unavailable, Postgres decides alone: %s", error)
+            return [BYPASS] * len(wanted)
+
+    async def give_back_many(self, app: str, returned: Sequence[tuple[str, str, int]]) -> None:
+        """``give_back`` for each (sku, bucket, quantity), in one round trip; never fails."""
+        returned = [entry for entry in returned if entry[2] > 0]
+        if self._give_back is None or not returned:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:  # type: ignore[union-attr]
+                for sku, bucket, quantity in returned:
+                    await self._give_back(
+                        keys=[stock_key(app, sku, bucket)], args=[quantity], client=pipe
+                    )
+                await pipe.execute()
+        except (RedisError, OSError) as error:
+            log.warning("stock gate give-back lost (the reconcile job heals it): %s", error)
+
+    async def reserved_many(self, app: str, sagas: Sequence[tuple[str, int]]) -> None:
+        """``reserved`` for each (saga_id, ttl_seconds), in one round trip."""
+        if self._redis is None or not sagas:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for saga_id, ttl_seconds in sagas:
+                    pipe.set(saga_key(app, saga_id), b"1", ex=max(60, ttl_seconds + 60))
+                await pipe.execute()
+        except (RedisError, OSError) as error:
+            log.warning("stock gate saga markers lost: %s", error)
 
     async def give_back(self, app: str, sku: str, bucket: str, quantity: int) -> None:
         """Returns units to the counter (a failed or released reservation); never fails."""

@@ -15,13 +15,15 @@ the commit, so the Redis gate (``gate.py``) keeps losers of a flash sale away fr
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from plumbing.errors import IdempotencyConflict
+from plumbing.db import json_rows
+from plumbing.errors import IdempotencyConflict, LoyaltyError
 from plumbing.idempotency import payload_hash
 from plumbing.programs import StoredProgram
 from services.mall.domain.errors import (
@@ -133,6 +135,66 @@ _TAKE_CODES = """
 """
 
 
+@dataclass
+class _Pending:
+    """A reserve request of a batch that passed the catalog checks."""
+
+    n: int
+    request: ReserveInput
+    item: Item
+    sale: SaleState
+    admitted: int = gates.BYPASS
+
+    @property
+    def took(self) -> bool:
+        """The gate counted its units (they go back if it is not reserved)."""
+        return self.admitted >= 0
+
+
+def _check_sale(
+    stored: StoredProgram[Catalog], now: datetime, request: ReserveInput
+) -> tuple[Item, SaleState]:
+    """The catalog's refusals, decided before anything is written."""
+    catalog = stored.program
+    item = item_of(stored, request.sku)
+    sale = sale_state(item, now, catalog.zone)
+    if not request.prize:
+        if not sale.on_sale:
+            raise NotOnSale(
+                f"{item.sku!r} is {sale.status.value.replace('_', ' ')}",
+                metadata={"sale_status": sale.status.value},
+            )
+        if not tier_allows(catalog, item, request.tier):
+            raise TierTooLow(
+                f"{item.sku!r} needs tier {item.min_tier}",
+                metadata={"tier": request.tier, "min_tier": item.min_tier},
+            )
+    if item.requires_address:
+        _check_address(request.address)
+    return item, sale
+
+
+async def _lock_members(conn: AsyncConnection, app: str, pending: Sequence[_Pending]) -> None:
+    """The member-item locks of every limited item in the batch, first and in one order, so
+    two batches never wait on each other's member locks and stock rows in a cycle."""
+    keys = sorted(
+        {
+            (p.request.user_id, p.item.sku)
+            for p in pending
+            if not p.request.prize and _has_limits(p.item)
+        }
+    )
+    if keys:
+        await conn.exec_driver_sql(
+            """INSERT INTO member_items (app, user_id, sku)
+               SELECT %(app)s, k.user_id, k.sku
+               FROM json_to_recordset(%(keys)s::json) AS k(user_id text, sku text)
+               ORDER BY k.user_id, k.sku
+               ON CONFLICT (app, user_id, sku) DO UPDATE SET sku = EXCLUDED.sku""",
+            {"app": app, "keys": json_rows({"user_id": u, "sku": k} for u, k in keys)},
+        )
+
+
 def _check_address(address: dict[str, str] | None) -> None:
     for name in ADDRESS_FIELDS:
         if not address or not address.get(name, "").strip():
@@ -144,62 +206,88 @@ class Reservations:
         self.engine = engine
         self.gate = gate
 
-    async def reserve(
-        self, stored: StoredProgram[Catalog], now: datetime, request: ReserveInput
-    ) -> ReservationView:
-        catalog = stored.program
-        item = item_of(stored, request.sku)
-        sale = sale_state(item, now, catalog.zone)
-        if not request.prize:
-            if not sale.on_sale:
-                raise NotOnSale(
-                    f"{item.sku!r} is {sale.status.value.replace('_', ' ')}",
-                    metadata={"sale_status": sale.status.value},
-                )
-            if not tier_allows(catalog, item, request.tier):
-                raise TierTooLow(
-                    f"{item.sku!r} needs tier {item.min_tier}",
-                    metadata={"tier": request.tier, "min_tier": item.min_tier},
-                )
-        if item.requires_address:
-            _check_address(request.address)
-        admitted = gates.BYPASS
-        if not item.unlimited:
-            admitted = await self.gate.admit(
-                stored.app, item.sku, sale.bucket, request.saga_id, request.quantity
-            )
+    async def reserve_many(
+        self, stored: StoredProgram[Catalog], now: datetime, requests: Sequence[ReserveInput]
+    ) -> list[ReservationView | LoyaltyError]:
+        """Reserves for several sagas (distinct saga ids) in one transaction; each answered as
+        it would be alone. Sold-out items are answered from Redis (no database row touched);
+        the rest are taken in (sku, user, saga) order, each in a savepoint, so a refused one
+        leaves nothing and its neighbours still commit."""
+        outcomes: dict[int, ReservationView | LoyaltyError] = {}
+        pending: list[_Pending] = []
+        for n, request in enumerate(requests):
+            try:
+                item, sale = _check_sale(stored, now, request)
+            except LoyaltyError as error:
+                outcomes[n] = error
+                continue
+            pending.append(_Pending(n, request, item, sale))
+        await self._admit(stored, pending, outcomes)
+        admitted = [p for p in pending if p.n not in outcomes]
+        left: dict[int, int | None] = {}
+        try:
+            async with self.engine.begin() as conn:
+                await _lock_members(conn, stored.app, admitted)
+                for p in sorted(admitted, key=lambda p: (p.item.sku, p.request.user_id, p.n)):
+                    try:
+                        async with conn.begin_nested():
+                            outcomes[p.n], left[p.n] = await self._reserve(
+                                conn, stored, now, p.item, p.sale, p.request
+                            )
+                    except LoyaltyError as error:
+                        outcomes[p.n] = error
+        except BaseException:
+            await self._give_back(stored.app, [p for p in admitted if p.took])
+            raise
+        # Units the gate let through that were not reserved now (refused, or a replay).
+        await self._give_back(stored.app, [p for p in admitted if p.took and left.get(p.n) is None])
+        fresh = [p for p in admitted if left.get(p.n) is not None]
+        await self.gate.reserved_many(
+            stored.app,
+            [
+                (p.request.saga_id, int(p.request.ttl.total_seconds()))
+                for p in fresh
+                if not p.item.unlimited
+            ],
+        )
+        for p in fresh:
+            if p.admitted == gates.UNKNOWN and not p.item.unlimited:
+                await self.gate.seed(stored.app, p.item.sku, p.sale.bucket, left[p.n] or 0)
+        return [outcomes[n] for n in range(len(requests))]
+
+    async def _admit(
+        self,
+        stored: StoredProgram[Catalog],
+        pending: list[_Pending],
+        outcomes: dict[int, ReservationView | LoyaltyError],
+    ) -> None:
+        """The Redis gate for the batch (one round trip): a sold-out item is refused here."""
+        gated = [p for p in pending if not p.item.unlimited]
+        marks = await self.gate.admit_many(
+            stored.app,
+            [(p.item.sku, p.sale.bucket, p.request.saga_id, p.request.quantity) for p in gated],
+        )
+        for p, admitted in zip(gated, marks, strict=True):
             if admitted == gates.UNKNOWN:
                 # No counter yet (or Redis lost it): seed it from Postgres first, so the
                 # first wave of a sale is already filtered.
                 await self.gate.seed(
                     stored.app,
-                    item.sku,
-                    sale.bucket,
-                    await self._left(stored.app, item, sale.bucket),
+                    p.item.sku,
+                    p.sale.bucket,
+                    await self._left(stored.app, p.item, p.sale.bucket),
                 )
                 admitted = await self.gate.admit(
-                    stored.app, item.sku, sale.bucket, request.saga_id, request.quantity
+                    stored.app, p.item.sku, p.sale.bucket, p.request.saga_id, p.request.quantity
                 )
+            p.admitted = admitted
             if admitted == gates.SOLD_OUT:
-                # The sale is sold out: answered from Redis, no database row touched.
-                raise OutOfStock(f"{item.sku!r} is sold out")
-        took = admitted >= 0
-        try:
-            async with self.engine.begin() as conn:
-                view, left = await self._reserve(conn, stored, now, item, sale, request)
-        except BaseException:
-            if took:
-                await self.gate.give_back(stored.app, item.sku, sale.bucket, request.quantity)
-            raise
-        if left is None:  # a replay: nothing was taken this time
-            if took:
-                await self.gate.give_back(stored.app, item.sku, sale.bucket, request.quantity)
-            return view
-        if not item.unlimited:
-            await self.gate.reserved(stored.app, request.saga_id, int(request.ttl.total_seconds()))
-            if admitted == gates.UNKNOWN:
-                await self.gate.seed(stored.app, item.sku, sale.bucket, left)
-        return view
+                outcomes[p.n] = OutOfStock(f"{p.item.sku!r} is sold out")
+
+    async def _give_back(self, app: str, taken: Sequence[_Pending]) -> None:
+        await self.gate.give_back_many(
+            app, [(p.item.sku, p.sale.bucket, p.request.quantity) for p in taken]
+        )
 
     async def _left(self, app: str, item: Item, bucket: str) -> int:
         async with self.engine.connect() as conn:
@@ -277,69 +365,91 @@ class Reservations:
                 raise OutOfStock(f"{item.sku!r} has no codes left")
         return _view(claimed), remaining
 
-    async def confirm(
-        self, stored: StoredProgram[Catalog], now: datetime, saga_id: str
-    ) -> OrderView:
-        """Turns the reservation into an order. A repeat returns the same order. Refusals
-        that record something (an expiry found here) are raised after the commit."""
-        params = {"app": stored.app, "saga_id": saga_id, "now": now}
-        expired: ReservationView | None = None
+    async def confirm_many(
+        self, stored: StoredProgram[Catalog], now: datetime, saga_ids: Sequence[str]
+    ) -> list[OrderView | LoyaltyError]:
+        """Turns reservations (distinct saga ids) into orders in one transaction, the rows
+        locked in saga order first. A repeat returns the same order. Every refusal is decided
+        before that item writes anything, except an expiry found here, which is committed and
+        then refused."""
+        app = stored.app
+        outcomes: list[OrderView | LoyaltyError] = []
+        expired: list[Any] = []
         async with self.engine.begin() as conn:
-            row = (await conn.exec_driver_sql(_EXISTING + " FOR UPDATE", params)).one_or_none()
-            if row is None:
-                raise ReservationNotFound(f"saga {saga_id!r} has no reservation")
-            if row.state == CONFIRMED:
-                return await order_by_saga(conn, stored.app, saga_id)
-            if row.state == RELEASED:
-                raise ReservationReleased(f"saga {saga_id!r} was released; it cannot be confirmed")
-            if row.state == EXPIRED:
-                raise ReservationExpired(f"the reservation of saga {saga_id!r} expired")
-            if row.expires_at <= now:
-                await _finish(conn, stored.app, row, EXPIRED, now)
-                expired = _view(row)
-            else:
-                item = stored.program.items.get(row.sku)
-                order = await create_order(
-                    conn, stored, now, row, item, await _codes(conn, stored.app, row, item, now)
-                )
-                await conn.exec_driver_sql(
-                    """UPDATE reservations SET state = 'CONFIRMED', finished_at = %(now)s,
-                           order_id = %(order_id)s
-                       WHERE app = %(app)s AND saga_id = %(saga_id)s""",
-                    {**params, "order_id": order.order_id},
-                )
-                return order
-        await self.gate.give_back(stored.app, expired.sku, row.bucket, expired.quantity)
-        raise ReservationExpired(f"the reservation of saga {saga_id!r} expired")
-
-    async def release(
-        self, stored: StoredProgram[Catalog], now: datetime, saga_id: str
-    ) -> ReservationView:
-        """Returns the stock. With no reservation it records the release (the barrier) and
-        succeeds; repeats answer the same; a confirmed one is refused (cancel the order)."""
-        params = {"app": stored.app, "saga_id": saga_id, "now": now}
-        # Twice at most: a Reserve that commits between our read and our barrier insert is
-        # found (and released) on the second pass.
-        for _ in range(2):
-            async with self.engine.begin() as conn:
-                row = (await conn.exec_driver_sql(_EXISTING + " FOR UPDATE", params)).one_or_none()
+            rows = await _lock_reservations(conn, app, saga_ids)
+            for saga_id in saga_ids:
+                row = rows.get(saga_id)
                 if row is None:
-                    barrier = (await conn.exec_driver_sql(_BARRIER, params)).one_or_none()
-                    if barrier is not None:
-                        return _view(barrier)
-                    continue  # a Reserve committed meanwhile: release that
-                if row.state == CONFIRMED:
-                    raise ReservationConfirmed(f"saga {saga_id!r} is an order; cancel it instead")
-                if row.state != RESERVED:
-                    return _view(row)
-                await _finish(conn, stored.app, row, RELEASED, now)
-                break
-        else:
-            raise ReservationNotFound(f"saga {saga_id!r}: the reservation moved twice; retry")
-        await self.gate.give_back(stored.app, row.sku, row.bucket, int(row.quantity))
-        return ReservationView(
-            row.saga_id, row.sku, int(row.quantity), RELEASED, int(row.price_points), row.expires_at
+                    outcomes.append(ReservationNotFound(f"saga {saga_id!r} has no reservation"))
+                elif row.state == CONFIRMED:
+                    outcomes.append(await order_by_saga(conn, app, saga_id))
+                elif row.state == RELEASED:
+                    outcomes.append(
+                        ReservationReleased(
+                            f"saga {saga_id!r} was released; it cannot be confirmed"
+                        )
+                    )
+                elif row.state == EXPIRED or row.expires_at <= now:
+                    if row.state != EXPIRED:
+                        await _finish(conn, app, row, EXPIRED, now)
+                        expired.append(row)
+                    outcomes.append(
+                        ReservationExpired(f"the reservation of saga {saga_id!r} expired")
+                    )
+                else:
+                    outcomes.append(await _confirm(conn, stored, now, row))
+        await self.gate.give_back_many(
+            app, [(row.sku, row.bucket, int(row.quantity)) for row in expired]
         )
+        return outcomes
+
+    async def release_many(
+        self, stored: StoredProgram[Catalog], now: datetime, saga_ids: Sequence[str]
+    ) -> list[ReservationView | LoyaltyError]:
+        """Returns the stock of reservations (distinct saga ids) in one transaction. With no
+        reservation it records the release (the barrier) and succeeds; repeats answer the same;
+        a confirmed one is refused (cancel the order)."""
+        app = stored.app
+        outcomes: dict[str, ReservationView | LoyaltyError] = {}
+        released: list[Any] = []
+        async with self.engine.begin() as conn:
+            rows = await _lock_reservations(conn, app, saga_ids)
+            for saga_id in saga_ids:
+                if saga_id in rows:
+                    continue
+                params = {"app": app, "saga_id": saga_id, "now": now}
+                barrier = (await conn.exec_driver_sql(_BARRIER, params)).one_or_none()
+                if barrier is not None:
+                    outcomes[saga_id] = _view(barrier)
+                    continue
+                # A Reserve committed meanwhile (the insert waited for it): release that.
+                row = (await conn.exec_driver_sql(_EXISTING + " FOR UPDATE", params)).one()
+                rows[saga_id] = row
+            # Stock rows in one order (sku, bucket) across batches.
+            for saga_id, row in sorted(
+                rows.items(), key=lambda kv: (kv[1].sku, kv[1].bucket, kv[0])
+            ):
+                if row.state == CONFIRMED:
+                    outcomes[saga_id] = ReservationConfirmed(
+                        f"saga {saga_id!r} is an order; cancel it instead"
+                    )
+                elif row.state != RESERVED:
+                    outcomes[saga_id] = _view(row)
+                else:
+                    await _finish(conn, app, row, RELEASED, now)
+                    released.append(row)
+                    outcomes[saga_id] = ReservationView(
+                        row.saga_id,
+                        row.sku,
+                        int(row.quantity),
+                        RELEASED,
+                        int(row.price_points),
+                        row.expires_at,
+                    )
+        await self.gate.give_back_many(
+            app, [(row.sku, row.bucket, int(row.quantity)) for row in released]
+        )
+        return [outcomes[saga_id] for saga_id in saga_ids]
 
     async def expire_due(self, stored: StoredProgram[Catalog], now: datetime, limit: int) -> int:
         """Expires reservations past their TTL (state EXPIRED): their stock and codes return.
@@ -358,6 +468,34 @@ class Reservations:
         for row in due:
             await self.gate.give_back(stored.app, row.sku, row.bucket, int(row.quantity))
         return len(due)
+
+
+async def _lock_reservations(
+    conn: AsyncConnection, app: str, saga_ids: Sequence[str]
+) -> dict[str, Any]:
+    rows = await conn.exec_driver_sql(
+        f"""SELECT {_COLUMNS} FROM reservations
+            WHERE app = %(app)s AND saga_id = ANY(%(ids)s::text[])
+            ORDER BY saga_id FOR UPDATE""",
+        {"app": app, "ids": sorted(saga_ids)},
+    )
+    return {row.saga_id: row for row in rows}
+
+
+async def _confirm(
+    conn: AsyncConnection, stored: StoredProgram[Catalog], now: datetime, row: Any
+) -> OrderView:
+    item = stored.program.items.get(row.sku)
+    order = await create_order(
+        conn, stored, now, row, item, await _codes(conn, stored.app, row, item, now)
+    )
+    await conn.exec_driver_sql(
+        """UPDATE reservations SET state = 'CONFIRMED', finished_at = %(now)s,
+               order_id = %(order_id)s
+           WHERE app = %(app)s AND saga_id = %(saga_id)s""",
+        {"app": stored.app, "saga_id": row.saga_id, "now": now, "order_id": order.order_id},
+    )
+    return order
 
 
 def _has_limits(item: Item) -> bool:
