@@ -221,7 +221,7 @@ class Checkout:
         ttl.FromTimedelta(timedelta(minutes=rules.hold_minutes))
         held = await ask(
             "points",
-            p.points.Hold,
+            p.hold,
             points_pb2.HoldRequest(
                 app=app,
                 saga_id=hold_id(order_ref),
@@ -257,7 +257,7 @@ class Checkout:
         try:
             await ask(
                 "points",
-                self.gw.participants.points.Capture,
+                self.gw.participants.capture,
                 points_pb2.CaptureRequest(app=app, saga_id=hold_id(order_ref)),
                 deadline=self.timeout,
             )
@@ -280,7 +280,7 @@ class Checkout:
         # A release before any hold is recorded by the ledger, which then refuses the late hold.
         released = await ask(
             "points",
-            self.gw.participants.points.ReleaseHold,
+            self.gw.participants.release_hold,
             points_pb2.ReleaseHoldRequest(app=app, saga_id=hold_id(order_ref)),
             deadline=self.timeout,
         )

@@ -11,21 +11,22 @@ import functools
 import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
-from loyalty.levels.v1 import levels_pb2_grpc
+from loyalty.levels.v1 import levels_pb2, levels_pb2_grpc
 from loyalty.lottery.v1 import lottery_pb2_grpc
-from loyalty.mall.v1 import mall_pb2_grpc
-from loyalty.points.v1 import points_pb2_grpc
+from loyalty.mall.v1 import mall_pb2, mall_pb2_grpc
+from loyalty.points.v1 import points_pb2, points_pb2_grpc
 from loyalty.risk.v1 import risk_pb2, risk_pb2_grpc
 from opentelemetry import trace
 
 from plumbing.batching import NaturalBatcher
 from plumbing.errors import ErrorKind, InvalidArgument, LoyaltyError, Unavailable
-from plumbing.grpc_errors import current_request, error_info
+from plumbing.grpc_errors import current_request, error_info, item_failure
 from plumbing.server import MAX_MESSAGE_BYTES
 from plumbing.telemetry import batch_span
+from plumbing.validation import MAX_BATCH
 
 _tracer = trace.get_tracer("loyalty.gateway.participants")
 
@@ -65,6 +66,39 @@ class Participants:
         self._evaluations: NaturalBatcher[
             str, tuple[risk_pb2.EvaluateRequest, float | None, trace.Span], Any
         ] = NaturalBatcher(self._evaluate_batch, max_batch=500)
+        # The saga steps of concurrent sagas travel the same way, one batch call per step and
+        # participant, each item answered (or refused) as its single call would be.
+        self.check_tier: _Batched[levels_pb2.CheckTierRequest, levels_pb2.CheckTierResponse] = (
+            _Batched(
+                "levels CheckTierBatch",
+                self.levels.CheckTierBatch,
+                levels_pb2.CheckTierBatchRequest,
+                "tier",
+            )
+        )
+        self.reserve: _Batched[mall_pb2.ReserveRequest, mall_pb2.Reservation] = _Batched(
+            "mall ReserveBatch", self.mall.ReserveBatch, mall_pb2.ReserveBatchRequest, "reservation"
+        )
+        self.confirm: _Batched[mall_pb2.ConfirmRequest, mall_pb2.Order] = _Batched(
+            "mall ConfirmBatch", self.mall.ConfirmBatch, mall_pb2.ConfirmBatchRequest, "order"
+        )
+        self.release: _Batched[mall_pb2.ReleaseRequest, mall_pb2.Reservation] = _Batched(
+            "mall ReleaseBatch", self.mall.ReleaseBatch, mall_pb2.ReleaseBatchRequest, "reservation"
+        )
+        self.hold: _Batched[points_pb2.HoldRequest, points_pb2.HoldResponse] = _Batched(
+            "points HoldBatch", self.points.HoldBatch, points_pb2.HoldBatchRequest, "hold"
+        )
+        self.capture: _Batched[points_pb2.CaptureRequest, points_pb2.HoldResponse] = _Batched(
+            "points CaptureBatch", self.points.CaptureBatch, points_pb2.CaptureBatchRequest, "hold"
+        )
+        self.release_hold: _Batched[points_pb2.ReleaseHoldRequest, points_pb2.HoldResponse] = (
+            _Batched(
+                "points ReleaseHoldBatch",
+                self.points.ReleaseHoldBatch,
+                points_pb2.ReleaseHoldBatchRequest,
+                "hold",
+            )
+        )
 
     async def evaluate(
         self,
@@ -94,6 +128,55 @@ class Participants:
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close()
+
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+class _Batched(Generic[Req, Resp]):
+    """A participant's single call, sent inside its batch call (natural batching: a batch
+    leaves when the previous one returned, a lone caller at once). Called as the stub is; each
+    caller gets its own answer, or the error its single call would have raised (a refusal
+    carries the same code, reason and metadata), or the batch's transport error to retry."""
+
+    def __init__(
+        self,
+        name: str,
+        method: Callable[..., Awaitable[Any]],
+        batch_type: Callable[..., Any],
+        answer_field: str,
+    ) -> None:
+        self._name = name
+        self._method = method
+        self._batch_type = batch_type
+        self._answer_field = answer_field
+        self._batcher: NaturalBatcher[str, tuple[Req, float | None, trace.Span], Resp] = (
+            NaturalBatcher(self._send, max_batch=MAX_BATCH)
+        )
+
+    async def __call__(
+        self,
+        request: Req,
+        timeout: float | None = None,  # noqa: ASYNC109 - the stub's signature, passed on
+    ) -> Resp:
+        return await self._batcher.submit("", (request, timeout, trace.get_current_span()))
+
+    async def _send(
+        self, _: str, items: Sequence[tuple[Req, float | None, trace.Span]]
+    ) -> list[Resp | BaseException]:
+        deadline = max((timeout for _, timeout, _ in items if timeout), default=None)
+        with batch_span(_tracer, self._name, [span for _, _, span in items]):
+            reply = await self._method(
+                self._batch_type(requests=[request for request, _, _ in items]), timeout=deadline
+            )
+        answers: list[Resp | BaseException] = []
+        for outcome in reply.results:
+            if outcome.WhichOneof("outcome") == "error":
+                answers.append(item_failure(outcome.error))
+            else:
+                answers.append(getattr(outcome, self._answer_field))
+        return answers
 
 
 @functools.cache

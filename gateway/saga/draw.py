@@ -75,7 +75,7 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
     ttl.FromTimedelta(terms.hold_ttl)
     await drive.step(
         "hold",
-        lambda timeout: p.points.Hold(
+        lambda timeout: p.hold(
             points_pb2.HoldRequest(
                 app=app,
                 saga_id=saga_id,
@@ -131,7 +131,7 @@ async def _capture(drive: Drive, p: Participants) -> None:
     saga = drive.saga
     await drive.step(
         "capture",
-        lambda timeout: p.points.Capture(
+        lambda timeout: p.capture(
             points_pb2.CaptureRequest(app=saga.app, saga_id=saga.saga_id),
             timeout=timeout,
         ),
@@ -164,7 +164,7 @@ async def _award(drive: Drive, p: Participants) -> None:
     prize_saga = f"{saga_id}:prize"
 
     async def reserve_and_confirm(deadline: float) -> Any:
-        await p.mall.Reserve(
+        await p.reserve(
             mall_pb2.ReserveRequest(
                 app=app,
                 saga_id=prize_saga,
@@ -175,7 +175,7 @@ async def _award(drive: Drive, p: Participants) -> None:
             ),
             timeout=deadline,
         )
-        return await p.mall.Confirm(
+        return await p.confirm(
             mall_pb2.ConfirmRequest(app=app, saga_id=prize_saga),
             timeout=deadline,
         )
@@ -195,7 +195,7 @@ async def _release(drive: Drive, p: Participants, reason: str) -> None:
         drive.event("compensate", step="hold", reason=reason)
         await drive.step(
             "release_hold",
-            lambda timeout: p.points.ReleaseHold(
+            lambda timeout: p.release_hold(
                 points_pb2.ReleaseHoldRequest(app=saga.app, saga_id=saga.saga_id),
                 timeout=timeout,
             ),

@@ -80,7 +80,7 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
         )
 
     def check_tier(timeout: float) -> Any:
-        return p.levels.CheckTier(
+        return p.check_tier(
             levels_pb2.CheckTierRequest(app=app, user_id=user, min_tier=order["min_tier"]),
             timeout=timeout,
         )
@@ -103,7 +103,7 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
     address = order.get("address")
     reservation = await drive.step(
         "reserve",
-        lambda timeout: p.mall.Reserve(
+        lambda timeout: p.reserve(
             mall_pb2.ReserveRequest(
                 app=app,
                 saga_id=saga_id,
@@ -120,7 +120,7 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
     saga.result["points_spent"] = reservation.price_points
     await drive.step(
         "hold",
-        lambda timeout: p.points.Hold(
+        lambda timeout: p.hold(
             points_pb2.HoldRequest(
                 app=app,
                 saga_id=saga_id,
@@ -148,7 +148,7 @@ async def _confirm(drive: Drive, p: Participants) -> None:
     async def confirm() -> None:
         order = await drive.step(
             "confirm",
-            lambda timeout: p.mall.Confirm(
+            lambda timeout: p.confirm(
                 mall_pb2.ConfirmRequest(app=app, saga_id=saga_id),
                 timeout=timeout,
             ),
@@ -159,7 +159,7 @@ async def _confirm(drive: Drive, p: Participants) -> None:
     async def capture() -> None:
         captured = await drive.step(
             "capture",
-            lambda timeout: p.points.Capture(
+            lambda timeout: p.capture(
                 points_pb2.CaptureRequest(app=app, saga_id=saga_id),
                 timeout=timeout,
             ),
@@ -226,7 +226,7 @@ async def _compensate(drive: Drive, p: Participants, reason: str) -> None:
             (
                 "release_hold",
                 "hold",
-                lambda timeout: p.points.ReleaseHold(
+                lambda timeout: p.release_hold(
                     points_pb2.ReleaseHoldRequest(app=app, saga_id=saga_id),
                     timeout=timeout,
                 ),
@@ -237,7 +237,7 @@ async def _compensate(drive: Drive, p: Participants, reason: str) -> None:
             (
                 "release_reservation",
                 "reserve",
-                lambda timeout: p.mall.Release(
+                lambda timeout: p.release(
                     mall_pb2.ReleaseRequest(app=app, saga_id=saga_id),
                     timeout=timeout,
                 ),

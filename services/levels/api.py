@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -12,8 +13,9 @@ from loyalty.common.v1 import common_pb2
 from loyalty.levels.v1 import levels_pb2, levels_pb2_grpc
 from opentelemetry import trace
 
+from plumbing.batch_calls import answer_batch, item_error
 from plumbing.configure import configure_section
-from plumbing.errors import InvalidArgument
+from plumbing.errors import InvalidArgument, LoyaltyError
 from plumbing.jobs import every
 from plumbing.programs import ServesAppClock, StoredProgram
 from plumbing.server import Resources
@@ -98,6 +100,20 @@ def _growth_reply(reply: dict[str, Any], duplicate: bool) -> levels_pb2.AddGrowt
         duplicate=duplicate,
         notes=reply["notes"],
     )
+
+
+def _tier_check(
+    program: LevelsProgram, user_id: str, code: str, min_tier: str
+) -> str | LoyaltyError:
+    """The member's tier, or why it does not reach ``min_tier``."""
+    if not min_tier:
+        return code
+    wanted = program.tier(min_tier)
+    if wanted is None:
+        return UnknownTier("min_tier", min_tier)
+    if rank(program.tier(code)) < wanted.rank:
+        return TierTooLow(user_id, code, wanted.code)
+    return code
 
 
 class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
@@ -321,20 +337,45 @@ class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
             next_page_token=encode_page_token(page[-1].id) if more and page else "",
         )
 
+    async def _check_tiers(
+        self, requests: Sequence[levels_pb2.CheckTierRequest]
+    ) -> list[str | LoyaltyError]:
+        def check(request: levels_pb2.CheckTierRequest) -> tuple[str, str]:
+            return require_id("user_id", request.user_id), request.min_tier
+
+        async def run(app: str, items: list[tuple[str, str]]) -> list[str | LoyaltyError]:
+            stored = await self._program(app)
+            now = self.programs.now(stored)
+            current = await tiers.current_tiers(
+                self.engine, stored, now, sorted({user_id for user_id, _ in items})
+            )
+            return [
+                _tier_check(stored.program, user_id, current[user_id], m) for user_id, m in items
+            ]
+
+        return await answer_batch(requests, check, lambda item: f"{item[0]}\0{item[1]}", run)
+
     async def CheckTier(
         self, request: levels_pb2.CheckTierRequest, context: Any
     ) -> levels_pb2.CheckTierResponse:
-        stored = await self._program(request.app)
-        user_id = require_id("user_id", request.user_id)
-        wanted = None
-        if request.min_tier:
-            wanted = stored.program.tier(request.min_tier)
-            if wanted is None:
-                raise UnknownTier("min_tier", request.min_tier)
-        code = await tiers.current_tier(self.engine, stored, self.programs.now(stored), user_id)
-        if wanted is not None and rank(stored.program.tier(code)) < wanted.rank:
-            raise TierTooLow(user_id, code, wanted.code)
-        return levels_pb2.CheckTierResponse(tier=code)
+        [outcome] = await self._check_tiers([request])
+        if isinstance(outcome, LoyaltyError):
+            raise outcome
+        return levels_pb2.CheckTierResponse(tier=outcome)
+
+    async def CheckTierBatch(
+        self, request: levels_pb2.CheckTierBatchRequest, context: Any
+    ) -> levels_pb2.CheckTierBatchResponse:
+        outcomes = await self._check_tiers(request.requests)
+        trace.get_current_span().set_attribute("loyalty.items", len(outcomes))
+        return levels_pb2.CheckTierBatchResponse(
+            results=[
+                levels_pb2.CheckTierOutcome(error=item_error(outcome))
+                if isinstance(outcome, LoyaltyError)
+                else levels_pb2.CheckTierOutcome(tier=levels_pb2.CheckTierResponse(tier=outcome))
+                for outcome in outcomes
+            ]
+        )
 
     # --- leaderboards --------------------------------------------------------------------
 

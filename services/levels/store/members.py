@@ -86,6 +86,17 @@ async def read_member(conn: AsyncConnection, app: str, user_id: str) -> Member |
     return Member.from_row(row) if row is not None else None
 
 
+async def read_members(
+    conn: AsyncConnection, app: str, user_ids: Sequence[str]
+) -> dict[str, Member]:
+    """Several members in one read (CheckTierBatch); members not yet known are absent."""
+    rows = await conn.exec_driver_sql(
+        f"SELECT {MEMBER_COLUMNS} FROM members WHERE app = %(app)s AND user_id = ANY(%(ids)s)",
+        {"app": app, "ids": list(user_ids)},
+    )
+    return {member.user_id: member for member in map(Member.from_row, rows)}
+
+
 def needs_judging(member: Member, stored: StoredProgram[LevelsProgram], today: date) -> bool:
     """Whether the stored tier may be out of date: judged under another program version, or
     (requalify, decay) in an earlier period than today's."""

@@ -23,6 +23,7 @@ from services.levels.store.members import (
     lock_member,
     needs_judging,
     read_member,
+    read_members,
 )
 from services.levels.store.tables import requests
 
@@ -54,6 +55,27 @@ async def current_tier(
         member = await lock_member(conn, stored, user_id, now)
         [judgement] = await judge(conn, stored, [member], today, now, ref="check")
     return judgement.after
+
+
+async def current_tiers(
+    engine: AsyncEngine, stored: StoredProgram[LevelsProgram], now: datetime, user_ids: list[str]
+) -> dict[str, str]:
+    """``current_tier`` for several members: one read for all; those whose period or program
+    moved on are judged again one by one (rare: once per member and period)."""
+    today = local_day(now, stored.program.zone)
+    async with engine.connect() as conn:
+        members = await read_members(conn, stored.app, user_ids)
+    tiers: dict[str, str] = {}
+    for user_id in user_ids:
+        member = members.get(user_id)
+        if member is None:
+            base = evaluate(stored.program, {}, today)
+            tiers[user_id] = base.tier.code if base.tier else ""
+        elif not needs_judging(member, stored, today):
+            tiers[user_id] = member.tier
+        else:
+            tiers[user_id] = await current_tier(engine, stored, now, user_id)
+    return tiers
 
 
 async def level_view(
