@@ -8,7 +8,7 @@ replicas with skewed clocks still agree.
 
 from __future__ import annotations
 
-import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -42,6 +42,10 @@ class SagaRecord:
     drives: int = 0
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # Not stored. The request's digest (replays compare it); when this driver last renewed
+    # its lease (time.monotonic(); 0: at once on the next save).
+    payload_hash: str = ""
+    lease_renewed: float = 0.0
 
     def step(self, name: str) -> dict[str, Any]:
         for step in self.steps:
@@ -71,20 +75,27 @@ _COLUMNS = (
     "steps, result, drives, created_at, updated_at"
 )
 
+# Group commit of new sagas: concurrent Redeem/Draw calls' rows in one statement, in request
+# key order (two batches holding the same keys wait instead of deadlocking).
 _START = f"""
     INSERT INTO sagas (saga_id, app, kind, request_id, user_id, payload, payload_hash, state,
                        reason, trace_id, span_id, steps, result, drives, lease_until, created_at,
                        updated_at, app_day)
-    VALUES (%(saga_id)s, %(app)s, %(kind)s, %(request_id)s, %(user_id)s, %(payload)s::jsonb,
-            %(hash)s, %(state)s, %(reason)s, %(trace_id)s, %(span_id)s, '[]'::jsonb,
-            '{{}}'::jsonb, 1, now() + make_interval(secs => %(lease)s), now(), now(),
-            %(app_day)s)
+    SELECT r.saga_id, r.app, r.kind, r.request_id, r.user_id, r.payload, r.hash, r.state,
+           r.reason, r.trace_id, r.span_id, '[]'::jsonb, '{{}}'::jsonb, 1,
+           now() + make_interval(secs => r.lease), now(), now(), r.app_day
+    FROM json_to_recordset(%(rows)s::json)
+      AS r(saga_id text, app text, kind text, request_id text, user_id text, payload jsonb,
+           hash text, state text, reason text, trace_id text, span_id text, lease float8,
+           app_day date)
+    ORDER BY r.app, r.kind, r.request_id
     ON CONFLICT ON CONSTRAINT sagas_request_key DO NOTHING
     RETURNING {_COLUMNS}
 """
-_BY_REQUEST = f"""
-    SELECT {_COLUMNS}, payload_hash FROM sagas
-    WHERE app = %(app)s AND kind = %(kind)s AND request_id = %(request_id)s
+_BY_REQUESTS = f"""
+    SELECT {_COLUMNS}, payload_hash FROM sagas s
+    JOIN json_to_recordset(%(keys)s::json) AS k(app text, kind text, request_id text)
+      USING (app, kind, request_id)
 """
 # Group commit: the saves of concurrent sagas in one statement and one commit. The rows are
 # locked in saga_id order first, so two batches can never wait on each other in a cycle.
@@ -97,7 +108,10 @@ _SAVE = """
       ORDER BY saga_id FOR UPDATE)
     UPDATE sagas s SET state = row.state, reason = row.reason, steps = row.steps,
                        result = row.result, updated_at = now(),
-                       lease_until = now() + make_interval(secs => row.lease)
+                       -- Renewed only when due: an indexed column left alone keeps the
+                       -- update HOT (no new index entries) while the state does not change.
+                       lease_until = CASE WHEN row.lease IS NULL THEN s.lease_until
+                                          ELSE now() + make_interval(secs => row.lease) END
     FROM row JOIN locked USING (saga_id)
     WHERE s.saga_id = row.saga_id
 """
@@ -151,6 +165,9 @@ class SagaLog:
         self._saves: NaturalBatcher[str, dict[str, Any], None] = NaturalBatcher(
             self._save_batch, max_batch=500
         )
+        self._starts: NaturalBatcher[str, dict[str, Any], tuple[SagaRecord, bool]] = NaturalBatcher(
+            self._start_batch, max_batch=500
+        )
 
     async def start(
         self,
@@ -169,38 +186,73 @@ class SagaLog:
         """The new saga (leased to the caller), or the one this request_id started before
         (False). The same request_id with another payload is refused. With ``refused`` (a
         reason), the new saga is written already COMPENSATED for that reason: refused at the
-        door, with nothing to undo."""
-        params = {
+        door, with nothing to undo. Concurrent starts share one statement and one commit."""
+        row = {
             "saga_id": saga_id,
             "app": app,
             "kind": kind,
             "request_id": request_id,
             "user_id": user_id,
-            "payload": json.dumps(payload),
+            "payload": payload,
             "hash": payload_hash,
             "trace_id": trace_id,
             "span_id": span_id,
             "lease": self.lease_seconds,
-            "app_day": app_day,
+            "app_day": app_day.isoformat(),
             "state": "COMPENSATED" if refused else "STARTED",
             "reason": refused,
         }
-        async with self._engine.begin() as conn:
-            row = (await conn.exec_driver_sql(_START, params)).one_or_none()
-            if row is not None:
-                return _record(row), True
-            found = (await conn.exec_driver_sql(_BY_REQUEST, params)).one()
-        if found[-1] != payload_hash:
+        found, new = await self._starts.submit("log", row)
+        if found.payload_hash != payload_hash:
             raise IdempotencyConflict(
                 f"request_id {request_id!r} was already used for a different {kind} request"
             )
-        return _record(found), False
+        if new:
+            found.lease_renewed = time.monotonic()
+        return found, new
+
+    async def _start_batch(
+        self, _: str, rows: Sequence[dict[str, Any]]
+    ) -> list[tuple[SagaRecord, bool]]:
+        async with self._engine.begin() as conn:
+            inserted = {
+                record.saga_id: record
+                for record in map(
+                    _record, await conn.exec_driver_sql(_START, {"rows": json_rows(rows)})
+                )
+            }
+            others = [row for row in rows if row["saga_id"] not in inserted]
+            existing: dict[tuple[str, str, str], SagaRecord] = {}
+            if others:
+                keys = [
+                    {"app": r["app"], "kind": r["kind"], "request_id": r["request_id"]}
+                    for r in others
+                ]
+                for found in await conn.exec_driver_sql(_BY_REQUESTS, {"keys": json_rows(keys)}):
+                    record = _record(found)
+                    record.payload_hash = found[-1]
+                    existing[(record.app, record.kind, record.request_id)] = record
+        answers: list[tuple[SagaRecord, bool]] = []
+        for row in rows:
+            if row["saga_id"] in inserted:
+                record = inserted[row["saga_id"]]
+                record.payload_hash = row["hash"]
+                answers.append((record, True))
+            else:
+                answers.append((existing[(row["app"], row["kind"], row["request_id"])], False))
+        return answers
 
     async def save(self, saga: SagaRecord, lease_seconds: float | None = None) -> None:
-        """Writes the saga's state, steps and result; extends the driver's lease (or sets it
-        to ``lease_seconds`` from now, 0 to hand the saga to the recovery loop at once).
-        Returns once it is committed: concurrent sagas' saves share one statement and one
-        commit (natural batching), each as durable as if written alone."""
+        """Writes the saga's state, steps and result; renews the driver's lease when half of
+        it has run (or sets it to ``lease_seconds`` from now, 0 to hand the saga to the
+        recovery loop at once). Returns once it is committed: concurrent sagas' saves share
+        one statement and one commit (natural batching), each as durable as if written
+        alone."""
+        lease: float | None = lease_seconds
+        if lease is None and time.monotonic() - saga.lease_renewed > self.lease_seconds / 2:
+            lease = self.lease_seconds
+        if lease is not None:
+            saga.lease_renewed = time.monotonic()
         await self._saves.submit(
             "log",
             {
@@ -209,7 +261,7 @@ class SagaLog:
                 "reason": saga.reason,
                 "steps": saga.steps,
                 "result": saga.result,
-                "lease": self.lease_seconds if lease_seconds is None else lease_seconds,
+                "lease": lease,
             },
         )
 
@@ -227,7 +279,10 @@ class SagaLog:
             rows = await conn.exec_driver_sql(
                 _LEASE_DUE, {"limit": limit, "lease": self.lease_seconds}
             )
-            return [_record(row) for row in rows]
+            leased = [_record(row) for row in rows]
+        for record in leased:
+            record.lease_renewed = time.monotonic()
+        return leased
 
     async def lease_one(self, app: str, saga_id: str, resume_state: str) -> SagaRecord | None:
         """Takes one saga for RetrySaga: one needing attention (back to ``resume_state``, its
@@ -245,7 +300,11 @@ class SagaLog:
                     },
                 )
             ).one_or_none()
-        return _record(row) if row is not None else None
+        if row is None:
+            return None
+        record = _record(row)
+        record.lease_renewed = time.monotonic()
+        return record
 
     async def get(self, app: str, saga_id: str) -> SagaRecord | None:
         async with self._engine.connect() as conn:

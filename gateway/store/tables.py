@@ -107,6 +107,8 @@ sagas = Table(
         "lease_until",
         postgresql_where=text("state IN ('STARTED', 'CONFIRMING', 'COMPENSATING')"),
     ),
+    # Room for HOT rewrites of a saga's row (migration 0005).
+    postgresql_with={"fillfactor": 70},
 )
 
 # Every event the gateway finished recording, with its answer (replays and the daily stats).
