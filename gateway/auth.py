@@ -71,6 +71,14 @@ return {granted, wait}
 """
 
 
+# Tokens are taken from Redis in chunks of this share of the key's rate (at least one): the
+# spare ones serve the key's next calls from memory for SPARE_SECONDS, then lapse. A key near
+# its limit loses at most a chunk per lapse (a few percent); a key with a small rate takes one
+# token at a time, exactly.
+CHUNK_SHARE = 0.05
+SPARE_SECONDS = 0.1
+
+
 class Authenticator:
     def __init__(self, engine: AsyncEngine, redis: aioredis.Redis | None, prefix: str) -> None:
         self._engine = engine
@@ -82,6 +90,8 @@ class Authenticator:
         self._tokens: NaturalBatcher[str, Caller, None] = NaturalBatcher(
             self._take_tokens, max_batch=10_000
         )
+        # Per key: (lapses at, spare tokens taken from Redis and not yet used).
+        self._spare: dict[str, tuple[float, int]] = {}
 
     async def caller(self, context: Any, scope: str) -> Caller:
         """The caller of a call that needs ``scope``, its token taken from its bucket."""
@@ -128,25 +138,37 @@ class Authenticator:
         return record
 
     async def _take_token(self, caller: Caller) -> None:
-        if self._bucket is not None:
-            await self._tokens.submit(caller.key_id, caller)
+        if self._bucket is None:
+            return
+        lapses, spare = self._spare.get(caller.key_id, (0.0, 0))
+        if spare > 0 and time.monotonic() < lapses:
+            self._spare[caller.key_id] = (lapses, spare - 1)
+            return
+        await self._tokens.submit(caller.key_id, caller)
 
     async def _take_tokens(
         self, key_id: str, callers: Sequence[Caller]
     ) -> list[BaseException | None]:
         assert self._bucket is not None
         caller = callers[-1]  # the newest record of the key: its current rate and burst
+        chunk = max(1, int(min(caller.rate_per_second, caller.burst) * CHUNK_SHARE))
         try:
             granted, wait_ms = await self._bucket(
                 keys=[f"{self._prefix}ratelimit:{key_id}"],
-                args=[caller.rate_per_second, caller.burst, len(callers)],
+                args=[caller.rate_per_second, caller.burst, len(callers) + chunk - 1],
             )
         except RedisError as error:
             if time.monotonic() - self._redis_warned > 30:
                 self._redis_warned = time.monotonic()
                 log.warning("rate limit not enforced: redis is unavailable (%s)", error)
             return [None] * len(callers)
-        refused = len(callers) - int(granted)
+        granted = int(granted)
+        if granted > len(callers):
+            self._spare[key_id] = (time.monotonic() + SPARE_SECONDS, granted - len(callers))
+            if len(self._spare) > 10_000:
+                self._spare.clear()
+        refused = max(0, len(callers) - granted)
+        granted = min(granted, len(callers))
         return [None] * int(granted) + [
             RateLimited(
                 f"rate limit of {caller.rate_per_second}/s for this key exceeded",

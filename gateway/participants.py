@@ -152,7 +152,7 @@ class _Batched(Generic[Req, Resp]):
         self._batch_type = batch_type
         self._answer_field = answer_field
         self._batcher: NaturalBatcher[str, tuple[Req, float | None, trace.Span], Resp] = (
-            NaturalBatcher(self._send, max_batch=MAX_BATCH)
+            NaturalBatcher(self._send, max_batch=MAX_BATCH, name=name)
         )
 
     async def __call__(

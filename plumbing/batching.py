@@ -20,11 +20,16 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from opentelemetry import metrics
+
 K = TypeVar("K", bound=Hashable)
 I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
 
 log = logging.getLogger(__name__)
+BATCH_ITEMS = metrics.get_meter("loyalty.batching").create_histogram(
+    "loyalty.batch.items", description="Items per batch sent, by batcher name"
+)
 
 Send = Callable[[K, Sequence[I]], Awaitable[Sequence[R | BaseException]]]
 
@@ -36,10 +41,13 @@ class _Lane(Generic[I, R]):
 
 
 class NaturalBatcher(Generic[K, I, R]):
-    def __init__(self, send: Send[K, I, R], *, max_batch: int, in_flight: int = 1) -> None:
+    def __init__(
+        self, send: Send[K, I, R], *, max_batch: int, in_flight: int = 1, name: str = ""
+    ) -> None:
         if max_batch < 1 or in_flight < 1:
             raise ValueError("max_batch and in_flight must be at least 1")
         self._send = send
+        self._attributes = {"batch": name or getattr(send, "__qualname__", "batch")}
         self._max_batch = max_batch
         self._in_flight = in_flight
         self._lanes: dict[K, _Lane[I, R]] = {}
@@ -65,6 +73,7 @@ class NaturalBatcher(Generic[K, I, R]):
                 live = [(item, future) for item, future in taken if not future.done()]
                 if not live:
                     continue
+                BATCH_ITEMS.record(len(live), self._attributes)
                 try:
                     results = await self._send(key, [item for item, _ in live])
                     if len(results) != len(live):
