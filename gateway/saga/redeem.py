@@ -50,7 +50,9 @@ async def run_redeem(drive: Drive, p: Participants, terms: RedeemTerms, *, fresh
     plan = SagaPlan(
         attempt=lambda: _try(drive, p, terms),
         go_forward=lambda: _confirm(drive, p),
-        undo=lambda reason: _compensate(drive, p, reason),
+        # Only the drive that ran the steps knows for sure which ones it sent (they are
+        # written with the commit point, not before each step); any later drive undoes both.
+        undo=lambda reason: _compensate(drive, p, reason, certain=fresh),
     )
     await run_plan(drive, plan, fresh=fresh)
 
@@ -101,6 +103,9 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
     tier: levels_pb2.CheckTierResponse = tier_task.result()
 
     address = order.get("address")
+    # Reserve and hold are not logged one by one before they are sent: the saga's row, written
+    # before any step, already says they may happen, and any drive but this one undoes both
+    # (``_compensate``). Their outcomes are written with the commit point.
     reservation = await drive.step(
         "reserve",
         lambda timeout: p.reserve(
@@ -116,6 +121,7 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
             ),
             timeout=timeout,
         ),
+        log_first=False,
     )
     saga.result["points_spent"] = reservation.price_points
     await drive.step(
@@ -131,6 +137,7 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
             ),
             timeout=timeout,
         ),
+        log_first=False,
     )
 
 
@@ -179,10 +186,12 @@ async def _confirm(drive: Drive, p: Participants) -> None:
     await drive.finish("COMPLETED")
 
 
-async def _compensate(drive: Drive, p: Participants, reason: str) -> None:
-    """Undoes what the log says may have happened; each undo is idempotent and a release that
-    arrives before its reserve is recorded by the participant (and refuses the late reserve),
-    so undoing a step that never acted is safe."""
+async def _compensate(drive: Drive, p: Participants, reason: str, *, certain: bool) -> None:
+    """Undoes what may have happened; each undo is idempotent and a release that arrives before
+    its reserve is recorded by the participant (and refuses the late reserve), so undoing a
+    step that never acted is safe. ``certain``: the steps in hand are all that was sent (the
+    drive that sent them); otherwise the reservation and the hold are released whatever the
+    log says, since reserve and hold are not logged one by one before they are sent."""
     saga = drive.saga
     app, saga_id = saga.app, saga.saga_id
     if saga.state != "COMPENSATING":
@@ -221,7 +230,7 @@ async def _compensate(drive: Drive, p: Participants, reason: str) -> None:
                 ),
             )
         )
-    if saga.touched("hold") and not saga.done("capture"):
+    if (saga.touched("hold") or not certain) and not saga.done("capture"):
         undo.append(
             (
                 "release_hold",
@@ -232,7 +241,7 @@ async def _compensate(drive: Drive, p: Participants, reason: str) -> None:
                 ),
             )
         )
-    if saga.touched("reserve") and not saga.done("confirm"):
+    if (saga.touched("reserve") or not certain) and not saga.done("confirm"):
         undo.append(
             (
                 "release_reservation",
