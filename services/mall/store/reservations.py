@@ -46,8 +46,9 @@ from services.mall.domain.sale import (
     tier_allows,
 )
 from services.mall.store import gate as gates
+from services.mall.store import reservation_sets as sets
 from services.mall.store.catalog import available_in, ensure_bucket, item_of, usage_by_sku
-from services.mall.store.orders import OrderView, create_order, order_by_saga
+from services.mall.store.orders import OrderView, order_by_saga
 
 RESERVED, CONFIRMED, RELEASED, EXPIRED = "RESERVED", "CONFIRMED", "RELEASED", "EXPIRED"
 ADDRESS_FIELDS = ("name", "phone", "line1")
@@ -227,8 +228,9 @@ class Reservations:
         left: dict[int, int | None] = {}
         try:
             async with self.engine.begin() as conn:
-                await _lock_members(conn, stored.app, admitted)
-                for p in sorted(admitted, key=lambda p: (p.item.sku, p.request.user_id, p.n)):
+                rest = await self._reserve_plain(conn, stored, now, admitted, outcomes, left)
+                await _lock_members(conn, stored.app, rest)
+                for p in sorted(rest, key=lambda p: (p.item.sku, p.request.user_id, p.n)):
                     try:
                         async with conn.begin_nested():
                             outcomes[p.n], left[p.n] = await self._reserve(
@@ -254,6 +256,51 @@ class Reservations:
             if p.admitted == gates.UNKNOWN and not p.item.unlimited:
                 await self.gate.seed(stored.app, p.item.sku, p.sale.bucket, left[p.n] or 0)
         return [outcomes[n] for n in range(len(requests))]
+
+    async def _reserve_plain(
+        self,
+        conn: AsyncConnection,
+        stored: StoredProgram[Catalog],
+        now: datetime,
+        admitted: list[_Pending],
+        outcomes: dict[int, ReservationView | LoyaltyError],
+        left: dict[int, int | None],
+    ) -> list[_Pending]:
+        """The batch's common items set-wise (``reservation_sets``); returns the rest."""
+        plain = {
+            p.n: p
+            for p in admitted
+            if (p.request.prize or not _has_limits(p.item)) and p.item.codes is not CodeSource.POOL
+        }
+        if not plain:
+            return admitted
+        decided, fallback = await sets.reserve_plain(
+            conn,
+            stored,
+            now,
+            [
+                sets.PlainReserve(
+                    n=p.n,
+                    saga_id=p.request.saga_id,
+                    user_id=p.request.user_id,
+                    item=p.item,
+                    sale=p.sale,
+                    quantity=p.request.quantity,
+                    prize=p.request.prize,
+                    digest=p.request.digest(),
+                    address=p.request.address,
+                    expires_at=now + p.request.ttl,
+                )
+                for p in plain.values()
+            ],
+        )
+        for n, outcome in decided.items():
+            if isinstance(outcome, LoyaltyError):
+                outcomes[n] = outcome
+            else:
+                outcomes[n], left[n] = _view(outcome[0]), outcome[1]
+        again = {item.n for item in fallback}
+        return [p for p in admitted if p.n not in plain or p.n in again]
 
     async def _admit(
         self,
@@ -373,35 +420,26 @@ class Reservations:
         before that item writes anything, except an expiry found here, which is committed and
         then refused."""
         app = stored.app
-        outcomes: list[OrderView | LoyaltyError] = []
+        outcomes: dict[str, OrderView | LoyaltyError] = {}
         expired: list[Any] = []
+        live: list[Any] = []
         async with self.engine.begin() as conn:
             rows = await _lock_reservations(conn, app, saga_ids)
             for saga_id in saga_ids:
-                row = rows.get(saga_id)
-                if row is None:
-                    outcomes.append(ReservationNotFound(f"saga {saga_id!r} has no reservation"))
-                elif row.state == CONFIRMED:
-                    outcomes.append(await order_by_saga(conn, app, saga_id))
-                elif row.state == RELEASED:
-                    outcomes.append(
-                        ReservationReleased(
-                            f"saga {saga_id!r} was released; it cannot be confirmed"
-                        )
-                    )
-                elif row.state == EXPIRED or row.expires_at <= now:
-                    if row.state != EXPIRED:
-                        await _finish(conn, app, row, EXPIRED, now)
-                        expired.append(row)
-                    outcomes.append(
-                        ReservationExpired(f"the reservation of saga {saga_id!r} expired")
-                    )
+                outcome = await _confirm_refusal(conn, app, now, rows.get(saga_id), saga_id)
+                if isinstance(outcome, str):  # EXPIRED just now: committed, then refused
+                    expired.append(rows[saga_id])
+                    outcome = ReservationExpired(f"the reservation of saga {saga_id!r} expired")
+                if outcome is not None:
+                    outcomes[saga_id] = outcome
                 else:
-                    outcomes.append(await _confirm(conn, stored, now, row))
+                    live.append(rows[saga_id])
+            if live:
+                outcomes.update(await sets.confirm_set(conn, stored, now, live))
         await self.gate.give_back_many(
             app, [(row.sku, row.bucket, int(row.quantity)) for row in expired]
         )
-        return outcomes
+        return [outcomes[saga_id] for saga_id in saga_ids]
 
     async def release_many(
         self, stored: StoredProgram[Catalog], now: datetime, saga_ids: Sequence[str]
@@ -482,20 +520,24 @@ async def _lock_reservations(
     return {row.saga_id: row for row in rows}
 
 
-async def _confirm(
-    conn: AsyncConnection, stored: StoredProgram[Catalog], now: datetime, row: Any
-) -> OrderView:
-    item = stored.program.items.get(row.sku)
-    order = await create_order(
-        conn, stored, now, row, item, await _codes(conn, stored.app, row, item, now)
-    )
-    await conn.exec_driver_sql(
-        """UPDATE reservations SET state = 'CONFIRMED', finished_at = %(now)s,
-               order_id = %(order_id)s
-           WHERE app = %(app)s AND saga_id = %(saga_id)s""",
-        {"app": stored.app, "saga_id": row.saga_id, "now": now, "order_id": order.order_id},
-    )
-    return order
+async def _confirm_refusal(
+    conn: AsyncConnection, app: str, now: datetime, row: Any, saga_id: str
+) -> OrderView | LoyaltyError | str | None:
+    """Why a reservation cannot be confirmed (its order, for a repeat), or None when it is
+    live. "EXPIRED" when its TTL ran out and it was ended here (the caller refuses it after the
+    commit and gives its units back to the gate)."""
+    if row is None:
+        return ReservationNotFound(f"saga {saga_id!r} has no reservation")
+    if row.state == CONFIRMED:
+        return await order_by_saga(conn, app, saga_id)
+    if row.state == RELEASED:
+        return ReservationReleased(f"saga {saga_id!r} was released; it cannot be confirmed")
+    if row.state == EXPIRED:
+        return ReservationExpired(f"the reservation of saga {saga_id!r} expired")
+    if row.expires_at <= now:
+        await _finish(conn, app, row, EXPIRED, now)
+        return EXPIRED
+    return None
 
 
 def _has_limits(item: Item) -> bool:
