@@ -160,6 +160,61 @@ async def test_participant_killed_and_restarted(suite: Suite, stubs: Stubs, vict
             assert saga.reason.endswith("_UNAVAILABLE") or saga.reason == "INTERRUPTED", saga
 
 
+async def test_two_gateways_share_the_saga_log_and_the_survivor_finishes_the_dead_ones_sagas(
+    suite: Suite, stubs: Stubs, tmp_path: Path
+) -> None:
+    """As the prod overlay runs them: two gateway replicas over one saga log, both taking
+    redemptions (batched), one SIGKILLed with sagas of its own in flight. The survivor's
+    recovery loop finishes them once their leases run out; a caller's retry on the survivor
+    gets the outcome; no saga is driven twice to different ends (the exact balances and
+    stock, and the invariant checker at the end of the session)."""
+    app = await new_app(suite, stubs.admin)
+    users = {uid(): 1000 for _ in range(40)}
+    await stubs.loyalty.RecordEvents(
+        pb.RecordEventsRequest(
+            events=[
+                pb.RecordEventRequest(
+                    event_id=uid("e"),
+                    user_id=user,
+                    action="purchase",
+                    attributes={"amount_fen": "100000"},
+                )
+                for user in users
+            ]
+        ),
+        metadata=app.member,
+    )
+    stock = await available(stubs, app, SKU)
+    async with serve_alone(
+        suite, "gateway", tmp_path, fault_kill_at="after:hold", saga_lease_seconds="1"
+    ) as channel:
+        doomed = loyalty_pb2_grpc.LoyaltyServiceStub(channel)
+
+        async def one(i: int, user: str) -> str:
+            request = pb.RedeemRequest(request_id=f"r-{user}", user_id=user, sku=SKU)
+            await asyncio.sleep(0.01 * (i // 2))
+            stub = doomed if i % 2 else stubs.loyalty
+            answer = await outcome_of(
+                stub.Redeem(request, metadata=app.member, timeout=20), pb.Redemption.Status.Name
+            )
+            if answer.startswith("error"):
+                # Its gateway died: the caller retries on the other one with the same id.
+                answer = await outcome_of(
+                    stubs.loyalty.Redeem(request, metadata=app.member, timeout=20),
+                    pb.Redemption.Status.Name,
+                )
+            return answer
+
+        answers = await asyncio.gather(*(one(i, user) for i, user in enumerate(users)))
+    sagas = await assert_exact(stubs, app, users, stock)
+    assert len(sagas) == len(users)
+    assert_no_wrong_answer(answers)
+    assert {s.state for s in sagas} <= {"COMPLETED", "COMPENSATED"}
+    # Both replicas drove sagas to the end, and the dead one's were finished for it.
+    assert sum(s.state == "COMPLETED" for s in sagas) >= len(users) // 2
+    assert any(s.reason == "INTERRUPTED" for s in sagas)
+
+
 async def test_reservation_ran_out_while_the_gateway_was_down(
     suite: Suite, stubs: Stubs, tmp_path: Path
 ) -> None:
