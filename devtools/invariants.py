@@ -205,7 +205,7 @@ async def _sagas(
     for saga_id, kind, state in sagas:
         hold = holds.get(saga_id)
         if kind == "redeem":
-            made = [o for o in orders.get(saga_id, []) if o[0] != "cancelled"]
+            made = [o for o in orders.get(saga_id, []) if o[0].upper() != "CANCELLED"]
             if state == "COMPLETED":
                 fine = (
                     len(made) == 1

@@ -21,7 +21,7 @@ from gateway.saga.draw import run_draw
 from gateway.saga.engine import Drive, SagaPolicy
 from gateway.saga.redeem import RedeemTerms, run_redeem
 from gateway.settings import GatewaySettings
-from gateway.store.sagas import SagaLog, SagaRecord
+from gateway.store.sagas import LeaseLost, SagaLog, SagaRecord
 from gateway.store.tables import metadata
 from gateway.store.tenancy import see_members
 from plumbing.errors import FailedPrecondition
@@ -168,6 +168,10 @@ class Gateway:
                 await run_draw(drive, self.participants, self.terms, fresh=fresh)
             else:
                 log.error("no driver for saga kind %r (saga %s)", saga.kind, saga.saga_id)
+        except LeaseLost:
+            # This drive outlived its lease and another driver took the saga: that one
+            # finishes it from the log; this one's writes were refused.
+            log.warning("saga taken over by another driver", extra={"saga_id": saga.saga_id})
         except Exception:
             # The database went away mid-drive, ...: the lease runs out and the recovery loop
             # takes the saga up again from its log.

@@ -113,8 +113,16 @@ class Drive:
         self.policy = policy
         self.tracer = tracer
 
+    @property
+    def horizon(self) -> float:
+        """The longest one attempt of a step may take: waiting for the batch in flight to the
+        participant, then its own batch (each up to the call timeout), and the backoff."""
+        return float(
+            2 * self.policy.call_timeout + self.policy.backoff * 2**self.policy.step_attempts
+        )
+
     async def save(self, lease_seconds: float | None = None) -> None:
-        await self.log.save(self.saga, lease_seconds)
+        await self.log.save(self.saga, lease_seconds, horizon=self.horizon)
 
     def _fault(self, where: str) -> None:
         if self.policy.kill_at == where:
@@ -132,7 +140,9 @@ class Drive:
         record["started_at"] = record["started_at"] or _now()
         for attempt in range(1, self.policy.step_attempts + 1):
             record["attempts"] += 1
-            if log_first:
+            # A step not logged first still renews the lease before an attempt that could
+            # outlast it, so no other driver takes the saga while this one works.
+            if log_first or self.log.renewal_due(self.saga, self.horizon):
                 await self.save()
             self._fault(f"before:{name}")
             started = time.perf_counter()

@@ -25,6 +25,10 @@ from plumbing.errors import IdempotencyConflict
 UNFINISHED = ("STARTED", "CONFIRMING", "COMPENSATING")
 
 
+class LeaseLost(Exception):
+    """Another driver leased the saga (this driver's lease ran out): this one stops."""
+
+
 @dataclass
 class SagaRecord:
     saga_id: str
@@ -46,6 +50,8 @@ class SagaRecord:
     # its lease (time.monotonic(); 0: at once on the next save).
     payload_hash: str = ""
     lease_renewed: float = 0.0
+    # The token of the driver that holds the lease (each lease takes a new one).
+    driver: str = ""
 
     def step(self, name: str) -> dict[str, Any]:
         for step in self.steps:
@@ -72,7 +78,7 @@ class SagaRecord:
 
 _COLUMNS = (
     "saga_id, app, kind, request_id, user_id, payload, state, reason, trace_id, span_id, "
-    "steps, result, drives, created_at, updated_at"
+    "steps, result, drives, created_at, updated_at, driver"
 )
 
 # Group commit of new sagas: concurrent Redeem/Draw calls' rows in one statement, in request
@@ -80,10 +86,10 @@ _COLUMNS = (
 _START = f"""
     INSERT INTO sagas (saga_id, app, kind, request_id, user_id, payload, payload_hash, state,
                        reason, trace_id, span_id, steps, result, drives, lease_until, created_at,
-                       updated_at, app_day)
+                       updated_at, app_day, driver)
     SELECT r.saga_id, r.app, r.kind, r.request_id, r.user_id, r.payload, r.hash, r.state,
            r.reason, r.trace_id, r.span_id, '[]'::jsonb, '{{}}'::jsonb, 1,
-           now() + make_interval(secs => r.lease), now(), now(), r.app_day
+           now() + make_interval(secs => r.lease), now(), now(), r.app_day, r.saga_id
     FROM json_to_recordset(%(rows)s::json)
       AS r(saga_id text, app text, kind text, request_id text, user_id text, payload jsonb,
            hash text, state text, reason text, trace_id text, span_id text, lease float8,
@@ -98,11 +104,14 @@ _BY_REQUESTS = f"""
       USING (app, kind, request_id)
 """
 # Group commit: the saves of concurrent sagas in one statement and one commit. The rows are
-# locked in saga_id order first, so two batches can never wait on each other in a cycle.
+# locked in saga_id order first, so two batches can never wait on each other in a cycle. A
+# save is fenced by its driver's token: once another driver has leased the saga (this one's
+# lease ran out), this one's writes change nothing and it stops (LeaseLost).
 _SAVE = """
     WITH row AS (
       SELECT * FROM json_to_recordset(%(rows)s::json)
-        AS r(saga_id text, state text, reason text, steps jsonb, result jsonb, lease float8)),
+        AS r(saga_id text, driver text, state text, reason text, steps jsonb, result jsonb,
+             lease float8)),
     locked AS (
       SELECT saga_id FROM sagas WHERE saga_id = ANY(%(ids)s::text[])
       ORDER BY saga_id FOR UPDATE)
@@ -113,7 +122,8 @@ _SAVE = """
                        lease_until = CASE WHEN row.lease IS NULL THEN s.lease_until
                                           ELSE now() + make_interval(secs => row.lease) END
     FROM row JOIN locked USING (saga_id)
-    WHERE s.saga_id = row.saga_id
+    WHERE s.saga_id = row.saga_id AND s.driver = row.driver
+    RETURNING s.saga_id
 """
 _LEASE_DUE = f"""
     WITH due AS (
@@ -122,13 +132,14 @@ _LEASE_DUE = f"""
       ORDER BY lease_until LIMIT %(limit)s
       FOR UPDATE SKIP LOCKED)
     UPDATE sagas SET lease_until = now() + make_interval(secs => %(lease)s),
-                     drives = sagas.drives + 1
+                     drives = sagas.drives + 1, driver = gen_random_uuid()::text
     FROM due WHERE sagas.saga_id = due.saga_id
     RETURNING {", ".join("sagas." + c.strip() for c in _COLUMNS.split(","))}
 """
 _LEASE_ONE = f"""
     UPDATE sagas SET lease_until = now() + make_interval(secs => %(lease)s),
                      drives = CASE WHEN %(reset)s THEN 1 ELSE drives + 1 END,
+                     driver = gen_random_uuid()::text,
                      state = CASE WHEN state = 'NEEDS_ATTENTION' THEN %(resume_state)s
                                   ELSE state END
     WHERE saga_id = %(saga_id)s AND app = %(app)s
@@ -155,6 +166,7 @@ def _record(row: Any) -> SagaRecord:
         drives=row[12],
         created_at=row[13],
         updated_at=row[14],
+        driver=row[15],
     )
 
 
@@ -162,7 +174,7 @@ class SagaLog:
     def __init__(self, engine: AsyncEngine, lease_seconds: float) -> None:
         self._engine = engine
         self.lease_seconds = lease_seconds
-        self._saves: NaturalBatcher[str, dict[str, Any], None] = NaturalBatcher(
+        self._saves: NaturalBatcher[str, dict[str, Any], LeaseLost | None] = NaturalBatcher(
             self._save_batch, max_batch=500
         )
         self._starts: NaturalBatcher[str, dict[str, Any], tuple[SagaRecord, bool]] = NaturalBatcher(
@@ -242,14 +254,22 @@ class SagaLog:
                 answers.append((existing[(row["app"], row["kind"], row["request_id"])], False))
         return answers
 
-    async def save(self, saga: SagaRecord, lease_seconds: float | None = None) -> None:
-        """Writes the saga's state, steps and result; renews the driver's lease when half of
-        it has run (or sets it to ``lease_seconds`` from now, 0 to hand the saga to the
-        recovery loop at once). Returns once it is committed: concurrent sagas' saves share
-        one statement and one commit (natural batching), each as durable as if written
-        alone."""
+    def renewal_due(self, saga: SagaRecord, horizon: float = 0.0) -> bool:
+        """Whether the driver's lease should be renewed now: half of it has run, or less than
+        ``horizon`` seconds (what the driver's next call may take) would be left."""
+        elapsed = time.monotonic() - saga.lease_renewed
+        return elapsed > min(self.lease_seconds / 2, self.lease_seconds - horizon)
+
+    async def save(
+        self, saga: SagaRecord, lease_seconds: float | None = None, *, horizon: float = 0.0
+    ) -> None:
+        """Writes the saga's state, steps and result; renews the driver's lease when due
+        (``renewal_due``), or sets it to ``lease_seconds`` from now (0 hands the saga to the
+        recovery loop at once). Returns once it is committed: concurrent sagas' saves share one
+        statement and one commit (natural batching), each as durable as if written alone.
+        LeaseLost when another driver has taken the saga."""
         lease: float | None = lease_seconds
-        if lease is None and time.monotonic() - saga.lease_renewed > self.lease_seconds / 2:
+        if lease is None and self.renewal_due(saga, horizon):
             lease = self.lease_seconds
         if lease is not None:
             saga.lease_renewed = time.monotonic()
@@ -257,6 +277,7 @@ class SagaLog:
             "log",
             {
                 "saga_id": saga.saga_id,
+                "driver": saga.driver,
                 "state": saga.state,
                 "reason": saga.reason,
                 "steps": saga.steps,
@@ -265,13 +286,19 @@ class SagaLog:
             },
         )
 
-    async def _save_batch(self, _: str, rows: Sequence[dict[str, Any]]) -> list[None]:
+    async def _save_batch(self, _: str, rows: Sequence[dict[str, Any]]) -> list[LeaseLost | None]:
         latest = {row["saga_id"]: row for row in rows}  # one driver per saga: the last wins
         async with self._engine.begin() as conn:
-            await conn.exec_driver_sql(
+            saved = await conn.exec_driver_sql(
                 _SAVE, {"rows": json_rows(latest.values()), "ids": sorted(latest)}
             )
-        return [None] * len(rows)
+            written = {row[0] for row in saved}
+        return [
+            None
+            if row["saga_id"] in written
+            else LeaseLost(f"saga {row['saga_id']} was leased by another driver")
+            for row in rows
+        ]
 
     async def lease_due(self, limit: int) -> list[SagaRecord]:
         """Unfinished sagas whose driver is gone, now leased to the caller."""

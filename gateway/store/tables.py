@@ -99,6 +99,8 @@ sagas = Table(
     # The app's local day when the saga started, on its clock (a sandbox app's moves
     # included): what GetStats counts redemptions by. created_at is the database's time.
     Column("app_day", Date),
+    # The token of the driver holding the lease; saves are fenced by it (migration 0005).
+    Column("driver", Text, nullable=False, server_default=""),
     UniqueConstraint("app", "kind", "request_id", name="sagas_request_key"),
     Index("sagas_app_created_idx", "app", "created_at"),
     Index("sagas_app_day_idx", "app", "app_day"),

@@ -326,3 +326,55 @@ async def test_a_check_tier_batch_answers_each_item_as_alone(stubs):
     assert answers.results[0].tier.tier == tiers[0]
     assert answers.results[2].error.field == "min_tier"
     assert answers.results[3].error.field == "user_id"
+
+
+async def test_a_driver_whose_lease_was_taken_cannot_write_the_saga(suite):
+    """Fencing of the saga log: once another driver leased a saga (the recovery loop, after
+    this driver's lease ran out), this driver's saves change nothing and it stops
+    (LeaseLost). The takeover is written by hand: the suite's own recovery loop must not race
+    the test for the saga."""
+    from datetime import date
+
+    from sqlalchemy import text
+
+    from gateway.store.sagas import LeaseLost, SagaLog
+    from tests.integration.gateway_apps import gateway_engine
+
+    async with gateway_engine(suite) as engine:
+        log = SagaLog(engine, lease_seconds=3600)
+        saga_id = str(uuid.uuid4())
+        first, new = await log.start(
+            saga_id,
+            new_id("app-"),
+            "redeem",
+            new_id("r-"),
+            "u",
+            {"sku": "x"},
+            "h",
+            "",
+            "",
+            date.today(),
+        )
+        assert new
+        assert first.driver == saga_id
+        first.steps.append({"name": "risk", "state": "DONE", "attempts": 1})
+        await log.save(first)
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE sagas SET driver = 'another', drives = 2 WHERE saga_id = :id"),
+                {"id": saga_id},
+            )
+        first.state = "CONFIRMING"
+        with pytest.raises(LeaseLost):
+            await log.save(first)
+        stored = await log.get(first.app, saga_id)
+        assert stored is not None
+        assert (stored.state, stored.driver, len(stored.steps)) == ("STARTED", "another", 1)
+        async with engine.begin() as conn:  # ended, as the other driver would end it
+            await conn.execute(
+                text(
+                    "UPDATE sagas SET state = 'COMPENSATED', reason = 'INTERRUPTED' "
+                    "WHERE saga_id = :id"
+                ),
+                {"id": saga_id},
+            )
