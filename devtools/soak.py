@@ -2,8 +2,9 @@
 processes, then the invariant checker.
 
 Two sandbox apps, a few hundred members each, record events, redeem (a coupon, and a flash
-sale of a few units that sells out), draw and gift at a steady rate for ``--seconds``. Every
-few seconds a random service or the gateway is SIGKILLed and restarted; at times Redis is
+sale of a few units that sells out), draw and gift at a steady rate for ``--seconds``, the
+callers spread over two gateway replicas sharing one saga log (as the prod overlay runs
+them). Every few seconds a random service or either gateway is SIGKILLed and restarted; at times Redis is
 paused (SIGSTOP / SIGCONT). At the end: wait until every saga has ended (the recovery loop),
 run the invariant checker, print requests by outcome and the faults injected. Exits non-zero
 if an invariant is broken or a saga never ends.
@@ -20,6 +21,8 @@ import asyncio
 import random
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -28,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loyalty.gateway.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2, loyalty_pb2_grpc
 
 from devtools.bootstrap import create_app_keys
-from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, spawn
 from devtools.invariants import check_all, report, urls_from
 from devtools.suite import REPO, SERVICES, Suite
 
@@ -175,23 +179,78 @@ async def one_request(
 
 
 async def load(
-    suite: Suite, apps: list[App], seconds: float, workers: int, seed: int, tally: Tally
+    gateways: list[str], apps: list[App], seconds: float, workers: int, seed: int, tally: Tally
 ) -> None:
+    """``workers`` callers, spread over the gateway replicas (one saga log between them)."""
     end = time.monotonic() + seconds
-    async with grpc.aio.insecure_channel(suite.address("gateway")) as channel:
-        stub = loyalty_pb2_grpc.LoyaltyServiceStub(channel)
+    channels = [grpc.aio.insecure_channel(address) for address in gateways]
+    try:
+        stubs = [loyalty_pb2_grpc.LoyaltyServiceStub(channel) for channel in channels]
 
         async def worker(n: int) -> None:
             rng = random.Random(seed * 1000 + n)
+            stub = stubs[n % len(stubs)]
             while time.monotonic() < end:
                 await one_request(stub, rng.choice(apps), rng, tally)
                 await asyncio.sleep(rng.uniform(0.05, 0.25))
 
         await asyncio.gather(*(worker(n) for n in range(workers)))
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+class SecondGateway:
+    """A second gateway replica beside the suite's, on the same saga log (as the prod overlay
+    runs two): it takes half the callers, and the faults kill it like any service."""
+
+    def __init__(self, suite: Suite) -> None:
+        self.suite = suite
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {**self.suite.env_for("gateway"), "LOYALTY_GATEWAY_LISTEN": self.address}
+        self.process = spawn(
+            [sys.executable, "-m", "gateway", "serve"],
+            self.suite.log_dir / "gateway-2.log",
+            cwd=REPO,
+            env=env,
+        )
+
+    def wait_serving(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while True:
+                try:
+                    reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the second gateway is not SERVING after {timeout:.0f}s")
+                time.sleep(0.1)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(20)
+        self.process = None
 
 
 async def inject_faults(
-    suite: Suite, redis: EmbeddedRedis, seconds: float, seed: int, tally: Tally
+    suite: Suite,
+    second: SecondGateway,
+    redis: EmbeddedRedis,
+    seconds: float,
+    seed: int,
+    tally: Tally,
 ) -> None:
     rng = random.Random(seed)
     end = time.monotonic() + seconds
@@ -204,12 +263,18 @@ async def inject_faults(
             redis.process.send_signal(signal.SIGCONT)
             tally.faults["redis paused"] += 1
         else:
-            victim = rng.choice(SERVICES)
+            victim = rng.choice([*SERVICES, "gateway-2"])
             say(f"  fault: SIGKILL {victim}")
-            suite.stop_service(victim, signal.SIGKILL)
-            await asyncio.sleep(rng.uniform(0.3, 1.2))
-            suite.start_service(victim)
-            await asyncio.to_thread(suite.wait_serving, victim, 60)
+            if victim == "gateway-2":
+                second.stop(signal.SIGKILL)
+                await asyncio.sleep(rng.uniform(0.3, 1.2))
+                second.start()
+                await asyncio.to_thread(second.wait_serving, 60)
+            else:
+                suite.stop_service(victim, signal.SIGKILL)
+                await asyncio.sleep(rng.uniform(0.3, 1.2))
+                suite.start_service(victim)
+                await asyncio.to_thread(suite.wait_serving, victim, 60)
             tally.faults[f"killed {victim}"] += 1
         await asyncio.sleep(rng.uniform(2.0, 4.0))
 
@@ -253,15 +318,21 @@ async def soak(seconds: float, workers: int, seed: int, root: Path) -> bool:
         extra_env=GATEWAY_ENV,
     )
     tally = Tally()
+    second = SecondGateway(suite)
     try:
         say(f"starting the suite (logs in {suite.log_dir}) ...")
         await asyncio.to_thread(suite.start, 90)
+        second.start()
+        await asyncio.to_thread(second.wait_serving, 60)
         apps = [await make_app(suite, f"soak-{n}", 150) for n in range(2)]
-        say(f"soak: {seconds:.0f} s, {workers} workers, 2 apps of {len(apps[0].users)} members")
+        say(
+            f"soak: {seconds:.0f} s, {workers} workers over 2 gateways, 2 apps of "
+            f"{len(apps[0].users)} members"
+        )
         began = time.monotonic()
         await asyncio.gather(
-            load(suite, apps, seconds, workers, seed, tally),
-            inject_faults(suite, redis, seconds, seed, tally),
+            load([suite.address("gateway"), second.address], apps, seconds, workers, seed, tally),
+            inject_faults(suite, second, redis, seconds, seed, tally),
         )
         say(f"load done in {time.monotonic() - began:.0f} s; waiting for every saga to end ...")
         for service in SERVICES:  # every process up for the recovery
@@ -284,6 +355,7 @@ async def soak(seconds: float, workers: int, seed: int, root: Path) -> bool:
         say("soak: clean" if passed else "soak: FAILED")
         return passed
     finally:
+        second.stop()
         suite.stop()
         redis.stop()
         postgres.stop()
