@@ -207,14 +207,17 @@ def gateway_of(resources: Resources) -> Gateway:
             "mall": settings.mall_addr,
             "lottery": settings.lottery_addr,
             "risk": settings.risk_addr,
-        }
+        },
+        in_flight=settings.saga_batches_in_flight,
     )
     gateway = Gateway(
         settings=settings,
         resources=resources,
         participants=participants,
         auth=Authenticator(resources.engine, resources.redis, key_prefix("gateway")),
-        sagas=SagaLog(resources.engine, settings.saga_lease_seconds),
+        sagas=SagaLog(
+            resources.engine, settings.saga_lease_seconds, in_flight=settings.saga_batches_in_flight
+        ),
         sold_out=SoldOutItems(settings.sold_out_seconds),
         programs=ProgramStore(
             resources.engine, resources.clock, metadata, parse_stored, _no_program

@@ -51,7 +51,7 @@ CHANNEL_OPTIONS = [
 class Participants:
     """One channel per participant for the life of the process."""
 
-    def __init__(self, addresses: dict[str, str]) -> None:
+    def __init__(self, addresses: dict[str, str], *, in_flight: int = 1) -> None:
         self._channels = {
             name: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
             for name, address in addresses.items()
@@ -65,7 +65,7 @@ class Participants:
         # EvaluateBatch (natural batching: no waiting window, a lone caller goes at once).
         self._evaluations: NaturalBatcher[
             str, tuple[risk_pb2.EvaluateRequest, float | None, trace.Span], Any
-        ] = NaturalBatcher(self._evaluate_batch, max_batch=500)
+        ] = NaturalBatcher(self._evaluate_batch, max_batch=500, in_flight=in_flight)
         # The saga steps of concurrent sagas travel the same way, one batch call per step and
         # participant, each item answered (or refused) as its single call would be.
         self.check_tier: _Batched[levels_pb2.CheckTierRequest, levels_pb2.CheckTierResponse] = (
@@ -74,22 +74,43 @@ class Participants:
                 self.levels.CheckTierBatch,
                 levels_pb2.CheckTierBatchRequest,
                 "tier",
+                in_flight=in_flight,
             )
         )
         self.reserve: _Batched[mall_pb2.ReserveRequest, mall_pb2.Reservation] = _Batched(
-            "mall ReserveBatch", self.mall.ReserveBatch, mall_pb2.ReserveBatchRequest, "reservation"
+            "mall ReserveBatch",
+            self.mall.ReserveBatch,
+            mall_pb2.ReserveBatchRequest,
+            "reservation",
+            in_flight=in_flight,
         )
         self.confirm: _Batched[mall_pb2.ConfirmRequest, mall_pb2.Order] = _Batched(
-            "mall ConfirmBatch", self.mall.ConfirmBatch, mall_pb2.ConfirmBatchRequest, "order"
+            "mall ConfirmBatch",
+            self.mall.ConfirmBatch,
+            mall_pb2.ConfirmBatchRequest,
+            "order",
+            in_flight=in_flight,
         )
         self.release: _Batched[mall_pb2.ReleaseRequest, mall_pb2.Reservation] = _Batched(
-            "mall ReleaseBatch", self.mall.ReleaseBatch, mall_pb2.ReleaseBatchRequest, "reservation"
+            "mall ReleaseBatch",
+            self.mall.ReleaseBatch,
+            mall_pb2.ReleaseBatchRequest,
+            "reservation",
+            in_flight=in_flight,
         )
         self.hold: _Batched[points_pb2.HoldRequest, points_pb2.HoldResponse] = _Batched(
-            "points HoldBatch", self.points.HoldBatch, points_pb2.HoldBatchRequest, "hold"
+            "points HoldBatch",
+            self.points.HoldBatch,
+            points_pb2.HoldBatchRequest,
+            "hold",
+            in_flight=in_flight,
         )
         self.capture: _Batched[points_pb2.CaptureRequest, points_pb2.HoldResponse] = _Batched(
-            "points CaptureBatch", self.points.CaptureBatch, points_pb2.CaptureBatchRequest, "hold"
+            "points CaptureBatch",
+            self.points.CaptureBatch,
+            points_pb2.CaptureBatchRequest,
+            "hold",
+            in_flight=in_flight,
         )
         self.release_hold: _Batched[points_pb2.ReleaseHoldRequest, points_pb2.HoldResponse] = (
             _Batched(
@@ -97,6 +118,7 @@ class Participants:
                 self.points.ReleaseHoldBatch,
                 points_pb2.ReleaseHoldBatchRequest,
                 "hold",
+                in_flight=in_flight,
             )
         )
 
@@ -146,13 +168,15 @@ class _Batched(Generic[Req, Resp]):
         method: Callable[..., Awaitable[Any]],
         batch_type: Callable[..., Any],
         answer_field: str,
+        *,
+        in_flight: int = 1,
     ) -> None:
         self._name = name
         self._method = method
         self._batch_type = batch_type
         self._answer_field = answer_field
         self._batcher: NaturalBatcher[str, tuple[Req, float | None, trace.Span], Resp] = (
-            NaturalBatcher(self._send, max_batch=MAX_BATCH, name=name)
+            NaturalBatcher(self._send, max_batch=MAX_BATCH, in_flight=in_flight, name=name)
         )
 
     async def __call__(

@@ -42,8 +42,14 @@ class GatewaySettings(ServiceSettings):
     # Redeem answers PENDING when its saga has not ended within this time (or the caller's
     # deadline, if sooner); the saga goes on and the recovery loop finishes it if need be.
     redeem_wait_seconds: float = Field(default=8.0, gt=0)
-    # A driver owns a saga this long after each write; then the recovery loop may take it.
+    # A driver owns a saga this long after it renewed its lease; then the recovery loop may
+    # take it.
     saga_lease_seconds: float = Field(default=30.0, gt=0)
+    # Saga steps (and the saga log's writes) travel in batch calls, one batch in flight per
+    # participant and step by default: the most sagas per second. More in flight: a saga waits
+    # less for the batch ahead of it under light load, at the cost of smaller batches (peak
+    # measured 76 → 56 → 50 sagas/s for 1, 2, 3; latency at light load 311 → 177 → 95 ms).
+    saga_batches_in_flight: int = Field(default=1, ge=1, le=16)
     # How often the recovery loop looks for sagas nobody drives.
     recovery_interval_seconds: float = Field(default=1.0, gt=0)
     # Drives without an end before a saga is marked NEEDS_ATTENTION (backoff doubles, max 60 s).

@@ -171,14 +171,14 @@ def _record(row: Any) -> SagaRecord:
 
 
 class SagaLog:
-    def __init__(self, engine: AsyncEngine, lease_seconds: float) -> None:
+    def __init__(self, engine: AsyncEngine, lease_seconds: float, *, in_flight: int = 1) -> None:
         self._engine = engine
         self.lease_seconds = lease_seconds
         self._saves: NaturalBatcher[str, dict[str, Any], LeaseLost | None] = NaturalBatcher(
-            self._save_batch, max_batch=500
+            self._save_batch, max_batch=500, in_flight=in_flight
         )
         self._starts: NaturalBatcher[str, dict[str, Any], tuple[SagaRecord, bool]] = NaturalBatcher(
-            self._start_batch, max_batch=500
+            self._start_batch, max_batch=500, in_flight=in_flight
         )
 
     async def start(
