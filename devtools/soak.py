@@ -4,10 +4,10 @@ processes, then the invariant checker.
 Two sandbox apps, a few hundred members each, record events, redeem (a coupon, and a flash
 sale of a few units that sells out), draw and gift at a steady rate for ``--seconds``, the
 callers spread over two gateway replicas sharing one saga log (as the prod overlay runs
-them). Every few seconds a random service or either gateway is SIGKILLed and restarted; at times Redis is
-paused (SIGSTOP / SIGCONT). At the end: wait until every saga has ended (the recovery loop),
-run the invariant checker, print requests by outcome and the faults injected. Exits non-zero
-if an invariant is broken or a saga never ends.
+them). Every few seconds a random service or either gateway is SIGKILLed and restarted; at
+times Redis is paused (SIGSTOP / SIGCONT). At the end: wait until every saga has ended (the
+recovery loop), run the invariant checker, print requests by outcome and the faults injected.
+Exits non-zero if an invariant is broken or a saga never ends.
 
   .venv/bin/python -m devtools.soak [--seconds 120] [--workers 8] [--seed N]
 

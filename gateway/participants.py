@@ -48,6 +48,10 @@ CHANNEL_OPTIONS = [
 ]
 
 
+# The generated message modules of the participants whose steps travel in batch calls.
+_MODULES = {"levels": levels_pb2, "mall": mall_pb2, "points": points_pb2}
+
+
 class Participants:
     """One channel per participant for the life of the process."""
 
@@ -66,60 +70,37 @@ class Participants:
         self._evaluations: NaturalBatcher[
             str, tuple[risk_pb2.EvaluateRequest, float | None, trace.Span], Any
         ] = NaturalBatcher(self._evaluate_batch, max_batch=500, in_flight=in_flight)
+
         # The saga steps of concurrent sagas travel the same way, one batch call per step and
         # participant, each item answered (or refused) as its single call would be.
-        self.check_tier: _Batched[levels_pb2.CheckTierRequest, levels_pb2.CheckTierResponse] = (
-            _Batched(
-                "levels CheckTierBatch",
-                self.levels.CheckTierBatch,
-                levels_pb2.CheckTierBatchRequest,
-                "tier",
-                in_flight=in_flight,
+        def batched(service: str, stub: Any, method: str, answer: str) -> Any:
+            batch_call = getattr(stub, method)
+            request_type = getattr(_MODULES[service], f"{method}Request")
+            return _Batched(
+                f"{service} {method}", batch_call, request_type, answer, in_flight=in_flight
             )
+
+        levels, mall, points = self.levels, self.mall, self.points
+        self.check_tier: _Batched[levels_pb2.CheckTierRequest, levels_pb2.CheckTierResponse] = (
+            batched("levels", levels, "CheckTierBatch", "tier")
         )
-        self.reserve: _Batched[mall_pb2.ReserveRequest, mall_pb2.Reservation] = _Batched(
-            "mall ReserveBatch",
-            self.mall.ReserveBatch,
-            mall_pb2.ReserveBatchRequest,
-            "reservation",
-            in_flight=in_flight,
+        self.reserve: _Batched[mall_pb2.ReserveRequest, mall_pb2.Reservation] = batched(
+            "mall", mall, "ReserveBatch", "reservation"
         )
-        self.confirm: _Batched[mall_pb2.ConfirmRequest, mall_pb2.Order] = _Batched(
-            "mall ConfirmBatch",
-            self.mall.ConfirmBatch,
-            mall_pb2.ConfirmBatchRequest,
-            "order",
-            in_flight=in_flight,
+        self.confirm: _Batched[mall_pb2.ConfirmRequest, mall_pb2.Order] = batched(
+            "mall", mall, "ConfirmBatch", "order"
         )
-        self.release: _Batched[mall_pb2.ReleaseRequest, mall_pb2.Reservation] = _Batched(
-            "mall ReleaseBatch",
-            self.mall.ReleaseBatch,
-            mall_pb2.ReleaseBatchRequest,
-            "reservation",
-            in_flight=in_flight,
+        self.release: _Batched[mall_pb2.ReleaseRequest, mall_pb2.Reservation] = batched(
+            "mall", mall, "ReleaseBatch", "reservation"
         )
-        self.hold: _Batched[points_pb2.HoldRequest, points_pb2.HoldResponse] = _Batched(
-            "points HoldBatch",
-            self.points.HoldBatch,
-            points_pb2.HoldBatchRequest,
-            "hold",
-            in_flight=in_flight,
+        self.hold: _Batched[points_pb2.HoldRequest, points_pb2.HoldResponse] = batched(
+            "points", points, "HoldBatch", "hold"
         )
-        self.capture: _Batched[points_pb2.CaptureRequest, points_pb2.HoldResponse] = _Batched(
-            "points CaptureBatch",
-            self.points.CaptureBatch,
-            points_pb2.CaptureBatchRequest,
-            "hold",
-            in_flight=in_flight,
+        self.capture: _Batched[points_pb2.CaptureRequest, points_pb2.HoldResponse] = batched(
+            "points", points, "CaptureBatch", "hold"
         )
         self.release_hold: _Batched[points_pb2.ReleaseHoldRequest, points_pb2.HoldResponse] = (
-            _Batched(
-                "points ReleaseHoldBatch",
-                self.points.ReleaseHoldBatch,
-                points_pb2.ReleaseHoldBatchRequest,
-                "hold",
-                in_flight=in_flight,
-            )
+            batched("points", points, "ReleaseHoldBatch", "hold")
         )
 
     async def evaluate(

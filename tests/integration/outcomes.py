@@ -4,10 +4,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
+from loyalty.gateway.v1 import loyalty_pb2 as pb
 
 DELAYED = {"COMPLETED", "PENDING", "error UNAVAILABLE", "error DEADLINE_EXCEEDED"}
 
@@ -30,3 +33,21 @@ def assert_no_wrong_answer(answers: list[str]) -> None:
         and not (outcome.startswith("FAILED ") and outcome.endswith("_UNAVAILABLE"))
     }
     assert wrong == {}, f"answers by outcome: {dict(by_outcome)}"
+
+
+async def buy_for(stubs: Any, app: Any, users: Iterable[str]) -> None:
+    """One purchase of 1,000 CNY for each user, in one RecordEvents call: 1,000 points each."""
+    await stubs.loyalty.RecordEvents(
+        pb.RecordEventsRequest(
+            events=[
+                pb.RecordEventRequest(
+                    event_id=f"e-{uuid.uuid4().hex[:10]}",
+                    user_id=user,
+                    action="purchase",
+                    attributes={"amount_fen": "100000"},
+                )
+                for user in users
+            ]
+        ),
+        metadata=app.member,
+    )

@@ -18,7 +18,7 @@ from devtools.bootstrap import AppKeys
 from devtools.suite import Suite
 from tests.integration.conftest import Stubs, serve_alone
 from tests.integration.gateway_apps import new_app
-from tests.integration.outcomes import assert_no_wrong_answer, outcome_of
+from tests.integration.outcomes import assert_no_wrong_answer, buy_for, outcome_of
 from tests.integration.test_gateway import earn_points, member
 from tests.integration.test_gateway_faults import settle
 
@@ -139,20 +139,7 @@ async def test_gateway_killed_around_the_draw(
 async def test_lottery_killed_mid_stream(suite: Suite, stubs: Stubs) -> None:
     app = await new_app(suite, stubs.admin)
     users = [uid() for _ in range(20)]
-    await stubs.loyalty.RecordEvents(
-        pb.RecordEventsRequest(
-            events=[
-                pb.RecordEventRequest(
-                    event_id=uid("e"),
-                    user_id=u,
-                    action="purchase",
-                    attributes={"amount_fen": "100000"},
-                )
-                for u in users
-            ]
-        ),
-        metadata=app.member,
-    )
+    await buy_for(stubs, app, users)
     request_ids = {u: uid("d") for u in users}
 
     async def one(user: str, delay: float) -> str:

@@ -20,7 +20,7 @@ from devtools.bootstrap import AppKeys
 from devtools.suite import Suite
 from tests.integration.conftest import Stubs, serve_alone
 from tests.integration.gateway_apps import gateway_engine, new_app
-from tests.integration.outcomes import assert_no_wrong_answer, outcome_of
+from tests.integration.outcomes import assert_no_wrong_answer, buy_for, outcome_of
 from tests.integration.test_gateway import available, earn_points, member
 
 SKU = "ticket-wolf-warrior-2"  # 500 points, daily limit 1 per user
@@ -114,20 +114,7 @@ async def test_gateway_killed_between_steps(
 async def test_participant_killed_and_restarted(suite: Suite, stubs: Stubs, victim: str) -> None:
     app = await new_app(suite, stubs.admin)
     users = {uid(): 1000 for _ in range(30)}
-    await stubs.loyalty.RecordEvents(
-        pb.RecordEventsRequest(
-            events=[
-                pb.RecordEventRequest(
-                    event_id=uid("e"),
-                    user_id=user,
-                    action="purchase",
-                    attributes={"amount_fen": "100000"},
-                )
-                for user in users
-            ]
-        ),
-        metadata=app.member,
-    )
+    await buy_for(stubs, app, users)
     stock = await available(stubs, app, SKU)
 
     async def one(user: str, delay: float) -> str:
@@ -170,20 +157,7 @@ async def test_two_gateways_share_the_saga_log_and_the_survivor_finishes_the_dea
     stock, and the invariant checker at the end of the session)."""
     app = await new_app(suite, stubs.admin)
     users = {uid(): 1000 for _ in range(40)}
-    await stubs.loyalty.RecordEvents(
-        pb.RecordEventsRequest(
-            events=[
-                pb.RecordEventRequest(
-                    event_id=uid("e"),
-                    user_id=user,
-                    action="purchase",
-                    attributes={"amount_fen": "100000"},
-                )
-                for user in users
-            ]
-        ),
-        metadata=app.member,
-    )
+    await buy_for(stubs, app, users)
     stock = await available(stubs, app, SKU)
     async with serve_alone(
         suite, "gateway", tmp_path, fault_kill_at="after:hold", saga_lease_seconds="1"
