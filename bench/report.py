@@ -248,18 +248,21 @@ BOUNDS = """## What bounds the missed targets
 
 The figures are CPU-bound: the two cores are shared by the client, six Python processes,
 PostgreSQL and Redis. The CPU table above (milliseconds of CPU per redemption, from the
-processes' own counters during the 32-caller run) says where a saga's time goes: the gateway (a
-saga log write before each step that changes something, six gRPC calls, tracing) and the points
-and mall services (a transaction each for hold/capture and reserve/confirm) each spend several
-ms of Python per saga, against well under 1 ms for the one-transaction monolith. py-spy on the
-gateway and points during the run shows the time in SQLAlchemy's async adapter and psycopg
-(connection checkout, execute, commit), grpc.aio call setup and the OpenTelemetry interceptors,
-not in the business rules. What would move it: the saga log and the hot participant paths on
-psycopg directly (BASELINES: 2.6x per transaction over SQLAlchemy), more processes per service
-(one Python process saturates about one core), uvloop, and sampling traces. A sold-out
-rejection at the gateway runs a whole saga (risk, tier, a refused reserve, log writes, the
-compensation), so it costs most of a redemption; the mall alone rejects several times faster
-(bench/mall.py).
+processes' own counters during the 32-caller run) says where a saga's time goes. Each step of
+concurrent sagas travels to its participant as one batch call and each participant runs a batch
+in one transaction (set-wise in points and the mall), but a batch only holds what arrives while
+the previous one is in flight: at these rates 1 to 4 sagas. So a saga still pays, nearly alone,
+the fixed cost of about seven participant calls and three saga-log writes: a call costs a
+service 2 to 3 ms of CPU at one in flight (gRPC, the OpenTelemetry interceptors, SQLAlchemy's
+connection checkout and statements; a bare grpc.aio echo costs 0.5 ms, and psycopg's own pool
+spends a third of SQLAlchemy's CPU on a small transaction), against well under 1 ms of CPU for
+the whole one-transaction monolith. What would move it: the hot paths on psycopg directly,
+fewer stages per saga, participant spans only for sampled traces, and state changes of the saga
+log that touch no index. Latency at light load is the same story in wall time: every step waits
+for the batch ahead of it (one in flight) and each batch makes several database round trips on
+two cores shared by nine busy processes (`SAGA_BATCHES_IN_FLIGHT` trades peak for latency). A
+sold-out item is refused at the door (recorded, nothing held), so the flash-sale rate is the
+cost of a Redeem call and its share of one batched INSERT.
 
 RecordEvents is set-wise (one transaction per participant per batch, one Redis call for risk, one
 span per batch): what is left per event is the rows themselves (in PostgreSQL about fifteen row
