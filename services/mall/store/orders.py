@@ -4,17 +4,13 @@ so a repeat is a no-op that answers with the order as it is."""
 
 from __future__ import annotations
 
-import json
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from plumbing.programs import StoredProgram
 from services.mall.domain.errors import OrderNotFound, OrderTransitionRefused
-from services.mall.domain.program import Catalog, Item, ItemKind
 
 PENDING, FULFILLED, SHIPPED, CANCELLED = "PENDING", "FULFILLED", "SHIPPED", "CANCELLED"
 
@@ -49,68 +45,6 @@ _COLUMNS = (
     "seq, order_id, saga_id, user_id, sku, quantity, price_points, status, coupon_codes, "
     "address, carrier, tracking_number, created_at, kind"
 )
-
-
-async def create_order(
-    conn: AsyncConnection,
-    stored: StoredProgram[Catalog],
-    now: datetime,
-    reservation: Any,
-    item: Item | None,
-    codes: list[str],
-) -> OrderView:
-    """The order of a confirmed reservation. Coupons (their codes issued) and privileges are
-    fulfilled at once; physical and virtual goods wait for ops (MarkShipped, MarkFulfilled)."""
-    kind = item.kind if item is not None else ItemKind.VIRTUAL
-    immediate = kind in (ItemKind.COUPON, ItemKind.PRIVILEGE)
-    order_id = f"ord_{uuid.uuid4().hex}"
-    status = FULFILLED if immediate else PENDING
-    seq = await conn.exec_driver_sql(
-        """INSERT INTO orders (app, order_id, saga_id, user_id, sku, item_name, kind, quantity,
-                               price_points, status, coupon_codes, address, created_at,
-                               updated_at)
-           VALUES (%(app)s, %(order_id)s, %(saga_id)s, %(user_id)s, %(sku)s, %(name)s,
-                   %(kind)s, %(quantity)s, %(price)s, %(status)s, %(codes)s,
-                   %(address)s::jsonb, %(now)s, %(now)s)
-           RETURNING seq""",
-        {
-            "app": stored.app,
-            "order_id": order_id,
-            "saga_id": reservation.saga_id,
-            "user_id": reservation.user_id,
-            "sku": reservation.sku,
-            "name": item.name if item is not None else reservation.sku,
-            "kind": kind.value,
-            "quantity": reservation.quantity,
-            "price": reservation.price_points,
-            "status": status,
-            "codes": codes,
-            "address": json.dumps(reservation.address) if reservation.address else None,
-            "now": now,
-        },
-    )
-    history = [Transition(PENDING, "saga", f"saga {reservation.saga_id}", now)]
-    if immediate:
-        history.append(Transition(FULFILLED, "mall", "code issued" if codes else "granted", now))
-    for step in history:
-        await _record(conn, stored.app, order_id, step.status, step.actor, step.note, now)
-    # Built from what was just written (Confirm is the saga's commit step: no re-read).
-    return OrderView(
-        order_id=order_id,
-        saga_id=reservation.saga_id,
-        user_id=reservation.user_id,
-        sku=reservation.sku,
-        quantity=int(reservation.quantity),
-        price_points=int(reservation.price_points),
-        status=status,
-        coupon_codes=codes,
-        address=reservation.address,
-        carrier="",
-        tracking_number="",
-        created_at=now,
-        seq=int(seq.scalar_one()),
-        history=history,
-    )
 
 
 async def _record(

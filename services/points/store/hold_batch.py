@@ -1,10 +1,10 @@
 """Hold and Capture for many sagas at once: one transaction and a fixed number of statements
 per batch, whatever its size (HoldBatch, CaptureBatch).
 
-Each item ends exactly as the single call would (``holds.hold`` / ``holds.capture``): a replay
-answers as the first time, a hold whose saga was released first is refused, a refused item
-leaves nothing behind. Refusals are decided before anything of that item is written, so no
-savepoint is needed: the claimed hold row of a refused item is deleted in the same transaction.
+Each item ends exactly as a hold or capture alone would: a replay answers as the first time,
+a hold whose saga was released first is refused, a refused item leaves nothing behind.
+Refusals are decided before anything of that item is written, so no savepoint is needed: the
+claimed hold row of a refused item is deleted in the same transaction.
 
 Locks, in the order every writer takes them: hold rows by saga_id (the claim, or FOR UPDATE),
 then accounts by id. Rare cases (a capture that finds its hold expired) take the general path
@@ -305,8 +305,9 @@ async def _write_holds(
 async def capture_batch(
     conn: AsyncConnection, ap: AppProgram, now: datetime, saga_ids: Sequence[str]
 ) -> list[Outcome]:
-    """``saga_ids`` distinct. The state after each capture, as ``holds.capture`` returns it
-    (RELEASED or EXPIRED when too late: the API refuses those)."""
+    """``saga_ids`` distinct. The state after each capture: CAPTURED (now or before), or
+    RELEASED or EXPIRED when it is too late (the API refuses those; an expiry found here is
+    committed first)."""
     params: dict[str, Any] = {"app": ap.app, "now": now}
     rows = {
         row.saga_id: row

@@ -1,5 +1,5 @@
-"""Two-phase spending for sagas: Hold (try), Capture (confirm), ReleaseHold (cancel), Refund,
-and the TTL sweep.
+"""Two-phase spending for sagas: the hold's states, ReleaseHold (cancel), Refund and the TTL
+sweep. Hold (try) and Capture (confirm) are set-wise in ``hold_batch``.
 
 The `holds` row is the saga's barrier, written in the same transaction as the movement:
 - Hold inserts it first. A row already there is a replay (same payload: answer as the first),
@@ -15,7 +15,7 @@ a capture is committed before the caller is told HOLD_EXPIRED.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
@@ -26,8 +26,6 @@ from services.points.domain.errors import (
     HoldNotCaptured,
     HoldNotFound,
     HoldReleased,
-    IdempotencyConflict,
-    InsufficientPoints,
     RefundExceedsCapture,
 )
 from services.points.domain.lots import LotSlice
@@ -41,7 +39,6 @@ from services.points.store.ledger import (
     put_back_points,
     record_expiry,
     record_transaction,
-    take_points,
 )
 from services.points.store.programs import AppProgram
 from services.points.store.tables import hold_allocations, holds, lots
@@ -83,80 +80,6 @@ async def _lock_hold(conn: AsyncConnection, app: str, saga_id: str) -> HoldRow |
             .with_for_update()
         )
     ).one_or_none()
-
-
-async def hold(
-    conn: AsyncConnection,
-    ap: AppProgram,
-    now: datetime,
-    saga_id: str,
-    user_id: str,
-    amount: int,
-    ttl: timedelta,
-    ref: str,
-) -> HoldResult:
-    digest = payload_hash({"user_id": user_id, "amount": amount, "ref": ref})
-    inserted = (
-        await conn.execute(
-            pg_insert(holds)
-            .values(
-                app=ap.app,
-                saga_id=saga_id,
-                user_id=user_id,
-                amount=amount,
-                state=HELD,
-                ref=ref,
-                payload_hash=digest,
-                expires_at=now + ttl,
-                created_at=now,
-            )
-            .on_conflict_do_nothing()
-            .returning(*_HOLD_COLUMNS)
-        )
-    ).one_or_none()
-    if inserted is None:
-        row = await _lock_hold(conn, ap.app, saga_id)
-        assert row is not None
-        if row.payload_hash == "":
-            raise HoldReleased(f"saga {saga_id!r} was released before its hold arrived")
-        if row.payload_hash != digest:
-            raise IdempotencyConflict(f"saga {saga_id!r} already holds a different amount or user")
-        return _result(row)
-
-    account = await lock_existing_account(conn, ap.app, user_id)
-    if account is None:
-        raise InsufficientPoints(f"needs {amount} points, 0 available")
-    taken, legs = await take_points(conn, ap.app, account, amount, now, ap.system["expired"])
-    legs.append(Leg(ap.system["held"], amount))
-    await record_transaction(conn, ap.app, "hold", saga_id, now, legs, reason=ref)
-    await apply_to_account(conn, account, balance=-amount, held=amount)
-    await conn.execute(
-        hold_allocations.insert(),
-        [
-            {"app": ap.app, "saga_id": saga_id, "lot_id": part.lot_id, "amount": part.amount}
-            for part in taken
-        ],
-    )
-    return _result(inserted)
-
-
-async def capture(conn: AsyncConnection, ap: AppProgram, now: datetime, saga_id: str) -> HoldResult:
-    """Spends a live hold. Returns the state after: CAPTURED on success (now or before);
-    RELEASED or EXPIRED when it is too late (the API refuses those)."""
-    row = await _lock_hold(conn, ap.app, saga_id)
-    if row is None:
-        raise HoldNotFound(f"no hold for saga {saga_id!r}")
-    if row.state != HELD:
-        return _result(row)
-    if row.expires_at < now:
-        return await _give_back(conn, ap, now, row, EXPIRED)
-    account = await lock_existing_account(conn, ap.app, row.user_id)
-    assert account is not None
-    amount = int(row.amount)
-    legs = [Leg(ap.system["held"], -amount), Leg(ap.system["spent"], amount)]
-    await record_transaction(conn, ap.app, "capture", saga_id, now, legs)
-    await apply_to_account(conn, account, held=-amount)
-    return await _set_state(conn, ap.app, saga_id, CAPTURED, now)
 
 
 async def release(conn: AsyncConnection, ap: AppProgram, now: datetime, saga_id: str) -> HoldResult:
