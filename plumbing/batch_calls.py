@@ -12,9 +12,10 @@ single call would refuse it (ALREADY_EXISTS).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from loyalty.common.v1 import common_pb2
+from opentelemetry import trace
 
 from plumbing.errors import IdempotencyConflict, InvalidArgument, LoyaltyError
 from plumbing.validation import positions_by_app, require_id
@@ -28,6 +29,7 @@ class _Request(Protocol):
 M = TypeVar("M", bound=_Request)
 X = TypeVar("X")
 R = TypeVar("R")
+Out = TypeVar("Out")
 
 
 async def answer_batch(
@@ -65,6 +67,32 @@ async def answer_batch(
             if outcomes[index] is None:
                 outcomes[index] = by_key[key(item)]
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+def only(outcomes: Sequence[R | LoyaltyError]) -> R:
+    """The single call's answer: its batch of one's outcome, or its refusal raised."""
+    [outcome] = outcomes
+    if isinstance(outcome, LoyaltyError):
+        raise outcome
+    return outcome
+
+
+def outcome_messages(
+    outcome_type: Callable[..., Out],
+    answer_field: str,
+    to_message: Callable[[R], Any],
+    outcomes: Sequence[R | LoyaltyError],
+) -> list[Out]:
+    """A batch reply's ``results``: per item, ``outcome_type(error=...)`` for a refusal or
+    ``outcome_type(<answer_field>=to_message(answer))``. The batch's server span records how
+    many items it carried (``loyalty.items``)."""
+    trace.get_current_span().set_attribute("loyalty.items", len(outcomes))
+    return [
+        outcome_type(error=item_error(outcome))
+        if isinstance(outcome, LoyaltyError)
+        else outcome_type(**{answer_field: to_message(outcome)})
+        for outcome in outcomes
+    ]
 
 
 def item_error(error: LoyaltyError) -> common_pb2.ItemError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -29,29 +29,40 @@ from plumbing.validation import nul_path
 log = logging.getLogger(__name__)
 
 
+def _status(
+    code: str,
+    reason: str,
+    message: str,
+    metadata: Mapping[str, str],
+    bad: Sequence[tuple[str, str]],
+) -> status_pb2.Status:
+    """The google.rpc.Status of a refusal: an ErrorInfo, and a BadRequest for bad fields."""
+    details = []
+    packed = any_pb2.Any()
+    packed.Pack(
+        error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=dict(metadata))
+    )
+    details.append(packed)
+    if bad:
+        packed = any_pb2.Any()
+        packed.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=field, description=text)
+                    for field, text in bad
+                ]
+            )
+        )
+        details.append(packed)
+    return status_pb2.Status(code=getattr(code_pb2, code), message=message, details=details)
+
+
 def to_status(error: LoyaltyError) -> grpc.Status:
     """The rich status for a domain error."""
-    details = []
-    info = error_details_pb2.ErrorInfo(
-        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+    bad = error.violations if isinstance(error, InvalidArgument) else []
+    return rpc_status.to_status(
+        _status(error.kind.value, error.reason, error.message, error.metadata, bad)
     )
-    packed = any_pb2.Any()
-    packed.Pack(info)
-    details.append(packed)
-    if isinstance(error, InvalidArgument):
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
-                for field, description in error.violations
-            ]
-        )
-        packed = any_pb2.Any()
-        packed.Pack(bad)
-        details.append(packed)
-    status = status_pb2.Status(
-        code=getattr(code_pb2, error.kind.value), message=error.message, details=details
-    )
-    return rpc_status.to_status(status)
 
 
 # Where grpc_status looks for the rich status in a call's trailers.
@@ -62,29 +73,9 @@ def item_failure(error: common_pb2.ItemError) -> grpc.aio.AioRpcError:
     """A batch item's refusal (``plumbing.batch_calls.item_error``) as the error its single
     call would have raised on the client: same code, details and rich status, so callers tell
     a batched answer from a single one by nothing."""
-    details = []
-    packed = any_pb2.Any()
-    packed.Pack(
-        error_details_pb2.ErrorInfo(
-            reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata)
-        )
-    )
-    details.append(packed)
-    if error.field:
-        packed = any_pb2.Any()
-        packed.Pack(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=error.field, description=error.message
-                    )
-                ]
-            )
-        )
-        details.append(packed)
-    code = grpc.StatusCode[error.code] if error.code in grpc.StatusCode.__members__ else None
-    code = code or grpc.StatusCode.UNKNOWN
-    status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
+    code = grpc.StatusCode.__members__.get(error.code, grpc.StatusCode.UNKNOWN)
+    bad = [(error.field, error.message)] if error.field else []
+    status = _status(code.name, error.reason, error.message, error.metadata, bad)
     return grpc.aio.AioRpcError(
         code,
         grpc.aio.Metadata(),

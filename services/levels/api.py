@@ -13,7 +13,7 @@ from loyalty.common.v1 import common_pb2
 from loyalty.levels.v1 import levels_pb2, levels_pb2_grpc
 from opentelemetry import trace
 
-from plumbing.batch_calls import answer_batch, item_error
+from plumbing.batch_calls import answer_batch, only, outcome_messages
 from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument, LoyaltyError
 from plumbing.jobs import every
@@ -358,23 +358,18 @@ class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
     async def CheckTier(
         self, request: levels_pb2.CheckTierRequest, context: Any
     ) -> levels_pb2.CheckTierResponse:
-        [outcome] = await self._check_tiers([request])
-        if isinstance(outcome, LoyaltyError):
-            raise outcome
-        return levels_pb2.CheckTierResponse(tier=outcome)
+        return levels_pb2.CheckTierResponse(tier=only(await self._check_tiers([request])))
 
     async def CheckTierBatch(
         self, request: levels_pb2.CheckTierBatchRequest, context: Any
     ) -> levels_pb2.CheckTierBatchResponse:
-        outcomes = await self._check_tiers(request.requests)
-        trace.get_current_span().set_attribute("loyalty.items", len(outcomes))
         return levels_pb2.CheckTierBatchResponse(
-            results=[
-                levels_pb2.CheckTierOutcome(error=item_error(outcome))
-                if isinstance(outcome, LoyaltyError)
-                else levels_pb2.CheckTierOutcome(tier=levels_pb2.CheckTierResponse(tier=outcome))
-                for outcome in outcomes
-            ]
+            results=outcome_messages(
+                levels_pb2.CheckTierOutcome,
+                "tier",
+                lambda tier: levels_pb2.CheckTierResponse(tier=tier),
+                await self._check_tiers(request.requests),
+            )
         )
 
     # --- leaderboards --------------------------------------------------------------------

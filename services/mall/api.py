@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from loyalty.common.v1 import common_pb2
 from loyalty.mall.v1 import mall_pb2, mall_pb2_grpc
-from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from plumbing.batch_calls import answer_batch, item_error
+from plumbing.batch_calls import answer_batch, only, outcome_messages
 from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument, LoyaltyError
 from plumbing.programs import ServesAppClock, StoredProgram
@@ -142,9 +141,6 @@ def _order(view: OrderView) -> mall_pb2.Order:
     )
 
 
-T = TypeVar("T")
-
-
 def _saga_id(request: mall_pb2.ConfirmRequest | mall_pb2.ReleaseRequest) -> str:
     return require_id("saga_id", request.saga_id)
 
@@ -153,25 +149,11 @@ def _same(saga_id: str) -> str:
     return saga_id
 
 
-def _one(outcomes: Sequence[T | LoyaltyError]) -> T:
-    """A single call's answer: its batch of one's outcome, or its refusal raised."""
-    [outcome] = outcomes
-    if isinstance(outcome, LoyaltyError):
-        raise outcome
-    return outcome
-
-
 def _reservation_outcomes(
     outcomes: Sequence[ReservationView | LoyaltyError],
 ) -> mall_pb2.ReserveBatchResponse:
-    trace.get_current_span().set_attribute("loyalty.items", len(outcomes))
     return mall_pb2.ReserveBatchResponse(
-        results=[
-            mall_pb2.ReservationOutcome(error=item_error(outcome))
-            if isinstance(outcome, LoyaltyError)
-            else mall_pb2.ReservationOutcome(reservation=_reservation(outcome))
-            for outcome in outcomes
-        ]
+        results=outcome_messages(mall_pb2.ReservationOutcome, "reservation", _reservation, outcomes)
     )
 
 
@@ -332,13 +314,13 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
         return await answer_batch(requests, _saga_id, _same, run)
 
     async def Reserve(self, request: mall_pb2.ReserveRequest, context: Any) -> mall_pb2.Reservation:
-        return _reservation(_one(await self._reserves([request])))
+        return _reservation(only(await self._reserves([request])))
 
     async def Confirm(self, request: mall_pb2.ConfirmRequest, context: Any) -> mall_pb2.Order:
-        return _order(_one(await self._confirms([request])))
+        return _order(only(await self._confirms([request])))
 
     async def Release(self, request: mall_pb2.ReleaseRequest, context: Any) -> mall_pb2.Reservation:
-        return _reservation(_one(await self._releases([request])))
+        return _reservation(only(await self._releases([request])))
 
     async def ReserveBatch(
         self, request: mall_pb2.ReserveBatchRequest, context: Any
@@ -353,15 +335,10 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
     async def ConfirmBatch(
         self, request: mall_pb2.ConfirmBatchRequest, context: Any
     ) -> mall_pb2.ConfirmBatchResponse:
-        outcomes = await self._confirms(request.requests)
-        trace.get_current_span().set_attribute("loyalty.items", len(outcomes))
         return mall_pb2.ConfirmBatchResponse(
-            results=[
-                mall_pb2.OrderOutcome(error=item_error(outcome))
-                if isinstance(outcome, LoyaltyError)
-                else mall_pb2.OrderOutcome(order=_order(outcome))
-                for outcome in outcomes
-            ]
+            results=outcome_messages(
+                mall_pb2.OrderOutcome, "order", _order, await self._confirms(request.requests)
+            )
         )
 
     # --- orders --------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from loyalty.points.v1 import points_pb2, points_pb2_grpc
 from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from plumbing.batch_calls import answer_batch, item_error
+from plumbing.batch_calls import answer_batch, only, outcome_messages
 from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument, LoyaltyError
 from plumbing.programs import ServesAppClock, clock_answer
@@ -55,6 +55,23 @@ _HOLD_STATES = {
     "RELEASED": points_pb2.RELEASED,
     "EXPIRED": points_pb2.EXPIRED,
 }
+
+
+def _hold_reply(result: holds.HoldResult) -> points_pb2.HoldResponse:
+    return points_pb2.HoldResponse(
+        saga_id=result.saga_id,
+        state=_HOLD_STATES[result.state],
+        amount=result.amount,
+        expires_at=to_timestamp(result.expires_at),
+    )
+
+
+def _hold_batch_reply(
+    outcomes: Sequence[holds.HoldResult | LoyaltyError],
+) -> points_pb2.HoldBatchResponse:
+    return points_pb2.HoldBatchResponse(
+        results=outcome_messages(points_pb2.HoldOutcome, "hold", _hold_reply, outcomes)
+    )
 
 
 def _captured(outcome: hold_batch.Outcome) -> hold_batch.Outcome:
@@ -228,15 +245,6 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
     # --- two-phase spend -------------------------------------------------------------------
 
     @staticmethod
-    def _hold_reply(result: holds.HoldResult) -> points_pb2.HoldResponse:
-        return points_pb2.HoldResponse(
-            saga_id=result.saga_id,
-            state=_HOLD_STATES[result.state],
-            amount=result.amount,
-            expires_at=to_timestamp(result.expires_at),
-        )
-
-    @staticmethod
     def _hold_input(request: points_pb2.HoldRequest) -> hold_batch.HoldInput:
         ttl = DEFAULT_HOLD_TTL
         if request.HasField("ttl"):
@@ -291,54 +299,33 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
             requests, lambda r: require_id("saga_id", r.saga_id), lambda saga_id: saga_id, run
         )
 
-    def _hold_outcomes(
-        self, outcomes: Sequence[holds.HoldResult | LoyaltyError]
-    ) -> points_pb2.HoldBatchResponse:
-        trace.get_current_span().set_attribute("loyalty.items", len(outcomes))
-        return points_pb2.HoldBatchResponse(
-            results=[
-                points_pb2.HoldOutcome(error=item_error(outcome))
-                if isinstance(outcome, LoyaltyError)
-                else points_pb2.HoldOutcome(hold=self._hold_reply(outcome))
-                for outcome in outcomes
-            ]
-        )
-
-    def _single(
-        self, outcomes: Sequence[holds.HoldResult | LoyaltyError]
-    ) -> points_pb2.HoldResponse:
-        [outcome] = outcomes
-        if isinstance(outcome, LoyaltyError):
-            raise outcome
-        return self._hold_reply(outcome)
-
     async def Hold(self, request: points_pb2.HoldRequest, context: Any) -> points_pb2.HoldResponse:
-        return self._single(await self._holds([request]))
+        return _hold_reply(only(await self._holds([request])))
 
     async def HoldBatch(
         self, request: points_pb2.HoldBatchRequest, context: Any
     ) -> points_pb2.HoldBatchResponse:
-        return self._hold_outcomes(await self._holds(request.requests))
+        return _hold_batch_reply(await self._holds(request.requests))
 
     async def Capture(
         self, request: points_pb2.CaptureRequest, context: Any
     ) -> points_pb2.HoldResponse:
-        return self._single(await self._captures([request]))
+        return _hold_reply(only(await self._captures([request])))
 
     async def CaptureBatch(
         self, request: points_pb2.CaptureBatchRequest, context: Any
     ) -> points_pb2.HoldBatchResponse:
-        return self._hold_outcomes(await self._captures(request.requests))
+        return _hold_batch_reply(await self._captures(request.requests))
 
     async def ReleaseHold(
         self, request: points_pb2.ReleaseHoldRequest, context: Any
     ) -> points_pb2.HoldResponse:
-        return self._single(await self._releases([request]))
+        return _hold_reply(only(await self._releases([request])))
 
     async def ReleaseHoldBatch(
         self, request: points_pb2.ReleaseHoldBatchRequest, context: Any
     ) -> points_pb2.HoldBatchResponse:
-        return self._hold_outcomes(await self._releases(request.requests))
+        return _hold_batch_reply(await self._releases(request.requests))
 
     async def Refund(self, request: points_pb2.RefundRequest, context: Any) -> points_pb2.Movement:
         request_id = require_id("request_id", request.request_id)

@@ -144,15 +144,6 @@ class StockGate:
         except (RedisError, OSError) as error:
             log.warning("stock gate give-back lost (the reconcile job heals it): %s", error)
 
-    async def reserved(self, app: str, saga_id: str, ttl_seconds: int) -> None:
-        """Marks the saga as reserved, so its replays reach Postgres after a sell-out."""
-        if self._redis is None:
-            return
-        try:
-            await self._redis.set(saga_key(app, saga_id), b"1", ex=max(60, ttl_seconds + 60))
-        except (RedisError, OSError) as error:
-            log.warning("stock gate saga marker lost: %s", error)
-
     async def seed(self, app: str, sku: str, bucket: str, available: int) -> None:
         """Creates a missing counter from what Postgres says is left."""
         if self._redis is None:

@@ -49,12 +49,13 @@ class PlainReserve:
     expires_at: datetime
 
 
-_COLUMNS = (
+# A reservation row as every reservation statement returns it.
+COLUMNS = (
     "saga_id, user_id, sku, bucket, quantity, price_points, prize, state, payload_hash, "
     "expires_at, address"
 )
 _EXISTING = f"""
-    SELECT {_COLUMNS} FROM reservations WHERE app = %(app)s AND saga_id = ANY(%(ids)s::text[])
+    SELECT {COLUMNS} FROM reservations WHERE app = %(app)s AND saga_id = ANY(%(ids)s::text[])
 """
 # Stock rows locked in (sku, bucket) order, then each group's units taken at once.
 _TAKE_STOCK = """
@@ -83,11 +84,13 @@ _CLAIM = f"""
       AS r(saga_id text, user_id text, sku text, bucket text, quantity bigint, price bigint,
            prize bool, hash text, address jsonb, expires_at timestamptz)
     ORDER BY r.saga_id
-    ON CONFLICT DO NOTHING RETURNING {_COLUMNS}
+    ON CONFLICT DO NOTHING RETURNING {COLUMNS}
 """
 
 
-def _existing_outcome(row: Any, digest: str) -> Taken:
+def existing_outcome(row: Any, digest: str) -> Taken:
+    """A reserve that found its saga's row already there: the barrier of a release that came
+    first, another payload under the saga id, or a replay (answered as the first time)."""
     if row.state == "RELEASED" and row.payload_hash == "":
         return ReservationReleased(f"saga {row.saga_id!r} was released before it reserved; refused")
     if row.payload_hash != digest:
@@ -114,7 +117,7 @@ async def reserve_plain(
     fresh = []
     for item in items:
         if item.saga_id in found:
-            outcomes[item.n] = _existing_outcome(found[item.saga_id], item.digest)
+            outcomes[item.n] = existing_outcome(found[item.saga_id], item.digest)
         else:
             fresh.append(item)
     groups: dict[tuple[str, str], int] = defaultdict(int)
@@ -131,7 +134,8 @@ async def reserve_plain(
     fallback = [
         i for i in fresh if not i.item.unlimited and (i.item.sku, i.sale.bucket) not in left
     ]
-    claiming = [i for i in fresh if i not in fallback]
+    falling_back = {i.n for i in fallback}
+    claiming = [i for i in fresh if i.n not in falling_back]
     if not claiming:
         return outcomes, fallback
     claimed = {

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from plumbing.db import json_rows
-from plumbing.errors import IdempotencyConflict, LoyaltyError
+from plumbing.errors import LoyaltyError
 from plumbing.idempotency import payload_hash
 from plumbing.programs import StoredProgram
 from services.mall.domain.errors import (
@@ -92,10 +92,7 @@ def _view(row: Any) -> ReservationView:
     )
 
 
-_COLUMNS = (
-    "saga_id, user_id, sku, bucket, quantity, price_points, prize, state, payload_hash, "
-    "expires_at, address"
-)
+_COLUMNS = sets.COLUMNS
 _CLAIM = f"""
     INSERT INTO reservations (app, saga_id, user_id, sku, bucket, quantity, price_points, prize,
                               state, payload_hash, local_day, address, expires_at, created_at)
@@ -370,14 +367,9 @@ class Reservations:
         claimed = (await conn.exec_driver_sql(_CLAIM, params)).one_or_none()
         if claimed is None:
             existing = (await conn.exec_driver_sql(_EXISTING, params)).one()
-            if existing.state == RELEASED and existing.payload_hash == "":
-                raise ReservationReleased(
-                    f"saga {request.saga_id!r} was released before it reserved; refused"
-                )
-            if existing.payload_hash != params["hash"]:
-                raise IdempotencyConflict(
-                    f"saga {request.saga_id!r} already reserved something else"
-                )
+            answer = sets.existing_outcome(existing, params["hash"])
+            if isinstance(answer, LoyaltyError):
+                raise answer
             return _view(existing), None
         if not request.prize and _has_limits(item):
             await conn.exec_driver_sql(_LOCK_MEMBER_ITEM, params)

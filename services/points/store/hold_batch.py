@@ -39,7 +39,7 @@ from services.points.store.holds import (
     release,
 )
 from services.points.store.idempotency import payload_hash
-from services.points.store.ledger import Account, record_expiry
+from services.points.store.ledger import Account, lock_existing_accounts, record_expiry
 from services.points.store.programs import AppProgram
 
 # One item's outcome: its answer, or the refusal the single call would have raised.
@@ -72,11 +72,6 @@ _LOCK_HOLDS = """
     SELECT saga_id, user_id, amount, state, expires_at, payload_hash, refunded FROM holds
     WHERE app = %(app)s AND saga_id = ANY(%(ids)s::text[])
     ORDER BY saga_id FOR UPDATE
-"""
-_LOCK_ACCOUNTS = """
-    SELECT id, user_id, balance, held, lifetime_earned FROM accounts
-    WHERE app = %(app)s AND kind = 'user' AND user_id = ANY(%(users)s::text[])
-    ORDER BY id FOR UPDATE
 """
 # Due lots of the batch's accounts expire before their balances are read, as take_points does.
 _EXPIRE_DUE = """
@@ -152,17 +147,6 @@ _WRITE_CAPTURES = """
 """
 
 
-def _account(row: Any) -> Account:
-    return Account(int(row[0]), row[1], int(row[2]), int(row[3]), int(row[4]))
-
-
-async def _lock_accounts(conn: AsyncConnection, app: str, users: set[str]) -> dict[str, Account]:
-    if not users:
-        return {}
-    rows: Any = await conn.exec_driver_sql(_LOCK_ACCOUNTS, {"app": app, "users": sorted(users)})
-    return {row[1]: _account(row) for row in rows}
-
-
 async def _expire_due(
     conn: AsyncConnection, ap: AppProgram, now: datetime, accounts: dict[str, Account]
 ) -> None:
@@ -205,7 +189,7 @@ async def hold_batch(
             outcomes[row.saga_id] = _answer_existing(row, digests[row.saga_id])
 
     new = [item for item in items if item.saga_id in claimed]
-    accounts = await _lock_accounts(conn, ap.app, {item.user_id for item in new})
+    accounts = await lock_existing_accounts(conn, ap.app, {item.user_id for item in new})
     if accounts:
         await _expire_due(conn, ap, now, accounts)
     available = {user: account.balance for user, account in accounts.items()}
@@ -221,7 +205,8 @@ async def hold_batch(
         available[item.user_id] = left - item.amount
         accepted.append(item)
         outcomes[item.saga_id] = HoldResult(item.saga_id, HELD, item.amount, claimed[item.saga_id])
-    refused = [item.saga_id for item in new if item.saga_id not in {a.saga_id for a in accepted}]
+    taken = {item.saga_id for item in accepted}
+    refused = [item.saga_id for item in new if item.saga_id not in taken]
     if refused:
         await conn.exec_driver_sql(_DROP_REFUSED, {**params, "ids": refused})
     if accepted:
@@ -314,7 +299,7 @@ async def capture_batch(
         for row in await conn.exec_driver_sql(_LOCK_HOLDS, {**params, "ids": sorted(saga_ids)})
     }
     live = [rows[s] for s in saga_ids if s in rows and rows[s].state == HELD]
-    accounts = await _lock_accounts(conn, ap.app, {row.user_id for row in live})
+    accounts = await lock_existing_accounts(conn, ap.app, {row.user_id for row in live})
     outcomes: dict[str, Outcome] = {}
     capturing = []
     for saga_id in saga_ids:
@@ -363,5 +348,5 @@ async def release_batch(
     general path of ``holds.release``, after the batch's holds and accounts are locked in the
     one order, so two release batches never wait on each other in a cycle."""
     rows = await conn.exec_driver_sql(_LOCK_HOLDS, {"app": ap.app, "ids": sorted(saga_ids)})
-    await _lock_accounts(conn, ap.app, {row.user_id for row in rows if row.state == HELD})
+    await lock_existing_accounts(conn, ap.app, {row.user_id for row in rows if row.state == HELD})
     return [await release(conn, ap, now, saga_id) for saga_id in saga_ids]

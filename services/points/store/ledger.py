@@ -99,7 +99,20 @@ async def lock_user_accounts(
     batch of any size."""
     params = {"app": app, "users": sorted(set(user_ids))}
     await conn.exec_driver_sql(_CREATE_USER_ACCOUNTS, params)
-    rows: list[Any] = list(await conn.exec_driver_sql(_LOCK_USER_ACCOUNTS, params))
+    return await lock_existing_accounts(conn, app, params["users"])
+
+
+async def lock_existing_accounts(
+    conn: AsyncConnection, app: str, user_ids: Iterable[str]
+) -> dict[str, Account]:
+    """The accounts that exist among ``user_ids``, locked in ascending id order; none is
+    created (a hold refused for want of points writes nothing)."""
+    users = sorted(set(user_ids))
+    if not users:
+        return {}
+    rows: list[Any] = list(
+        await conn.exec_driver_sql(_LOCK_USER_ACCOUNTS, {"app": app, "users": users})
+    )
     return {row[1]: _account(row) for row in rows}
 
 
