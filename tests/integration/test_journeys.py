@@ -529,3 +529,42 @@ async def test_a_members_day_in_one_batch_then_a_redemption_and_a_refund(
     assert await available(stubs, app, user) == 67 - 3000 + 5
     refused = await redeem(stubs, app, user, "ticket-wolf-warrior-2")
     assert (refused.status, refused.reason) == (pb.Redemption.FAILED, "INSUFFICIENT_POINTS")
+
+
+async def test_redemptions_in_one_batch_after_a_clock_move_expire_due_points_first(
+    suite: Suite, stubs: Stubs
+) -> None:
+    """Move the clock until an old member's only lot is due (the sweep has not run yet); then
+    that member, a member who signed up after the move and one who never earned redeem at the
+    same moment, so their holds travel together when they meet in a batch. A due lot expires
+    before any balance is read: the old member is refused and holds nothing, the
+    one without points is refused, the new member's redemption completes; then the old member
+    earns again and redeems."""
+    app = await new_app(suite, stubs.admin)
+    old, new, empty = uid("old"), uid("new"), uid("empty")
+    sku, price = "ticket-wolf-warrior-2", 500
+    await earn_points(stubs, app, old, 60_000)  # 600 points in one lot
+    (due,) = await lot_expiries(stubs, app, old)
+    await advance_to(stubs, app, due - timedelta(seconds=2))
+    await earn_points(stubs, app, new, 60_000)
+    await wait_for(lambda: app_now(stubs, app), lambda now: now > due + timedelta(seconds=1))
+
+    answers = await asyncio.gather(*(redeem(stubs, app, user, sku) for user in (old, new, empty)))
+    outcomes = [(pb.Redemption.Status.Name(a.status), a.reason) for a in answers]
+    assert outcomes == [
+        ("FAILED", "INSUFFICIENT_POINTS"),
+        ("COMPLETED", ""),
+        ("FAILED", "INSUFFICIENT_POINTS"),
+    ]
+    for user, left in ((old, 0), (new, 600 - price), (empty, 0)):
+        seen = await stubs.loyalty.GetMember(pb.GetMemberRequest(user_id=user), metadata=app.member)
+        assert (seen.points_available, seen.points_held) == (left, 0), user
+    history = await stubs.loyalty.ListPointsHistory(
+        pb.ListPointsHistoryRequest(user_id=old, page_size=50), metadata=app.member
+    )
+    assert [e.amount for e in history.entries if e.amount < 0] == [-600]  # expired, not held
+
+    await earn_points(stubs, app, old, 50_000)
+    again = await redeem(stubs, app, old, sku)
+    assert (pb.Redemption.Status.Name(again.status), again.reason) == ("COMPLETED", "")
+    assert await available(stubs, app, old) == 0
