@@ -31,13 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loyalty.gateway.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2, loyalty_pb2_grpc
 
 from devtools.bootstrap import create_app_keys
 from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, spawn
 from devtools.invariants import check_all, report, urls_from
-from devtools.suite import REPO, SERVICES, Suite
+from devtools.suite import REPO, SERVICES, SPECS, Suite, wait_healthy
 
 FLASH_ITEM = """    - sku: soak-flash
       name: Soak flash sale
@@ -223,19 +222,12 @@ class SecondGateway:
         )
 
     def wait_serving(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while True:
-                try:
-                    reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the second gateway is not SERVING after {timeout:.0f}s")
-                time.sleep(0.1)
+        def check_alive() -> None:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"the second gateway exited with {self.process.returncode}")
+
+        names = [r.full_name for r in SPECS["gateway"].registrations]
+        wait_healthy(self.address, names, timeout, check_alive, label="the second gateway")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is not None and self.process.poll() is None:

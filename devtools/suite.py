@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,29 +156,17 @@ class Suite:
         raise AssertionError("unreachable")
 
     def wait_serving(self, service: str, timeout: float = 60.0) -> None:
+        def exited() -> None:
+            proc = self.processes.get(service)
+            if proc is not None and proc.poll() is not None:
+                raise SuiteError(
+                    f"{service} exited with {proc.returncode} while starting; "
+                    f"its log ({self.log_dir / (service + '.log')}) ends:\n"
+                    f"{tail(self.log_dir / f'{service}.log')}"
+                )
+
         names = [r.full_name for r in SPECS[service].registrations]
-        deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address(service)) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            pending = list(names)
-            while pending:
-                proc = self.processes.get(service)
-                if proc is not None and proc.poll() is not None:
-                    raise SuiteError(
-                        f"{service} exited with {proc.returncode} while starting; "
-                        f"its log ({self.log_dir / (service + '.log')}) ends:\n"
-                        f"{tail(self.log_dir / f'{service}.log')}"
-                    )
-                try:
-                    reply = stub.Check(health_pb2.HealthCheckRequest(service=pending[0]), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        pending.pop(0)
-                        continue
-                except grpc.RpcError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SuiteError(f"{service} not SERVING after {timeout:.0f}s")
-                time.sleep(0.1)
+        wait_healthy(self.address(service), names, timeout, exited, label=service)
 
     def stop_service(self, service: str, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
         proc = self.processes.pop(service, None)
@@ -194,3 +182,31 @@ class Suite:
             stopping = self.processes.pop(service, None)
             if stopping is not None:
                 wait_or_kill(stopping, 20)
+
+
+def wait_healthy(
+    address: str,
+    names: list[str],
+    timeout: float,
+    check_alive: Callable[[], None],
+    *,
+    label: str,
+) -> None:
+    """Waits until the server at ``address`` answers SERVING for each of ``names`` (its gRPC
+    services); ``check_alive`` raises if the process died meanwhile."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        pending = list(names)
+        while pending:
+            check_alive()
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=pending[0]), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    pending.pop(0)
+                    continue
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise SuiteError(f"{label} not SERVING after {timeout:.0f}s")
+            time.sleep(0.1)
