@@ -25,7 +25,7 @@ from plumbing.batching import NaturalBatcher
 from plumbing.errors import ErrorKind, InvalidArgument, LoyaltyError, Unavailable
 from plumbing.grpc_errors import current_request, error_info, item_failure
 from plumbing.server import MAX_MESSAGE_BYTES
-from plumbing.telemetry import batch_span
+from plumbing.telemetry import batch_channel, batch_span, trace_metadata
 from plumbing.validation import MAX_BATCH
 
 _tracer = trace.get_tracer("loyalty.gateway.participants")
@@ -65,6 +65,18 @@ class Participants:
         self.mall = mall_pb2_grpc.MallServiceStub(self._channels["mall"])
         self.lottery = lottery_pb2_grpc.LotteryServiceStub(self._channels["lottery"])
         self.risk = risk_pb2_grpc.RiskServiceStub(self._channels["risk"])
+        # The batch calls of the saga steps go on channels of their own without the tracing
+        # interceptor (``batch_channel``); each batch is traced by its own span.
+        self._batch_channels = {
+            name: batch_channel(addresses[name], CHANNEL_OPTIONS)
+            for name in ("points", "levels", "mall", "risk")
+        }
+        batch_stubs = {
+            "points": points_pb2_grpc.PointsServiceStub(self._batch_channels["points"]),
+            "levels": levels_pb2_grpc.LevelsServiceStub(self._batch_channels["levels"]),
+            "mall": mall_pb2_grpc.MallServiceStub(self._batch_channels["mall"]),
+        }
+        self._risk_batches = risk_pb2_grpc.RiskServiceStub(self._batch_channels["risk"])
         # Concurrent evaluations (saga risk steps, checkout holds, gifts) travel to risk as one
         # EvaluateBatch (natural batching: no waiting window, a lone caller goes at once).
         self._evaluations: NaturalBatcher[
@@ -73,34 +85,33 @@ class Participants:
 
         # The saga steps of concurrent sagas travel the same way, one batch call per step and
         # participant, each item answered (or refused) as its single call would be.
-        def batched(service: str, stub: Any, method: str, answer: str) -> Any:
-            batch_call = getattr(stub, method)
+        def batched(service: str, method: str, answer: str) -> Any:
+            batch_call = getattr(batch_stubs[service], method)
             request_type = getattr(_MODULES[service], f"{method}Request")
             return _Batched(
                 f"{service} {method}", batch_call, request_type, answer, in_flight=in_flight
             )
 
-        levels, mall, points = self.levels, self.mall, self.points
         self.check_tier: _Batched[levels_pb2.CheckTierRequest, levels_pb2.CheckTierResponse] = (
-            batched("levels", levels, "CheckTierBatch", "tier")
+            batched("levels", "CheckTierBatch", "tier")
         )
         self.reserve: _Batched[mall_pb2.ReserveRequest, mall_pb2.Reservation] = batched(
-            "mall", mall, "ReserveBatch", "reservation"
+            "mall", "ReserveBatch", "reservation"
         )
         self.confirm: _Batched[mall_pb2.ConfirmRequest, mall_pb2.Order] = batched(
-            "mall", mall, "ConfirmBatch", "order"
+            "mall", "ConfirmBatch", "order"
         )
         self.release: _Batched[mall_pb2.ReleaseRequest, mall_pb2.Reservation] = batched(
-            "mall", mall, "ReleaseBatch", "reservation"
+            "mall", "ReleaseBatch", "reservation"
         )
         self.hold: _Batched[points_pb2.HoldRequest, points_pb2.HoldResponse] = batched(
-            "points", points, "HoldBatch", "hold"
+            "points", "HoldBatch", "hold"
         )
         self.capture: _Batched[points_pb2.CaptureRequest, points_pb2.HoldResponse] = batched(
-            "points", points, "CaptureBatch", "hold"
+            "points", "CaptureBatch", "hold"
         )
         self.release_hold: _Batched[points_pb2.ReleaseHoldRequest, points_pb2.HoldResponse] = (
-            batched("points", points, "ReleaseHoldBatch", "hold")
+            batched("points", "ReleaseHoldBatch", "hold")
         )
 
     async def evaluate(
@@ -122,14 +133,15 @@ class Participants:
     ) -> list[risk_pb2.EvaluateResponse]:
         deadline = max((timeout for _, timeout, _ in items if timeout), default=None)
         with batch_span(_tracer, "risk EvaluateBatch", [span for _, _, span in items]):
-            reply = await self.risk.EvaluateBatch(
+            reply = await self._risk_batches.EvaluateBatch(
                 risk_pb2.EvaluateBatchRequest(requests=[request for request, _, _ in items]),
                 timeout=deadline,
+                metadata=trace_metadata(),
             )
         return list(reply.results)
 
     async def close(self) -> None:
-        for channel in self._channels.values():
+        for channel in [*self._channels.values(), *self._batch_channels.values()]:
             await channel.close()
 
 
@@ -173,7 +185,9 @@ class _Batched(Generic[Req, Resp]):
         deadline = max((timeout for _, timeout, _ in items if timeout), default=None)
         with batch_span(_tracer, self._name, [span for _, _, span in items]):
             reply = await self._method(
-                self._batch_type(requests=[request for request, _, _ in items]), timeout=deadline
+                self._batch_type(requests=[request for request, _, _ in items]),
+                timeout=deadline,
+                metadata=trace_metadata(),
             )
         answers: list[Resp | BaseException] = []
         for outcome in reply.results:

@@ -9,8 +9,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import psycopg
+from opentelemetry import trace
+from psycopg.rows import namedtuple_row
 from sqlalchemy import event, exc, make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -111,3 +114,44 @@ def json_rows(rows: Iterable[Mapping[str, Any]]) -> str:
     any size, encoded in C: psycopg dumps array parameters element by element in Python, which
     was a fifth of a batch's CPU. Dates and times are written as ISO text."""
     return json.dumps(list(rows), default=str, separators=(",", ":"), ensure_ascii=False)
+
+
+# Whether ``run_sql`` makes a span per statement (TRACE_STATEMENTS; set by instrument_engine).
+_statement_spans: dict[str, bool] = {"on": False}
+_tracer = trace.get_tracer("loyalty.sql")
+
+
+def trace_driver_statements(on: bool = True) -> None:
+    _statement_spans["on"] = on
+
+
+async def run_sql(
+    conn: AsyncConnection, statement: str, params: Mapping[str, Any] | None = None
+) -> list[Any]:
+    """Runs one statement on the psycopg connection under ``conn``, in its transaction, and
+    answers its rows as named tuples (none for a statement without a result).
+
+    The hot paths' statements (the saga log, the batched saga steps) go this way: SQLAlchemy's
+    execution context, result wrapping and greenlet hop cost about as much client CPU as
+    psycopg's own work for each statement (measured: a 5-statement transaction 1.44 ms of CPU
+    through ``exec_driver_sql``, 0.90 ms this way). The transaction, the pool and every cold
+    path stay SQLAlchemy's."""
+    driver: psycopg.AsyncConnection[Any] = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr,assignment]
+    if _statement_spans["on"]:
+        with _tracer.start_as_current_span(
+            statement.split(None, 1)[0].upper(),
+            kind=trace.SpanKind.CLIENT,
+            attributes={"db.system": "postgresql", "db.statement": statement},
+        ):
+            return await _fetch(driver, statement, params)
+    return await _fetch(driver, statement, params)
+
+
+async def _fetch(
+    driver: psycopg.AsyncConnection[Any], statement: str, params: Mapping[str, Any] | None
+) -> list[Any]:
+    cursor = driver.cursor(row_factory=namedtuple_row)
+    await cursor.execute(statement, params)
+    if cursor.description is None:
+        return []
+    return await cursor.fetchall()

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store.tables import sagas
 from plumbing.batching import NaturalBatcher
-from plumbing.db import json_rows
+from plumbing.db import json_rows, run_sql
 from plumbing.errors import IdempotencyConflict
 
 UNFINISHED = ("STARTED", "CONFIRMING", "COMPENSATING")
@@ -229,9 +229,7 @@ class SagaLog:
         async with self._engine.begin() as conn:
             inserted = {
                 record.saga_id: record
-                for record in map(
-                    _record, await conn.exec_driver_sql(_START, {"rows": json_rows(rows)})
-                )
+                for record in map(_record, await run_sql(conn, _START, {"rows": json_rows(rows)}))
             }
             others = [row for row in rows if row["saga_id"] not in inserted]
             existing: dict[tuple[str, str, str], SagaRecord] = {}
@@ -240,7 +238,7 @@ class SagaLog:
                     {"app": r["app"], "kind": r["kind"], "request_id": r["request_id"]}
                     for r in others
                 ]
-                for found in await conn.exec_driver_sql(_BY_REQUESTS, {"keys": json_rows(keys)}):
+                for found in await run_sql(conn, _BY_REQUESTS, {"keys": json_rows(keys)}):
                     record = _record(found)
                     record.payload_hash = found[-1]
                     existing[(record.app, record.kind, record.request_id)] = record
@@ -289,8 +287,8 @@ class SagaLog:
     async def _save_batch(self, _: str, rows: Sequence[dict[str, Any]]) -> list[LeaseLost | None]:
         latest = {row["saga_id"]: row for row in rows}  # one driver per saga: the last wins
         async with self._engine.begin() as conn:
-            saved = await conn.exec_driver_sql(
-                _SAVE, {"rows": json_rows(latest.values()), "ids": sorted(latest)}
+            saved = await run_sql(
+                conn, _SAVE, {"rows": json_rows(latest.values()), "ids": sorted(latest)}
             )
             written = {row[0] for row in saved}
         return [
@@ -303,9 +301,7 @@ class SagaLog:
     async def lease_due(self, limit: int) -> list[SagaRecord]:
         """Unfinished sagas whose driver is gone, now leased to the caller."""
         async with self._engine.begin() as conn:
-            rows = await conn.exec_driver_sql(
-                _LEASE_DUE, {"limit": limit, "lease": self.lease_seconds}
-            )
+            rows = await run_sql(conn, _LEASE_DUE, {"limit": limit, "lease": self.lease_seconds})
             leased = [_record(row) for row in rows]
         for record in leased:
             record.lease_renewed = time.monotonic()

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from plumbing.db import run_sql
 from plumbing.programs import StoredProgram
 from services.levels.domain.periods import Period, add_months, period_start
 from services.levels.domain.program import DowngradePolicy, LevelsProgram
@@ -90,7 +91,8 @@ async def read_members(
     conn: AsyncConnection, app: str, user_ids: Sequence[str]
 ) -> dict[str, Member]:
     """Several members in one read (CheckTierBatch); members not yet known are absent."""
-    rows = await conn.exec_driver_sql(
+    rows = await run_sql(
+        conn,
         f"SELECT {MEMBER_COLUMNS} FROM members WHERE app = %(app)s AND user_id = ANY(%(ids)s)",
         {"app": app, "ids": list(user_ids)},
     )

@@ -10,6 +10,7 @@ from datetime import date, datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from plumbing.db import run_sql
 from plumbing.errors import InvalidArgument
 from plumbing.idempotency import claim_request, finish_request, payload_hash
 from plumbing.programs import StoredProgram
@@ -101,7 +102,8 @@ def item_of(stored: StoredProgram[Catalog], sku: str) -> Item:
 async def ensure_bucket(conn: AsyncConnection, app: str, item: Item, bucket: str) -> None:
     """A flash session's bucket starts with the item's per-session stock."""
     if bucket != PLAIN and item.stock is not None:
-        await conn.exec_driver_sql(
+        await run_sql(
+            conn,
             """INSERT INTO stock (app, sku, bucket, available, loaded, from_program)
                VALUES (%(app)s, %(sku)s, %(bucket)s, %(stock)s, %(stock)s, %(stock)s)
                ON CONFLICT DO NOTHING""",

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from plumbing.db import json_rows
+from plumbing.db import json_rows, run_sql
 from plumbing.errors import IdempotencyConflict, LoyaltyError
 from plumbing.programs import StoredProgram
 from services.mall.domain.errors import ReservationReleased
@@ -110,9 +110,7 @@ async def reserve_plain(
     outcomes: dict[int, Taken] = {}
     found = {
         row.saga_id: row
-        for row in await conn.exec_driver_sql(
-            _EXISTING, {**params, "ids": [i.saga_id for i in items]}
-        )
+        for row in await run_sql(conn, _EXISTING, {**params, "ids": [i.saga_id for i in items]})
     }
     fresh = []
     for item in items:
@@ -129,7 +127,7 @@ async def reserve_plain(
         for item in {(i.item.sku, i.sale.bucket): i for i in fresh}.values():
             if (item.item.sku, item.sale.bucket) in groups:
                 await ensure_bucket(conn, app, item.item, item.sale.bucket)
-        taken: Any = await conn.exec_driver_sql(_TAKE_STOCK, {**params, "groups": _groups(groups)})
+        taken: Any = await run_sql(conn, _TAKE_STOCK, {**params, "groups": _groups(groups)})
         left = {(sku, bucket): int(available) for sku, bucket, available in taken}
     fallback = [
         i for i in fresh if not i.item.unlimited and (i.item.sku, i.sale.bucket) not in left
@@ -140,7 +138,8 @@ async def reserve_plain(
         return outcomes, fallback
     claimed = {
         row.saga_id: row
-        for row in await conn.exec_driver_sql(
+        for row in await run_sql(
+            conn,
             _CLAIM,
             {
                 **params,
@@ -171,7 +170,7 @@ async def reserve_plain(
         if not i.item.unlimited:
             back[(i.item.sku, i.sale.bucket)] += i.quantity
     if back:
-        await conn.exec_driver_sql(_PUT_BACK, {**params, "groups": _groups(back)})
+        await run_sql(conn, _PUT_BACK, {**params, "groups": _groups(back)})
     for i in claiming:
         if i.saga_id in claimed:
             units = -1 if i.item.unlimited else left[(i.item.sku, i.sale.bucket)]
@@ -234,7 +233,7 @@ async def confirm_set(
     source = {s: item.codes if item is not None else CodeSource.POOL for s, item in items.items()}
     pooled = [s for s, codes_from in source.items() if codes_from is CodeSource.POOL]
     if pooled:
-        issued_now: Any = await conn.exec_driver_sql(_ISSUE_POOL, {**params, "ids": pooled})
+        issued_now: Any = await run_sql(conn, _ISSUE_POOL, {**params, "ids": pooled})
         for saga_id, code in issued_now:
             codes[saga_id].append(code)
     wanted = {r.saga_id: int(r.quantity) for r in rows if source[r.saga_id] is CodeSource.GENERATE}
@@ -245,9 +244,7 @@ async def confirm_set(
             for s, n in wanted.items()
             for _ in range(n - len(codes[s]))
         ]
-        inserted: Any = await conn.exec_driver_sql(
-            _INSERT_CODES, {**params, "codes": json_rows(fresh)}
-        )
+        inserted: Any = await run_sql(conn, _INSERT_CODES, {**params, "codes": json_rows(fresh)})
         for saga_id, code in inserted:
             codes[saga_id].append(code)
     orders: list[dict[str, Any]] = []
@@ -303,7 +300,8 @@ async def confirm_set(
             created_at=now,
             history=steps,
         )
-    made: Any = await conn.exec_driver_sql(
+    made: Any = await run_sql(
+        conn,
         _WRITE_ORDERS,
         {
             **params,

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from plumbing.db import json_rows
+from plumbing.db import json_rows, run_sql
 from plumbing.errors import LoyaltyError
 from plumbing.idempotency import payload_hash
 from plumbing.programs import StoredProgram
@@ -183,7 +183,8 @@ async def _lock_members(conn: AsyncConnection, app: str, pending: Sequence[_Pend
         }
     )
     if keys:
-        await conn.exec_driver_sql(
+        await run_sql(
+            conn,
             """INSERT INTO member_items (app, user_id, sku)
                SELECT %(app)s, k.user_id, k.sku
                FROM json_to_recordset(%(keys)s::json) AS k(user_id text, sku text)
@@ -503,7 +504,8 @@ class Reservations:
 async def _lock_reservations(
     conn: AsyncConnection, app: str, saga_ids: Sequence[str]
 ) -> dict[str, Any]:
-    rows = await conn.exec_driver_sql(
+    rows = await run_sql(
+        conn,
         f"""SELECT {_COLUMNS} FROM reservations
             WHERE app = %(app)s AND saga_id = ANY(%(ids)s::text[])
             ORDER BY saga_id FOR UPDATE""",

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from plumbing.db import json_rows
+from plumbing.db import json_rows, run_sql
 from plumbing.errors import LoyaltyError
 from services.points.domain.errors import (
     HoldNotFound,
@@ -153,7 +153,7 @@ async def _expire_due(
     """Due lots of the locked accounts expire first: one statement, and an expiry transaction
     for each account that had any (the same transaction take_points writes)."""
     by_id = {account.id: account for account in accounts.values()}
-    rows: Any = await conn.exec_driver_sql(_EXPIRE_DUE, {"accounts": sorted(by_id), "now": now})
+    rows = await run_sql(conn, _EXPIRE_DUE, {"accounts": sorted(by_id), "now": now})
     due: dict[int, list[LotSlice]] = defaultdict(list)
     for account_id, lot_id, expires_at, remaining in rows:
         due[int(account_id)].append(LotSlice(int(lot_id), expires_at, int(remaining)))
@@ -179,13 +179,14 @@ async def hold_batch(
         }
         for item in items
     ]
-    claimed_rows: Any = await conn.exec_driver_sql(_CLAIM, {**params, "rows": json_rows(claim)})
-    claimed: dict[str, datetime] = dict(claimed_rows.all())
+    claimed: dict[str, datetime] = dict(
+        await run_sql(conn, _CLAIM, {**params, "rows": json_rows(claim)})
+    )
     outcomes: dict[str, Outcome] = {}
     others = [item.saga_id for item in items if item.saga_id not in claimed]
     if others:
         digests: dict[str, str] = {row["saga_id"]: row["hash"] for row in claim}
-        for row in await conn.exec_driver_sql(_LOCK_HOLDS, {**params, "ids": sorted(others)}):
+        for row in await run_sql(conn, _LOCK_HOLDS, {**params, "ids": sorted(others)}):
             outcomes[row.saga_id] = _answer_existing(row, digests[row.saga_id])
 
     new = [item for item in items if item.saga_id in claimed]
@@ -208,7 +209,7 @@ async def hold_batch(
     taken = {item.saga_id for item in accepted}
     refused = [item.saga_id for item in new if item.saga_id not in taken]
     if refused:
-        await conn.exec_driver_sql(_DROP_REFUSED, {**params, "ids": refused})
+        await run_sql(conn, _DROP_REFUSED, {**params, "ids": refused})
     if accepted:
         await _write_holds(conn, ap, now, accepted, accounts)
     return [outcomes[item.saga_id] for item in items]
@@ -237,9 +238,7 @@ async def _write_holds(
     wants = json_rows({"account_id": k, "total": v} for k, v in totals.items())
     account_ids = sorted(totals)
     lots: dict[int, list[LotSlice]] = defaultdict(list)
-    spendable: Any = await conn.exec_driver_sql(
-        _SPENDABLE, {"wants": wants, "accounts": account_ids}
-    )
+    spendable = await run_sql(conn, _SPENDABLE, {"wants": wants, "accounts": account_ids})
     for account_id, lot_id, expires_at, remaining in spendable:
         lots[int(account_id)].append(LotSlice(int(lot_id), expires_at, int(remaining)))
     slices: list[dict[str, Any]] = []
@@ -262,7 +261,8 @@ async def _write_holds(
                     "amount": part.amount,
                 }
             )
-    await conn.exec_driver_sql(
+    await run_sql(
+        conn,
         _WRITE_HOLDS,
         {
             "app": ap.app,
@@ -296,7 +296,7 @@ async def capture_batch(
     params: dict[str, Any] = {"app": ap.app, "now": now}
     rows = {
         row.saga_id: row
-        for row in await conn.exec_driver_sql(_LOCK_HOLDS, {**params, "ids": sorted(saga_ids)})
+        for row in await run_sql(conn, _LOCK_HOLDS, {**params, "ids": sorted(saga_ids)})
     }
     live = [rows[s] for s in saga_ids if s in rows and rows[s].state == HELD]
     accounts = await lock_existing_accounts(conn, ap.app, {row.user_id for row in live})
@@ -318,7 +318,8 @@ async def capture_batch(
         totals: dict[int, int] = defaultdict(int)
         for row in capturing:
             totals[accounts[row.user_id].id] += int(row.amount)
-        await conn.exec_driver_sql(
+        await run_sql(
+            conn,
             _WRITE_CAPTURES,
             {
                 **params,
@@ -347,6 +348,6 @@ async def release_batch(
     """``saga_ids`` distinct. Releases are compensations (rare next to holds): each takes the
     general path of ``holds.release``, after the batch's holds and accounts are locked in the
     one order, so two release batches never wait on each other in a cycle."""
-    rows = await conn.exec_driver_sql(_LOCK_HOLDS, {"app": ap.app, "ids": sorted(saga_ids)})
+    rows = await run_sql(conn, _LOCK_HOLDS, {"app": ap.app, "ids": sorted(saga_ids)})
     await lock_existing_accounts(conn, ap.app, {row.user_id for row in rows if row.state == HELD})
     return [await release(conn, ap, now, saga_id) for saga_id in saga_ids]

@@ -27,6 +27,7 @@ from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from plumbing.db import run_sql
 from services.points.domain.errors import InsufficientPoints
 from services.points.domain.lots import LotSlice, allocate, pay_debt_first, split_expired
 from services.points.store.tables import accounts, entries, lots, transactions
@@ -98,7 +99,7 @@ async def lock_user_accounts(
     one order every writer of several accounts uses: no deadlocks). Two round trips for a
     batch of any size."""
     params = {"app": app, "users": sorted(set(user_ids))}
-    await conn.exec_driver_sql(_CREATE_USER_ACCOUNTS, params)
+    await run_sql(conn, _CREATE_USER_ACCOUNTS, params)
     return await lock_existing_accounts(conn, app, params["users"])
 
 
@@ -110,9 +111,7 @@ async def lock_existing_accounts(
     users = sorted(set(user_ids))
     if not users:
         return {}
-    rows: list[Any] = list(
-        await conn.exec_driver_sql(_LOCK_USER_ACCOUNTS, {"app": app, "users": users})
-    )
+    rows = await run_sql(conn, _LOCK_USER_ACCOUNTS, {"app": app, "users": users})
     return {row[1]: _account(row) for row in rows}
 
 
