@@ -33,6 +33,7 @@ from sqlalchemy import make_url
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.batch_sizes import batch_sizes, lines  # noqa: E402
 from bench.common import (  # noqa: E402
     Servers,
     analyze_databases,
@@ -48,18 +49,26 @@ from devtools.suite import SERVICES, Suite  # noqa: E402
 
 MONOLITH = REPO / "bench" / "baselines" / "monolith-redeem"
 APP = "bench"
-SKU = "bench-coupon"
-EXTRA_PROGRAM_ITEMS = """    - sku: bench-coupon
-      name: Bench coupon
+# The saga load spreads over 20 coupon items (the monolith over 1,000 rows): a hot single
+# item is the flash-sale figure, not this one.
+COUPONS = [f"bench-coupon-{n:02d}" for n in range(1, 21)]
+EXTRA_PROGRAM_ITEMS = (
+    "".join(
+        f"""    - sku: {sku}
+      name: Bench coupon {sku[-2:]}
       kind: virtual
       price_points: 10
       stock: 100000000
-    - sku: bench-flash
+"""
+        for sku in COUPONS
+    )
+    + """    - sku: bench-flash
       name: Bench flash sale
       kind: coupon
       price_points: 10
       stock: 100
 """
+)
 EXTRA_POOL = """    - code: bench-wheel
       name: Bench wheel
       cost_points: 10
@@ -178,8 +187,16 @@ def _long_ago() -> Timestamp:
 
 
 async def load(
-    address: str, member_key: str, users: int, seconds: float, concurrency: int
-) -> tuple[tuple[float, float, float], dict[str, int], tuple[float, float, float]]:
+    address: str,
+    member_key: str,
+    users: int,
+    seconds: float,
+    concurrency: int,
+    *,
+    rate: float = 0.0,
+) -> tuple[tuple[float, float, float], dict[str, int]]:
+    """Redemptions over the 20 coupon items: ``concurrency`` callers in a closed loop, or with
+    ``rate``, paced at that many a second. ((calls/s, p50 ms, p99 ms), outcomes)."""
     outcomes: dict[str, int] = {}
     metadata = (("authorization", f"Bearer {member_key}"),)
     async with grpc.aio.insecure_channel(address) as channel:
@@ -190,7 +207,7 @@ async def load(
                 loyalty_pb2.RedeemRequest(
                     request_id=uuid.uuid4().hex,
                     user_id=f"user-{random.randrange(users)}",
-                    sku=SKU,
+                    sku=random.choice(COUPONS),
                 ),
                 metadata=metadata,
                 timeout=30,
@@ -200,9 +217,9 @@ async def load(
             )
             outcomes[key] = outcomes.get(key, 0) + 1
 
-        peak = await closed_loop(redeem, seconds, concurrency, warmup=100)
-        paced = await paced_loop(redeem, peak[0] / 2, seconds)
-    return peak, outcomes, paced
+        if rate:
+            return await paced_loop(redeem, rate, seconds), outcomes
+        return await closed_loop(redeem, seconds, concurrency, warmup=100), outcomes
 
 
 def cpu_seconds(suite: Suite) -> dict[str, float]:
@@ -230,7 +247,10 @@ def main() -> None:
     parser.add_argument("--redis-url", default="")
     args = parser.parse_args()
 
-    with servers("redeem", args.postgres_url, args.redis_url, with_redis=True) as up:
+    with (
+        servers("redeem", args.postgres_url, args.redis_url, with_redis=True) as up,
+        batch_sizes() as sizes,
+    ):
         print(
             f"monolith redemption (ONE transaction), pgbench {args.concurrency} clients, "
             f"{args.seconds} s ...",
@@ -244,18 +264,22 @@ def main() -> None:
                 f"{args.seconds} s, then paced at half that rate ...",
                 flush=True,
             )
+            address = suite.address("gateway")
             spies = profile(suite, args.profile, "redeem", args.seconds) if args.profile else []
+            quiet = sizes.settled()
             before = cpu_seconds(suite)
             began = time.perf_counter()
-            peak, outcomes, paced = asyncio.run(
-                load(
-                    suite.address("gateway"), member_key, args.users, args.seconds, args.concurrency
-                )
+            peak, outcomes = asyncio.run(
+                load(address, member_key, args.users, args.seconds, args.concurrency)
             )
             wall = time.perf_counter() - began
+            after = cpu_seconds(suite)
+            seen = sizes.since(quiet)
             for spy in spies:
                 spy.wait(60)
-            after = cpu_seconds(suite)
+            paced, _ = asyncio.run(
+                load(address, member_key, args.users, args.seconds, 0, rate=peak[0] / 2)
+            )
             rate, p50, p99 = peak
             print(f"  closed loop: {rate:,.0f} sagas/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms")
             print(f"  outcomes: {outcomes}")
@@ -263,12 +287,16 @@ def main() -> None:
             print(f"  ratio to the monolith transaction: {rate / mono:.3f}")
             total = sum(outcomes.values())
             print(
-                f"CPU per redemption ({total:,} sagas in {wall:.0f} s, 2 cores = "
-                f"{2 * wall:.0f} CPU s available):"
+                f"CPU per redemption in the closed loop ({total:,} sagas in {wall:.0f} s, "
+                f"2 cores = {2 * wall:.0f} CPU s available):"
             )
             for name in sorted(after, key=lambda n: -(after[n] - before.get(n, 0.0))):
                 used = after[name] - before.get(name, 0.0)
                 print(f"  {name:<9} {used:6.1f} CPU s  {1000 * used / max(total, 1):5.2f} ms/saga")
+            spent = sum(after.values()) - sum(before.values())
+            print(f"  {'all':<9} {spent:6.1f} CPU s  {1000 * spent / max(total, 1):5.2f} ms/saga")
+            print("batch sizes in the closed loop (the processes' loyalty.batch.items):")
+            print("\n".join(lines(seen)) or "  none reported")
 
 
 if __name__ == "__main__":

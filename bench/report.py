@@ -43,7 +43,7 @@ from bench.common import (  # noqa: E402
 )
 from bench.events import measure as measure_events  # noqa: E402
 from bench.grpc_overhead import run_mode  # noqa: E402
-from bench.redeem import cpu_seconds, monolith_tps, seeded_suite  # noqa: E402
+from bench.redeem import COUPONS, cpu_seconds, monolith_tps, seeded_suite  # noqa: E402
 from devtools.embedded import free_port  # noqa: E402
 from devtools.suite import Suite  # noqa: E402
 
@@ -85,7 +85,7 @@ async def end_to_end(
         async def redeem() -> None:
             await stub.Redeem(
                 loyalty_pb2.RedeemRequest(
-                    request_id=uuid.uuid4().hex, user_id=user(), sku="bench-coupon"
+                    request_id=uuid.uuid4().hex, user_id=user(), sku=random.choice(COUPONS)
                 ),
                 metadata=md,
                 timeout=60,

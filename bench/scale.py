@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.common import closed_loop, servers  # noqa: E402
-from bench.redeem import make_app, prepare  # noqa: E402
+from bench.redeem import COUPONS, make_app, prepare  # noqa: E402
 from devtools.embedded import free_port  # noqa: E402
 from devtools.suite import SERVICES, Suite  # noqa: E402
 
@@ -97,7 +97,7 @@ async def measure(
         async def redeem() -> None:
             await stub.Redeem(
                 loyalty_pb2.RedeemRequest(
-                    request_id=uuid.uuid4().hex, user_id=user(), sku="bench-coupon"
+                    request_id=uuid.uuid4().hex, user_id=user(), sku=random.choice(COUPONS)
                 ),
                 metadata=md,
                 timeout=60,

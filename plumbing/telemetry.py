@@ -56,15 +56,17 @@ def setup_telemetry(
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    # Metrics (decisions, alerts, ...) go to the same collector, every 15 s.
+    # Metrics (decisions, alerts, ...) go to the same collector.
     readers: list[MetricReader] = []
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
     ):
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
+        # Every 15 s unless OTEL_METRIC_EXPORT_INTERVAL (ms, the SDK's variable) says otherwise.
+        interval = float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL") or 15_000)
         readers.append(
-            PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=15_000)
+            PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=interval)
         )
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     metrics.set_meter_provider(meter_provider)
