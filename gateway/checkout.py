@@ -11,6 +11,7 @@ id with another payload is refused. The gateway keeps `order_holds` for ListOrde
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,15 +22,16 @@ from loyalty.gateway.v1 import loyalty_pb2
 from loyalty.points.v1 import points_pb2
 from loyalty.risk.v1 import risk_pb2
 from opentelemetry import trace
-from sqlalchemy import case, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import select
 
 from gateway.context import Gateway
 from gateway.domain.checkout import CheckoutDisabled, CheckoutRules
 from gateway.participants import ask
-from gateway.store.tables import order_holds, requests
+from gateway.store import order_holds
+from gateway.store.order_holds import first_answer
+from gateway.store.tables import order_holds as order_holds_table
 from plumbing.errors import FailedPrecondition, InvalidArgument, LoyaltyError
-from plumbing.idempotency import claim_request, find_request, finish_request, payload_hash
+from plumbing.idempotency import payload_hash
 from plumbing.validation import (
     MAX_AMOUNT,
     optional_id,
@@ -82,7 +84,7 @@ class Checkout:
         """The first answer to this request_id, if there is one (read only: a request that
         is refused leaves nothing behind)."""
         async with self.gw.resources.engine.connect() as conn:
-            first = await find_request(conn, requests, app, key.request_id, key.kind, key.digest)
+            first = await first_answer(conn, app, key.request_id, key.kind, key.digest)
         return ParseDict(first, loyalty_pb2.OrderHold()) if first else None
 
     async def _record(
@@ -91,51 +93,25 @@ class Checkout:
         order_ref: str,
         key: Key | None,
         values: dict[str, Any],
-        changes: dict[str, Any] | None = None,
+        changes: str = order_holds.STATE,
     ) -> loyalty_pb2.OrderHold:
-        """Upserts the order's row (``values`` for a new row; ``changes``, which may be SQL
-        expressions, for an existing one) and, with ``key``, records the answer under its
-        request_id in the same transaction. A concurrent call with the same request_id that
-        committed first wins: its answer is returned."""
+        """Upserts the order's row (``values`` for a new row; ``changes`` says what an existing
+        one takes from them) and, with ``key``, records the answer under its request_id in the
+        same transaction. A concurrent call with the same request_id that committed first
+        wins: its answer is returned."""
         now = await self.gw.app_now(app)
+        claim = (key.request_id, key.kind, key.digest) if key is not None else None
         async with self.gw.resources.engine.begin() as conn:
-            if key is not None:
-                first = await claim_request(
-                    conn, requests, app, key.request_id, key.kind, key.digest, now
-                )
-                if first is not None:
-                    return ParseDict(first, loyalty_pb2.OrderHold())
-            row = (
-                await conn.execute(
-                    pg_insert(order_holds)
-                    .values(
-                        {
-                            "user_id": "",
-                            "points": 0,
-                            "value_fen": 0,
-                            **values,
-                            "app": app,
-                            "order_ref": order_ref,
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                    )
-                    .on_conflict_do_update(
-                        index_elements=[order_holds.c.app, order_holds.c.order_ref],
-                        set_={**(values if changes is None else changes), "updated_at": now},
-                    )
-                    .returning(order_holds)
-                )
-            ).one()
+            row = await order_holds.write_order(conn, app, order_ref, now, changes, values, claim)
+            if row is None and key is not None:
+                first = await first_answer(conn, app, key.request_id, key.kind, key.digest)
+                if first is None:
+                    raise RuntimeError(f"request_id {key.request_id!r} claimed without an answer")
+                return ParseDict(first, loyalty_pb2.OrderHold())
             reply = self._message(row, now)
             if key is not None:
-                await finish_request(
-                    conn,
-                    requests,
-                    app,
-                    key.request_id,
-                    MessageToDict(reply, preserving_proto_field_name=True),
-                )
+                answer = MessageToDict(reply, preserving_proto_field_name=True)
+                await order_holds.finish_answer(conn, app, key.request_id, json.dumps(answer))
         return reply
 
     @staticmethod
@@ -243,6 +219,7 @@ class Checkout:
                 "state": "held",
                 "expires_at": held.expires_at.ToDatetime(tzinfo=UTC),
             },
+            order_holds.HOLD,
         )
 
     async def capture(
@@ -312,16 +289,12 @@ class Checkout:
         # Counted in SQL, so two refunds of one order at once both count; a refund the ledger
         # had already made (a retry under the same request_id) counts once.
         added = 0 if moved.duplicate else points
-        refunded = order_holds.c.points_refunded + added
         return await self._record(
             app,
             order_ref,
             key,
-            {"points_refunded": added, "state": "captured"},
-            {
-                "points_refunded": refunded,
-                "state": case((refunded >= order_holds.c.points, "refunded"), else_="captured"),
-            },
+            {"refunded": added, "state": "captured"},
+            order_holds.REFUND,
         )
 
     async def list(
@@ -333,23 +306,27 @@ class Checkout:
         size = page_size(request.page_size)
         before = decode_cursor(request.page_token)
         now = await self.gw.app_now(app)
-        query = select(order_holds).where(order_holds.c.app == app)
-        live = (order_holds.c.expires_at.is_(None)) | (order_holds.c.expires_at > now)
+        query = select(order_holds_table).where(order_holds_table.c.app == app)
+        live = (order_holds_table.c.expires_at.is_(None)) | (order_holds_table.c.expires_at > now)
         if state == "held":
-            query = query.where(order_holds.c.state == "held", live)
+            query = query.where(order_holds_table.c.state == "held", live)
         elif state == "expired":
             query = query.where(
-                (order_holds.c.state == "expired") | ((order_holds.c.state == "held") & ~live)
+                (order_holds_table.c.state == "expired")
+                | ((order_holds_table.c.state == "held") & ~live)
             )
         elif state:
-            query = query.where(order_holds.c.state == state)
+            query = query.where(order_holds_table.c.state == state)
         if before is not None:
             query = query.where(
-                (order_holds.c.created_at < before[0])
-                | ((order_holds.c.created_at == before[0]) & (order_holds.c.order_ref < before[1]))
+                (order_holds_table.c.created_at < before[0])
+                | (
+                    (order_holds_table.c.created_at == before[0])
+                    & (order_holds_table.c.order_ref < before[1])
+                )
             )
         query = query.order_by(
-            order_holds.c.created_at.desc(), order_holds.c.order_ref.desc()
+            order_holds_table.c.created_at.desc(), order_holds_table.c.order_ref.desc()
         ).limit(size + 1)
         async with self.gw.resources.engine.connect() as conn:
             rows = list(await conn.execute(query))
