@@ -69,36 +69,39 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=5000)
     parser.add_argument("--profile", type=Path, help="write py-spy profiles of each service here")
     args = parser.parse_args()
-    with servers("checkout", with_redis=True) as up, batch_sizes() as sizes:
-        with seeded_suite(up, args.users) as (suite, member_key, _):
-            print(f"checkout: HoldForOrder then CaptureOrder, {args.concurrency} in flight ...")
-            spies = profile(suite, args.profile, "checkout", args.seconds) if args.profile else []
-            quiet = sizes.settled()
-            before = cpu_seconds(suite)
-            began = time.perf_counter()
-            (rate, p50, p99), refused = asyncio.run(
-                orders(
-                    suite.address("gateway"),
-                    member_key,
-                    args.users,
-                    args.seconds,
-                    args.concurrency,
-                )
+    with (
+        servers("checkout", with_redis=True) as up,
+        batch_sizes() as sizes,
+        seeded_suite(up, args.users) as (suite, member_key, _),
+    ):
+        print(f"checkout: HoldForOrder then CaptureOrder, {args.concurrency} in flight ...")
+        spies = profile(suite, args.profile, "checkout", args.seconds) if args.profile else []
+        quiet = sizes.settled()
+        before = cpu_seconds(suite)
+        began = time.perf_counter()
+        (rate, p50, p99), refused = asyncio.run(
+            orders(
+                suite.address("gateway"),
+                member_key,
+                args.users,
+                args.seconds,
+                args.concurrency,
             )
-            wall = time.perf_counter() - began
-            after = cpu_seconds(suite)
-            seen = sizes.since(quiet)
-            for spy in spies:
-                spy.wait(60)
-            done = rate * args.seconds
-            print(f"  {rate:,.0f} orders/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms (goal ≥ 1,000/s)")
-            print(f"  refusals: {refused or 'none'}")
-            print(f"CPU per order ({done:,.0f} orders in {wall:.0f} s):")
-            for name in sorted(after, key=lambda n: -(after[n] - before.get(n, 0.0))):
-                used = after[name] - before.get(name, 0.0)
-                print(f"  {name:<9} {used:6.1f} CPU s  {1000 * used / max(done, 1):5.2f} ms/order")
-            print("batch sizes (the processes' loyalty.batch.items):")
-            print("\n".join(lines(seen)) or "  none reported")
+        )
+        wall = time.perf_counter() - began
+        after = cpu_seconds(suite)
+        seen = sizes.since(quiet)
+        for spy in spies:
+            spy.wait(60)
+        done = rate * args.seconds
+        print(f"  {rate:,.0f} orders/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms (goal ≥ 1,000/s)")
+        print(f"  refusals: {refused or 'none'}")
+        print(f"CPU per order ({done:,.0f} orders in {wall:.0f} s):")
+        for name in sorted(after, key=lambda n: -(after[n] - before.get(n, 0.0))):
+            used = after[name] - before.get(name, 0.0)
+            print(f"  {name:<9} {used:6.1f} CPU s  {1000 * used / max(done, 1):5.2f} ms/order")
+        print("batch sizes (the processes' loyalty.batch.items):")
+        print("\n".join(lines(seen)) or "  none reported")
 
 
 if __name__ == "__main__":
