@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.store.tables import sagas
 from plumbing.batching import NaturalBatcher
@@ -174,11 +174,10 @@ class SagaLog:
     def __init__(self, engine: AsyncEngine, lease_seconds: float, *, in_flight: int = 1) -> None:
         self._engine = engine
         self.lease_seconds = lease_seconds
-        self._saves: NaturalBatcher[str, dict[str, Any], LeaseLost | None] = NaturalBatcher(
-            self._save_batch, max_batch=500, in_flight=in_flight
-        )
-        self._starts: NaturalBatcher[str, dict[str, Any], tuple[SagaRecord, bool]] = NaturalBatcher(
-            self._start_batch, max_batch=500, in_flight=in_flight
+        # Starts and saves of concurrent sagas share one transaction and one commit (group
+        # commit): a batch holds whatever queued while the previous one was being written.
+        self._writes: NaturalBatcher[str, tuple[str, dict[str, Any]], Any] = NaturalBatcher(
+            self._write_batch, max_batch=1000, in_flight=in_flight, name="SagaLog writes"
         )
 
     async def start(
@@ -214,7 +213,7 @@ class SagaLog:
             "state": "COMPENSATED" if refused else "STARTED",
             "reason": refused,
         }
-        found, new = await self._starts.submit("log", row)
+        found, new = await self._writes.submit("log", ("start", row))
         if found.payload_hash != payload_hash:
             raise IdempotencyConflict(
                 f"request_id {request_id!r} was already used for a different {kind} request"
@@ -223,25 +222,33 @@ class SagaLog:
             found.lease_renewed = time.monotonic()
         return found, new
 
-    async def _start_batch(
-        self, _: str, rows: Sequence[dict[str, Any]]
-    ) -> list[tuple[SagaRecord, bool]]:
+    async def _write_batch(self, _: str, writes: Sequence[tuple[str, dict[str, Any]]]) -> list[Any]:
+        """One transaction for a batch of saves and starts: the saves first (rows locked in
+        saga_id order), then the starts (request keys in order)."""
+        saves = [row for kind, row in writes if kind == "save"]
+        starts = [row for kind, row in writes if kind == "start"]
         async with self._engine.begin() as conn:
-            inserted = {
-                record.saga_id: record
-                for record in map(_record, await run_sql(conn, _START, {"rows": json_rows(rows)}))
-            }
-            others = [row for row in rows if row["saga_id"] not in inserted]
-            existing: dict[tuple[str, str, str], SagaRecord] = {}
-            if others:
-                keys = [
-                    {"app": r["app"], "kind": r["kind"], "request_id": r["request_id"]}
-                    for r in others
-                ]
-                for found in await run_sql(conn, _BY_REQUESTS, {"keys": json_rows(keys)}):
-                    record = _record(found)
-                    record.payload_hash = found[-1]
-                    existing[(record.app, record.kind, record.request_id)] = record
+            saved = iter(await self._save_rows(conn, saves) if saves else [])
+            started = iter(await self._start_rows(conn, starts) if starts else [])
+        return [next(saved) if kind == "save" else next(started) for kind, _ in writes]
+
+    async def _start_rows(
+        self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]
+    ) -> list[tuple[SagaRecord, bool]]:
+        inserted = {
+            record.saga_id: record
+            for record in map(_record, await run_sql(conn, _START, {"rows": json_rows(rows)}))
+        }
+        others = [row for row in rows if row["saga_id"] not in inserted]
+        existing: dict[tuple[str, str, str], SagaRecord] = {}
+        if others:
+            keys = [
+                {"app": r["app"], "kind": r["kind"], "request_id": r["request_id"]} for r in others
+            ]
+            for found in await run_sql(conn, _BY_REQUESTS, {"keys": json_rows(keys)}):
+                record = _record(found)
+                record.payload_hash = found[-1]
+                existing[(record.app, record.kind, record.request_id)] = record
         answers: list[tuple[SagaRecord, bool]] = []
         for row in rows:
             if row["saga_id"] in inserted:
@@ -271,26 +278,30 @@ class SagaLog:
             lease = self.lease_seconds
         if lease is not None:
             saga.lease_renewed = time.monotonic()
-        await self._saves.submit(
+        await self._writes.submit(
             "log",
-            {
-                "saga_id": saga.saga_id,
-                "driver": saga.driver,
-                "state": saga.state,
-                "reason": saga.reason,
-                "steps": saga.steps,
-                "result": saga.result,
-                "lease": lease,
-            },
+            (
+                "save",
+                {
+                    "saga_id": saga.saga_id,
+                    "driver": saga.driver,
+                    "state": saga.state,
+                    "reason": saga.reason,
+                    "steps": saga.steps,
+                    "result": saga.result,
+                    "lease": lease,
+                },
+            ),
         )
 
-    async def _save_batch(self, _: str, rows: Sequence[dict[str, Any]]) -> list[LeaseLost | None]:
+    async def _save_rows(
+        self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]
+    ) -> list[LeaseLost | None]:
         latest = {row["saga_id"]: row for row in rows}  # one driver per saga: the last wins
-        async with self._engine.begin() as conn:
-            saved = await run_sql(
-                conn, _SAVE, {"rows": json_rows(latest.values()), "ids": sorted(latest)}
-            )
-            written = {row[0] for row in saved}
+        saved = await run_sql(
+            conn, _SAVE, {"rows": json_rows(latest.values()), "ids": sorted(latest)}
+        )
+        written = {row[0] for row in saved}
         return [
             None
             if row["saga_id"] in written

@@ -4,6 +4,7 @@ refusals, replays, gifts, reversals, the admin API, keys and tenancy."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,9 +13,11 @@ import grpc
 import pytest
 from loyalty.gateway.v1 import admin_pb2
 from loyalty.gateway.v1 import loyalty_pb2 as pb
+from loyalty.mall.v1 import mall_pb2
 
 from devtools.bootstrap import AppKeys
 from devtools.suite import Suite
+from gateway.domain.program import load_program, service_sections
 from gateway.store.tenancy import read_audit, revoke_key
 from plumbing.clock import SystemClock
 from plumbing.grpc_errors import reason_of
@@ -136,6 +139,47 @@ async def test_refusals_leave_points_and_stock_as_they_were(stubs: Stubs, app: A
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
     assert reason_of(unknown.value) == "UNKNOWN_SKU"
     assert (await member(stubs, app, user)).points_available == 400
+
+
+async def test_a_price_the_mall_changed_compensates_both_halves(suite: Suite, stubs: Stubs) -> None:
+    """Reserve and hold run as one stage, the hold at the gateway's catalogue price. When the
+    mall prices the item otherwise (a program reached it first), the saga is undone: no
+    reservation, no hold, reason PRICE_CHANGED; once both agree again it completes."""
+    app = await new_app(suite, stubs.admin)
+    user = uid()
+    await earn_points(stubs, app, user, 100_000)  # 1,000 points
+    stock = await available(stubs, app, "ticket-wolf-warrior-2")
+    sections = service_sections(load_program(example_yaml()))
+    repriced = json.loads(json.dumps(sections["mall"]))
+    for item in repriced["mall"]["items"]:
+        if item["sku"] == "ticket-wolf-warrior-2":
+            item["price_points"] = 600  # the gateway's copy still says 500
+    configured = await stubs.mall.UpsertItems(
+        mall_pb2.UpsertItemsRequest(app=app.app, section_json=json.dumps(repriced))
+    )
+    assert not configured.errors, configured
+    changed = await redeem(stubs, app, user, "ticket-wolf-warrior-2")
+    assert (changed.status, changed.reason) == (pb.Redemption.FAILED, "PRICE_CHANGED")
+    assert (changed.points_spent, changed.order_id) == (0, "")
+    seen = await member(stubs, app, user)
+    assert (seen.points_available, seen.points_held) == (1000, 0)
+    assert await available(stubs, app, "ticket-wolf-warrior-2") == stock
+    saga = await stubs.admin.GetSaga(
+        admin_pb2.GetSagaRequest(saga_id=changed.redemption_id), metadata=app.admin
+    )
+    steps = {s.name: s.state for s in saga.steps}
+    assert (saga.state, steps["release_hold"], steps["release_reservation"]) == (
+        "COMPENSATED",
+        "DONE",
+        "DONE",
+    )
+    applied = await stubs.admin.ApplyProgram(
+        admin_pb2.ApplyProgramRequest(program_yaml=example_yaml()), metadata=app.admin
+    )
+    assert applied.applied, applied.errors
+    done = await redeem(stubs, app, user, "ticket-wolf-warrior-2")
+    assert (done.status, done.points_spent) == (pb.Redemption.COMPLETED, 500)
+    assert (await member(stubs, app, user)).points_available == 500
 
 
 async def test_sold_out(suite: Suite, stubs: Stubs) -> None:
