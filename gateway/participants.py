@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 from loyalty.levels.v1 import levels_pb2, levels_pb2_grpc
-from loyalty.lottery.v1 import lottery_pb2_grpc
+from loyalty.lottery.v1 import lottery_pb2, lottery_pb2_grpc
 from loyalty.mall.v1 import mall_pb2, mall_pb2_grpc
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
 from loyalty.risk.v1 import risk_pb2, risk_pb2_grpc
@@ -49,7 +49,12 @@ CHANNEL_OPTIONS = [
 
 
 # The generated message modules of the participants whose steps travel in batch calls.
-_MODULES = {"levels": levels_pb2, "mall": mall_pb2, "points": points_pb2}
+_MODULES = {
+    "levels": levels_pb2,
+    "lottery": lottery_pb2,
+    "mall": mall_pb2,
+    "points": points_pb2,
+}
 
 
 class Participants:
@@ -69,12 +74,13 @@ class Participants:
         # interceptor (``batch_channel``); each batch is traced by its own span.
         self._batch_channels = {
             name: batch_channel(addresses[name], CHANNEL_OPTIONS)
-            for name in ("points", "levels", "mall", "risk")
+            for name in ("points", "levels", "mall", "lottery", "risk")
         }
         batch_stubs = {
             "points": points_pb2_grpc.PointsServiceStub(self._batch_channels["points"]),
             "levels": levels_pb2_grpc.LevelsServiceStub(self._batch_channels["levels"]),
             "mall": mall_pb2_grpc.MallServiceStub(self._batch_channels["mall"]),
+            "lottery": lottery_pb2_grpc.LotteryServiceStub(self._batch_channels["lottery"]),
         }
         self._risk_batches = risk_pb2_grpc.RiskServiceStub(self._batch_channels["risk"])
         # Concurrent evaluations (saga risk steps, checkout holds, gifts) travel to risk as one
@@ -112,6 +118,9 @@ class Participants:
         )
         self.release_hold: _Batched[points_pb2.ReleaseHoldRequest, points_pb2.HoldResponse] = (
             batched("points", "ReleaseHoldBatch", "hold")
+        )
+        self.draw: _Batched[lottery_pb2.DrawRequest, lottery_pb2.DrawRecord] = batched(
+            "lottery", "DrawBatch", "draw"
         )
 
     async def evaluate(

@@ -96,7 +96,7 @@ async def _draw_and_award(drive: Drive, p: Participants) -> None:
         drive.event("commit")
         record = await drive.step(
             "draw",
-            lambda timeout: p.lottery.Draw(
+            lambda timeout: p.draw(
                 lottery_pb2.DrawRequest(
                     app=app, saga_id=saga_id, user_id=user, pool=saga.payload["pool"]
                 ),

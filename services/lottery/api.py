@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from loyalty.common.v1 import common_pb2
 from loyalty.lottery.v1 import lottery_pb2, lottery_pb2_grpc
 
+from plumbing.batch_calls import answer_batch, only, outcome_messages
 from plumbing.configure import configure_section
-from plumbing.errors import InvalidArgument
+from plumbing.errors import InvalidArgument, LoyaltyError
 from plumbing.programs import ServesAppClock, StoredProgram
 from plumbing.sections import load_section
 from plumbing.server import Resources
@@ -99,17 +101,50 @@ class LotteryServicer(ServesAppClock, lottery_pb2_grpc.LotteryServiceServicer):
 
     # --- draws ----------------------------------------------------------------------------
 
-    async def Draw(self, request: lottery_pb2.DrawRequest, context: Any) -> lottery_pb2.DrawRecord:
-        stored, pool = await self._pool(request.app, request.pool)
-        saga_id = require_id("saga_id", request.saga_id)
-        user_id = require_id("user_id", request.user_id)
-        now = self.programs.now(stored)
-        day = now.astimezone(stored.program.zone).date()
-        async with self.engine.begin() as conn:
-            view = await draw_store.draw(
-                conn, stored.app, stored.version, pool, saga_id, user_id, day, now
+    async def _draws(
+        self, requests: Sequence[lottery_pb2.DrawRequest]
+    ) -> list[draw_store.DrawView | LoyaltyError]:
+        def check(request: lottery_pb2.DrawRequest) -> tuple[str, str, str]:
+            return (
+                require_id("saga_id", request.saga_id),
+                require_id("user_id", request.user_id),
+                require_id("pool", request.pool),
             )
-        return _record(view)
+
+        async def run(
+            app: str, items: list[tuple[str, str, str]]
+        ) -> list[draw_store.DrawView | LoyaltyError]:
+            stored = await self.programs.get(app)
+            now = self.programs.now(stored)
+            day = now.astimezone(stored.program.zone).date()
+            outcomes: dict[str, draw_store.DrawView | LoyaltyError] = {}
+            # One transaction; pools are locked in code order (each draw takes its pool's
+            # lock first), so two batches never wait on each other in a cycle. Every
+            # refusal is decided before its draw writes anything.
+            async with self.engine.begin() as conn:
+                for saga_id, user_id, code in sorted(items, key=lambda i: (i[2], i[0])):
+                    try:
+                        pool = pool_store.pool_of(stored.program, code)
+                        outcomes[saga_id] = await draw_store.draw(
+                            conn, stored.app, stored.version, pool, saga_id, user_id, day, now
+                        )
+                    except LoyaltyError as error:
+                        outcomes[saga_id] = error
+            return [outcomes[saga_id] for saga_id, _, _ in items]
+
+        return await answer_batch(requests, check, lambda item: item[0], run)
+
+    async def Draw(self, request: lottery_pb2.DrawRequest, context: Any) -> lottery_pb2.DrawRecord:
+        return _record(only(await self._draws([request])))
+
+    async def DrawBatch(
+        self, request: lottery_pb2.DrawBatchRequest, context: Any
+    ) -> lottery_pb2.DrawBatchResponse:
+        return lottery_pb2.DrawBatchResponse(
+            results=outcome_messages(
+                lottery_pb2.DrawOutcome, "draw", _record, await self._draws(request.requests)
+            )
+        )
 
     async def VerifyDraw(
         self, request: lottery_pb2.VerifyDrawRequest, context: Any

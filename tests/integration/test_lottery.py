@@ -202,6 +202,56 @@ async def test_bad_input(stubs: Stubs, app: str) -> None:
     ]
 
 
+def _outcome(result: pb.DrawOutcome) -> str:
+    if result.WhichOneof("outcome") == "error":
+        error = result.error
+        return f"field:{error.field}" if error.field else error.reason
+    return result.draw.prize_code
+
+
+async def test_a_draw_batch_answers_each_item_as_alone(stubs: Stubs) -> None:
+    """Concurrent sagas' draws in one DrawBatch (one transaction, pools locked in code order):
+    a paused pool, an unknown pool, a bad field, a replay and another payload under one saga id
+    are each refused or answered as the single Draw would, beside good draws; and concurrent
+    batches on one pool never award more than its stock."""
+    app = await new_lottery_app(stubs)
+    await stubs.lottery.PausePool(
+        pb.PausePoolRequest(app=app, pool="pity", operator="ops", reason="audit")
+    )
+    replayed = pb.DrawRequest(app=app, saga_id=uid("s"), user_id=uid(), pool="budgeted")
+    first = await stubs.lottery.Draw(replayed)
+    batch = [
+        pb.DrawRequest(app=app, saga_id=uid("s"), user_id=uid(), pool="scarce"),
+        pb.DrawRequest(app=app, saga_id=uid("s"), user_id=uid(), pool="pity"),
+        pb.DrawRequest(app=app, saga_id=uid("s"), user_id=uid(), pool="nope"),
+        pb.DrawRequest(app=app, saga_id="", user_id=uid(), pool="scarce"),
+        replayed,
+        pb.DrawRequest(app=app, saga_id=replayed.saga_id, user_id=uid(), pool="budgeted"),
+        pb.DrawRequest(app=app, saga_id=uid("s"), user_id=uid(), pool="budgeted"),
+    ]
+    answers = await stubs.lottery.DrawBatch(pb.DrawBatchRequest(requests=batch))
+    outcomes = [_outcome(r) for r in answers.results]
+    assert outcomes[0] in ("gold", "none")
+    assert outcomes[1:4] == ["POOL_PAUSED", "UNKNOWN_POOL", "field:saga_id"]
+    assert answers.results[4].draw.draw_id == first.draw_id
+    assert outcomes[5] == "IDEMPOTENCY_KEY_REUSED"
+    assert outcomes[6] in ("cash", "none")
+
+    batches = [
+        pb.DrawBatchRequest(
+            requests=[
+                pb.DrawRequest(app=app, saga_id=uid("s"), user_id=uid(), pool="scarce")
+                for _ in range(25)
+            ]
+        )
+        for _ in range(8)
+    ]
+    replies = await asyncio.gather(*(stubs.lottery.DrawBatch(b) for b in batches))
+    wins = Counter(_outcome(r) for reply in replies for r in reply.results)
+    assert wins["gold"] + (outcomes[0] == "gold") == 10
+    assert sum(wins.values()) == 200
+
+
 async def test_every_logged_draw_verifies(suite: Suite, stubs: Stubs) -> None:
     """VerifyDraw recomputes each draw of an app of its own from the log: weighted wins and
     losses, a sold-out prize, the budget's fallback, pity and a forced outcome."""
