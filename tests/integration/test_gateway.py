@@ -7,13 +7,13 @@ import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
 from loyalty.gateway.v1 import admin_pb2
 from loyalty.gateway.v1 import loyalty_pb2 as pb
-from loyalty.mall.v1 import mall_pb2
+from loyalty.mall.v1 import mall_pb2, mall_pb2_grpc
 
 from devtools.bootstrap import AppKeys
 from devtools.suite import Suite
@@ -154,7 +154,8 @@ async def test_a_price_the_mall_changed_compensates_both_halves(suite: Suite, st
     for item in repriced["mall"]["items"]:
         if item["sku"] == "ticket-wolf-warrior-2":
             item["price_points"] = 600  # the gateway's copy still says 500
-    configured = await stubs.mall.UpsertItems(
+    mall = cast(mall_pb2_grpc.MallServiceAsyncStub, stubs.mall)
+    configured = await mall.UpsertItems(
         mall_pb2.UpsertItemsRequest(app=app.app, section_json=json.dumps(repriced))
     )
     assert not configured.errors, configured
