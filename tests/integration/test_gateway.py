@@ -154,7 +154,7 @@ async def test_a_price_the_mall_changed_compensates_both_halves(suite: Suite, st
     for item in repriced["mall"]["items"]:
         if item["sku"] == "ticket-wolf-warrior-2":
             item["price_points"] = 600  # the gateway's copy still says 500
-    mall = cast(mall_pb2_grpc.MallServiceAsyncStub, stubs.mall)
+    mall = cast("mall_pb2_grpc.MallServiceAsyncStub", stubs.mall)
     configured = await mall.UpsertItems(
         mall_pb2.UpsertItemsRequest(app=app.app, section_json=json.dumps(repriced))
     )
