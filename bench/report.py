@@ -33,6 +33,7 @@ from loyalty.gateway.v1 import loyalty_pb2, loyalty_pb2_grpc
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.batch_sizes import BatchSizes, batch_sizes  # noqa: E402
 from bench.common import (  # noqa: E402
     closed_loop,
     cuts,
@@ -71,7 +72,7 @@ def say(message: str) -> None:
 
 
 async def end_to_end(
-    suite: Suite, address: str, member: str, users: int, seconds: float
+    suite: Suite, address: str, member: str, users: int, seconds: float, sizes: BatchSizes
 ) -> dict[str, Any]:
     md = (("authorization", f"Bearer {member}"),)
     say("  RecordEvents (500 a call, 4 in flight), then RecordEvent (64 in flight) ...")
@@ -94,10 +95,12 @@ async def end_to_end(
         curve = []
         for concurrency in CONCURRENCY:
             say(f"  Redeem, {concurrency} in flight ...")
+            quiet = await asyncio.to_thread(sizes.settled) if concurrency == 32 else {}
             before = cpu_seconds(suite) if concurrency == 32 else {}
             point = await closed_loop(redeem, seconds, concurrency, 20)
             if before:
                 after = cpu_seconds(suite)
+                out["batch_sizes"] = await asyncio.to_thread(sizes.since, quiet)
                 sagas = point[0] * seconds
                 out["cpu_per_saga"] = {
                     name: 1000 * (after[name] - before.get(name, 0.0)) / max(sagas, 1)
@@ -287,6 +290,7 @@ def write_report(
     seconds: float,
     cpu: dict[str, float],
     events_cpu: dict[str, dict[str, float]],
+    batches: dict[str, tuple[int, float]],
 ) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -342,6 +346,18 @@ def write_report(
             "|---|---|",
         ]
         lines += [f"| {n} | {ms:.2f} |" for n, ms in sorted(cpu.items(), key=lambda x: -x[1])]
+    if batches:
+        lines += [
+            "",
+            "Batch sizes at 32 callers (each process's `loyalty.batch.items`, by batcher):",
+            "",
+            "| process and batcher | batches | items | items a batch |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {count:,} | {items:,.0f} | {items / count:.2f} |"
+            for name, (count, items) in sorted(batches.items(), key=lambda kv: -kv[1][1])
+        ]
     lines += ["", BOUNDS]
     for name, output in services.items():
         lines += ["", f"## {name}", "", "```", output.strip(), "```"]
@@ -358,7 +374,7 @@ def main() -> None:
     args = parser.parse_args()
     seconds = args.seconds
     rows: list[Row] = []
-    with servers("report", with_redis=True) as up:
+    with servers("report", with_redis=True) as up, batch_sizes() as sizes:
         say("baselines ...")
         mono8 = monolith_tps(up.postgres_url, int(seconds), 8)
         mono32 = monolith_tps(up.postgres_url, int(seconds), 32)
@@ -373,7 +389,7 @@ def main() -> None:
         with seeded_suite(up, args.users) as (suite, member, _):
             say("end to end ...")
             e2e = asyncio.run(
-                end_to_end(suite, suite.address("gateway"), member, args.users, seconds)
+                end_to_end(suite, suite.address("gateway"), member, args.users, seconds, sizes)
             )
     batch, record, draw = e2e["batched"], e2e["single"], e2e["draw"]
     curve = e2e["redeem_curve"]
@@ -462,7 +478,14 @@ def main() -> None:
             outputs[f"bench/{name}.py"] = done.stdout + (done.stderr if done.returncode else "")
     events_cpu = {"RecordEvents (500 a call)": batch[3], "RecordEvent (one a call)": record[3]}
     path = write_report(
-        rows, curve, images, outputs, seconds, e2e.get("cpu_per_saga", {}), events_cpu
+        rows,
+        curve,
+        images,
+        outputs,
+        seconds,
+        e2e.get("cpu_per_saga", {}),
+        events_cpu,
+        e2e.get("batch_sizes", {}),
     )
     say(path.read_text())
 
