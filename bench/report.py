@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.batch_sizes import BatchSizes, batch_sizes  # noqa: E402
+from bench.checkout import orders  # noqa: E402
 from bench.common import (  # noqa: E402
     closed_loop,
     cuts,
@@ -124,33 +125,8 @@ async def end_to_end(
         say("  Draw, 32 in flight ...")
         out["draw"] = await closed_loop(draw, seconds, 32, warmup=20)
 
-        refused: dict[str, int] = {}
-
-        async def checkout() -> None:
-            ref = uuid.uuid4().hex
-            try:
-                await stub.HoldForOrder(
-                    loyalty_pb2.HoldForOrderRequest(
-                        request_id=ref,
-                        user_id=user(),
-                        order_ref=ref,
-                        points=100,
-                        order_amount_fen=100_000,
-                    ),
-                    metadata=md,
-                    timeout=60,
-                )
-                await stub.CaptureOrder(
-                    loyalty_pb2.CaptureOrderRequest(request_id=f"{ref}:capture", order_ref=ref),
-                    metadata=md,
-                    timeout=60,
-                )
-            except grpc.aio.AioRpcError as error:
-                refused[error.code().name] = refused.get(error.code().name, 0) + 1
-
         say("  checkout: HoldForOrder then CaptureOrder, 64 in flight ...")
-        out["checkout"] = await closed_loop(checkout, seconds, 64, warmup=20)
-        out["checkout_refused"] = refused
+        out["checkout"], out["checkout_refused"] = await orders(address, member, users, seconds, 64)
 
         say("  flash sale: 100 units, 64 buyers ...")
         outcomes: dict[str, list[float]] = {}
@@ -251,21 +227,24 @@ BOUNDS = """## What bounds the missed targets
 
 The figures are CPU-bound: the two cores are shared by the client, six Python processes,
 PostgreSQL and Redis. The CPU table above (milliseconds of CPU per redemption, from the
-processes' own counters during the 32-caller run) says where a saga's time goes. Each step of
-concurrent sagas travels to its participant as one batch call and each participant runs a batch
-in one transaction (set-wise in points and the mall), but a batch only holds what arrives while
-the previous one is in flight: at these rates 1 to 4 sagas. So a saga still pays, nearly alone,
-the fixed cost of about seven participant calls and three saga-log writes: a call costs a
-service 2 to 3 ms of CPU at one in flight (gRPC, the OpenTelemetry interceptors, SQLAlchemy's
-connection checkout and statements; a bare grpc.aio echo costs 0.5 ms, and psycopg's own pool
-spends a third of SQLAlchemy's CPU on a small transaction), against well under 1 ms of CPU for
-the whole one-transaction monolith. What would move it: the hot paths on psycopg directly,
-fewer stages per saga, participant spans only for sampled traces, and state changes of the saga
-log that touch no index. Latency at light load is the same story in wall time: every step waits
-for the batch ahead of it (one in flight) and each batch makes several database round trips on
-two cores shared by nine busy processes (`SAGA_BATCHES_IN_FLIGHT` trades peak for latency). A
+processes' own counters during the 32-caller run) says where a saga's time goes, and the batch
+table how many sagas shared each call. A saga is five stages in a row (log start, risk ∥ tier,
+reserve ∥ hold, the commit point, confirm ∥ capture, then its end in the log); each stage of
+concurrent sagas goes to its participant as one batch call, run in one transaction. A batch
+holds what arrived while the previous one was in flight, 3 to 6 sagas at 32 callers, so a saga
+still carries a fifth to a third of the fixed cost of each of its seven participant calls and
+its share of the log's writes. That fixed cost is mostly gRPC and the event loop: a batch call
+of one trivial item costs a service about 1.7 ms of CPU where a bare health check costs 0.65
+(measured one call at a time), and the gateway's client side about 0.3 ms more. The monolith
+spends well under 1 ms of CPU on the whole redemption. Beyond the saga's own twelve-odd spans
+(tracing everything costs about 15%, measured with `OTEL_SDK_DISABLED`), each further point
+has to come from fewer or larger calls: more callers (`bench/redeem.py --concurrency 160`
+measured 0.10 of the monolith), steps of one participant merged into one call per round, or a
+saga log whose state changes touch no index. Latency at light load is the same story in wall time: every stage waits for
+the batch ahead of it (one in flight) and each batch makes several database round trips on two
+cores shared by nine busy processes (`SAGA_BATCHES_IN_FLIGHT` trades peak for latency). A
 sold-out item is refused at the door (recorded, nothing held), so the flash-sale rate is the
-cost of a Redeem call and its share of one batched INSERT.
+cost of a Redeem call (gRPC, authentication, two spans) and its share of one batched INSERT.
 
 RecordEvents is set-wise (one transaction per participant per batch, one Redis call for risk, one
 span per batch): what is left per event is the rows themselves (in PostgreSQL about fifteen row

@@ -76,6 +76,12 @@ async def find_request(
             )
         )
     ).one_or_none()
+    return answer_of(row, request_id, kind, digest)
+
+
+def answer_of(row: Any, request_id: str, kind: str, digest: str) -> dict[str, Any] | None:
+    """The stored answer of a request key's row (kind, payload_hash, response), or None;
+    IdempotencyConflict when the key came with another kind or payload."""
     if row is None:
         return None
     if row.kind != kind or row.payload_hash != digest:

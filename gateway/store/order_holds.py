@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plumbing.db import run_sql
-from plumbing.errors import IdempotencyConflict
+from plumbing.idempotency import answer_of
 
 _ANSWER = """
     SELECT kind, payload_hash, response FROM requests
@@ -78,15 +78,7 @@ async def first_answer(
     """The first answer to a request key, read only: None when the key is unknown or not yet
     answered; IdempotencyConflict when it came with another payload."""
     rows = await run_sql(conn, _ANSWER, {"app": app, "request_id": request_id})
-    if not rows:
-        return None
-    row = rows[0]
-    if row.kind != kind or row.payload_hash != digest:
-        raise IdempotencyConflict(
-            f"request_id {request_id!r} was already used for a different {row.kind} request"
-        )
-    response: dict[str, Any] | None = row.response
-    return response
+    return answer_of(rows[0] if rows else None, request_id, kind, digest)
 
 
 async def write_order(
