@@ -240,9 +240,9 @@ spends well under 1 ms of CPU on the whole redemption. Beyond the saga's own twe
 (tracing everything costs about 15%, measured with `OTEL_SDK_DISABLED`), each further point
 has to come from fewer or larger calls: more callers (`bench/redeem.py --concurrency 160`
 measured 0.10 of the monolith), steps of one participant merged into one call per round, or a
-saga log whose state changes touch no index. Latency at light load is the same story in wall time: every stage waits for
-the batch ahead of it (one in flight) and each batch makes several database round trips on two
-cores shared by nine busy processes (`SAGA_BATCHES_IN_FLIGHT` trades peak for latency). A
+saga log whose state changes touch no index. Latency at light load is the same story in wall
+time: every stage waits for the batch ahead of it (one in flight) and each batch makes several
+database round trips on two cores shared by nine busy processes (`SAGA_BATCHES_IN_FLIGHT` trades peak for latency). A
 sold-out item is refused at the door (recorded, nothing held), so the flash-sale rate is the
 cost of a Redeem call (gRPC, authentication, two spans) and its share of one batched INSERT.
 
