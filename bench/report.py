@@ -237,14 +237,15 @@ its share of the log's writes. That fixed cost is mostly gRPC and the event loop
 of one trivial item costs a service about 1.7 ms of CPU where a bare health check costs 0.65
 (measured one call at a time), and the gateway's client side about 0.3 ms more. The monolith
 spends well under 1 ms of CPU on the whole redemption. Beyond the saga's own twelve-odd spans
-(tracing everything costs about 15%, measured with `OTEL_SDK_DISABLED`), each further point
-has to come from fewer or larger calls: more callers (`bench/redeem.py --concurrency 160`
-measured 0.10 of the monolith), steps of one participant merged into one call per round, or a
-saga log whose state changes touch no index. Latency at light load is the same story in wall
-time: every stage waits for the batch ahead of it (one in flight) and each batch makes several
-database round trips on two cores shared by nine busy processes (`SAGA_BATCHES_IN_FLIGHT` trades peak for latency). A
-sold-out item is refused at the door (recorded, nothing held), so the flash-sale rate is the
-cost of a Redeem call (gRPC, authentication, two spans) and its share of one batched INSERT.
+(tracing everything costs about 15%, measured with `OTEL_SDK_DISABLED`), each further point has
+to come from fewer or larger calls: more callers (`bench/redeem.py --concurrency 160` measured
+0.10 of the monolith), steps of one participant merged into one call per round, or a saga log
+whose state changes touch no index. Latency at light load is the same story in wall time: every
+stage waits for the batch ahead of it (one in flight) and each batch makes several database
+round trips on two cores shared by nine busy processes (`SAGA_BATCHES_IN_FLIGHT` trades peak for
+latency). A sold-out item is refused at the door (recorded, nothing held), so the flash-sale
+rate is the cost of a Redeem call (gRPC, authentication, two spans) and its share of one batched
+INSERT.
 
 RecordEvents is set-wise (one transaction per participant per batch, one Redis call for risk, one
 span per batch): what is left per event is the rows themselves (in PostgreSQL about fifteen row
