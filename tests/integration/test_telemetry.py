@@ -55,6 +55,39 @@ async def test_server_sql_and_redis_spans_join_the_callers_trace(
     assert any(s.attributes.get("db.system") == "redis" for s in spans)
 
 
+async def test_driver_statements_of_hot_paths_are_traced_when_asked(
+    suite: Suite, tmp_path: Path
+) -> None:
+    """The hot paths run their statements on the driver (``plumbing.db.run_sql``), past
+    SQLAlchemy's instrumentation: with TRACE_STATEMENTS each still gets its own span."""
+    async with (
+        otlp_receiver() as receiver,
+        serve_alone(
+            suite,
+            "levels",
+            tmp_path,
+            env={**receiver.env, "LOYALTY_LEVELS_TRACE_STATEMENTS": "true"},
+        ) as channel,
+    ):
+        levels = levels_pb2_grpc.LevelsServiceStub(channel)
+        app = f"tel-{uuid.uuid4().hex[:8]}"
+        await levels.ConfigureLevels(
+            pb.ConfigureLevelsRequest(app=app, section_json=json.dumps(levels_section()))
+        )
+        trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
+        await levels.CheckTierBatch(
+            pb.CheckTierBatchRequest(requests=[pb.CheckTierRequest(app=app, user_id="u1")]),
+            metadata=(("traceparent", f"00-{trace_id}-{parent}-01"),),
+        )
+        spans = await wait_for(
+            lambda: receiver.in_trace(trace_id),
+            lambda found: any(s.attributes.get("db.system") == "postgresql" for s in found),
+        )
+    statements = [s for s in spans if s.attributes.get("db.system") == "postgresql"]
+    assert any("FROM members" in str(s.attributes.get("db.statement")) for s in statements)
+    assert all(s.kind == "SPAN_KIND_CLIENT" for s in statements)
+
+
 async def test_by_default_a_batch_is_one_span_with_its_count(suite: Suite, tmp_path: Path) -> None:
     """Without TRACE_STATEMENTS the hot path costs a span per call, not per statement: a
     batch of three growth events is one server span saying so, and nothing beneath it."""
