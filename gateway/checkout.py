@@ -11,7 +11,6 @@ id with another payload is refused. The gateway keeps `order_holds` for ListOrde
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,10 +27,10 @@ from gateway.context import Gateway
 from gateway.domain.checkout import CheckoutDisabled, CheckoutRules
 from gateway.participants import ask
 from gateway.store import order_holds
-from gateway.store.order_holds import first_answer
 from gateway.store.tables import order_holds as order_holds_table
+from gateway.store.tables import requests
 from plumbing.errors import FailedPrecondition, InvalidArgument, LoyaltyError
-from plumbing.idempotency import payload_hash
+from plumbing.idempotency import find_request, finish_request, payload_hash
 from plumbing.validation import (
     MAX_AMOUNT,
     optional_id,
@@ -84,7 +83,7 @@ class Checkout:
         """The first answer to this request_id, if there is one (read only: a request that
         is refused leaves nothing behind)."""
         async with self.gw.resources.engine.connect() as conn:
-            first = await first_answer(conn, app, key.request_id, key.kind, key.digest)
+            first = await find_request(conn, requests, app, key.request_id, key.kind, key.digest)
         return ParseDict(first, loyalty_pb2.OrderHold()) if first else None
 
     async def _record(
@@ -104,14 +103,16 @@ class Checkout:
         async with self.gw.resources.engine.begin() as conn:
             row = await order_holds.write_order(conn, app, order_ref, now, changes, values, claim)
             if row is None and key is not None:
-                first = await first_answer(conn, app, key.request_id, key.kind, key.digest)
+                first = await find_request(
+                    conn, requests, app, key.request_id, key.kind, key.digest
+                )
                 if first is None:
                     raise RuntimeError(f"request_id {key.request_id!r} claimed without an answer")
                 return ParseDict(first, loyalty_pb2.OrderHold())
             reply = self._message(row, now)
             if key is not None:
                 answer = MessageToDict(reply, preserving_proto_field_name=True)
-                await order_holds.finish_answer(conn, app, key.request_id, json.dumps(answer))
+                await finish_request(conn, requests, app, key.request_id, answer)
         return reply
 
     @staticmethod

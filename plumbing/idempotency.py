@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, MetaData, PrimaryKeyConstraint, Table, Text, select, update
+from sqlalchemy import Column, DateTime, MetaData, PrimaryKeyConstraint, Table, Text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from plumbing.db import run_sql
 from plumbing.errors import IdempotencyConflict
 
 
@@ -41,6 +41,30 @@ def payload_hash(payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(encoded.encode()).hexdigest()
 
 
+# Driver SQL (``run_sql``): every keyed write of every service runs these, on its hot path
+# (checkout, refunds, gifts, adjustments), and SQLAlchemy's per-statement cost was more than the
+# statements'. The table is the service's own ``requests_table``.
+_CLAIM = """
+    INSERT INTO {table} (app, request_id, kind, payload_hash, created_at)
+    VALUES (%(app)s, %(request_id)s, %(kind)s, %(digest)s, %(now)s)
+    ON CONFLICT DO NOTHING RETURNING request_id
+"""
+_FIND = """
+    SELECT kind, payload_hash, response FROM {table}
+    WHERE app = %(app)s AND request_id = %(request_id)s
+"""
+_FINISH = """
+    UPDATE {table} SET response = %(response)s::jsonb
+    WHERE app = %(app)s AND request_id = %(request_id)s
+"""
+
+
+def claim_statement(requests: Table) -> str:
+    """The claim of a key as one statement (its row when new, nothing for a replay), for a
+    store that claims inside a statement of its own (a CTE)."""
+    return _CLAIM.format(table=requests.name)
+
+
 async def claim_request(
     conn: AsyncConnection,
     requests: Table,
@@ -51,15 +75,8 @@ async def claim_request(
     now: datetime,
 ) -> dict[str, Any] | None:
     """None when the key is new (go ahead); the first answer when it is a replay."""
-    inserted = (
-        await conn.execute(
-            pg_insert(requests)
-            .values(app=app, request_id=request_id, kind=kind, payload_hash=digest, created_at=now)
-            .on_conflict_do_nothing()
-            .returning(requests.c.request_id)
-        )
-    ).scalar_one_or_none()
-    if inserted is not None:
+    params = {"app": app, "request_id": request_id, "kind": kind, "digest": digest, "now": now}
+    if await run_sql(conn, claim_statement(requests), params):
         return None
     return await find_request(conn, requests, app, request_id, kind, digest)
 
@@ -69,21 +86,12 @@ async def find_request(
 ) -> dict[str, Any] | None:
     """The first answer to a key, read only: None when the key is unknown or unanswered;
     IdempotencyConflict when it came with another payload."""
-    row = (
-        await conn.execute(
-            select(requests.c.kind, requests.c.payload_hash, requests.c.response).where(
-                requests.c.app == app, requests.c.request_id == request_id
-            )
-        )
-    ).one_or_none()
-    return answer_of(row, request_id, kind, digest)
-
-
-def answer_of(row: Any, request_id: str, kind: str, digest: str) -> dict[str, Any] | None:
-    """The stored answer of a request key's row (kind, payload_hash, response), or None;
-    IdempotencyConflict when the key came with another kind or payload."""
-    if row is None:
+    rows = await run_sql(
+        conn, _FIND.format(table=requests.name), {"app": app, "request_id": request_id}
+    )
+    if not rows:
         return None
+    row = rows[0]
     if row.kind != kind or row.payload_hash != digest:
         raise IdempotencyConflict(
             f"request_id {request_id!r} was already used for a different {row.kind} request"
@@ -95,10 +103,11 @@ def answer_of(row: Any, request_id: str, kind: str, digest: str) -> dict[str, An
 async def finish_request(
     conn: AsyncConnection, requests: Table, app: str, request_id: str, response: Mapping[str, Any]
 ) -> None:
-    await conn.execute(
-        update(requests)
-        .where(requests.c.app == app, requests.c.request_id == request_id)
-        .values(response=dict(response))
+    """Stores the first answer of a claimed key (JSON)."""
+    await run_sql(
+        conn,
+        _FINISH.format(table=requests.name),
+        {"app": app, "request_id": request_id, "response": json.dumps(dict(response))},
     )
 
 

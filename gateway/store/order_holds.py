@@ -1,5 +1,6 @@
 """The gateway's row for each order's points hold (for ListOrderHolds) and the first answer of
-every checkout call under its request_id, written together in one transaction.
+every checkout call under its request_id (``plumbing.idempotency``), written together in one
+transaction.
 
 These are on the checkout's path (two calls an order), so they are driver SQL (``run_sql``):
 SQLAlchemy Core statements built and compiled per call were most of the gateway's CPU for an
@@ -14,41 +15,21 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.store.tables import requests
 from plumbing.db import run_sql
-from plumbing.idempotency import answer_of
+from plumbing.idempotency import claim_statement
 
-_ANSWER = """
-    SELECT kind, payload_hash, response FROM requests
-    WHERE app = %(app)s AND request_id = %(request_id)s
-"""
 _COLUMNS = "order_ref, user_id, points, value_fen, state, points_refunded, expires_at"
-_VALUES = """
-    SELECT %(app)s, %(order_ref)s, %(user_id)s, %(points)s, %(value_fen)s, %(state)s,
-           %(refunded)s, %(expires_at)s, %(now)s, %(now)s
-"""
-_UPSERT = """
-    INSERT INTO order_holds AS h (app, order_ref, user_id, points, value_fen, state,
-                                  points_refunded, expires_at, created_at, updated_at)
-    {values}
-    ON CONFLICT (app, order_ref) DO UPDATE SET {changes}, updated_at = %(now)s
-    RETURNING {columns}
-"""
-# With a request key: the key is claimed in the same statement, and the order's row is written
+# With a request key, the key is claimed in the same statement and the order's row is written
 # only if the claim succeeded (a replay that lost the race writes nothing and reads the answer).
-_CLAIMED_UPSERT = """
-    WITH claimed AS (
-      INSERT INTO requests (app, request_id, kind, payload_hash, created_at)
-      VALUES (%(app)s, %(request_id)s, %(kind)s, %(digest)s, %(now)s)
-      ON CONFLICT DO NOTHING RETURNING request_id)
+_CLAIM = f"WITH claimed AS ({claim_statement(requests)})"
+_UPSERT = """{claim}
     INSERT INTO order_holds AS h (app, order_ref, user_id, points, value_fen, state,
                                   points_refunded, expires_at, created_at, updated_at)
-    {values} WHERE EXISTS (SELECT 1 FROM claimed)
+    SELECT %(app)s, %(order_ref)s, %(user_id)s, %(points)s, %(value_fen)s, %(state)s,
+           %(refunded)s, %(expires_at)s, %(now)s, %(now)s {only_if_claimed}
     ON CONFLICT (app, order_ref) DO UPDATE SET {changes}, updated_at = %(now)s
     RETURNING {columns}
-"""
-_FINISH = """
-    UPDATE requests SET response = %(response)s::jsonb
-    WHERE app = %(app)s AND request_id = %(request_id)s
 """
 
 # What an existing order's row takes from a call: a new hold, a new state, or a refund added
@@ -64,21 +45,15 @@ REFUND = (
     "THEN 'refunded' ELSE 'captured' END"
 )
 _STATEMENTS = {
-    (changes, keyed): (_CLAIMED_UPSERT if keyed else _UPSERT).format(
-        values=_VALUES, changes=changes, columns=_COLUMNS
+    (changes, keyed): _UPSERT.format(
+        claim=_CLAIM if keyed else "",
+        only_if_claimed="WHERE EXISTS (SELECT 1 FROM claimed)" if keyed else "",
+        changes=changes,
+        columns=_COLUMNS,
     )
     for changes in (HOLD, STATE, REFUND)
     for keyed in (False, True)
 }
-
-
-async def first_answer(
-    conn: AsyncConnection, app: str, request_id: str, kind: str, digest: str
-) -> dict[str, Any] | None:
-    """The first answer to a request key, read only: None when the key is unknown or not yet
-    answered; IdempotencyConflict when it came with another payload."""
-    rows = await run_sql(conn, _ANSWER, {"app": app, "request_id": request_id})
-    return answer_of(rows[0] if rows else None, request_id, kind, digest)
 
 
 async def write_order(
@@ -92,7 +67,7 @@ async def write_order(
 ) -> Any | None:
     """Upserts the order's row: ``values`` for a new one, ``changes`` (HOLD, STATE or REFUND)
     for an existing one. With ``key`` (request_id, kind, digest) the key is claimed first;
-    None when another call holds it already (read its answer with ``first_answer``)."""
+    None when another call holds it already (read its answer with ``find_request``)."""
     params: dict[str, Any] = {
         "app": app,
         "order_ref": order_ref,
@@ -108,10 +83,3 @@ async def write_order(
         params.update(request_id=key[0], kind=key[1], digest=key[2])
     rows = await run_sql(conn, _STATEMENTS[(changes, key is not None)], params)
     return rows[0] if rows else None
-
-
-async def finish_answer(
-    conn: AsyncConnection, app: str, request_id: str, response_json: str
-) -> None:
-    """Stores the answer of a claimed request key (JSON text)."""
-    await run_sql(conn, _FINISH, {"app": app, "request_id": request_id, "response": response_json})

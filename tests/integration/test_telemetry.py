@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from loyalty.levels.v1 import levels_pb2 as pb
@@ -14,22 +16,19 @@ from loyalty.levels.v1 import levels_pb2_grpc
 
 from devtools.suite import Suite
 from tests.integration.conftest import serve_alone
-from tests.integration.otlp import otlp_receiver
+from tests.integration.otlp import Receiver, otlp_receiver
 from tests.integration.waiting import wait_for
 from tests.programs import levels_section
 
 
-async def test_server_sql_and_redis_spans_join_the_callers_trace(
-    suite: Suite, tmp_path: Path
-) -> None:
+@asynccontextmanager
+async def traced_levels(
+    suite: Suite, tmp_path: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[Receiver, levels_pb2_grpc.LevelsServiceAsyncStub, str]]:
+    """A levels process of its own exporting to an OTLP receiver, and a configured app."""
     async with (
         otlp_receiver() as receiver,
-        serve_alone(
-            suite,
-            "levels",
-            tmp_path,
-            env={**receiver.env, "LOYALTY_LEVELS_TRACE_STATEMENTS": "true"},
-        ) as channel,
+        serve_alone(suite, "levels", tmp_path, env={**receiver.env, **(env or {})}) as channel,
     ):
         levels = levels_pb2_grpc.LevelsServiceStub(channel)
         app = f"tel-{uuid.uuid4().hex[:8]}"
@@ -37,6 +36,16 @@ async def test_server_sql_and_redis_spans_join_the_callers_trace(
             pb.ConfigureLevelsRequest(app=app, section_json=json.dumps(levels_section()))
         )
         assert not configured.errors
+        yield receiver, levels, app
+
+
+STATEMENTS = {"LOYALTY_LEVELS_TRACE_STATEMENTS": "true"}
+
+
+async def test_server_sql_and_redis_spans_join_the_callers_trace(
+    suite: Suite, tmp_path: Path
+) -> None:
+    async with traced_levels(suite, tmp_path, STATEMENTS) as (receiver, levels, app):
         trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
         await levels.AddGrowth(
             pb.AddGrowthRequest(
@@ -60,20 +69,7 @@ async def test_driver_statements_of_hot_paths_are_traced_when_asked(
 ) -> None:
     """The hot paths run their statements on the driver (``plumbing.db.run_sql``), past
     SQLAlchemy's instrumentation: with TRACE_STATEMENTS each still gets its own span."""
-    async with (
-        otlp_receiver() as receiver,
-        serve_alone(
-            suite,
-            "levels",
-            tmp_path,
-            env={**receiver.env, "LOYALTY_LEVELS_TRACE_STATEMENTS": "true"},
-        ) as channel,
-    ):
-        levels = levels_pb2_grpc.LevelsServiceStub(channel)
-        app = f"tel-{uuid.uuid4().hex[:8]}"
-        await levels.ConfigureLevels(
-            pb.ConfigureLevelsRequest(app=app, section_json=json.dumps(levels_section()))
-        )
+    async with traced_levels(suite, tmp_path, STATEMENTS) as (receiver, levels, app):
         trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
         await levels.CheckTierBatch(
             pb.CheckTierBatchRequest(requests=[pb.CheckTierRequest(app=app, user_id="u1")]),
@@ -91,15 +87,7 @@ async def test_driver_statements_of_hot_paths_are_traced_when_asked(
 async def test_by_default_a_batch_is_one_span_with_its_count(suite: Suite, tmp_path: Path) -> None:
     """Without TRACE_STATEMENTS the hot path costs a span per call, not per statement: a
     batch of three growth events is one server span saying so, and nothing beneath it."""
-    async with (
-        otlp_receiver() as receiver,
-        serve_alone(suite, "levels", tmp_path, env=receiver.env) as channel,
-    ):
-        levels = levels_pb2_grpc.LevelsServiceStub(channel)
-        app = f"tel-{uuid.uuid4().hex[:8]}"
-        await levels.ConfigureLevels(
-            pb.ConfigureLevelsRequest(app=app, section_json=json.dumps(levels_section()))
-        )
+    async with traced_levels(suite, tmp_path) as (receiver, levels, app):
         trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
         await levels.AddGrowthBatch(
             pb.AddGrowthBatchRequest(
@@ -126,15 +114,7 @@ async def test_sampling_follows_the_standard_variables(suite: Suite, tmp_path: P
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
         "OTEL_TRACES_SAMPLER_ARG": "0",
     }
-    async with (
-        otlp_receiver() as receiver,
-        serve_alone(suite, "levels", tmp_path, env={**receiver.env, **env}) as channel,
-    ):
-        levels = levels_pb2_grpc.LevelsServiceStub(channel)
-        app = f"tel-{uuid.uuid4().hex[:8]}"
-        await levels.ConfigureLevels(
-            pb.ConfigureLevelsRequest(app=app, section_json=json.dumps(levels_section()))
-        )
+    async with traced_levels(suite, tmp_path, env) as (receiver, levels, app):
         unsampled, sampled = secrets.token_hex(16), secrets.token_hex(16)
         for trace_id, flags in ((unsampled, "00"), (sampled, "01")):
             await levels.GetLevel(
