@@ -23,6 +23,7 @@ from plumbing.grpc_errors import reason_of
 from tests.integration.app_time import SHANGHAI
 from tests.integration.conftest import Stubs
 from tests.integration.gateway_apps import example_yaml, gateway_engine, new_app
+from tests.integration.test_gateway import available as catalog_stock
 from tests.integration.test_gateway import earn_points, redeem, uid
 from tests.integration.waiting import wait_for
 
@@ -568,3 +569,59 @@ async def test_redemptions_in_one_batch_after_a_clock_move_expire_due_points_fir
     again = await redeem(stubs, app, old, sku)
     assert (pb.Redemption.Status.Name(again.status), again.reason) == ("COMPLETED", "")
     assert await available(stubs, app, old) == 0
+
+
+async def test_after_a_clock_move_a_new_member_is_refused_then_redeems_draws_and_is_refunded(
+    suite: Suite, stubs: Stubs
+) -> None:
+    """The steps this round made concurrent or set-wise, in the order a member lives them on a
+    moved clock: a redemption refused for want of points (its reservation, made in the same
+    stage as the refused hold, is released), the same member earning and redeeming, two
+    members' draws that travel in one DrawBatch, then an order paid partly in points, refunded
+    in full, and listed as refunded; a replayed refund answers as the first."""
+    app = await new_app(suite, stubs.admin)
+    await advance(stubs, app, 3 * DAY)
+    member, other = uid("new"), uid("other")
+    stock = await catalog_stock(stubs, app, "ticket-wolf-warrior-2")
+
+    await earn_points(stubs, app, member, 40_000)  # 400 points: short of 500
+    poor = await redeem(stubs, app, member, "ticket-wolf-warrior-2")
+    assert (poor.status, poor.reason) == (pb.Redemption.FAILED, "INSUFFICIENT_POINTS")
+    assert await catalog_stock(stubs, app, "ticket-wolf-warrior-2") == stock
+    assert await available(stubs, app, member) == 400
+
+    await earn_points(stubs, app, member, 60_000)  # now 1,000
+    done = await redeem(stubs, app, member, "ticket-wolf-warrior-2")
+    assert (done.status, done.points_spent) == (pb.Redemption.COMPLETED, 500)
+    assert await catalog_stock(stubs, app, "ticket-wolf-warrior-2") == stock - 1
+
+    await earn_points(stubs, app, other, 10_000)
+    draws = await asyncio.gather(draw(stubs, app, member), draw(stubs, app, other))
+    assert [d.status for d in draws] == [pb.DrawResult.COMPLETED] * 2
+    left = await available(stubs, app, member)
+    assert left == 500 - 50 + draws[0].points_awarded
+
+    order = uid("order")
+    await stubs.loyalty.HoldForOrder(
+        pb.HoldForOrderRequest(
+            request_id=uid("h"),
+            user_id=member,
+            order_ref=order,
+            points=200,
+            order_amount_fen=100_000,
+        ),
+        metadata=app.member,
+    )
+    await stubs.loyalty.CaptureOrder(
+        pb.CaptureOrderRequest(request_id=uid("c"), order_ref=order), metadata=app.member
+    )
+    refund = pb.RefundOrderRequest(request_id=uid("r"), order_ref=order, points=200)
+    first = await stubs.loyalty.RefundOrder(refund, metadata=app.member)
+    again = await stubs.loyalty.RefundOrder(refund, metadata=app.member)
+    assert (first.state, first.points_refunded) == ("refunded", 200)
+    assert again == first
+    assert await available(stubs, app, member) == left
+    listed = await stubs.loyalty.ListOrderHolds(
+        pb.ListOrderHoldsRequest(state="refunded"), metadata=app.member
+    )
+    assert [h.order_ref for h in listed.holds] == [order]
