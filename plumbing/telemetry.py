@@ -26,7 +26,12 @@ from opentelemetry.instrumentation.grpc import (
 )
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    MeterProvider,
+    TraceBasedExemplarFilter,
+)
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -36,6 +41,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from plumbing.db import trace_driver_statements
 
 _state: dict[str, TracerProvider] = {}
+_EXEMPLAR_FILTERS = {
+    "always_on": AlwaysOnExemplarFilter,
+    "always_off": AlwaysOffExemplarFilter,
+    "trace_based": TraceBasedExemplarFilter,
+}
 _meters: dict[str, MeterProvider] = {}
 
 
@@ -68,7 +78,15 @@ def setup_telemetry(
         readers.append(
             PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=interval)
         )
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    # Exemplars off unless OTEL_METRICS_EXEMPLAR_FILTER asks for them: the SDK's default
+    # (trace_based) offers every measurement taken inside a sampled span to a reservoir, and
+    # that was 12-14% of the whole suite's CPU per redemption (bench/redeem.py, back to back).
+    exemplars = os.environ.get("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")
+    meter_provider = MeterProvider(
+        resource=resource,
+        metric_readers=readers,
+        exemplar_filter=_EXEMPLAR_FILTERS.get(exemplars, AlwaysOffExemplarFilter)(),
+    )
     metrics.set_meter_provider(meter_provider)
     _meters["provider"] = meter_provider
     if extra_exporter is not None:
