@@ -12,7 +12,7 @@ echo server). ``OTEL_SDK_DISABLED=true`` turns tracing off.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -29,6 +29,7 @@ from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.metrics import (
     AlwaysOffExemplarFilter,
     AlwaysOnExemplarFilter,
+    ExemplarFilter,
     MeterProvider,
     TraceBasedExemplarFilter,
 )
@@ -41,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from plumbing.db import trace_driver_statements
 
 _state: dict[str, TracerProvider] = {}
-_EXEMPLAR_FILTERS = {
+_EXEMPLAR_FILTERS: dict[str, Callable[[], ExemplarFilter]] = {
     "always_on": AlwaysOnExemplarFilter,
     "always_off": AlwaysOffExemplarFilter,
     "trace_based": TraceBasedExemplarFilter,
