@@ -26,9 +26,10 @@ from gateway.clock import advance_app_clock, bring_participants_in_step, read_cl
 from gateway.context import Gateway, gateway_of
 from gateway.domain.checkout import parse_checkout
 from gateway.domain.program import load_program, money_rate, service_sections
+from gateway.domain.sagas import ENDED, UNFINISHED, SagaState
 from gateway.participants import ask
 from gateway.store.events import daily_counts
-from gateway.store.sagas import UNFINISHED, SagaRecord
+from gateway.store.sagas import SagaRecord
 from gateway.store.tenancy import record_audit
 from plumbing.errors import FailedPrecondition, InvalidArgument, LoyaltyError, NotFound
 from plumbing.programs import MAX_CLOCK_ADVANCE_SECONDS
@@ -45,7 +46,7 @@ from plumbing.wire import decode_cursor, encode_cursor, page_size, parse_date, t
 log = logging.getLogger(__name__)
 
 MAX_REPORT_DAYS = 366
-SAGA_STATES = (*UNFINISHED, "COMPLETED", "COMPENSATED", "NEEDS_ATTENTION")
+SAGA_STATES = (*UNFINISHED, *ENDED, SagaState.NEEDS_ATTENTION)
 # Arguments longer than this are cut in the audit (a program is kept whole in its versions).
 AUDIT_TEXT_LIMIT = 2000
 
@@ -116,12 +117,12 @@ def saga_message(saga: SagaRecord) -> admin_pb2.Saga:
         trace_id=saga.trace_id,
         steps=[
             admin_pb2.SagaStep(
-                name=step["name"],
-                state=step["state"],
-                attempts=step["attempts"],
-                started_at=stamp(step.get("started_at")),
-                finished_at=stamp(step.get("finished_at")),
-                error=step.get("error", ""),
+                name=step.name,
+                state=step.state,
+                attempts=step.attempts,
+                started_at=stamp(step.started_at),
+                finished_at=stamp(step.finished_at),
+                error=step.error,
             )
             for step in saga.steps
         ],
@@ -260,9 +261,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         known = await self.gw.sagas.get(caller.app, saga_id)
         if known is None:
             raise SagaNotFound(f"no saga {saga_id!r}")
-        if known.state in ("COMPLETED", "COMPENSATED"):
+        if known.state in ENDED:
             raise SagaFinished(f"saga {saga_id} already ended {known.state}")
-        resume_state = known.result.get("stuck_state", "COMPENSATING")
+        resume_state = known.result.get("stuck_state", SagaState.COMPENSATING)
         saga = await self.gw.sagas.lease_one(caller.app, saga_id, resume_state)
         if saga is None:
             # A driver holds it right now; show where it is.
@@ -368,7 +369,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             stats.events += count
             stats.risk_decisions[decision] += count
         for when, sku, state, reason, count in redemptions:
-            outcome = {"COMPLETED": "COMPLETED", "COMPENSATED": reason}.get(state, "PENDING")
+            outcome = {SagaState.COMPLETED: "COMPLETED", SagaState.COMPENSATED: reason}.get(
+                state, "PENDING"
+            )
             day(when).redemptions[f"{sku}/{outcome}"] += count
         return admin_pb2.GetStatsResponse(days=[days[key] for key in sorted(days)])
 

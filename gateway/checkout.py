@@ -24,7 +24,7 @@ from opentelemetry import trace
 from sqlalchemy import select
 
 from gateway.context import Gateway
-from gateway.domain.checkout import CheckoutDisabled, CheckoutRules
+from gateway.domain.checkout import CheckoutDisabled, CheckoutRules, OrderState
 from gateway.participants import ask
 from gateway.store import order_holds
 from gateway.store.tables import order_holds as order_holds_table
@@ -40,7 +40,7 @@ from plumbing.validation import (
 )
 from plumbing.wire import decode_cursor, encode_cursor, page_size, to_timestamp
 
-STATES = ("held", "captured", "released", "expired", "refunded")
+STATES = tuple(OrderState)
 
 
 class RiskDenied(FailedPrecondition):
@@ -118,8 +118,8 @@ class Checkout:
     @staticmethod
     def _message(row: Any, now: datetime) -> loyalty_pb2.OrderHold:
         state = row.state
-        if state == "held" and row.expires_at is not None and row.expires_at <= now:
-            state = "expired"
+        if state == OrderState.HELD and row.expires_at is not None and row.expires_at <= now:
+            state = OrderState.EXPIRED
         return loyalty_pb2.OrderHold(
             hold_id=hold_id(row.order_ref),
             order_ref=row.order_ref,
@@ -217,7 +217,7 @@ class Checkout:
                 "user_id": user_id,
                 "points": points,
                 "value_fen": rules.value_fen(points),
-                "state": "held",
+                "state": OrderState.HELD,
                 "expires_at": held.expires_at.ToDatetime(tzinfo=UTC),
             },
             order_holds.HOLD,
@@ -240,11 +240,13 @@ class Checkout:
                 deadline=self.timeout,
             )
         except LoyaltyError as refused:
-            late = {"HOLD_EXPIRED": "expired", "HOLD_RELEASED": "released"}.get(refused.reason)
+            late = {"HOLD_EXPIRED": OrderState.EXPIRED, "HOLD_RELEASED": OrderState.RELEASED}.get(
+                refused.reason
+            )
             if late is not None:  # the ledger's verdict, kept for ListOrderHolds
                 await self._record(app, order_ref, None, {"state": late})
             raise
-        return await self._record(app, order_ref, key, {"state": "captured"})
+        return await self._record(app, order_ref, key, {"state": OrderState.CAPTURED})
 
     async def release(
         self, app: str, request: loyalty_pb2.ReleaseOrderRequest
@@ -262,7 +264,7 @@ class Checkout:
             points_pb2.ReleaseHoldRequest(app=app, saga_id=hold_id(order_ref)),
             deadline=self.timeout,
         )
-        state = "expired" if released.state == points_pb2.EXPIRED else "released"
+        state = OrderState.EXPIRED if released.state == points_pb2.EXPIRED else OrderState.RELEASED
         return await self._record(app, order_ref, key, {"state": state})
 
     async def refund(
@@ -294,7 +296,7 @@ class Checkout:
             app,
             order_ref,
             key,
-            {"refunded": added, "state": "captured"},
+            {"refunded": added, "state": OrderState.CAPTURED},
             order_holds.REFUND,
         )
 
@@ -309,12 +311,12 @@ class Checkout:
         now = await self.gw.app_now(app)
         query = select(order_holds_table).where(order_holds_table.c.app == app)
         live = (order_holds_table.c.expires_at.is_(None)) | (order_holds_table.c.expires_at > now)
-        if state == "held":
-            query = query.where(order_holds_table.c.state == "held", live)
-        elif state == "expired":
+        if state == OrderState.HELD:
+            query = query.where(order_holds_table.c.state == OrderState.HELD, live)
+        elif state == OrderState.EXPIRED:
             query = query.where(
-                (order_holds_table.c.state == "expired")
-                | ((order_holds_table.c.state == "held") & ~live)
+                (order_holds_table.c.state == OrderState.EXPIRED)
+                | ((order_holds_table.c.state == OrderState.HELD) & ~live)
             )
         elif state:
             query = query.where(order_holds_table.c.state == state)

@@ -109,9 +109,6 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-Stubs = tuple[admin_pb2_grpc.AdminServiceStub, loyalty_pb2_grpc.LoyaltyServiceStub]
-
-
 @contextmanager
 def admin() -> Iterator[
     tuple[admin_pb2_grpc.AdminServiceStub, loyalty_pb2_grpc.LoyaltyServiceStub]
@@ -333,9 +330,6 @@ def _engine() -> Any:
     from plumbing.settings import normalize_database_url
 
     return create_engine(normalize_database_url(target.database_url), 1)
-
-
-T = TypeVar("T")
 
 
 def _on_database(work: Callable[[Any], Any]) -> Any:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from loyalty.gateway.v1 import loyalty_pb2
 from loyalty.levels.v1 import levels_pb2
 from loyalty.points.v1 import points_pb2
@@ -138,10 +137,6 @@ def reply_from_log(body: dict[str, Any]) -> loyalty_pb2.RecordEventResponse:
     )
 
 
-def _timestamp(moment: datetime | None) -> Timestamp | None:
-    return to_timestamp(moment) if moment is not None else None
-
-
 async def record_each(
     gw: Gateway, app: str, items: Sequence[tuple[EventIn, trace.Span]]
 ) -> Sequence[loyalty_pb2.RecordEventResponse | BaseException]:
@@ -237,7 +232,7 @@ async def _record_fresh(
                     device_id=e.device_id,
                     ip=e.ip,
                     attributes=e.attributes,
-                    account_created_at=_timestamp(created.get(e.user_id)),
+                    account_created_at=to_timestamp(created.get(e.user_id)),
                 )
                 for e in events
             ]
@@ -299,7 +294,7 @@ async def _award(
                     action=e.action,
                     quantity=e.quantity,
                     attributes=e.attributes,
-                    occurred_at=_timestamp(e.occurred_at),
+                    occurred_at=to_timestamp(e.occurred_at),
                 )
                 for e in events
             ]
@@ -318,7 +313,7 @@ async def _award(
                     user_id=e.user_id,
                     action=e.action,
                     amount=earn.growth,
-                    occurred_at=_timestamp(e.occurred_at),
+                    occurred_at=to_timestamp(e.occurred_at),
                     exempt_from_daily_cap=earn.exempt_from_daily_cap,
                 )
                 for e, earn in zip(events, earned.results, strict=True)

@@ -24,6 +24,7 @@ from opentelemetry import trace
 
 from gateway.checkout import Checkout
 from gateway.context import Gateway, gateway_of, trace_ids
+from gateway.domain.sagas import SagaState
 from gateway.events import (
     EventIn,
     parse_batch,
@@ -78,8 +79,8 @@ class RiskReview(FailedPrecondition):
 
 def draw_result(saga: SagaRecord) -> loyalty_pb2.DrawResult:
     status = {
-        "COMPLETED": loyalty_pb2.DrawResult.COMPLETED,
-        "COMPENSATED": loyalty_pb2.DrawResult.FAILED,
+        SagaState.COMPLETED: loyalty_pb2.DrawResult.COMPLETED,
+        SagaState.COMPENSATED: loyalty_pb2.DrawResult.FAILED,
     }.get(saga.state, loyalty_pb2.DrawResult.PENDING)
     result = saga.result
     return loyalty_pb2.DrawResult(
@@ -97,11 +98,11 @@ def draw_result(saga: SagaRecord) -> loyalty_pb2.DrawResult:
 
 def redemption(saga: SagaRecord) -> loyalty_pb2.Redemption:
     status = {
-        "COMPLETED": loyalty_pb2.Redemption.COMPLETED,
-        "COMPENSATED": loyalty_pb2.Redemption.FAILED,
+        SagaState.COMPLETED: loyalty_pb2.Redemption.COMPLETED,
+        SagaState.COMPENSATED: loyalty_pb2.Redemption.FAILED,
     }.get(saga.state, loyalty_pb2.Redemption.PENDING)
     result = saga.result
-    completed = saga.state == "COMPLETED"
+    completed = saga.state is SagaState.COMPLETED
     return loyalty_pb2.Redemption(
         redemption_id=saga.saga_id,
         status=status,

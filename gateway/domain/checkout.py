@@ -15,12 +15,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from plumbing.errors import FailedPrecondition, InvalidArgument
 from plumbing.sections import ErrorCollector, ProgramInvalid
 
 MAX_HOLD_MINUTES = 7 * 24 * 60
+
+
+class OrderState(StrEnum):
+    """An order's points as the gateway keeps them (``order_holds.state``, and ListOrders's
+    ``state`` filter): lower case, as stored and documented since checkout shipped. EXPIRED is
+    also what a HELD row past its expiry reads as, before the reaper releases it."""
+
+    HELD = "held"
+    CAPTURED = "captured"
+    RELEASED = "released"
+    EXPIRED = "expired"
+    REFUNDED = "refunded"
+
+
 _KEYS = {"enabled", "max_percent_of_order", "min_points", "step", "hold_minutes"}
 
 

@@ -23,6 +23,7 @@ from loyalty.mall.v1 import mall_pb2
 from loyalty.points.v1 import points_pb2
 from loyalty.risk.v1 import risk_pb2
 
+from gateway.domain.sagas import SagaState, StepState
 from gateway.participants import Participants
 from gateway.saga.engine import Drive, SagaPlan, StepFailed, run_plan
 from gateway.saga.redeem import RISK_DENIED, RISK_REVIEW, RedeemTerms
@@ -113,10 +114,10 @@ async def _draw_and_award(drive: Drive, p: Participants) -> None:
     result = saga.result
     pending = []
     if not saga.done("capture"):
-        saga.step("capture")["state"] = "RUNNING"
+        saga.step("capture").state = StepState.RUNNING
         pending.append(_capture(drive, p))
     if result.get("prize_kind") in ("points", "item") and not saga.done("award"):
-        saga.step("award")["state"] = "RUNNING"
+        saga.step("award").state = StepState.RUNNING
         pending.append(_award(drive, p))
     await drive.save()
     outcomes = await asyncio.gather(*pending, return_exceptions=True)
@@ -124,7 +125,7 @@ async def _draw_and_award(drive: Drive, p: Participants) -> None:
         for outcome in outcomes:
             if isinstance(outcome, kind):
                 raise outcome
-    await drive.finish("COMPLETED")
+    await drive.finish(SagaState.COMPLETED)
 
 
 async def _capture(drive: Drive, p: Participants) -> None:
@@ -188,8 +189,8 @@ async def _release(drive: Drive, p: Participants, reason: str) -> None:
     """Before the draw: give the cost back (a release before the hold is recorded by points and
     refuses the late hold, so this is safe whether or not the hold arrived)."""
     saga = drive.saga
-    if saga.state != "COMPENSATING":
-        saga.state = "COMPENSATING"
+    if saga.state is not SagaState.COMPENSATING:
+        saga.state = SagaState.COMPENSATING
         saga.reason = reason
     if saga.touched("hold") and not saga.done("release_hold"):
         drive.event("compensate", step="hold", reason=reason)
@@ -200,4 +201,4 @@ async def _release(drive: Drive, p: Participants, reason: str) -> None:
                 timeout=timeout,
             ),
         )
-    await drive.finish("COMPENSATED", reason)
+    await drive.finish(SagaState.COMPENSATED, reason)

@@ -19,13 +19,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 from opentelemetry import metrics, trace
 
+from gateway.domain.sagas import SagaReason, SagaState, StepState
 from gateway.participants import RETRYABLE
-from gateway.store.sagas import SagaLog, SagaRecord
+from gateway.store.sagas import SagaRecord
 from plumbing.grpc_errors import reason_of
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,8 @@ _SERVICE_OF_STEP = {
 def step_service(saga: SagaRecord) -> str:
     """The participant of the step that is waiting for an answer."""
     for step in saga.steps:
-        if step["state"] == "RETRYING":
-            return _SERVICE_OF_STEP.get(step["name"], "PARTICIPANT")
+        if step.state is StepState.RETRYING:
+            return _SERVICE_OF_STEP.get(step.name, "PARTICIPANT")
     return "PARTICIPANT"
 
 
@@ -102,16 +103,38 @@ def count_outcome(saga: SagaRecord) -> None:
     SAGA_OUTCOMES.add(1, attributes)
 
 
+class SagaJournal(Protocol):
+    """What a drive needs of the saga log (``SagaLog``; an in-memory one in the unit tests)."""
+
+    def renewal_due(self, saga: SagaRecord, horizon: float = 0.0) -> bool: ...
+
+    async def save(
+        self, saga: SagaRecord, lease_seconds: float | None = None, *, horizon: float = 0.0
+    ) -> None: ...
+
+
+def sigkill_self(where: str) -> None:
+    """Fault injection's crash: the process dies at once, as a node that loses power."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 class Drive:
-    """One driver's turn at a saga: it owns the saga's lease while it runs."""
+    """One driver's turn at a saga: it owns the saga's lease while it runs. ``crash`` is what
+    fault injection does at ``policy.kill_at`` (the unit tests raise instead of dying)."""
 
     def __init__(
-        self, saga: SagaRecord, log_: SagaLog, policy: SagaPolicy, tracer: trace.Tracer
+        self,
+        saga: SagaRecord,
+        log_: SagaJournal,
+        policy: SagaPolicy,
+        tracer: trace.Tracer,
+        crash: Callable[[str], None] = sigkill_self,
     ) -> None:
         self.saga = saga
         self.log = log_
         self.policy = policy
         self.tracer = tracer
+        self._crash = crash
 
     @property
     def horizon(self) -> float:
@@ -126,8 +149,8 @@ class Drive:
 
     def _fault(self, where: str) -> None:
         if self.policy.kill_at == where:
-            log.warning("fault injection: SIGKILL at %s of saga %s", where, self.saga.saga_id)
-            os.kill(os.getpid(), signal.SIGKILL)
+            log.warning("fault injection: crash at %s of saga %s", where, self.saga.saga_id)
+            self._crash(where)
 
     async def step(
         self, name: str, call: Callable[[float], Awaitable[T]], *, log_first: bool = True
@@ -136,10 +159,10 @@ class Drive:
         RUNNING (with every earlier outcome) before it is sent; checks that change nothing a
         compensation must undo pass ``log_first=False`` and are written with the next step."""
         record = self.saga.step(name)
-        record["state"] = "RUNNING"
-        record["started_at"] = record["started_at"] or _now()
+        record.state = StepState.RUNNING
+        record.started_at = record.started_at or _now()
         for attempt in range(1, self.policy.step_attempts + 1):
-            record["attempts"] += 1
+            record.attempts += 1
             # A step not logged first still renews the lease before an attempt that could
             # outlast it, so no other driver takes the saga while this one works.
             if log_first or self.log.renewal_due(self.saga, self.horizon):
@@ -159,7 +182,7 @@ class Drive:
                     STEP_SECONDS.record(
                         time.perf_counter() - started, {"step": name, "outcome": reason}
                     )
-                    record["error"] = f"{reason}: {error.details() or ''}"[:500]
+                    record.error = f"{reason}: {error.details() or ''}"[:500]
                     if code in RETRYABLE:
                         if attempt < self.policy.step_attempts:
                             await asyncio.sleep(self.policy.backoff * 2 ** (attempt - 1))
@@ -176,21 +199,21 @@ class Drive:
                                 "details": error.details() or "",
                             },
                         )
-                        reason = "INTERNAL"
-                    record["state"] = "FAILED"
-                    record["finished_at"] = _now()
+                        reason = SagaReason.INTERNAL
+                    record.state = StepState.FAILED
+                    record.finished_at = _now()
                     raise StepFailed(name, reason, error.details() or "") from None
             STEP_SECONDS.record(time.perf_counter() - started, {"step": name, "outcome": "OK"})
             self._fault(f"after:{name}")
-            record.update(state="DONE", finished_at=_now(), error="")
+            record.state, record.finished_at, record.error = StepState.DONE, _now(), ""
             return answer
-        record["state"] = "RETRYING"
-        raise StepUnavailable(name, record["error"])
+        record.state = StepState.RETRYING
+        raise StepUnavailable(name, record.error)
 
     def event(self, name: str, **attributes: str) -> None:
         trace.get_current_span().add_event(name, attributes=attributes)
 
-    async def finish(self, state: str, reason: str = "") -> None:
+    async def finish(self, state: SagaState, reason: str = "") -> None:
         self.saga.state = state
         self.saga.reason = reason
         await self.save()
@@ -204,7 +227,7 @@ class Drive:
         """Stops driving the saga: an operator looks (alert: the metric and an error log);
         RetrySaga resumes it in the state it stopped in."""
         self.saga.result["stuck_state"] = self.saga.state
-        await self.finish("NEEDS_ATTENTION", reason)
+        await self.finish(SagaState.NEEDS_ATTENTION, reason)
         SAGA_ATTENTION.add(1, {"kind": self.saga.kind})
         log.error(
             "saga needs attention",
@@ -219,17 +242,13 @@ class Drive:
     async def put_off(self) -> None:
         """A participant is down: hand the saga to the recovery loop after a backoff that
         grows with each drive; after ``max_drives`` an operator must look."""
-        if self.saga.state == "STARTED" and not self.saga.reason:
+        if self.saga.state is SagaState.STARTED and not self.saga.reason:
             # Before the commit point the recovery loop will undo the saga: say why.
             self.saga.reason = f"{step_service(self.saga)}_UNAVAILABLE"
         if self.saga.drives >= self.policy.max_drives:
-            await self.needs_attention(self.saga.reason or "RETRIES_EXHAUSTED")
+            await self.needs_attention(self.saga.reason or SagaReason.RETRIES_EXHAUSTED)
             return
         await self.save(lease_seconds=min(60.0, 2.0 ** max(0, self.saga.drives - 1)))
-
-
-# A saga found unfinished before its commit point with no refusal on record.
-INTERRUPTED = "INTERRUPTED"
 
 
 @dataclass(frozen=True)
@@ -251,16 +270,16 @@ async def run_plan(drive: Drive, plan: SagaPlan, *, fresh: bool) -> None:
     (never guesses forward), and one that finds it after goes forward."""
     saga = drive.saga
     try:
-        if saga.state == "STARTED" and fresh:
+        if saga.state is SagaState.STARTED and fresh:
             await plan.attempt()
-            saga.state = "CONFIRMING"
-        elif saga.state == "STARTED":
-            await plan.undo(saga.reason or INTERRUPTED)
+            saga.state = SagaState.CONFIRMING
+        elif saga.state is SagaState.STARTED:
+            await plan.undo(saga.reason or SagaReason.INTERRUPTED)
             return
-        if saga.state == "CONFIRMING":
+        if saga.state is SagaState.CONFIRMING:
             await plan.go_forward()
-        elif saga.state == "COMPENSATING":
-            await plan.undo(saga.reason or INTERRUPTED)
+        elif saga.state is SagaState.COMPENSATING:
+            await plan.undo(saga.reason or SagaReason.INTERRUPTED)
     except StepFailed as refused:
         if plan.undoable is not None and refused.step not in plan.undoable:
             await drive.needs_attention(refused.reason)

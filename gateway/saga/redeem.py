@@ -25,15 +25,13 @@ from loyalty.mall.v1 import mall_pb2
 from loyalty.points.v1 import points_pb2
 from loyalty.risk.v1 import risk_pb2
 
+from gateway.domain.sagas import SagaReason, SagaState, StepState
 from gateway.participants import Participants
 from gateway.saga.engine import Drive, SagaPlan, StepFailed, run_plan
 
-RISK_DENIED = "RISK_DENIED"
-RISK_REVIEW = "RISK_REVIEW"
-# The hold (the gateway's catalogue price) and the reservation (the mall's) disagree.
-PRICE_CHANGED = "PRICE_CHANGED"
-# A saga found unfinished before its commit point with no refusal on record.
-INTERRUPTED = "INTERRUPTED"
+RISK_DENIED = SagaReason.RISK_DENIED
+RISK_REVIEW = SagaReason.RISK_REVIEW
+PRICE_CHANGED = SagaReason.PRICE_CHANGED
 
 
 @dataclass(frozen=True)
@@ -172,7 +170,7 @@ async def _confirm(drive: Drive, p: Participants) -> None:
     drive.event("commit")
     pending = [name for name in ("confirm", "capture") if not saga.done(name)]
     for name in pending:
-        saga.step(name)["state"] = "RUNNING"
+        saga.step(name).state = StepState.RUNNING
     await drive.save()
 
     async def confirm() -> None:
@@ -206,7 +204,7 @@ async def _confirm(drive: Drive, p: Participants) -> None:
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
-    await drive.finish("COMPLETED")
+    await drive.finish(SagaState.COMPLETED)
 
 
 async def _compensate(drive: Drive, p: Participants, reason: str, *, certain: bool) -> None:
@@ -217,8 +215,8 @@ async def _compensate(drive: Drive, p: Participants, reason: str, *, certain: bo
     log says, since reserve and hold are not logged one by one before they are sent."""
     saga = drive.saga
     app, saga_id = saga.app, saga.saga_id
-    if saga.state != "COMPENSATING":
-        saga.state = "COMPENSATING"
+    if saga.state is not SagaState.COMPENSATING:
+        saga.state = SagaState.COMPENSATING
         saga.reason = reason
     undo: list[tuple[str, str, Callable[[float], Awaitable[Any]]]] = []
     if saga.done("confirm") and not saga.done("capture"):
@@ -280,4 +278,4 @@ async def _compensate(drive: Drive, p: Participants, reason: str, *, certain: bo
             drive.event("compensate", step=undoes, reason=reason)
             await drive.step(name, call)
     saga.result["points_spent"] = 0
-    await drive.finish("COMPENSATED", reason)
+    await drive.finish(SagaState.COMPENSATED, reason)

@@ -17,12 +17,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.domain.sagas import SagaState, SagaStep, StepState
 from gateway.store.tables import sagas
 from plumbing.batching import NaturalBatcher
 from plumbing.db import json_rows, run_sql
 from plumbing.errors import IdempotencyConflict
-
-UNFINISHED = ("STARTED", "CONFIRMING", "COMPENSATING")
 
 
 class LeaseLost(Exception):
@@ -37,11 +36,11 @@ class SagaRecord:
     request_id: str
     user_id: str
     payload: dict[str, Any]
-    state: str
+    state: SagaState
     reason: str = ""
     trace_id: str = ""
     span_id: str = ""
-    steps: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[SagaStep] = field(default_factory=list)
     result: dict[str, Any] = field(default_factory=dict)
     drives: int = 0
     created_at: datetime | None = None
@@ -53,27 +52,20 @@ class SagaRecord:
     # The token of the driver that holds the lease (each lease takes a new one).
     driver: str = ""
 
-    def step(self, name: str) -> dict[str, Any]:
+    def step(self, name: str) -> SagaStep:
         for step in self.steps:
-            if step["name"] == name:
+            if step.name == name:
                 return step
-        fresh: dict[str, Any] = {
-            "name": name,
-            "state": "PENDING",
-            "attempts": 0,
-            "started_at": None,
-            "finished_at": None,
-            "error": "",
-        }
+        fresh = SagaStep(name)
         self.steps.append(fresh)
         return fresh
 
     def done(self, name: str) -> bool:
-        return any(s["name"] == name and s["state"] == "DONE" for s in self.steps)
+        return any(s.name == name and s.state is StepState.DONE for s in self.steps)
 
     def touched(self, name: str) -> bool:
         """The step was tried at least once (so it may have acted)."""
-        return any(s["name"] == name and s["attempts"] > 0 for s in self.steps)
+        return any(s.name == name and s.attempts > 0 for s in self.steps)
 
 
 _COLUMNS = (
@@ -157,11 +149,11 @@ def _record(row: Any) -> SagaRecord:
         request_id=row[3],
         user_id=row[4],
         payload=row[5],
-        state=row[6],
+        state=SagaState(row[6]),
         reason=row[7],
         trace_id=row[8],
         span_id=row[9],
-        steps=list(row[10]),
+        steps=[SagaStep.from_json(step) for step in row[10]],
         result=dict(row[11]),
         drives=row[12],
         created_at=row[13],
@@ -210,7 +202,7 @@ class SagaLog:
             "span_id": span_id,
             "lease": self.lease_seconds,
             "app_day": app_day.isoformat(),
-            "state": "COMPENSATED" if refused else "STARTED",
+            "state": SagaState.COMPENSATED if refused else SagaState.STARTED,
             "reason": refused,
         }
         found, new = await self._writes.submit("log", ("start", row))
@@ -287,7 +279,7 @@ class SagaLog:
                     "driver": saga.driver,
                     "state": saga.state,
                     "reason": saga.reason,
-                    "steps": saga.steps,
+                    "steps": [step.as_json() for step in saga.steps],
                     "result": saga.result,
                     "lease": lease,
                 },

@@ -98,7 +98,6 @@ class LevelsProgram:
 _LEVELS_KEYS = {"growth_daily_cap", "downgrade", "tiers", "growth_coefficients"}
 _TIER_KEYS = {"code", "name", "threshold", "perks", "invite_only"}
 _BADGE_KEYS = {"code", "name", "rule", "reward_points"}
-_RULE_SHAPE = "must be {streak: ACTION, days: N} or {count: ACTION, at_least: N}"
 
 
 def parse_levels(section: Mapping[str, Any]) -> LevelsProgram:
