@@ -41,11 +41,16 @@ from plumbing.validation import (
     require_nonzero,
     require_positive,
 )
-from plumbing.wire import decode_cursor, encode_cursor, page_size, parse_date, to_timestamp
+from plumbing.wire import (
+    decode_cursor,
+    encode_cursor,
+    page_size,
+    parse_date_range,
+    to_timestamp,
+)
 
 log = logging.getLogger(__name__)
 
-MAX_REPORT_DAYS = 366
 SAGA_STATES = (*UNFINISHED, *ENDED, SagaState.NEEDS_ATTENTION)
 # Arguments longer than this are cut in the audit (a program is kept whole in its versions).
 AUDIT_TEXT_LIMIT = 2000
@@ -298,12 +303,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             stored = await self.gw.programs.get(app)
             today = self.gw.programs.now(stored).astimezone(stored.program.zone).date()
             return today - timedelta(days=6), today
-        first = parse_date("from_date", from_date)
-        last = parse_date("to_date", to_date)
-        if last < first:
-            raise InvalidArgument("to_date", "must not be before from_date")
-        if (last - first).days >= MAX_REPORT_DAYS:
-            raise InvalidArgument("to_date", f"at most {MAX_REPORT_DAYS} days per report")
+        first, last = parse_date_range(from_date, to_date)
         return first, last
 
     async def _liability(

@@ -9,7 +9,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, TraceFlags
@@ -27,7 +27,7 @@ from gateway.store.tenancy import see_members
 from plumbing.errors import FailedPrecondition
 from plumbing.programs import ProgramStore, StoredProgram
 from plumbing.redis import key_prefix
-from plumbing.server import Resources
+from plumbing.server import Resources, settings_as
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def gateway_of(resources: Resources) -> Gateway:
     made = _made.get(id(resources))
     if made is not None:
         return made
-    settings = cast(GatewaySettings, resources.settings)
+    settings = settings_as(resources, GatewaySettings)
     participants = Participants(
         {
             "points": settings.points_addr,

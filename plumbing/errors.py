@@ -59,6 +59,16 @@ class InvalidArgument(LoyaltyError):
         self.violations = [(field, message), *more]
 
 
+class UnknownApp(InvalidArgument):
+    """The app has nothing configured in this service yet. Each service names what is missing
+    (``section``: "points program", "mall section", ...)."""
+
+    section = "program"
+
+    def __init__(self, app: str) -> None:
+        super().__init__("app", f"unknown app {app!r}: no {self.section} is configured")
+
+
 class NotFound(LoyaltyError):
     kind = ErrorKind.NOT_FOUND
     reason = "NOT_FOUND"

@@ -16,7 +16,7 @@ import signal
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import redis.asyncio as aioredis
@@ -76,6 +76,19 @@ class Registration:
     @property
     def full_name(self) -> str:
         return str(self.descriptor.full_name)
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def settings_as(resources: Resources, kind: type[S]) -> S:
+    """The process's settings as its service's own class (``PointsSettings``, ...): typed, so a
+    setting's name and default live in one place, not in a ``getattr`` beside each use."""
+    if not isinstance(resources.settings, kind):
+        raise TypeError(
+            f"this process runs with {type(resources.settings).__name__}, not {kind.__name__}"
+        )
+    return resources.settings
 
 
 # A job that runs for the life of the process (sweeps, reapers, flushers); cancelled on stop.

@@ -46,6 +46,22 @@ def parse_date(field: str, value: str) -> date:
         raise InvalidArgument(field, "must be a date YYYY-MM-DD") from None
 
 
+# A report (liability, stats) covers at most this many local days.
+MAX_REPORT_DAYS = 366
+
+
+def parse_date_range(from_date: str, to_date: str) -> tuple[date, date]:
+    """A report's days, both ends included: ``from_date`` and ``to_date`` (YYYY-MM-DD), the
+    second not before the first, at most ``MAX_REPORT_DAYS`` days."""
+    first = parse_date("from_date", from_date)
+    last = parse_date("to_date", to_date)
+    if last < first:
+        raise InvalidArgument("to_date", "must not be before from_date")
+    if (last - first).days >= MAX_REPORT_DAYS:
+        raise InvalidArgument("to_date", f"at most {MAX_REPORT_DAYS} days per report")
+    return first, last
+
+
 def page_size(value: int, field: str = "page_size") -> int:
     """0 means the default; at most ``MAX_PAGE_SIZE``."""
     if value < 0:

@@ -65,7 +65,7 @@ class SagaPolicy:
     """Deadlines and retries (the gateway's settings)."""
 
     call_timeout: float = 2.0
-    step_attempts: int = 4
+    step_attempts: int = 3
     backoff: float = 0.05
     # After this many drives without an end, the saga waits for an operator.
     max_drives: int = 10

@@ -18,7 +18,7 @@ from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument, LoyaltyError
 from plumbing.jobs import every
 from plumbing.programs import ServesAppClock, StoredProgram
-from plumbing.server import Resources
+from plumbing.server import Resources, settings_as
 from plumbing.validation import (
     check_attributes,
     not_in_future,
@@ -40,6 +40,7 @@ from services.levels.domain.errors import TierTooLow, UnknownTier
 from services.levels.domain.periods import local_day, local_midnight
 from services.levels.domain.program import LevelsProgram, parse_levels
 from services.levels.domain.tiers import rank
+from services.levels.settings import LevelsSettings
 from services.levels.store import growth, tiers
 from services.levels.store.boards import Board, Leaderboards
 from services.levels.store.programs import levels_programs
@@ -125,7 +126,7 @@ class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
         self.boards = Leaderboards(resources.redis, resources.engine)
         # Boards that missed writes while Redis was away are rebuilt by this process, which
         # is the one that knows it missed them.
-        seconds = float(getattr(resources.settings, "board_repair_seconds", 10.0))
+        seconds = settings_as(resources, LevelsSettings).board_repair_seconds
         repair = asyncio.get_running_loop().create_task(
             every(seconds, "board repair", lambda: jobs.repair_boards(self.boards, self.programs)),
             name="levels-board-repair",

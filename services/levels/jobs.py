@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plumbing.jobs import every
 from plumbing.programs import ProgramStore
-from plumbing.server import Resources
+from plumbing.server import Resources, settings_as
 from services.levels.domain.periods import local_day
 from services.levels.domain.program import LevelsProgram
+from services.levels.settings import LevelsSettings
 from services.levels.store import tiers
 from services.levels.store.boards import Leaderboards
 from services.levels.store.programs import levels_programs
@@ -48,5 +49,5 @@ async def repair_boards(boards: Leaderboards, programs: ProgramStore[LevelsProgr
 
 async def tier_judge(resources: Resources) -> None:
     programs = levels_programs(resources)
-    seconds = float(getattr(resources.settings, "tier_sweep_seconds", 60.0))
+    seconds = settings_as(resources, LevelsSettings).tier_sweep_seconds
     await every(seconds, "tier judge", lambda: judge_stale_members(resources.engine, programs))

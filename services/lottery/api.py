@@ -20,7 +20,7 @@ from plumbing.wire import (
     decode_page_token,
     encode_page_token,
     page_size,
-    parse_date,
+    parse_date_range,
     to_timestamp,
 )
 from services.lottery.domain.draw import candidates, decide
@@ -30,7 +30,6 @@ from services.lottery.store import draws as draw_store
 from services.lottery.store import pools as pool_store
 from services.lottery.store.programs import lottery_programs
 
-MAX_REPORT_DAYS = 366
 _KINDS = {
     "points": lottery_pb2.POINTS,
     "item": lottery_pb2.ITEM,
@@ -224,12 +223,7 @@ class LotteryServicer(ServesAppClock, lottery_pb2_grpc.LotteryServiceServicer):
         self, request: lottery_pb2.GetPoolStatsRequest, context: Any
     ) -> lottery_pb2.GetPoolStatsResponse:
         stored, pool = await self._pool(request.app, request.pool)
-        first = parse_date("from_date", request.from_date)
-        last = parse_date("to_date", request.to_date)
-        if last < first:
-            raise InvalidArgument("to_date", "must not be before from_date")
-        if (last - first).days >= MAX_REPORT_DAYS:
-            raise InvalidArgument("to_date", f"at most {MAX_REPORT_DAYS} days per report")
+        first, last = parse_date_range(request.from_date, request.to_date)
         async with self.engine.connect() as conn:
             days = await pool_store.day_stats(conn, stored.app, pool, first, last)
         rate = stored.program.money_rate

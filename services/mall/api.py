@@ -23,7 +23,13 @@ from plumbing.validation import (
     require_id,
     require_positive,
 )
-from plumbing.wire import decode_page_token, encode_page_token, page_size, parse_date, to_timestamp
+from plumbing.wire import (
+    decode_page_token,
+    encode_page_token,
+    page_size,
+    parse_date_range,
+    to_timestamp,
+)
 from services.mall.domain.program import Catalog, ItemKind, parse_mall
 from services.mall.domain.sale import SaleStatus, limit_left, tier_allows
 from services.mall.jobs import expire_reservations
@@ -40,7 +46,6 @@ DEFAULT_TTL = timedelta(minutes=15)
 MAX_TTL = timedelta(days=1)
 MAX_QUANTITY = 1000
 MAX_CODES = 10_000
-MAX_STATS_DAYS = 366
 
 _KINDS = {
     ItemKind.COUPON: mall_pb2.COUPON,
@@ -448,12 +453,7 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
     ) -> mall_pb2.GetItemStatsResponse:
         stored = await self._program(request.app)
         sku = require_id("sku", request.sku) if request.sku else None
-        first = parse_date("from_date", request.from_date)
-        last = parse_date("to_date", request.to_date)
-        if last < first:
-            raise InvalidArgument("to_date", "must not be before from_date")
-        if (last - first).days >= MAX_STATS_DAYS:
-            raise InvalidArgument("to_date", f"at most {MAX_STATS_DAYS} days per report")
+        first, last = parse_date_range(request.from_date, request.to_date)
         zone = stored.program.zone
         since = datetime.combine(first, datetime.min.time(), tzinfo=zone)
         until = datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=zone)

@@ -8,8 +8,9 @@ from sqlalchemy import text
 
 from plumbing.jobs import every
 from plumbing.programs import ProgramStore
-from plumbing.server import Resources
+from plumbing.server import Resources, settings_as
 from services.mall.domain.program import Catalog
+from services.mall.settings import MallSettings
 from services.mall.store.gate import StockGate
 from services.mall.store.programs import mall_programs
 from services.mall.store.reservations import Reservations
@@ -55,7 +56,7 @@ async def reconcile_gate(reservations: Reservations, programs: ProgramStore[Cata
 async def reservation_reaper(resources: Resources) -> None:
     programs = mall_programs(resources)
     reservations = Reservations(resources.engine, StockGate(resources.redis))
-    seconds = float(getattr(resources.settings, "reservation_sweep_seconds", 1.0))
+    seconds = settings_as(resources, MallSettings).reservation_sweep_seconds
     await every(
         seconds, "reservation TTL sweep", lambda: expire_reservations(reservations, programs)
     )
@@ -64,5 +65,5 @@ async def reservation_reaper(resources: Resources) -> None:
 async def gate_reconciler(resources: Resources) -> None:
     programs = mall_programs(resources)
     reservations = Reservations(resources.engine, StockGate(resources.redis))
-    seconds = float(getattr(resources.settings, "gate_reconcile_seconds", 5.0))
+    seconds = settings_as(resources, MallSettings).gate_reconcile_seconds
     await every(seconds, "stock gate reconcile", lambda: reconcile_gate(reservations, programs))

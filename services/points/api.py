@@ -32,7 +32,7 @@ from plumbing.wire import (
     encode_page_token,
     from_timestamp,
     page_size,
-    parse_date,
+    parse_date_range,
     to_timestamp,
 )
 from services.points import jobs
@@ -47,7 +47,6 @@ T = TypeVar("T")
 DEFAULT_HOLD_TTL = timedelta(minutes=15)
 MAX_HOLD_TTL = timedelta(days=7)
 # Product backends and the gateway stamp events; a little clock skew is fine, the future is not.
-MAX_LIABILITY_DAYS = 366
 
 _HOLD_STATES = {
     "HELD": points_pb2.HELD,
@@ -411,12 +410,7 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
         self, request: points_pb2.GetLiabilityRequest, context: Any
     ) -> points_pb2.GetLiabilityResponse:
         require_id("app", request.app)
-        first = parse_date("from_date", request.from_date)
-        last = parse_date("to_date", request.to_date)
-        if last < first:
-            raise InvalidArgument("to_date", "must not be before from_date")
-        if (last - first).days >= MAX_LIABILITY_DAYS:
-            raise InvalidArgument("to_date", f"at most {MAX_LIABILITY_DAYS} days per report")
+        first, last = parse_date_range(request.from_date, request.to_date)
         ap = await self.programs.get(request.app)
         zone = ap.program.zone
         until = datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=zone)

@@ -9,8 +9,9 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plumbing.jobs import every
-from plumbing.server import Resources
+from plumbing.server import Resources, settings_as
 from services.points.metrics import EXPIRED, count
+from services.points.settings import PointsSettings
 from services.points.store import holds, sweep
 from services.points.store.programs import Programs
 
@@ -57,7 +58,7 @@ async def expire_due_lots(
 
 async def hold_reaper(resources: Resources) -> None:
     programs = Programs(resources.engine, resources.clock)
-    seconds = float(getattr(resources.settings, "hold_sweep_seconds", 1.0))
+    seconds = settings_as(resources, PointsSettings).hold_sweep_seconds
     await every(
         seconds, "hold TTL sweep", lambda: release_expired_holds(resources.engine, programs)
     )
@@ -65,5 +66,5 @@ async def hold_reaper(resources: Resources) -> None:
 
 async def expiry_sweeper(resources: Resources) -> None:
     programs = Programs(resources.engine, resources.clock)
-    seconds = float(getattr(resources.settings, "expiry_sweep_seconds", 60.0))
+    seconds = settings_as(resources, PointsSettings).expiry_sweep_seconds
     await every(seconds, "lot expiry sweep", lambda: expire_due_lots(resources.engine, programs))

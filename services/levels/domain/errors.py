@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from plumbing import errors
 from plumbing.errors import FailedPrecondition, InvalidArgument, NotFound
 
 
@@ -17,11 +18,10 @@ class TierTooLow(FailedPrecondition):
         )
 
 
-class UnknownApp(InvalidArgument):
+class UnknownApp(errors.UnknownApp):
     """The app has no levels program yet (ConfigureLevels has not been called for it)."""
 
-    def __init__(self, app: str) -> None:
-        super().__init__("app", f"unknown app {app!r}: no levels program is configured")
+    section = "levels program"
 
 
 class UnknownTier(InvalidArgument):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from plumbing.errors import FailedPrecondition, InvalidArgument, NotFound
+from plumbing import errors
+from plumbing.errors import FailedPrecondition, NotFound
 
 
-class UnknownApp(InvalidArgument):
+class UnknownApp(errors.UnknownApp):
     """The app has no lottery section yet (UpsertPools has not been called for it)."""
 
-    def __init__(self, app: str) -> None:
-        super().__init__("app", f"unknown app {app!r}: no lottery section is configured")
+    section = "lottery section"
 
 
 class UnknownPool(NotFound):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from plumbing import errors
 from plumbing.errors import FailedPrecondition, InvalidArgument, NotFound
 
 
-class UnknownApp(InvalidArgument):
+class UnknownApp(errors.UnknownApp):
     """The app has no catalog yet (UpsertItems has not been called for it)."""
 
-    def __init__(self, app: str) -> None:
-        super().__init__("app", f"unknown app {app!r}: no mall section is configured")
+    section = "mall section"
 
 
 class UnknownSku(NotFound):

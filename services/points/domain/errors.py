@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from plumbing.errors import FailedPrecondition, IdempotencyConflict, InvalidArgument, NotFound
+from plumbing import errors
+from plumbing.errors import FailedPrecondition, IdempotencyConflict, NotFound
 
 __all__ = ["IdempotencyConflict"]
 
@@ -11,11 +12,10 @@ class InsufficientPoints(FailedPrecondition):
     reason = "INSUFFICIENT_POINTS"
 
 
-class UnknownApp(InvalidArgument):
+class UnknownApp(errors.UnknownApp):
     """The app has no points program yet (ConfigureRules has not been called for it)."""
 
-    def __init__(self, app: str) -> None:
-        super().__init__("app", f"unknown app {app!r}: no points program is configured")
+    section = "points program"
 
 
 class HoldNotFound(NotFound):
