@@ -24,6 +24,9 @@ PROD = K8S / "overlays" / "prod"
 # Placeholders for the managed stores' networks in production: replace with yours.
 PROD_POSTGRES_CIDR = "10.20.0.0/16"
 PROD_REDIS_CIDR = "10.30.0.0/16"
+# The gateway's public name and the Ingress controller's namespace: replace with yours.
+GATEWAY_HOST = "loyalty.example.com"
+INGRESS_NAMESPACE = "ingress-nginx"
 IMAGE = "loyalty-platform"
 PART_OF = {"app.kubernetes.io/part-of": "loyalty"}
 
@@ -49,8 +52,26 @@ PROCESSES = (
 PARTICIPANTS = [p for p in PROCESSES if p.name != "gateway"]
 
 
+NAMESPACE = "loyalty"
+# A release pins the base image by digest in the Dockerfile; the prod overlay names the tag.
+SERVER = {"app.kubernetes.io/component": "server"}
+MIGRATION = {"app.kubernetes.io/component": "migration"}
+
+
 def labels(p: Process) -> dict[str, str]:
     return {"app.kubernetes.io/name": p.name, **PART_OF}
+
+
+def job_labels(p: Process) -> dict[str, str]:
+    """A migration Job's pods: a name of their own, so no Service, PDB or server
+    NetworkPolicy (all select ``app.kubernetes.io/name: <service>``) ever matches them."""
+    return {"app.kubernetes.io/name": f"{p.name}-migrate", **MIGRATION, **PART_OF}
+
+
+def participant_target(q: Process) -> str:
+    """The gateway dials a participant through its headless Service: DNS answers one address
+    per ready pod and the gateway's round_robin spreads calls over them."""
+    return f"dns:///{q.name}.{NAMESPACE}.svc.cluster.local:{q.port}"
 
 
 def env_prefix(p: Process) -> str:
@@ -76,13 +97,15 @@ def container(p: Process, args: list[str]) -> dict[str, Any]:
         )
     if p.name == "gateway":
         env += [
-            {"name": f"{prefix}{q.name.upper()}_ADDR", "value": f"{q.name}:{q.port}"}
+            {"name": f"{prefix}{q.name.upper()}_ADDR", "value": participant_target(q)}
             for q in PARTICIPANTS
         ]
     return {
         "name": p.name,
         "image": IMAGE,
-        "imagePullPolicy": "IfNotPresent",
+        # The tag is mutable (0.1.0 may be rebuilt): pull it on every start. The dev overlay
+        # uses IfNotPresent for images loaded into kind or minikube.
+        "imagePullPolicy": "Always",
         "command": ["python", "-m", p.module, *args],
         "envFrom": [{"configMapRef": {"name": "loyalty-settings"}}],
         "env": env,
@@ -130,45 +153,65 @@ def deployment(p: Process) -> dict[str, Any]:
         "periodSeconds": 10,
         "failureThreshold": 3,
     }
-    spec = pod_spec(p, ["serve"], terminationGracePeriodSeconds=20)
+    # Replicas spread over zones and nodes, so one node or zone lost is not the service lost.
+    spread = [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {"app.kubernetes.io/name": p.name}},
+        }
+        for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+    ]
+    spec = pod_spec(
+        p, ["serve"], terminationGracePeriodSeconds=20, topologySpreadConstraints=spread
+    )
     spec["containers"] = [main]
+    # No `replicas`: the HPA owns the count (a `replicas` here would reset it on every apply).
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": p.name, "labels": labels(p)},
         "spec": {
-            "replicas": 2,
             "selector": {"matchLabels": {"app.kubernetes.io/name": p.name}},
             "strategy": {
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
             },
-            "template": {"metadata": {"labels": labels(p)}, "spec": spec},
+            "template": {"metadata": {"labels": {**labels(p), **SERVER}}, "spec": spec},
         },
     }
 
 
 def migrate_job(p: Process) -> dict[str, Any]:
-    """One Job per service (not per replica): `python -m <module> migrate`."""
+    """One Job per service (not per replica): `python -m <module> migrate`. Its pods carry
+    labels of their own (``job_labels``) and a NetworkPolicy of their own. A Job's template is
+    immutable: an upgrade deletes the finished Jobs before it applies (deploy/README), and the
+    servers stay NOT_SERVING until the schema is theirs, whatever the order."""
     spec = pod_spec(p, ["migrate"], restartPolicy="OnFailure")
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": f"{p.name}-migrate", "labels": labels(p)},
+        "metadata": {"name": f"{p.name}-migrate", "labels": job_labels(p)},
         "spec": {
             "backoffLimit": 6,
             "ttlSecondsAfterFinished": 86400,
-            "template": {"metadata": {"labels": labels(p)}, "spec": spec},
+            "template": {"metadata": {"labels": job_labels(p)}, "spec": spec},
         },
     }
 
 
-def service(p: Process) -> dict[str, Any]:
+def service(p: Process, *, headless: bool | None = None, name: str = "") -> dict[str, Any]:
+    """Participants' Services are headless (one DNS address per ready pod, for the gateway's
+    round_robin). The gateway's is a ClusterIP for the Ingress, beside a headless
+    ``gateway-headless`` for product backends in the cluster that balance per call."""
+    headless = p.name != "gateway" if headless is None else headless
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": p.name, "labels": labels(p)},
+        "metadata": {"name": name or p.name, "labels": labels(p)},
         "spec": {
+            **({"clusterIP": "None"} if headless else {}),
             "selector": {"app.kubernetes.io/name": p.name},
             "ports": [
                 {
@@ -179,6 +222,21 @@ def service(p: Process) -> dict[str, Any]:
                     "appProtocol": "grpc",
                 }
             ],
+        },
+    }
+
+
+def migration_policy(p: Process) -> dict[str, Any]:
+    """A migration Job's pods: nothing comes in; out, DNS and the service's own database."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"{p.name}-migrate", "labels": labels(p)},
+        "spec": {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": f"{p.name}-migrate"}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": [DNS, _database_egress(p)],
         },
     }
 
@@ -230,6 +288,26 @@ def _to(selector: dict[str, Any], port: int, protocol: str = "TCP") -> dict[str,
     return {**selector, "ports": [{"port": port, "protocol": protocol}]}
 
 
+DNS = {
+    "to": [
+        {
+            "namespaceSelector": {},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ],
+    "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+}
+
+
+def _database_egress(p: Process) -> dict[str, Any]:
+    """The service's own PostgreSQL: pods labelled for it in dev; prod adds the managed
+    network's CIDR (``overlays``)."""
+    return _to(
+        {"to": [{"podSelector": {"matchLabels": {f"loyalty.io/postgres-for-{p.name}": "true"}}}]},
+        5432,
+    )
+
+
 def network_policy(p: Process) -> dict[str, Any]:
     """Ingress: the gateway from the product namespace, every other service only from the
     gateway. Egress: DNS, the service's own database and Redis (pods labelled
@@ -243,25 +321,9 @@ def network_policy(p: Process) -> dict[str, Any]:
         ]
     else:
         ingress_from = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}]
-    dns = {
-        "to": [
-            {
-                "namespaceSelector": {},
-                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-            }
-        ],
-        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
-    }
     egress = [
-        dns,
-        _to(
-            {
-                "to": [
-                    {"podSelector": {"matchLabels": {f"loyalty.io/postgres-for-{p.name}": "true"}}}
-                ]
-            },
-            5432,
-        ),
+        DNS,
+        _database_egress(p),
         _to(
             {
                 "to": [
@@ -303,29 +365,21 @@ def network_policy(p: Process) -> dict[str, Any]:
     }
 
 
-def secret_template(p: Process) -> dict[str, Any]:
-    """A template: the values are placeholders an operator replaces (or a secret manager fills);
-    no real secret is ever committed."""
-    data = {
-        "database-url": f"postgresql://loyalty_{p.name}:CHANGE-ME@postgres:5432/loyalty_{p.name}"
-    }
-    if p.needs_redis:
-        data["redis-url"] = "redis://:CHANGE-ME@redis:6379/0"
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": f"{p.name}-secrets", "labels": labels(p)},
-        "type": "Opaque",
-        "stringData": data,
-    }
-
-
 SHARED = {
     "namespace.yaml": [
         {
             "apiVersion": "v1",
             "kind": "Namespace",
-            "metadata": {"name": "loyalty", "labels": PART_OF},
+            # Pod Security admission: every pod here must meet the restricted profile.
+            "metadata": {
+                "name": NAMESPACE,
+                "labels": {
+                    **PART_OF,
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/audit": "restricted",
+                    "pod-security.kubernetes.io/warn": "restricted",
+                },
+            },
         }
     ],
     "settings.yaml": [
@@ -335,7 +389,9 @@ SHARED = {
             "metadata": {"name": "loyalty-settings", "labels": PART_OF},
             "data": {
                 "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector:4317",
-                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                # Every saga's trace whole (its root, its steps, the batches it rode), and
+                # this share of plain calls (plumbing/telemetry.py, SagaSampler).
+                "OTEL_TRACES_SAMPLER": "loyalty_sagas",
                 "OTEL_TRACES_SAMPLER_ARG": "0.1",
                 "GRPC_ENABLE_FORK_SUPPORT": "0",
             },
@@ -357,11 +413,15 @@ def render() -> dict[Path, str]:
     for p in PROCESSES:
         folder = BASE / p.name
         files[folder / "deployment.yaml"] = [deployment(p)]
-        files[folder / "service.yaml"] = [service(p), service_account(p)]
+        services = [service(p), service_account(p)]
+        if p.name == "gateway":
+            services.insert(1, service(p, headless=True, name="gateway-headless"))
+        files[folder / "service.yaml"] = services
         files[folder / "migrate-job.yaml"] = [migrate_job(p)]
         files[folder / "scaling.yaml"] = [hpa(p), pdb(p)]
-        files[folder / "network-policy.yaml"] = [network_policy(p)]
-        files[folder / "secrets.yaml"] = [secret_template(p)]
+        files[folder / "network-policy.yaml"] = [network_policy(p), migration_policy(p)]
+        # No Secret here: `<service>-secrets` are made out of band (deploy/README), and the
+        # dev overlay brings its own for its in-cluster stores.
         files[folder / "kustomization.yaml"] = _kustomization(
             resources=[
                 "deployment.yaml",
@@ -369,11 +429,10 @@ def render() -> dict[Path, str]:
                 "migrate-job.yaml",
                 "scaling.yaml",
                 "network-policy.yaml",
-                "secrets.yaml",
             ],
         )
     files[BASE / "kustomization.yaml"] = _kustomization(
-        namespace="loyalty", resources=[*SHARED, *(p.name for p in PROCESSES)]
+        namespace=NAMESPACE, resources=[*SHARED, *(p.name for p in PROCESSES)]
     )
     files.update(overlays())
     header = "# Generated by `python -m devtools.k8s` (make k8s); edit devtools/k8s.py instead.\n"
@@ -442,16 +501,21 @@ def overlays() -> dict[Path, list[dict[str, Any]]]:
             "redis.yaml",
             "jaeger.yaml",
             "policies.yaml",
+            "secrets.yaml",
         ],
         configMapGenerator=[
             {"name": "otel-collector-config", "files": ["config.yaml=collector-config.yaml"]}
         ],
         patches=[
-            {"path": "secrets.yaml"},
-            {
-                "target": _loyalty_target("Deployment"),
-                "patch": "- op: replace\n  path: /spec/replicas\n  value: 1\n",
-            },
+            *(
+                {
+                    "target": _loyalty_target(kind),
+                    "patch": "- op: replace\n"
+                    "  path: /spec/template/spec/containers/0/imagePullPolicy\n"
+                    "  value: IfNotPresent\n",
+                }
+                for kind in ("Deployment", "Job")
+            ),
             {
                 "target": _loyalty_target("HorizontalPodAutoscaler"),
                 "patch": "- op: replace\n  path: /spec/minReplicas\n  value: 1\n"
@@ -492,9 +556,27 @@ def overlays() -> dict[Path, list[dict[str, Any]]]:
                 "patch": yaml.safe_dump(ops, sort_keys=False),
             }
         )
+        egress.append(
+            {
+                "target": {"kind": "NetworkPolicy", "name": f"{p.name}-migrate"},
+                "patch": yaml.safe_dump(ops[:1], sort_keys=False),
+            }
+        )
+    # The Ingress controller's pods reach the gateway (TLS ends there; see ingress.yaml).
+    from_ingress = [
+        {
+            "op": "add",
+            "path": "/spec/ingress/0/from/-",
+            "value": {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": INGRESS_NAMESPACE}
+                }
+            },
+        }
+    ]
     prod = _kustomization(
         namespace="loyalty",
-        resources=["../../base", "../../collector"],
+        resources=["../../base", "../../collector", "ingress.yaml"],
         configMapGenerator=[
             {"name": "otel-collector-config", "files": ["config.yaml=collector-config.yaml"]}
         ],
@@ -503,6 +585,10 @@ def overlays() -> dict[Path, list[dict[str, Any]]]:
         ],
         patches=[
             *egress,
+            {
+                "target": {"kind": "NetworkPolicy", "name": "gateway"},
+                "patch": yaml.safe_dump(from_ingress, sort_keys=False),
+            },
             {
                 "target": {"kind": "Deployment", "name": "otel-collector"},
                 "patch": "- op: replace\n  path: /spec/replicas\n  value: 2\n",
@@ -514,6 +600,45 @@ def overlays() -> dict[Path, list[dict[str, Any]]]:
         DEV / "secrets.yaml": [dev_secret(p) for p in PROCESSES],
         DEV / "policies.yaml": dev_policies(),
         PROD / "kustomization.yaml": prod,
+        PROD / "ingress.yaml": [gateway_ingress()],
+    }
+
+
+def gateway_ingress() -> dict[str, Any]:
+    """The way in from outside: gRPC over TLS to the gateway (ingress-nginx; the certificate in
+    Secret ``gateway-tls``, from cert-manager or made out of band). The controller balances
+    per call over the gateway's pods, so external clients do not pin one."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": "gateway",
+            "labels": {"app.kubernetes.io/name": "gateway", **PART_OF},
+            "annotations": {
+                "nginx.ingress.kubernetes.io/backend-protocol": "GRPC",
+                "nginx.ingress.kubernetes.io/ssl-redirect": "true",
+            },
+        },
+        "spec": {
+            "ingressClassName": "nginx",
+            "tls": [{"hosts": [GATEWAY_HOST], "secretName": "gateway-tls"}],
+            "rules": [
+                {
+                    "host": GATEWAY_HOST,
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/",
+                                "pathType": "Prefix",
+                                "backend": {
+                                    "service": {"name": "gateway", "port": {"name": "grpc"}}
+                                },
+                            }
+                        ]
+                    },
+                }
+            ],
+        },
     }
 
 

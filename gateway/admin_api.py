@@ -120,6 +120,7 @@ def saga_message(saga: SagaRecord) -> admin_pb2.Saga:
         state=saga.state,
         reason=saga.reason,
         trace_id=saga.trace_id,
+        trace_kept=saga.trace_kept,
         steps=[
             admin_pb2.SagaStep(
                 name=step.name,

@@ -240,7 +240,9 @@ def _show_saga(saga: admin_pb2.Saga, as_json: bool) -> None:
             "reason": saga.reason or "-",
             "user": saga.user_id,
             "request": saga.request_id,
-            "trace": saga.trace_id or "-",
+            "trace": f"{saga.trace_id} ({'kept' if saga.trace_kept else 'not sampled'})"
+            if saga.trace_id
+            else "-",
         }
     )
     typer.echo("")

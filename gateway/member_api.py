@@ -385,6 +385,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
             attributes={"saga.id": saga_id, "saga.kind": kind, "app": app, **attributes},
         )
         trace_id, span_id = trace_ids(span)
+        trace_kept = span.get_span_context().trace_flags.sampled
         stored = await gw.program(app)
         app_day = gw.programs.now(stored).astimezone(stored.program.zone).date()
         with trace.use_span(span, end_on_exit=False):
@@ -400,6 +401,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
                 span_id,
                 app_day,
                 refused=refused,
+                trace_kept=trace_kept,
             )
         if not new:
             span.set_attribute("saga.replay_of", saga.saga_id)

@@ -34,11 +34,19 @@ _tracer = trace.get_tracer("loyalty.gateway.participants")
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 # Every call waits for a restarting participant until its deadline instead of failing at once
-# while the channel reconnects (gRPC's waitForReady, for every method of the channel).
-_WAIT_FOR_READY = json.dumps({"methodConfig": [{"name": [{}], "waitForReady": True}]})
+# while the channel reconnects (gRPC's waitForReady, for every method of the channel), and
+# calls are spread over every address the target resolves to (round_robin; pick_first, the
+# default, would pin one replica). On Kubernetes the targets are headless Services
+# (dns:///points.loyalty.svc.cluster.local:50052): one address per ready pod.
+SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [{"name": [{}], "waitForReady": True}],
+    }
+)
 
 CHANNEL_OPTIONS = [
-    ("grpc.service_config", _WAIT_FOR_READY),
+    ("grpc.service_config", SERVICE_CONFIG),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     # Reconnect quickly after a participant restarts (default backoff grows to 2 minutes).

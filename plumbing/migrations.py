@@ -11,7 +11,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, pool, text
+from sqlalchemy import Connection, create_engine, pool, text
+from sqlalchemy.exc import ProgrammingError
 
 
 def alembic_config(script_location: Path, database_url: str) -> Config:
@@ -31,6 +32,20 @@ def current_heads(script_location: Path) -> tuple[str, ...]:
 
     script = ScriptDirectory.from_config(alembic_config(script_location, ""))
     return tuple(script.get_heads())
+
+
+def missing_heads(script_location: Path, connection: Connection) -> set[str]:
+    """The migration heads this code expects that the database has not reached yet (empty:
+    the schema is current). A server started with MIGRATE_ON_START=false waits on this."""
+    expected = set(current_heads(script_location))
+    try:
+        applied = {
+            row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))
+        }
+    except ProgrammingError:  # no alembic_version table: nothing applied yet
+        connection.rollback()
+        return expected
+    return expected - applied
 
 
 def run_env() -> None:

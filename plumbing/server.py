@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from plumbing.clock import Clock, SystemClock
 from plumbing.db import create_engine, masked, sessions, wait_for_database
 from plumbing.grpc_errors import ErrorMappingInterceptor
-from plumbing.migrations import upgrade
+from plumbing.migrations import missing_heads, upgrade
 from plumbing.redis import create_redis, reachable
 from plumbing.settings import ServiceSettings
 from plumbing.telemetry import instrument_engine
@@ -45,6 +45,11 @@ SERVER_OPTIONS = [
     # calls for a moment; let them wait for their real answer instead.
     ("grpc.server.max_pending_requests", 10000),
     ("grpc.server.max_pending_requests_hard_limit", 20000),
+    # Clients balance per call over the addresses DNS gives them (headless Services and
+    # round_robin, deploy/README); closing each connection after a few minutes (with a grace
+    # for calls in flight) makes them resolve again and find replicas added since.
+    ("grpc.max_connection_age_ms", 300_000),
+    ("grpc.max_connection_age_grace_ms", 30_000),
 ]
 
 
@@ -135,6 +140,35 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings, clock: Clock | Non
         await engine.dispose()
 
 
+SCHEMA_POLL_SECONDS = 2.0
+
+
+async def _wait_for_schema(
+    spec: ServiceSpec, settings: ServiceSettings, engine: AsyncEngine, stop: asyncio.Event
+) -> None:
+    """Returns once the database holds every migration head of this code (at once when this
+    process migrated it itself), or when the process is told to stop."""
+    if spec.migrations is None or settings.migrate_on_start:
+        return
+    script = spec.migrations
+    said = False
+    while not stop.is_set():
+        async with engine.connect() as conn:
+            missing = await conn.run_sync(lambda sync: missing_heads(script, sync))
+        if not missing:
+            if said:
+                log.info("the schema is current: serving")
+            return
+        if not said:
+            log.warning(
+                "NOT_SERVING until the migrations run (MIGRATE_ON_START=false)",
+                extra={"missing_heads": sorted(missing)},
+            )
+            said = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), SCHEMA_POLL_SECONDS)
+
+
 async def _serve_until_signal(
     spec: ServiceSpec, settings: ServiceSettings, resources: Resources
 ) -> None:
@@ -170,7 +204,12 @@ async def _serve_until_signal(
         loop.add_signal_handler(sig, stop.set)
 
     await server.start()
-    for name in names:
+    # Probes get answers at once: NOT_SERVING until the schema is this code's (a migration Job
+    # still running, MIGRATE_ON_START=false), then SERVING.
+    for name in ("", *names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await _wait_for_schema(spec, settings, resources.engine, stop)
+    for name in ("", *names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     jobs = [asyncio.create_task(job(resources), name=f"{spec.name}-job") for job in spec.background]
     log.info("serving", extra={"listen": settings.listen, "services": names})

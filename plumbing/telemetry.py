@@ -5,7 +5,8 @@ would cost more than the statements themselves.
 
 Spans go to OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set. Sampling follows the standard
 ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` variables (default: parent-based, always
-on); production samples plain calls by ratio (BASELINES.md: tracing every call costs ~40% of an
+on), plus ``loyalty_sagas`` (``SagaSampler``: every saga whole, a ratio of plain calls);
+production samples plain calls by ratio (BASELINES.md: tracing every call costs ~40% of an
 echo server). ``OTEL_SDK_DISABLED=true`` turns tracing off.
 """
 
@@ -37,6 +38,15 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.util.types import Attributes
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plumbing.db import trace_driver_statements
@@ -50,6 +60,63 @@ _EXEMPLAR_FILTERS: dict[str, Callable[[], ExemplarFilter]] = {
 _meters: dict[str, MeterProvider] = {}
 
 
+# The root spans of sagas: the gateway's calls that start one, and a later drive's own root.
+SAGA_ROOTS = frozenset(
+    {
+        "/loyalty.gateway.v1.LoyaltyService/Redeem",
+        "/loyalty.gateway.v1.LoyaltyService/Draw",
+    }
+)
+SAGA_SAMPLER = "loyalty_sagas"
+
+
+class SagaSampler(Sampler):
+    """The root decision of ``OTEL_TRACES_SAMPLER=loyalty_sagas``: every saga's trace whole (a
+    call that starts a saga, a recovery drive ``saga.resume ...``), every batch that carries
+    a kept caller's item (its links), and ``ratio`` of everything else. Children follow their
+    parent (``ParentBased``), so a saga's steps and the participants' spans under it are kept
+    with it. A tail-sampling collector would see only what the head kept; this keeps the
+    decision where the saga is known."""
+
+    def __init__(self, ratio: float) -> None:
+        self._rest = TraceIdRatioBased(ratio)
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: trace.TraceState | None = None,
+    ) -> SamplingResult:
+        if (
+            name in SAGA_ROOTS
+            or name.startswith("saga.")
+            or any(link.context.trace_flags.sampled for link in links or ())
+        ):
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, trace_state)
+        return self._rest.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"SagaSampler{{rest={self._rest.get_description()}}}"
+
+
+def sampler_from_env() -> Sampler | None:
+    """``loyalty_sagas`` (ratio from ``OTEL_TRACES_SAMPLER_ARG``, 0.1 by default); None lets the
+    SDK read the standard ``OTEL_TRACES_SAMPLER`` values itself."""
+    if os.environ.get("OTEL_TRACES_SAMPLER", "") != SAGA_SAMPLER:
+        return None
+    try:
+        ratio = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG") or 0.1)
+    except ValueError:
+        ratio = 0.1
+    return ParentBased(root=SagaSampler(min(max(ratio, 0.0), 1.0)))
+
+
 def setup_telemetry(
     service: str, extra_exporter: SpanExporter | None = None, *, trace_statements: bool = False
 ) -> TracerProvider:
@@ -60,7 +127,7 @@ def setup_telemetry(
     resource = Resource.create(
         {"service.name": f"loyalty-{service}", "service.namespace": "loyalty"}
     )
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=resource, sampler=sampler_from_env())
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     ):

@@ -51,6 +51,8 @@ class SagaRecord:
     lease_renewed: float = 0.0
     # The token of the driver that holds the lease (each lease takes a new one).
     driver: str = ""
+    # The saga's trace was sampled at its root (kept by the tracing backend).
+    trace_kept: bool = True
 
     def step(self, name: str) -> SagaStep:
         for step in self.steps:
@@ -70,7 +72,7 @@ class SagaRecord:
 
 _COLUMNS = (
     "saga_id, app, kind, request_id, user_id, payload, state, reason, trace_id, span_id, "
-    "steps, result, drives, created_at, updated_at, driver"
+    "steps, result, drives, created_at, updated_at, driver, trace_kept"
 )
 
 # Group commit of new sagas: concurrent Redeem/Draw calls' rows in one statement, in request
@@ -78,14 +80,15 @@ _COLUMNS = (
 _START = f"""
     INSERT INTO sagas (saga_id, app, kind, request_id, user_id, payload, payload_hash, state,
                        reason, trace_id, span_id, steps, result, drives, lease_until, created_at,
-                       updated_at, app_day, driver)
+                       updated_at, app_day, driver, trace_kept)
     SELECT r.saga_id, r.app, r.kind, r.request_id, r.user_id, r.payload, r.hash, r.state,
            r.reason, r.trace_id, r.span_id, '[]'::jsonb, '{{}}'::jsonb, 1,
-           now() + make_interval(secs => r.lease), now(), now(), r.app_day, r.saga_id
+           now() + make_interval(secs => r.lease), now(), now(), r.app_day, r.saga_id,
+           r.trace_kept
     FROM json_to_recordset(%(rows)s::json)
       AS r(saga_id text, app text, kind text, request_id text, user_id text, payload jsonb,
            hash text, state text, reason text, trace_id text, span_id text, lease float8,
-           app_day date)
+           app_day date, trace_kept boolean)
     ORDER BY r.app, r.kind, r.request_id
     ON CONFLICT ON CONSTRAINT sagas_request_key DO NOTHING
     RETURNING {_COLUMNS}
@@ -159,6 +162,7 @@ def _record(row: Any) -> SagaRecord:
         created_at=row[13],
         updated_at=row[14],
         driver=row[15],
+        trace_kept=bool(row[16]),
     )
 
 
@@ -185,6 +189,8 @@ class SagaLog:
         span_id: str,
         app_day: date,
         refused: str = "",
+        *,
+        trace_kept: bool = True,
     ) -> tuple[SagaRecord, bool]:
         """The new saga (leased to the caller), or the one this request_id started before
         (False). The same request_id with another payload is refused. With ``refused`` (a
@@ -202,6 +208,7 @@ class SagaLog:
             "span_id": span_id,
             "lease": self.lease_seconds,
             "app_day": app_day.isoformat(),
+            "trace_kept": trace_kept,
             "state": SagaState.COMPENSATED if refused else SagaState.STARTED,
             "reason": refused,
         }

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -101,6 +102,8 @@ sagas = Table(
     Column("app_day", Date),
     # The token of the driver holding the lease; saves are fenced by it (migration 0005).
     Column("driver", Text, nullable=False, server_default=""),
+    # Whether the saga's trace was sampled at its root (migration 0006): `saga get` says so.
+    Column("trace_kept", Boolean, nullable=False, server_default=true()),
     UniqueConstraint("app", "kind", "request_id", name="sagas_request_key"),
     Index("sagas_app_created_idx", "app", "created_at"),
     Index("sagas_app_day_idx", "app", "app_day"),

