@@ -106,6 +106,7 @@ async def test_earn_to_a_tier_then_redeem_and_see_the_order(stubs: Stubs, app: A
     )
     assert saga.state == "COMPLETED"
     assert saga.trace_id == done.trace_id
+    assert saga.trace_kept  # the suite samples every trace
     assert [s.name for s in saga.steps] == ["risk", "tier", "reserve", "hold", "confirm", "capture"]
     assert all(s.state == "DONE" and s.attempts == 1 for s in saga.steps)
     history = await stubs.loyalty.ListPointsHistory(

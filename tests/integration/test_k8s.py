@@ -274,3 +274,14 @@ def test_image_and_observability_assets() -> None:
 def test_paths_exist() -> None:
     for path in ("deploy/README.md", "docs/runbook.md", "deploy/k8s/collector/collector.yaml"):
         assert Path(REPO / path).is_file(), path
+
+
+def test_the_bootstrap_runs_where_the_policies_let_it() -> None:
+    """default-deny cuts off a pod started with `kubectl run`: the README's bootstrap runs in
+    a gateway pod, which has the database URL and the egress to it."""
+    readme = (REPO / "deploy" / "README.md").read_text()
+    assert "kubectl -n loyalty run" not in readme
+    assert "kubectl -n loyalty exec deploy/gateway -- python -m gateway.ctl keys create" in readme
+    gateway = of_kind(rendered("prod"), "Deployment")["gateway"]
+    env = {e["name"] for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "LOYALTY_GATEWAY_DATABASE_URL" in env
