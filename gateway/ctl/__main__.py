@@ -1,0 +1,3 @@
+from gateway.ctl import main
+
+main()
