@@ -65,7 +65,7 @@ def _say(message: str) -> None:
 
 
 @app.command()
-def run(
+def run(  # noqa: C901, PLR0915 - one flow read top to bottom; split with the use-case layer
     data_dir: Annotated[Path, typer.Option(help="Embedded data, logs, pid file.")] = REPO
     / ".loyalty",
     port_base: Annotated[

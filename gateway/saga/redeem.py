@@ -13,7 +13,7 @@ points back) and the reason says why. Every call is keyed by the saga id.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -28,6 +28,7 @@ from loyalty.risk.v1 import risk_pb2
 from gateway.domain.sagas import SagaReason, SagaState, StepState
 from gateway.participants import Participants
 from gateway.saga.engine import Drive, SagaPlan, StepFailed, run_plan
+from gateway.store.sagas import SagaRecord
 
 RISK_DENIED = SagaReason.RISK_DENIED
 RISK_REVIEW = SagaReason.RISK_REVIEW
@@ -58,99 +59,104 @@ async def run_redeem(drive: Drive, p: Participants, terms: RedeemTerms, *, fresh
 
 
 async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
-    saga = drive.saga
-    order: dict[str, Any] = saga.payload
-    app, saga_id, user = saga.app, saga.saga_id, saga.user_id
+    tier = await _check(drive, p)
+    await _reserve_and_hold(drive, p, terms, tier)
 
-    def evaluate(timeout: float) -> Any:
+
+def _risk_request(saga: SagaRecord) -> risk_pb2.EvaluateRequest:
+    order = saga.payload
+    account = None
+    if order.get("account_created_at"):
         account = Timestamp()
-        if order.get("account_created_at"):
-            account.FromJsonString(order["account_created_at"])
-        return p.evaluate(
-            risk_pb2.EvaluateRequest(
-                app=app,
-                request_id=f"{saga_id}:risk",
-                action="redeem",
-                user_id=user,
-                device_id=order.get("device_id", ""),
-                ip=order.get("ip", ""),
-                amount=order["price_points"] * order["quantity"],
-                attributes={"sku": order["sku"], "quantity": str(order["quantity"])},
-                account_created_at=account if order.get("account_created_at") else None,
-            ),
-            timeout=timeout,
-        )
+        account.FromJsonString(order["account_created_at"])
+    return risk_pb2.EvaluateRequest(
+        app=saga.app,
+        request_id=f"{saga.saga_id}:risk",
+        action="redeem",
+        user_id=saga.user_id,
+        device_id=order.get("device_id", ""),
+        ip=order.get("ip", ""),
+        amount=order["price_points"] * order["quantity"],
+        attributes={"sku": order["sku"], "quantity": str(order["quantity"])},
+        account_created_at=account,
+    )
 
-    def check_tier(timeout: float) -> Any:
-        return p.check_tier(
-            levels_pb2.CheckTierRequest(app=app, user_id=user, min_tier=order["min_tier"]),
-            timeout=timeout,
-        )
 
-    # The two checks change nothing a compensation must undo: run together, logged together.
-    risk_task = asyncio.create_task(drive.step("risk", evaluate, log_first=False))
-    tier_task = asyncio.create_task(drive.step("tier", check_tier, log_first=False))
+async def _check(drive: Drive, p: Participants) -> str:
+    """Risk and tier: they change nothing a compensation must undo, so they run together and
+    are logged together (with the commit point). Risk's refusal comes first, then the tier's;
+    a participant that did not answer leaves the saga to the recovery loop. The member's tier."""
+    saga = drive.saga
+    risk_request = _risk_request(saga)
+    tier_request = levels_pb2.CheckTierRequest(
+        app=saga.app, user_id=saga.user_id, min_tier=saga.payload["min_tier"]
+    )
+    risk_task = asyncio.create_task(
+        drive.step("risk", lambda t: p.evaluate(risk_request, timeout=t), log_first=False)
+    )
+    tier_task = asyncio.create_task(
+        drive.step("tier", lambda t: p.check_tier(tier_request, timeout=t), log_first=False)
+    )
     await asyncio.wait([risk_task, tier_task])
-    # Risk's refusal comes first; then the tier's; a participant that did not answer leaves
-    # the saga to the recovery loop.
     risk: risk_pb2.EvaluateResponse = risk_task.result()
-    decision = risk_pb2.Decision.Name(risk.decision)
-    saga.result["risk_decision"] = decision
+    saga.result["risk_decision"] = risk_pb2.Decision.Name(risk.decision)
     if risk.decision == risk_pb2.DENY:
         raise StepFailed("risk", RISK_DENIED, ", ".join(risk.rules))
     if risk.decision == risk_pb2.REVIEW:
         raise StepFailed("risk", RISK_REVIEW, ", ".join(risk.rules))
     tier: levels_pb2.CheckTierResponse = tier_task.result()
+    return tier.tier
 
-    # Reserve and hold run together, as one stage: the hold takes the price the catalogue
-    # states (the same program the mall prices by), so it waits for nothing the reserve says.
-    # One stage fewer per saga is a shorter saga and, at the same number of callers, larger
-    # batches for every participant. Neither is logged one by one before it is sent: the
-    # saga's row, written before any step, already says they may happen, and any drive but
-    # this one undoes both (``_compensate``). Their outcomes are written with the commit point.
-    address = order.get("address")
-    amount = order["price_points"] * order["quantity"]
 
-    def reserve(timeout: float) -> Any:
-        return p.reserve(
-            mall_pb2.ReserveRequest(
-                app=app,
-                saga_id=saga_id,
-                user_id=user,
-                sku=order["sku"],
-                quantity=order["quantity"],
-                tier=tier.tier,
-                address=mall_pb2.Address(**address) if address else None,
-                ttl=_duration(terms.reservation_ttl),
-            ),
-            timeout=timeout,
-        )
-
-    def hold(timeout: float) -> Any:
-        return p.hold(
-            points_pb2.HoldRequest(
-                app=app,
-                saga_id=saga_id,
-                user_id=user,
-                amount=amount,
-                ttl=_duration(terms.hold_ttl),
-                ref=f"redeem:{order['sku']}",
-            ),
-            timeout=timeout,
-        )
-
-    reserve_task = asyncio.create_task(drive.step("reserve", reserve, log_first=False))
-    hold_task = asyncio.create_task(drive.step("hold", hold, log_first=False))
-    await asyncio.wait([reserve_task, hold_task])
-    # A refusal is answered at once (the reserve's first, as it would have come first); a
-    # participant that did not answer leaves the saga to the recovery loop.
-    failures = [task.exception() for task in (reserve_task, hold_task)]
+def raise_first_failure(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """After a stage's steps all ended: a refusal is answered first (in the steps' order, as
+    they would have come one after another), then a participant that did not answer."""
+    failures = [task.exception() for task in tasks]
     for failure in failures:
         if isinstance(failure, StepFailed):
             raise failure
     for failure in failures:
         if failure is not None:
             raise failure
+
+
+async def _reserve_and_hold(drive: Drive, p: Participants, terms: RedeemTerms, tier: str) -> None:
+    """Reserve and hold run together, as one stage: the hold takes the price the catalogue
+    states (the same program the mall prices by), so it waits for nothing the reserve says.
+    One stage fewer per saga is a shorter saga and, at the same number of callers, larger
+    batches for every participant. Neither is logged one by one before it is sent: the saga's
+    row, written before any step, already says they may happen, and any drive but this one
+    undoes both (``_compensate``). Their outcomes are written with the commit point."""
+    saga = drive.saga
+    order = saga.payload
+    address = order.get("address")
+    amount = order["price_points"] * order["quantity"]
+    reserve_request = mall_pb2.ReserveRequest(
+        app=saga.app,
+        saga_id=saga.saga_id,
+        user_id=saga.user_id,
+        sku=order["sku"],
+        quantity=order["quantity"],
+        tier=tier,
+        address=mall_pb2.Address(**address) if address else None,
+        ttl=_duration(terms.reservation_ttl),
+    )
+    hold_request = points_pb2.HoldRequest(
+        app=saga.app,
+        saga_id=saga.saga_id,
+        user_id=saga.user_id,
+        amount=amount,
+        ttl=_duration(terms.hold_ttl),
+        ref=f"redeem:{order['sku']}",
+    )
+    reserve_task = asyncio.create_task(
+        drive.step("reserve", lambda t: p.reserve(reserve_request, timeout=t), log_first=False)
+    )
+    hold_task = asyncio.create_task(
+        drive.step("hold", lambda t: p.hold(hold_request, timeout=t), log_first=False)
+    )
+    await asyncio.wait([reserve_task, hold_task])
+    raise_first_failure([reserve_task, hold_task])
     reservation: mall_pb2.Reservation = reserve_task.result()
     if reservation.price_points != amount:
         # The mall priced it otherwise: a program being applied reached the mall first.

@@ -241,7 +241,7 @@ async def add_growth_batch(
     return out
 
 
-async def _decide_and_write(
+async def _decide_and_write(  # noqa: PLR0915 - one flow read top to bottom; split with the use-case layer
     conn: AsyncConnection,
     stored: StoredProgram[LevelsProgram],
     now: datetime,

@@ -133,7 +133,7 @@ def _optional_int(c: ErrorCollector, path: str, value: Any, minimum: int) -> int
     return None if value is None else c.integer(path, value, minimum=minimum)
 
 
-def _parse_pool(c: ErrorCollector, path: str, raw: Any, prices: Mapping[Any, Any]) -> Pool | None:
+def _parse_pool(c: ErrorCollector, path: str, raw: Any, prices: Mapping[Any, Any]) -> Pool | None:  # noqa: C901, PLR0915 - a section parser: goes with the move to pydantic models
     if not isinstance(raw, dict):
         c.add(path, "must be a mapping")
         return None

@@ -98,7 +98,7 @@ def existing_outcome(row: Any, digest: str) -> Taken:
     return (row, None)
 
 
-async def reserve_plain(
+async def reserve_plain(  # noqa: C901 - one flow read top to bottom; split with the use-case layer
     conn: AsyncConnection,
     stored: StoredProgram[Catalog],
     now: datetime,

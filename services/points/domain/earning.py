@@ -69,7 +69,7 @@ class EarnDecision:
     growth: int = 0
 
 
-def decide_earn(
+def decide_earn(  # noqa: C901 - one flow read top to bottom; split with the use-case layer
     program: PointsProgram,
     rule: EarningRule | None,
     quantity: int,

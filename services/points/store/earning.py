@@ -246,7 +246,7 @@ async def _replay(
         results[event_id] = EarnResult(**{**_from_json(response), "duplicate": True})
 
 
-async def _decide_and_write(
+async def _decide_and_write(  # noqa: C901, PLR0915 - one flow read top to bottom; split with the use-case layer
     conn: AsyncConnection,
     ap: AppProgram,
     now: datetime,
