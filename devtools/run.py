@@ -65,7 +65,7 @@ def _say(message: str) -> None:
 
 
 @app.command()
-def run(  # noqa: C901, PLR0915 - one flow read top to bottom; split with the use-case layer
+def run(  # noqa: C901, PLR0915 - make run, step by step as it prints them
     data_dir: Annotated[Path, typer.Option(help="Embedded data, logs, pid file.")] = REPO
     / ".loyalty",
     port_base: Annotated[
