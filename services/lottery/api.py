@@ -1,4 +1,5 @@
-"""gRPC API of the lottery service: protobuf in, domain calls, protobuf out."""
+"""gRPC API of the lottery service: protobuf in, checked; one use case (``service.py``) per
+call; protobuf out."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from loyalty.lottery.v1 import lottery_pb2, lottery_pb2_grpc
 from plumbing.batch_calls import answer_batch, only, outcome_messages
 from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument, LoyaltyError
-from plumbing.programs import ServesAppClock, StoredProgram
+from plumbing.programs import ServesAppClock
 from plumbing.sections import load_section
 from plumbing.server import Resources
 from plumbing.validation import require_id, require_positive
@@ -23,12 +24,10 @@ from plumbing.wire import (
     parse_date_range,
     to_timestamp,
 )
-from services.lottery.domain.draw import candidates, decide
-from services.lottery.domain.errors import DrawNotFound
-from services.lottery.domain.program import LotteryProgram, Pool, parse_lottery
+from services.lottery.domain.program import parse_lottery
+from services.lottery.service import DrawAsked, Lottery
 from services.lottery.store import draws as draw_store
 from services.lottery.store import pools as pool_store
-from services.lottery.store.programs import lottery_programs
 
 _KINDS = {
     "points": lottery_pb2.POINTS,
@@ -54,13 +53,20 @@ def _record(view: draw_store.DrawView) -> lottery_pb2.DrawRecord:
 
 
 class LotteryServicer(ServesAppClock, lottery_pb2_grpc.LotteryServiceServicer):
-    def __init__(self, resources: Resources) -> None:
-        self.engine = resources.engine
-        self.programs = lottery_programs(resources)
+    """Checks each request, calls the use case (``service.Lottery``), maps its answer."""
 
-    async def _pool(self, app: str, code: str) -> tuple[StoredProgram[LotteryProgram], Pool]:
-        stored = await self.programs.get(require_id("app", app))
-        return stored, pool_store.pool_of(stored.program, require_id("pool", code))
+    def __init__(self, resources: Resources) -> None:
+        self.lottery = Lottery(resources)
+        self.programs = self.lottery.programs
+
+    async def _pool(self, app: str, code: str) -> tuple[str, str]:
+        """The app and pool codes, checked in the order callers have always seen: the app's
+        name, the app known, the pool's code, the pool known."""
+        app = require_id("app", app)
+        stored = await self.programs.get(app)
+        code = require_id("pool", code)
+        pool_store.pool_of(stored.program, code)
+        return app, code
 
     # --- the program --------------------------------------------------------------------
 
@@ -76,26 +82,24 @@ class LotteryServicer(ServesAppClock, lottery_pb2_grpc.LotteryServiceServicer):
                 {**load_section(section_json), "money_rate": request.money_rate}
             )
         return await configure_section(
-            request.app, section_json, request.validate_only, parse_lottery, self._store
-        )
-
-    async def _store(self, app: str, section: dict[str, Any], program: LotteryProgram) -> int:
-        now = self.programs.service_now()
-        return await self.programs.store(
-            app, section, before=lambda conn: pool_store.sync_pools(conn, app, program, now)
+            request.app,
+            section_json,
+            request.validate_only,
+            parse_lottery,
+            self.lottery.store_program,
         )
 
     async def AddPrizeStock(
         self, request: lottery_pb2.AddPrizeStockRequest, context: Any
     ) -> lottery_pb2.AddPrizeStockResponse:
-        stored, pool = await self._pool(request.app, request.pool)
-        request_id = require_id("request_id", request.request_id)
-        prize = require_id("prize", request.prize)
-        quantity = require_positive("quantity", request.quantity)
-        async with self.engine.begin() as conn:
-            left = await pool_store.add_stock(
-                conn, stored.app, request_id, pool, prize, quantity, self.programs.now(stored)
-            )
+        app, code = await self._pool(request.app, request.pool)
+        left = await self.lottery.add_prize_stock(
+            app,
+            require_id("request_id", request.request_id),
+            code,
+            require_id("prize", request.prize),
+            require_positive("quantity", request.quantity),
+        )
         return lottery_pb2.AddPrizeStockResponse(stock=left)
 
     # --- draws ----------------------------------------------------------------------------
@@ -103,35 +107,16 @@ class LotteryServicer(ServesAppClock, lottery_pb2_grpc.LotteryServiceServicer):
     async def _draws(
         self, requests: Sequence[lottery_pb2.DrawRequest]
     ) -> list[draw_store.DrawView | LoyaltyError]:
-        def check(request: lottery_pb2.DrawRequest) -> tuple[str, str, str]:
-            return (
-                require_id("saga_id", request.saga_id),
-                require_id("user_id", request.user_id),
-                require_id("pool", request.pool),
+        def check(request: lottery_pb2.DrawRequest) -> DrawAsked:
+            return DrawAsked(
+                saga_id=require_id("saga_id", request.saga_id),
+                user_id=require_id("user_id", request.user_id),
+                pool=require_id("pool", request.pool),
             )
 
-        async def run(
-            app: str, items: list[tuple[str, str, str]]
-        ) -> list[draw_store.DrawView | LoyaltyError]:
-            stored = await self.programs.get(app)
-            now = self.programs.now(stored)
-            day = now.astimezone(stored.program.zone).date()
-            outcomes: dict[str, draw_store.DrawView | LoyaltyError] = {}
-            # One transaction; pools are locked in code order (each draw takes its pool's
-            # lock first), so two batches never wait on each other in a cycle. Every
-            # refusal is decided before its draw writes anything.
-            async with self.engine.begin() as conn:
-                for saga_id, user_id, code in sorted(items, key=lambda i: (i[2], i[0])):
-                    try:
-                        pool = pool_store.pool_of(stored.program, code)
-                        outcomes[saga_id] = await draw_store.draw(
-                            conn, stored.app, stored.version, pool, saga_id, user_id, day, now
-                        )
-                    except LoyaltyError as error:
-                        outcomes[saga_id] = error
-            return [outcomes[saga_id] for saga_id, _, _ in items]
-
-        return await answer_batch(requests, check, lambda item: item[0], run)
+        return await answer_batch(
+            requests, check, lambda item: item.saga_id, self.lottery.draw_many
+        )
 
     async def Draw(self, request: lottery_pb2.DrawRequest, context: Any) -> lottery_pb2.DrawRecord:
         return _record(only(await self._draws([request])))
@@ -148,42 +133,20 @@ class LotteryServicer(ServesAppClock, lottery_pb2_grpc.LotteryServiceServicer):
     async def VerifyDraw(
         self, request: lottery_pb2.VerifyDrawRequest, context: Any
     ) -> lottery_pb2.VerifyDrawResponse:
-        app = require_id("app", request.app)
-        draw_id = require_id("draw_id", request.draw_id)
-        async with self.engine.connect() as conn:
-            logged = await draw_store.logged_inputs(conn, app, draw_id)
-            if logged is None:
-                raise DrawNotFound(f"no draw {draw_id!r}")
-            pool = await pool_store.pool_at_version(conn, app, logged.pool_version, logged.pool)
-        recomputed = ""
-        if pool is not None:
-            # The candidates must follow from the logged stock and budget, and the prize from
-            # the candidates, the random value, the streak and any forced outcome.
-            again = candidates(pool, logged.stock_left, logged.budget_left)
-            if again == logged.candidates:
-                recomputed = decide(
-                    pool,
-                    again,
-                    logged.random_value,
-                    logged.losing_streak,
-                    logged.forced_prize,
-                    logged.stock_left,
-                    logged.budget_left,
-                ).prize
+        verified = await self.lottery.verify_draw(
+            require_id("app", request.app), require_id("draw_id", request.draw_id)
+        )
         return lottery_pb2.VerifyDrawResponse(
-            matches=recomputed == logged.prize,
-            logged_prize=logged.prize,
-            recomputed_prize=recomputed,
+            matches=verified.matches,
+            logged_prize=verified.logged_prize,
+            recomputed_prize=verified.recomputed_prize,
         )
 
     # --- ops --------------------------------------------------------------------------------
 
     async def _set_paused(self, app: str, code: str, paused: bool, reason: str) -> lottery_pb2.Pool:
-        stored, pool = await self._pool(app, code)
-        async with self.engine.begin() as conn:
-            await pool_store.set_paused(
-                conn, stored.app, pool, paused, reason, self.programs.now(stored)
-            )
+        app, code = await self._pool(app, code)
+        pool = await self.lottery.set_paused(app, code, paused, reason)
         return lottery_pb2.Pool(
             code=pool.code, name=pool.name, paused=paused, cost_points=pool.cost_points
         )
@@ -204,32 +167,27 @@ class LotteryServicer(ServesAppClock, lottery_pb2_grpc.LotteryServiceServicer):
     async def ForceOutcome(
         self, request: lottery_pb2.ForceOutcomeRequest, context: Any
     ) -> lottery_pb2.ForceOutcomeResponse:
-        stored, pool = await self._pool(request.app, request.pool)
-        async with self.engine.begin() as conn:
-            await pool_store.force_outcome(
-                conn,
-                stored.app,
-                require_id("request_id", request.request_id),
-                pool,
-                require_id("user_id", request.user_id),
-                require_id("prize", request.prize),
-                require_id("operator", request.operator),
-                require_id("reason", request.reason, max_length=1024),
-                self.programs.now(stored),
-            )
+        app, code = await self._pool(request.app, request.pool)
+        await self.lottery.force_outcome(
+            app,
+            code,
+            request_id=require_id("request_id", request.request_id),
+            user_id=require_id("user_id", request.user_id),
+            prize=require_id("prize", request.prize),
+            operator=require_id("operator", request.operator),
+            reason=require_id("reason", request.reason, max_length=1024),
+        )
         return lottery_pb2.ForceOutcomeResponse()
 
     async def GetPoolStats(
         self, request: lottery_pb2.GetPoolStatsRequest, context: Any
     ) -> lottery_pb2.GetPoolStatsResponse:
-        stored, pool = await self._pool(request.app, request.pool)
+        app, code = await self._pool(request.app, request.pool)
         first, last = parse_date_range(request.from_date, request.to_date)
-        async with self.engine.connect() as conn:
-            days = await pool_store.day_stats(conn, stored.app, pool, first, last)
-        rate = stored.program.money_rate
-        budget_fen = (
-            pool.daily_budget_points * 100 // rate if pool.daily_budget_points is not None else 0
-        )
+        stats = await self.lottery.pool_stats(app, code, first, last)
+        rate = stats.money_rate
+        budget = stats.daily_budget_points
+        budget_fen = budget * 100 // rate if budget is not None else 0
         return lottery_pb2.GetPoolStatsResponse(
             days=[
                 lottery_pb2.PoolDayStats(
@@ -239,7 +197,7 @@ class LotteryServicer(ServesAppClock, lottery_pb2_grpc.LotteryServiceServicer):
                     payout_fen=d.payout_points * 100 // rate,
                     budget_fen=budget_fen,
                 )
-                for d in days
+                for d in stats.days
             ]
         )
 
@@ -248,9 +206,7 @@ class LotteryServicer(ServesAppClock, lottery_pb2_grpc.LotteryServiceServicer):
     ) -> lottery_pb2.ListAlertsResponse:
         app = require_id("app", request.app)
         size = page_size(request.page_size)
-        before = decode_page_token(request.page_token)
-        async with self.engine.connect() as conn:
-            rows = await pool_store.list_alerts(conn, app, size + 1, before)
+        rows = await self.lottery.alerts(app, size + 1, decode_page_token(request.page_token))
         token = encode_page_token(int(rows[size - 1].id)) if len(rows) > size else ""
         return lottery_pb2.ListAlertsResponse(
             alerts=[
