@@ -19,7 +19,7 @@ from gateway.ctl.cli import (
     member_app,
     points_app,
 )
-from gateway.ctl.output import as_dict, show_fields, show_json, show_table
+from gateway.ctl.output import as_dict, show_json, show_message, show_table
 
 
 @member_app.command("get")
@@ -27,10 +27,7 @@ def member_get(user_id: str, as_json: JsonFlag = False) -> None:
     """A member's points, tier and badges."""
     with admin() as (_, loyalty):
         answer = call(loyalty.GetMember, loyalty_pb2.GetMemberRequest(user_id=user_id))
-    if as_json:
-        show_json(as_dict(answer))
-    else:
-        show_fields(as_dict(answer))
+    show_message(answer, as_json)
 
 
 @event_app.command("record")
@@ -63,10 +60,7 @@ def event_record(
                 attributes=attributes,
             ),
         )
-    if as_json:
-        show_json(as_dict(answer))
-    else:
-        show_fields(as_dict(answer))
+    show_message(answer, as_json)
 
 
 @app.command()
@@ -88,10 +82,7 @@ def redeem(
                 quantity=quantity,
             ),
         )
-    if as_json:
-        show_json(as_dict(answer))
-    else:
-        show_fields(as_dict(answer))
+    show_message(answer, as_json)
 
 
 @app.command()
@@ -109,10 +100,7 @@ def draw(
                 request_id=request_id or f"ctl-{uuid.uuid4()}", user_id=user_id, pool=pool
             ),
         )
-    if as_json:
-        show_json(as_dict(answer))
-    else:
-        show_fields(as_dict(answer))
+    show_message(answer, as_json)
 
 
 @points_app.command("adjust")

@@ -49,3 +49,11 @@ def show_fields(values: dict[str, Any]) -> None:
     for key, value in values.items():
         text = json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value
         print(f"{key.ljust(width)}  {text}")
+
+
+def show_message(message: Message, as_json: bool) -> None:
+    """One answer: its fields aligned for people, or JSON."""
+    if as_json:
+        show_json(as_dict(message))
+    else:
+        show_fields(as_dict(message))
