@@ -26,10 +26,11 @@ from sqlalchemy import select
 from gateway.context import Gateway
 from gateway.domain.checkout import CheckoutDisabled, CheckoutRules, OrderState
 from gateway.participants import ask
+from gateway.risk_gate import risk_refusal
 from gateway.store import order_holds
 from gateway.store.tables import order_holds as order_holds_table
 from gateway.store.tables import requests
-from plumbing.errors import FailedPrecondition, InvalidArgument, LoyaltyError
+from plumbing.errors import InvalidArgument, LoyaltyError
 from plumbing.idempotency import find_request, finish_request, payload_hash
 from plumbing.validation import (
     MAX_AMOUNT,
@@ -41,14 +42,6 @@ from plumbing.validation import (
 from plumbing.wire import decode_cursor, encode_cursor, page_size, to_timestamp
 
 STATES = tuple(OrderState)
-
-
-class RiskDenied(FailedPrecondition):
-    reason = "RISK_DENIED"
-
-
-class RiskReview(FailedPrecondition):
-    reason = "RISK_REVIEW"
 
 
 def hold_id(order_ref: str) -> str:
@@ -190,10 +183,9 @@ class Checkout:
             ),
             deadline=self.timeout,
         )
-        if decision.decision == risk_pb2.DENY:
-            raise RiskDenied(f"checkout refused by risk rules: {', '.join(decision.rules)}")
-        if decision.decision == risk_pb2.REVIEW:
-            raise RiskReview(f"checkout held for review: {', '.join(decision.rules)}")
+        refused = risk_refusal(decision, "checkout")
+        if refused is not None:
+            raise refused
         ttl = Duration()
         ttl.FromTimedelta(timedelta(minutes=rules.hold_minutes))
         held = await ask(

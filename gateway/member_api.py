@@ -33,11 +33,12 @@ from gateway.events import (
     record_events,
 )
 from gateway.participants import ask
+from gateway.risk_gate import risk_refusal
 from gateway.saga.engine import count_outcome
 from gateway.store.events import find_logged
 from gateway.store.sagas import SagaRecord
 from plumbing.batching import NaturalBatcher
-from plumbing.errors import FailedPrecondition, InvalidArgument, NotFound
+from plumbing.errors import InvalidArgument, NotFound
 from plumbing.idempotency import payload_hash
 from plumbing.server import Resources
 from plumbing.validation import (
@@ -67,14 +68,6 @@ class RedemptionNotFound(NotFound):
 
 class EventNotFound(NotFound):
     reason = "EVENT_NOT_FOUND"
-
-
-class RiskDenied(FailedPrecondition):
-    reason = "RISK_DENIED"
-
-
-class RiskReview(FailedPrecondition):
-    reason = "RISK_REVIEW"
 
 
 def draw_result(saga: SagaRecord) -> loyalty_pb2.DrawResult:
@@ -493,10 +486,9 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
             ),
             deadline=self.timeout,
         )
-        if decision.decision == risk_pb2.DENY:
-            raise RiskDenied(f"gift refused by risk rules: {', '.join(decision.rules)}")
-        if decision.decision == risk_pb2.REVIEW:
-            raise RiskReview(f"gift held for review: {', '.join(decision.rules)}")
+        refused = risk_refusal(decision, "gift")
+        if refused is not None:
+            raise refused
         moved = await ask(
             "points",
             p.points.Gift,

@@ -25,8 +25,9 @@ from loyalty.risk.v1 import risk_pb2
 
 from gateway.domain.sagas import SagaState, StepState
 from gateway.participants import Participants
+from gateway.risk_gate import risk_refusal
 from gateway.saga.engine import Drive, SagaPlan, StepFailed, run_plan
-from gateway.saga.redeem import RISK_DENIED, RISK_REVIEW, RedeemTerms
+from gateway.saga.redeem import RedeemTerms
 
 KINDS = {lottery_pb2.POINTS: "points", lottery_pb2.ITEM: "item", lottery_pb2.NOTHING: "nothing"}
 
@@ -68,10 +69,9 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
         log_first=False,
     )
     saga.result["risk_decision"] = risk_pb2.Decision.Name(risk.decision)
-    if risk.decision == risk_pb2.DENY:
-        raise StepFailed("risk", RISK_DENIED, ", ".join(risk.rules))
-    if risk.decision == risk_pb2.REVIEW:
-        raise StepFailed("risk", RISK_REVIEW, ", ".join(risk.rules))
+    refused = risk_refusal(risk, "draw")
+    if refused is not None:
+        raise StepFailed("risk", refused.reason, ", ".join(risk.rules))
     ttl = Duration()
     ttl.FromTimedelta(terms.hold_ttl)
     await drive.step(

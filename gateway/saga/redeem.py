@@ -27,12 +27,9 @@ from loyalty.risk.v1 import risk_pb2
 
 from gateway.domain.sagas import SagaReason, SagaState, StepState
 from gateway.participants import Participants
+from gateway.risk_gate import risk_refusal
 from gateway.saga.engine import Drive, SagaPlan, StepFailed, run_plan
 from gateway.store.sagas import SagaRecord
-
-RISK_DENIED = SagaReason.RISK_DENIED
-RISK_REVIEW = SagaReason.RISK_REVIEW
-PRICE_CHANGED = SagaReason.PRICE_CHANGED
 
 
 @dataclass(frozen=True)
@@ -100,10 +97,9 @@ async def _check(drive: Drive, p: Participants) -> str:
     await asyncio.wait([risk_task, tier_task])
     risk: risk_pb2.EvaluateResponse = risk_task.result()
     saga.result["risk_decision"] = risk_pb2.Decision.Name(risk.decision)
-    if risk.decision == risk_pb2.DENY:
-        raise StepFailed("risk", RISK_DENIED, ", ".join(risk.rules))
-    if risk.decision == risk_pb2.REVIEW:
-        raise StepFailed("risk", RISK_REVIEW, ", ".join(risk.rules))
+    refused = risk_refusal(risk, "redemption")
+    if refused is not None:
+        raise StepFailed("risk", refused.reason, ", ".join(risk.rules))
     tier: levels_pb2.CheckTierResponse = tier_task.result()
     return tier.tier
 
@@ -162,7 +158,7 @@ async def _reserve_and_hold(drive: Drive, p: Participants, terms: RedeemTerms, t
         # The mall priced it otherwise: a program being applied reached the mall first.
         raise StepFailed(
             "reserve",
-            PRICE_CHANGED,
+            SagaReason.PRICE_CHANGED,
             f"the mall prices it at {reservation.price_points} points, not {amount}",
         )
     saga.result["points_spent"] = amount

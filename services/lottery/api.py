@@ -13,7 +13,7 @@ from loyalty.lottery.v1 import lottery_pb2, lottery_pb2_grpc
 from plumbing.batch_calls import answer_batch, only, outcome_messages
 from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument, LoyaltyError
-from plumbing.programs import ServesAppClock
+from plumbing.programs import ServesAppClock, StoredProgram
 from plumbing.sections import load_section
 from plumbing.server import Resources
 from plumbing.validation import require_id, require_positive
@@ -24,7 +24,7 @@ from plumbing.wire import (
     parse_date_range,
     to_timestamp,
 )
-from services.lottery.domain.program import parse_lottery
+from services.lottery.domain.program import LotteryProgram, Pool, parse_lottery
 from services.lottery.service import DrawAsked, Lottery
 from services.lottery.store import draws as draw_store
 from services.lottery.store import pools as pool_store
@@ -59,14 +59,11 @@ class LotteryServicer(ServesAppClock, lottery_pb2_grpc.LotteryServiceServicer):
         self.lottery = Lottery(resources)
         self.programs = self.lottery.programs
 
-    async def _pool(self, app: str, code: str) -> tuple[str, str]:
-        """The app and pool codes, checked in the order callers have always seen: the app's
-        name, the app known, the pool's code, the pool known."""
-        app = require_id("app", app)
-        stored = await self.programs.get(app)
-        code = require_id("pool", code)
-        pool_store.pool_of(stored.program, code)
-        return app, code
+    async def _pool(self, app: str, code: str) -> tuple[StoredProgram[LotteryProgram], Pool]:
+        """The app's program and the pool, checked in the order callers have always seen: the
+        app's name, the app known, the pool's code, the pool known."""
+        stored = await self.lottery.program(require_id("app", app))
+        return stored, pool_store.pool_of(stored.program, require_id("pool", code))
 
     # --- the program --------------------------------------------------------------------
 
@@ -92,11 +89,11 @@ class LotteryServicer(ServesAppClock, lottery_pb2_grpc.LotteryServiceServicer):
     async def AddPrizeStock(
         self, request: lottery_pb2.AddPrizeStockRequest, context: Any
     ) -> lottery_pb2.AddPrizeStockResponse:
-        app, code = await self._pool(request.app, request.pool)
+        stored, pool = await self._pool(request.app, request.pool)
         left = await self.lottery.add_prize_stock(
-            app,
+            stored,
+            pool,
             require_id("request_id", request.request_id),
-            code,
             require_id("prize", request.prize),
             require_positive("quantity", request.quantity),
         )
@@ -145,8 +142,8 @@ class LotteryServicer(ServesAppClock, lottery_pb2_grpc.LotteryServiceServicer):
     # --- ops --------------------------------------------------------------------------------
 
     async def _set_paused(self, app: str, code: str, paused: bool, reason: str) -> lottery_pb2.Pool:
-        app, code = await self._pool(app, code)
-        pool = await self.lottery.set_paused(app, code, paused, reason)
+        stored, pool = await self._pool(app, code)
+        await self.lottery.set_paused(stored, pool, paused, reason)
         return lottery_pb2.Pool(
             code=pool.code, name=pool.name, paused=paused, cost_points=pool.cost_points
         )
@@ -167,10 +164,10 @@ class LotteryServicer(ServesAppClock, lottery_pb2_grpc.LotteryServiceServicer):
     async def ForceOutcome(
         self, request: lottery_pb2.ForceOutcomeRequest, context: Any
     ) -> lottery_pb2.ForceOutcomeResponse:
-        app, code = await self._pool(request.app, request.pool)
+        stored, pool = await self._pool(request.app, request.pool)
         await self.lottery.force_outcome(
-            app,
-            code,
+            stored,
+            pool,
             request_id=require_id("request_id", request.request_id),
             user_id=require_id("user_id", request.user_id),
             prize=require_id("prize", request.prize),
@@ -182,9 +179,9 @@ class LotteryServicer(ServesAppClock, lottery_pb2_grpc.LotteryServiceServicer):
     async def GetPoolStats(
         self, request: lottery_pb2.GetPoolStatsRequest, context: Any
     ) -> lottery_pb2.GetPoolStatsResponse:
-        app, code = await self._pool(request.app, request.pool)
+        stored, pool = await self._pool(request.app, request.pool)
         first, last = parse_date_range(request.from_date, request.to_date)
-        stats = await self.lottery.pool_stats(app, code, first, last)
+        stats = await self.lottery.pool_stats(stored, pool, first, last)
         rate = stats.money_rate
         budget = stats.daily_budget_points
         budget_fen = budget * 100 // rate if budget is not None else 0

@@ -50,9 +50,10 @@ class Lottery:
         self.engine = resources.engine
         self.programs: ProgramStore[LotteryProgram] = lottery_programs(resources)
 
-    async def pool(self, app: str, code: str) -> tuple[StoredProgram[LotteryProgram], Pool]:
-        stored = await self.programs.get(app)
-        return stored, pool_store.pool_of(stored.program, code)
+    async def program(self, app: str) -> StoredProgram[LotteryProgram]:
+        """The app's lottery section (UnknownApp without one); a pool of it is
+        ``pool_store.pool_of(stored.program, code)`` (UnknownPool)."""
+        return await self.programs.get(app)
 
     async def store_program(
         self, app: str, section: dict[str, Any], program: LotteryProgram
@@ -64,9 +65,13 @@ class Lottery:
         )
 
     async def add_prize_stock(
-        self, app: str, request_id: str, code: str, prize: str, quantity: int
+        self,
+        stored: StoredProgram[LotteryProgram],
+        pool: Pool,
+        request_id: str,
+        prize: str,
+        quantity: int,
     ) -> int:
-        stored, pool = await self.pool(app, code)
         async with self.engine.begin() as conn:
             return await pool_store.add_stock(
                 conn, stored.app, request_id, pool, prize, quantity, self.programs.now(stored)
@@ -117,18 +122,18 @@ class Lottery:
                 ).prize
         return Verified(logged_prize=logged.prize, recomputed_prize=recomputed)
 
-    async def set_paused(self, app: str, code: str, paused: bool, reason: str) -> Pool:
-        stored, pool = await self.pool(app, code)
+    async def set_paused(
+        self, stored: StoredProgram[LotteryProgram], pool: Pool, paused: bool, reason: str
+    ) -> None:
         async with self.engine.begin() as conn:
             await pool_store.set_paused(
                 conn, stored.app, pool, paused, reason, self.programs.now(stored)
             )
-        return pool
 
     async def force_outcome(
         self,
-        app: str,
-        code: str,
+        stored: StoredProgram[LotteryProgram],
+        pool: Pool,
         *,
         request_id: str,
         user_id: str,
@@ -136,7 +141,6 @@ class Lottery:
         operator: str,
         reason: str,
     ) -> None:
-        stored, pool = await self.pool(app, code)
         async with self.engine.begin() as conn:
             await pool_store.force_outcome(
                 conn,
@@ -150,8 +154,9 @@ class Lottery:
                 self.programs.now(stored),
             )
 
-    async def pool_stats(self, app: str, code: str, first: date, last: date) -> PoolStats:
-        stored, pool = await self.pool(app, code)
+    async def pool_stats(
+        self, stored: StoredProgram[LotteryProgram], pool: Pool, first: date, last: date
+    ) -> PoolStats:
         async with self.engine.connect() as conn:
             days = await pool_store.day_stats(conn, stored.app, pool, first, last)
         return PoolStats(days, stored.program.money_rate, pool.daily_budget_points)
