@@ -17,8 +17,9 @@ from opentelemetry.trace import Link, SpanContext, TraceFlags
 from gateway.auth import Authenticator
 from gateway.domain.program import GatewayProgram, parse_stored
 from gateway.participants import Participants
+from gateway.saga import draw, redeem
 from gateway.saga.draw import run_draw
-from gateway.saga.engine import Drive, SagaPolicy
+from gateway.saga.engine import Drive, EarlyCall, SagaPolicy, early_calls
 from gateway.saga.redeem import RedeemTerms, run_redeem
 from gateway.settings import GatewaySettings
 from gateway.store.sagas import LeaseLost, SagaLog, SagaRecord
@@ -118,13 +119,30 @@ class Gateway:
         except NoProgram:
             return self.resources.clock.now()
 
-    def launch(self, saga: SagaRecord, span: trace.Span) -> asyncio.Task[None]:
+    def early_checks(
+        self, kind: str, saga_id: str, app: str, user_id: str, payload: dict[str, Any]
+    ) -> dict[str, EarlyCall]:
+        """The saga's checks (risk, tier), sent while its row is being written: they change
+        nothing a compensation must undo and are idempotent by saga id (which a request_id
+        fixes), so the write and the checks take one stage of the saga instead of two."""
+        checks = {"redeem": redeem.early_checks, "draw": draw.early_checks}.get(kind)
+        if checks is None:
+            return {}
+        calls = checks(self.participants, saga_id, app, user_id, payload, self.policy.call_timeout)
+        return early_calls(self.tracer, saga_id, calls)
+
+    def launch(
+        self,
+        saga: SagaRecord,
+        span: trace.Span,
+        early: dict[str, EarlyCall] | None = None,
+    ) -> asyncio.Task[None]:
         """Drives a new saga in a task of its own, so a caller whose deadline passes gets
         PENDING while the saga goes on; ``span`` (the saga's root) ends with the drive."""
 
         async def drive() -> None:
             with trace.use_span(span, end_on_exit=True):
-                await self._drive(saga, fresh=True)
+                await self._drive(saga, fresh=True, early=early)
 
         task = asyncio.create_task(drive(), name=f"saga-{saga.saga_id}")
         self.running.add(task)
@@ -158,8 +176,14 @@ class Gateway:
         ):
             await self._drive(saga, fresh=False)
 
-    async def _drive(self, saga: SagaRecord, *, fresh: bool) -> None:
-        drive = Drive(saga, self.sagas, self.policy, self.tracer)
+    async def _drive(
+        self,
+        saga: SagaRecord,
+        *,
+        fresh: bool,
+        early: dict[str, EarlyCall] | None = None,
+    ) -> None:
+        drive = Drive(saga, self.sagas, self.policy, self.tracer, early=early)
         try:
             if saga.kind == "redeem":
                 await run_redeem(drive, self.participants, self.terms, fresh=fresh)
@@ -176,6 +200,8 @@ class Gateway:
             # The database went away mid-drive, ...: the lease runs out and the recovery loop
             # takes the saga up again from its log.
             log.exception("saga drive failed", extra={"saga_id": saga.saga_id})
+        finally:
+            drive.drop_early()
 
     async def recover(self, batch: int = 20) -> int:
         due = await self.sagas.lease_due(batch)

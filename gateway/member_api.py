@@ -12,7 +12,7 @@ import contextlib
 import functools
 import math
 from typing import Any
-from uuid import uuid4
+from uuid import NAMESPACE_URL, uuid5
 
 import grpc
 from loyalty.gateway.v1 import loyalty_pb2, loyalty_pb2_grpc
@@ -34,7 +34,7 @@ from gateway.events import (
 )
 from gateway.participants import ask
 from gateway.risk_gate import risk_refusal
-from gateway.saga.engine import count_outcome
+from gateway.saga.engine import count_outcome, discard
 from gateway.store.events import find_logged
 from gateway.store.sagas import SagaRecord
 from plumbing.batching import NaturalBatcher
@@ -105,6 +105,12 @@ def redemption(saga: SagaRecord) -> loyalty_pb2.Redemption:
         coupon_code=result.get("coupon_code", "") if completed else "",
         trace_id=saga.trace_id,
     )
+
+
+def saga_id_of(app: str, kind: str, request_id: str) -> str:
+    """A saga's id follows from its request key, so a call sent for it before its row is
+    written (``Gateway.early_checks``) carries the same id as the replay of that request."""
+    return str(uuid5(NAMESPACE_URL, f"loyalty:{app}/{kind}/{request_id}"))
 
 
 class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
@@ -372,7 +378,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         and waits for its end until the caller's deadline; the saga goes on after that. A saga
         ``refused`` at the door (a reason) is recorded as ended, and nothing is driven."""
         gw = self.gw
-        saga_id = str(uuid4())
+        saga_id = saga_id_of(app, kind, request_id)
         span = gw.tracer.start_span(
             f"saga {kind}",
             attributes={"saga.id": saga_id, "saga.kind": kind, "app": app, **attributes},
@@ -382,21 +388,29 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         stored = await gw.program(app)
         app_day = gw.programs.now(stored).astimezone(stored.program.zone).date()
         with trace.use_span(span, end_on_exit=False):
-            saga, new = await gw.sagas.start(
-                saga_id,
-                app,
-                kind,
-                request_id,
-                asked["user_id"],
-                payload,
-                payload_hash(asked),
-                trace_id,
-                span_id,
-                app_day,
-                refused=refused,
-                trace_kept=trace_kept,
-            )
+            user_id = asked["user_id"]
+            early = {} if refused else gw.early_checks(kind, saga_id, app, user_id, payload)
+            try:
+                saga, new = await gw.sagas.start(
+                    saga_id,
+                    app,
+                    kind,
+                    request_id,
+                    user_id,
+                    payload,
+                    payload_hash(asked),
+                    trace_id,
+                    span_id,
+                    app_day,
+                    refused=refused,
+                    trace_kept=trace_kept,
+                )
+            except BaseException:
+                discard(early)
+                span.end()
+                raise
         if not new:
+            discard(early)
             span.set_attribute("saga.replay_of", saga.saga_id)
             span.end()
             return saga
@@ -405,7 +419,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
             span.end()
             count_outcome(saga)
             return saga
-        task = gw.launch(saga, span)
+        task = gw.launch(saga, span, early)
         remaining = context.time_remaining()
         wait = gw.settings.redeem_wait_seconds
         if remaining is not None and math.isfinite(remaining):

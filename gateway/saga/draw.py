@@ -14,6 +14,7 @@ Every call is keyed by the saga id.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
@@ -43,30 +44,46 @@ async def run_draw(drive: Drive, p: Participants, terms: RedeemTerms, *, fresh: 
     await run_plan(drive, plan, fresh=fresh)
 
 
+def _risk_request(
+    saga_id: str, app: str, user_id: str, order: dict[str, Any]
+) -> risk_pb2.EvaluateRequest:
+    account = None
+    if order.get("account_created_at"):
+        account = Timestamp()
+        account.FromJsonString(order["account_created_at"])
+    return risk_pb2.EvaluateRequest(
+        app=app,
+        request_id=f"{saga_id}:risk",
+        action="draw",
+        user_id=user_id,
+        device_id=order.get("device_id", ""),
+        ip=order.get("ip", ""),
+        amount=order["cost_points"],
+        attributes={"pool": order["pool"]},
+        account_created_at=account,
+    )
+
+
+def early_checks(
+    p: Participants,
+    saga_id: str,
+    app: str,
+    user_id: str,
+    order: dict[str, Any],
+    timeout: float,
+) -> dict[str, Callable[[], Awaitable[Any]]]:
+    """Risk, to be sent before the saga's row is committed (``Gateway.early_checks``)."""
+    request = _risk_request(saga_id, app, user_id, order)
+    return {"risk": lambda: p.evaluate(request, timeout=timeout)}
+
+
 async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
     saga = drive.saga
     order: dict[str, Any] = saga.payload
     app, saga_id, user = saga.app, saga.saga_id, saga.user_id
-    account = Timestamp()
-    if order.get("account_created_at"):
-        account.FromJsonString(order["account_created_at"])
+    risk_request = _risk_request(saga_id, app, user, order)
     risk = await drive.step(
-        "risk",
-        lambda timeout: p.evaluate(
-            risk_pb2.EvaluateRequest(
-                app=app,
-                request_id=f"{saga_id}:risk",
-                action="draw",
-                user_id=user,
-                device_id=order.get("device_id", ""),
-                ip=order.get("ip", ""),
-                amount=order["cost_points"],
-                attributes={"pool": order["pool"]},
-                account_created_at=account if order.get("account_created_at") else None,
-            ),
-            timeout=timeout,
-        ),
-        log_first=False,
+        "risk", lambda timeout: p.evaluate(risk_request, timeout=timeout), log_first=False
     )
     saga.result["risk_decision"] = risk_pb2.Decision.Name(risk.decision)
     refused = risk_refusal(risk, "draw")

@@ -16,10 +16,10 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from opentelemetry import metrics, trace
@@ -118,9 +118,55 @@ def sigkill_self(where: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@dataclass(frozen=True)
+class EarlyCall:
+    """A step's first attempt, sent before its drive began, in the step's own span."""
+
+    task: asyncio.Task[Any]
+    span: trace.Span
+
+
+async def _attempt_in(span: trace.Span, call: Callable[[], Awaitable[Any]]) -> Any:
+    with trace.use_span(span, end_on_exit=False):
+        return await call()
+
+
+def early_calls(
+    tracer: trace.Tracer, saga_id: str, calls: Mapping[str, Callable[[], Awaitable[Any]]]
+) -> dict[str, EarlyCall]:
+    """Sends each step's call now, under a ``saga.step <name>`` span (a child of the current
+    one, the saga's root), which the step's first attempt takes over and ends."""
+    sent: dict[str, EarlyCall] = {}
+    for name, call in calls.items():
+        span = tracer.start_span(
+            f"saga.step {name}", attributes={"saga.id": saga_id, "saga.step": name, "attempt": 1}
+        )
+
+        async def attempt(
+            call: Callable[[], Awaitable[Any]] = call, span: trace.Span = span
+        ) -> Any:
+            with trace.use_span(span, end_on_exit=False):
+                return await call()
+
+        sent[name] = EarlyCall(asyncio.create_task(attempt()), span)
+    return sent
+
+
+def discard(calls: Mapping[str, EarlyCall]) -> None:
+    """Early calls nobody will wait for (a replay, a refusal before their step): cancelled,
+    their spans ended, their outcome read so none is reported as never retrieved."""
+    for early in calls.values():
+        early.task.cancel()
+        early.task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        early.span.end()
+
+
 class Drive:
     """One driver's turn at a saga: it owns the saga's lease while it runs. ``crash`` is what
-    fault injection does at ``policy.kill_at`` (the unit tests raise instead of dying)."""
+    fault injection does at ``policy.kill_at`` (the unit tests raise instead of dying).
+    ``early``: calls already sent for steps that change nothing a compensation must undo (the
+    checks, asked while the saga's row was being written); a step's first attempt waits for
+    its early call instead of sending one."""
 
     def __init__(
         self,
@@ -129,12 +175,19 @@ class Drive:
         policy: SagaPolicy,
         tracer: trace.Tracer,
         crash: Callable[[str], None] = sigkill_self,
+        early: Mapping[str, EarlyCall] | None = None,
     ) -> None:
         self.saga = saga
         self.log = log_
         self.policy = policy
         self.tracer = tracer
         self._crash = crash
+        self._early = dict(early or {})
+
+    def drop_early(self) -> None:
+        """The drive ended without reaching some early step (it cannot, after a refusal)."""
+        discard(self._early)
+        self._early.clear()
 
     @property
     def horizon(self) -> float:
@@ -169,12 +222,23 @@ class Drive:
                 await self.save()
             self._fault(f"before:{name}")
             started = time.perf_counter()
-            with self.tracer.start_as_current_span(
-                f"saga.step {name}",
-                attributes={"saga.id": self.saga.saga_id, "saga.step": name, "attempt": attempt},
+            early = self._early.pop(name, None) if attempt == 1 else None
+            with (
+                trace.use_span(early.span, end_on_exit=True)
+                if early is not None
+                else self.tracer.start_as_current_span(
+                    f"saga.step {name}",
+                    attributes={
+                        "saga.id": self.saga.saga_id,
+                        "saga.step": name,
+                        "attempt": attempt,
+                    },
+                )
             ) as span:
                 try:
-                    answer = await call(self.policy.call_timeout)
+                    answer = await (
+                        early.task if early is not None else call(self.policy.call_timeout)
+                    )
                 except grpc.aio.AioRpcError as error:
                     code = error.code()
                     reason = reason_of(error) or code.name

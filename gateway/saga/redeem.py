@@ -29,7 +29,6 @@ from gateway.domain.sagas import SagaReason, SagaState, StepState
 from gateway.participants import Participants
 from gateway.risk_gate import risk_refusal
 from gateway.saga.engine import Drive, SagaPlan, StepFailed, run_plan
-from gateway.store.sagas import SagaRecord
 
 
 @dataclass(frozen=True)
@@ -60,17 +59,18 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
     await _reserve_and_hold(drive, p, terms, tier)
 
 
-def _risk_request(saga: SagaRecord) -> risk_pb2.EvaluateRequest:
-    order = saga.payload
+def _risk_request(
+    saga_id: str, app: str, user_id: str, order: dict[str, Any]
+) -> risk_pb2.EvaluateRequest:
     account = None
     if order.get("account_created_at"):
         account = Timestamp()
         account.FromJsonString(order["account_created_at"])
     return risk_pb2.EvaluateRequest(
-        app=saga.app,
-        request_id=f"{saga.saga_id}:risk",
+        app=app,
+        request_id=f"{saga_id}:risk",
         action="redeem",
-        user_id=saga.user_id,
+        user_id=user_id,
         device_id=order.get("device_id", ""),
         ip=order.get("ip", ""),
         amount=order["price_points"] * order["quantity"],
@@ -79,15 +79,34 @@ def _risk_request(saga: SagaRecord) -> risk_pb2.EvaluateRequest:
     )
 
 
+def _tier_request(app: str, user_id: str, order: dict[str, Any]) -> levels_pb2.CheckTierRequest:
+    return levels_pb2.CheckTierRequest(app=app, user_id=user_id, min_tier=order["min_tier"])
+
+
+def early_checks(
+    p: Participants,
+    saga_id: str,
+    app: str,
+    user_id: str,
+    order: dict[str, Any],
+    timeout: float,
+) -> dict[str, Callable[[], Awaitable[Any]]]:
+    """Risk and tier, to be sent before the saga's row is committed (``Gateway.early_checks``)."""
+    risk = _risk_request(saga_id, app, user_id, order)
+    tier = _tier_request(app, user_id, order)
+    return {
+        "risk": lambda: p.evaluate(risk, timeout=timeout),
+        "tier": lambda: p.check_tier(tier, timeout=timeout),
+    }
+
+
 async def _check(drive: Drive, p: Participants) -> str:
     """Risk and tier: they change nothing a compensation must undo, so they run together and
     are logged together (with the commit point). Risk's refusal comes first, then the tier's;
     a participant that did not answer leaves the saga to the recovery loop. The member's tier."""
     saga = drive.saga
-    risk_request = _risk_request(saga)
-    tier_request = levels_pb2.CheckTierRequest(
-        app=saga.app, user_id=saga.user_id, min_tier=saga.payload["min_tier"]
-    )
+    risk_request = _risk_request(saga.saga_id, saga.app, saga.user_id, saga.payload)
+    tier_request = _tier_request(saga.app, saga.user_id, saga.payload)
     risk_task = asyncio.create_task(
         drive.step("risk", lambda t: p.evaluate(risk_request, timeout=t), log_first=False)
     )

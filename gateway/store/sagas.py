@@ -90,7 +90,8 @@ _START = f"""
            hash text, state text, reason text, trace_id text, span_id text, lease float8,
            app_day date, trace_kept boolean)
     ORDER BY r.app, r.kind, r.request_id
-    ON CONFLICT ON CONSTRAINT sagas_request_key DO NOTHING
+    -- Any key: a saga id follows from its request key, so both name the same saga.
+    ON CONFLICT DO NOTHING
     RETURNING {_COLUMNS}
 """
 _BY_REQUESTS = f"""
@@ -234,11 +235,21 @@ class SagaLog:
     async def _start_rows(
         self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]
     ) -> list[tuple[SagaRecord, bool]]:
+        # The same request twice in one batch: the first starts it, the second replays it.
+        firsts: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            firsts.setdefault(row["saga_id"], row)
         inserted = {
             record.saga_id: record
-            for record in map(_record, await run_sql(conn, _START, {"rows": json_rows(rows)}))
+            for record in map(
+                _record, await run_sql(conn, _START, {"rows": json_rows(firsts.values())})
+            )
         }
-        others = [row for row in rows if row["saga_id"] not in inserted]
+
+        def started(row: dict[str, Any]) -> bool:
+            return row["saga_id"] in inserted and firsts[row["saga_id"]] is row
+
+        others = [row for row in rows if not started(row)]
         existing: dict[tuple[str, str, str], SagaRecord] = {}
         if others:
             keys = [
@@ -250,7 +261,7 @@ class SagaLog:
                 existing[(record.app, record.kind, record.request_id)] = record
         answers: list[tuple[SagaRecord, bool]] = []
         for row in rows:
-            if row["saga_id"] in inserted:
+            if started(row):
                 record = inserted[row["saga_id"]]
                 record.payload_hash = row["hash"]
                 answers.append((record, True))

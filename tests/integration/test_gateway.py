@@ -245,6 +245,34 @@ async def test_replays_act_once(stubs: Stubs, app: AppKeys) -> None:
     assert reason_of(reused.value) == "IDEMPOTENCY_KEY_REUSED"
 
 
+async def test_one_request_id_sent_twice_at_once_with_two_payloads_acts_once(
+    stubs: Stubs, app: AppKeys
+) -> None:
+    """Both starts travel in one batch of the saga log and name one saga (its id follows from
+    the request_id): the first starts it with its own payload, the second is refused."""
+    user = uid()
+    await stubs.loyalty.RecordEvent(
+        pb.RecordEventRequest(
+            event_id=uid("e"), user_id=user, action="purchase", attributes={"amount_fen": "300000"}
+        ),
+        metadata=app.member,
+    )
+    request_id = uid("r")
+    outcomes = await asyncio.gather(
+        redeem(stubs, app, user, "ticket-wolf-warrior-2", request_id=request_id, quantity=1),
+        redeem(stubs, app, user, "ticket-wolf-warrior-2", request_id=request_id, quantity=2),
+        return_exceptions=True,
+    )
+    done = [o for o in outcomes if isinstance(o, pb.Redemption)]
+    refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(done) == len(refused) == 1
+    assert reason_of(refused[0]) == "IDEMPOTENCY_KEY_REUSED"
+    quantity = 1 if outcomes[0] is done[0] else 2
+    assert done[0].status == pb.Redemption.COMPLETED
+    assert done[0].points_spent == 500 * quantity
+    assert (await member(stubs, app, user)).points_available == 3000 - 500 * quantity
+
+
 async def test_batch_of_events_one_result_each(stubs: Stubs, app: AppKeys) -> None:
     users = [uid() for _ in range(5)]
     events = [
