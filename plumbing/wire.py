@@ -6,12 +6,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from plumbing.errors import InvalidArgument
+
+T = TypeVar("T")
 
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
@@ -71,6 +74,14 @@ def page_size(value: int, field: str = "page_size") -> int:
 
 def encode_page_token(before_id: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"before": before_id}).encode()).decode()
+
+
+def keyset_page(rows: Sequence[T], size: int, key: Callable[[T], int]) -> tuple[list[T], str]:
+    """A keyset page from ``size + 1`` rows read newest first: the first ``size`` of them, and
+    the token of the next page (continuing before the last row's ``key``), or "" at the end."""
+    page = list(rows[:size])
+    more = len(rows) > size and bool(page)
+    return page, encode_page_token(key(page[-1])) if more else ""
 
 
 def decode_page_token(token: str, field: str = "page_token") -> int | None:

@@ -30,8 +30,8 @@ from plumbing.validation import (
 )
 from plumbing.wire import (
     decode_page_token,
-    encode_page_token,
     from_timestamp,
+    keyset_page,
     page_size,
     to_timestamp,
 )
@@ -40,8 +40,9 @@ from services.levels.domain.errors import TierTooLow, UnknownTier
 from services.levels.domain.periods import local_day, local_midnight
 from services.levels.domain.program import LevelsProgram, parse_levels
 from services.levels.domain.tiers import rank
+from services.levels.service import Levels, LevelView, evaluate_tiers
 from services.levels.settings import LevelsSettings
-from services.levels.store import growth, tiers
+from services.levels.store import growth
 from services.levels.store.boards import Board, Leaderboards
 from services.levels.store.programs import levels_programs
 
@@ -117,6 +118,30 @@ def _tier_check(
     return code
 
 
+def _level(stored: StoredProgram[LevelsProgram], view: LevelView) -> levels_pb2.Level:
+    standing = view.standing
+    tier = standing.tier
+    zone = stored.program.zone
+    return levels_pb2.Level(
+        user_id=view.user_id,
+        lifetime_growth=view.lifetime_growth,
+        qualifying_growth=standing.qualifying_growth,
+        tier=tier.code if tier else "",
+        tier_name=tier.name if tier else "",
+        perks=dict(tier.perks) if tier else {},
+        next_tier=standing.next_tier.code if standing.next_tier else "",
+        growth_to_next_tier=standing.growth_to_next_tier,
+        granted=standing.granted,
+        growth_to_keep_tier=standing.growth_to_keep_tier,
+        period_ends_at=(
+            to_timestamp(local_midnight(standing.period_ends, zone))
+            if standing.period_ends
+            else None
+        ),
+        badges=[_badge(b) for b in view.badges],
+    )
+
+
 class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
     def __init__(self, resources: Resources) -> None:
         self.engine = resources.engine
@@ -124,6 +149,7 @@ class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
         if resources.redis is None:
             raise RuntimeError("the levels service needs Redis for its leaderboards")
         self.boards = Leaderboards(resources.redis, resources.engine)
+        self.levels = Levels(resources.engine, self.boards)
         # Boards that missed writes while Redis was away are rebuilt by this process, which
         # is the one that knows it missed them.
         seconds = settings_as(resources, LevelsSettings).board_repair_seconds
@@ -158,10 +184,9 @@ class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
         stored = await self._program(request.app)
         user_id = require_id("user_id", request.user_id)
         attributes = check_attributes("attributes", request.attributes)
-        async with self.engine.begin() as conn:
-            merged = await growth.set_attributes(
-                conn, stored, self.programs.now(stored), user_id, attributes
-            )
+        merged = await self.levels.set_attributes(
+            stored, self.programs.now(stored), user_id, attributes
+        )
         return levels_pb2.SetUserAttributesResponse(attributes=merged)
 
     def _growth_input(
@@ -183,10 +208,7 @@ class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
     ) -> levels_pb2.AddGrowthResponse:
         stored = await self._program(request.app)
         now = self.programs.now(stored)
-        event = self._growth_input(request, now)
-        async with self.engine.begin() as conn:
-            [result] = await growth.add_growth_batch(conn, stored, now, [event])
-        await self._show_on_boards(stored.app, [result])
+        [result] = await self.levels.add_growth(stored, now, [self._growth_input(request, now)])
         return _growth_reply(result.reply, result.duplicate)
 
     async def AddGrowthBatch(
@@ -205,20 +227,10 @@ class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
             checked.append((stored, positions, events))
         replies: dict[int, levels_pb2.AddGrowthResponse] = {}
         for stored, positions, events in checked:
-            async with self.engine.begin() as conn:
-                results = await growth.add_growth_batch(
-                    conn, stored, self.programs.now(stored), events
-                )
-            await self._show_on_boards(stored.app, results)
+            results = await self.levels.add_growth(stored, self.programs.now(stored), events)
             for position, result in zip(positions, results, strict=True):
                 replies[position] = _growth_reply(result.reply, result.duplicate)
         return levels_pb2.AddGrowthBatchResponse(results=[replies[i] for i in sorted(replies)])
-
-    async def _show_on_boards(self, app: str, results: list[growth.GrowthResult]) -> None:
-        """The committed growth on the boards, in one Redis round trip."""
-        updates = [r.board for r in results if r.board is not None]
-        if updates:
-            await self.boards.record_many(app, updates)
 
     async def ReverseGrowth(
         self, request: levels_pb2.ReverseGrowthRequest, context: Any
@@ -226,12 +238,9 @@ class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
         stored = await self._program(request.app)
         event_id = require_id("event_id", request.event_id)
         reason = optional_text("reason", request.reason)
-        async with self.engine.begin() as conn:
-            result = await growth.reverse_growth(
-                conn, stored, self.programs.now(stored), event_id, reason
-            )
-        if result.board is not None:
-            await self.boards.record(stored.app, result.board)
+        result = await self.levels.reverse_growth(
+            stored, self.programs.now(stored), event_id, reason
+        )
         return levels_pb2.ReverseGrowthResponse(
             growth_reversed=result.growth_reversed, tier_after=result.tier_after
         )
@@ -246,7 +255,7 @@ class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
         as_of = from_timestamp("as_of", request, "as_of") or now
         if as_of > now:
             raise InvalidArgument("as_of", "is in the future: tiers cannot be judged early")
-        result = await tiers.evaluate_tiers(self.engine, stored, as_of, now)
+        result = await evaluate_tiers(self.engine, stored, as_of, now)
         return levels_pb2.EvaluateTiersResponse(
             users_evaluated=result.users_evaluated, tiers_changed=result.tiers_changed
         )
@@ -255,11 +264,9 @@ class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
         self, app: str, request_id: str, user_id: str, tier: str | None, op: str, why: str
     ) -> levels_pb2.Level:
         stored = await self._program(app)
-        async with self.engine.begin() as conn:
-            await tiers.grant_tier(
-                conn, stored, self.programs.now(stored), request_id, user_id, tier, op, why
-            )
-        return await self._level(stored, user_id)
+        now = self.programs.now(stored)
+        view = await self.levels.grant_tier(stored, now, request_id, user_id, tier, op, why)
+        return _level(stored, view)
 
     async def GrantTier(
         self, request: levels_pb2.GrantTierRequest, context: Any
@@ -284,34 +291,11 @@ class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
         reason = require_id("reason", request.reason, max_length=1024)
         return await self._grant(request.app, request_id, user_id, None, operator, reason)
 
-    async def _level(self, stored: StoredProgram[LevelsProgram], user_id: str) -> levels_pb2.Level:
-        now = self.programs.now(stored)
-        view = await tiers.level_view(self.engine, stored, now, user_id)
-        standing = view.standing
-        tier = standing.tier
-        zone = stored.program.zone
-        return levels_pb2.Level(
-            user_id=user_id,
-            lifetime_growth=view.lifetime_growth,
-            qualifying_growth=standing.qualifying_growth,
-            tier=tier.code if tier else "",
-            tier_name=tier.name if tier else "",
-            perks=dict(tier.perks) if tier else {},
-            next_tier=standing.next_tier.code if standing.next_tier else "",
-            growth_to_next_tier=standing.growth_to_next_tier,
-            granted=standing.granted,
-            growth_to_keep_tier=standing.growth_to_keep_tier,
-            period_ends_at=(
-                to_timestamp(local_midnight(standing.period_ends, zone))
-                if standing.period_ends
-                else None
-            ),
-            badges=[_badge(b) for b in view.badges],
-        )
-
     async def GetLevel(self, request: levels_pb2.GetLevelRequest, context: Any) -> levels_pb2.Level:
         stored = await self._program(request.app)
-        return await self._level(stored, require_id("user_id", request.user_id))
+        user_id = require_id("user_id", request.user_id)
+        view = await self.levels.level(stored, self.programs.now(stored), user_id)
+        return _level(stored, view)
 
     async def ListTierChanges(
         self, request: levels_pb2.ListTierChangesRequest, context: Any
@@ -320,9 +304,8 @@ class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
         user_id = require_id("user_id", request.user_id)
         size = page_size(request.page_size)
         before = decode_page_token(request.page_token)
-        async with self.engine.connect() as conn:
-            rows = await tiers.tier_changes(conn, stored.app, user_id, before, size + 1)
-        page, more = rows[:size], len(rows) > size
+        rows = await self.levels.tier_changes(stored.app, user_id, before, size + 1)
+        page, token = keyset_page(rows, size, lambda row: row.id)
         return levels_pb2.ListTierChangesResponse(
             changes=[
                 levels_pb2.TierChange(
@@ -335,7 +318,7 @@ class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
                 )
                 for row in page
             ],
-            next_page_token=encode_page_token(page[-1].id) if more and page else "",
+            next_page_token=token,
         )
 
     async def _check_tiers(
@@ -347,8 +330,8 @@ class LevelsServicer(ServesAppClock, levels_pb2_grpc.LevelsServiceServicer):
         async def run(app: str, items: list[tuple[str, str]]) -> list[str | LoyaltyError]:
             stored = await self._program(app)
             now = self.programs.now(stored)
-            current = await tiers.current_tiers(
-                self.engine, stored, now, sorted({user_id for user_id, _ in items})
+            current = await self.levels.current_tiers(
+                stored, now, sorted({user_id for user_id, _ in items})
             )
             return [
                 _tier_check(stored.program, user_id, current[user_id], m) for user_id, m in items

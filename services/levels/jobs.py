@@ -14,8 +14,8 @@ from plumbing.programs import ProgramStore
 from plumbing.server import Resources, settings_as
 from services.levels.domain.periods import local_day
 from services.levels.domain.program import LevelsProgram
+from services.levels.service import evaluate_tiers
 from services.levels.settings import LevelsSettings
-from services.levels.store import tiers
 from services.levels.store.boards import Leaderboards
 from services.levels.store.programs import levels_programs
 
@@ -30,7 +30,7 @@ async def judge_stale_members(
     for app in [only] if only is not None else await programs.all_apps():
         stored = await programs.get(app)
         now = programs.now(stored)
-        result = await tiers.evaluate_tiers(engine, stored, now, now, only_stale=True)
+        result = await evaluate_tiers(engine, stored, now, now, only_stale=True)
         changed += result.tiers_changed
     return changed
 

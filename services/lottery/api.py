@@ -19,7 +19,7 @@ from plumbing.server import Resources
 from plumbing.validation import require_id, require_positive
 from plumbing.wire import (
     decode_page_token,
-    encode_page_token,
+    keyset_page,
     page_size,
     parse_date_range,
     to_timestamp,
@@ -204,7 +204,7 @@ class LotteryServicer(ServesAppClock, lottery_pb2_grpc.LotteryServiceServicer):
         app = require_id("app", request.app)
         size = page_size(request.page_size)
         rows = await self.lottery.alerts(app, size + 1, decode_page_token(request.page_token))
-        token = encode_page_token(int(rows[size - 1].id)) if len(rows) > size else ""
+        page, token = keyset_page(rows, size, lambda row: int(row.id))
         return lottery_pb2.ListAlertsResponse(
             alerts=[
                 lottery_pb2.Alert(
@@ -213,7 +213,7 @@ class LotteryServicer(ServesAppClock, lottery_pb2_grpc.LotteryServiceServicer):
                     message=r.message,
                     raised_at=to_timestamp(r.raised_at),
                 )
-                for r in rows[:size]
+                for r in page
             ],
             next_page_token=token,
         )

@@ -10,10 +10,10 @@ from plumbing.jobs import every
 from plumbing.programs import ProgramStore
 from plumbing.server import Resources, settings_as
 from services.mall.domain.program import Catalog
+from services.mall.service import Reservations
 from services.mall.settings import MallSettings
 from services.mall.store.gate import StockGate
 from services.mall.store.programs import mall_programs
-from services.mall.store.reservations import Reservations
 
 EXPIRE_BATCH = 500
 

@@ -1,70 +1,46 @@
 """Background work of the points service: holds past their TTL release themselves, and due
 lots expire. Both run for every app on the app's own clock (sandbox apps move theirs), and both
-are safe to run in several replicas at once (SKIP LOCKED)."""
+are safe to run in several replicas at once (SKIP LOCKED). The work itself is the use cases
+``Points.release_expired_holds`` and ``Points.expire_due``."""
 
 from __future__ import annotations
 
-import logging
-
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from plumbing.jobs import every
 from plumbing.server import Resources, settings_as
-from services.points.metrics import EXPIRED, count
+from services.points.service import Points
 from services.points.settings import PointsSettings
-from services.points.store import holds, sweep
 from services.points.store.programs import Programs
 
-log = logging.getLogger(__name__)
 
-HOLD_BATCH = 200
-
-
-async def _apps(programs: Programs, only: str | None) -> list[str]:
-    return [only] if only is not None else await programs.all_apps()
-
-
-async def release_expired_holds(
-    engine: AsyncEngine, programs: Programs, *, only: str | None = None
-) -> int:
-    """Releases every live hold past its TTL (state EXPIRED); its points go back to their lots."""
+async def release_expired_holds(points: Points) -> int:
+    """Every app's holds past their TTL released."""
     released = 0
-    for app in await _apps(programs, only):
-        ap = await programs.get(app)
-        while True:
-            async with engine.begin() as conn:
-                now = programs.now(ap)
-                due = await holds.due_holds(conn, app, now, HOLD_BATCH)
-                for row in due:
-                    await holds.expire_hold(conn, ap, now, row)
-            released += len(due)
-            if len(due) < HOLD_BATCH:
-                break
+    for app in await points.programs.all_apps():
+        released += await points.release_expired_holds(await points.programs.get(app))
     return released
 
 
-async def expire_due_lots(
-    engine: AsyncEngine, programs: Programs, *, only: str | None = None
-) -> int:
+async def expire_due_lots(points: Points) -> int:
+    """Every app's lots due on the app's clock expired."""
     expired = 0
-    for app in await _apps(programs, only):
-        ap = await programs.get(app)
-        now = programs.now(ap)
-        result = await sweep.expire_due(engine, app, ap.system["expired"], now, now)
-        count(EXPIRED, app, result.points_expired)
-        expired += result.lots_expired
+    for app in await points.programs.all_apps():
+        ap = await points.programs.get(app)
+        now = points.programs.now(ap)
+        expired += (await points.expire_due(ap, now, now)).lots_expired
     return expired
 
 
+def _points(resources: Resources) -> Points:
+    return Points(resources.engine, Programs(resources.engine, resources.clock))
+
+
 async def hold_reaper(resources: Resources) -> None:
-    programs = Programs(resources.engine, resources.clock)
+    points = _points(resources)
     seconds = settings_as(resources, PointsSettings).hold_sweep_seconds
-    await every(
-        seconds, "hold TTL sweep", lambda: release_expired_holds(resources.engine, programs)
-    )
+    await every(seconds, "hold TTL sweep", lambda: release_expired_holds(points))
 
 
 async def expiry_sweeper(resources: Resources) -> None:
-    programs = Programs(resources.engine, resources.clock)
+    points = _points(resources)
     seconds = settings_as(resources, PointsSettings).expiry_sweep_seconds
-    await every(seconds, "lot expiry sweep", lambda: expire_due_lots(resources.engine, programs))
+    await every(seconds, "lot expiry sweep", lambda: expire_due_lots(points))

@@ -1,11 +1,10 @@
-"""gRPC API of the risk service: checks the request (IPs parsed, not trusted), decides, and
-queues the audit. Domain errors become statuses in plumbing.grpc_errors."""
+"""gRPC API of the risk service: checks the request (IPs parsed, not trusted), calls a use case
+of ``service.py`` and maps its answer to protobuf. Domain errors become statuses in
+plumbing.grpc_errors."""
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +14,7 @@ from opentelemetry import trace
 
 from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument
-from plumbing.programs import ServesAppClock, StoredProgram
+from plumbing.programs import ServesAppClock
 from plumbing.server import Resources
 from plumbing.validation import (
     check_attributes,
@@ -29,25 +28,15 @@ from plumbing.validation import (
 )
 from plumbing.wire import (
     decode_page_token,
-    encode_page_token,
     from_timestamp,
+    keyset_page,
     page_size,
     to_timestamp,
 )
-from services.risk.domain.decide import (
-    Event,
-    Outcome,
-    by_lists,
-    combine,
-    counts,
-    static_rules,
-    without_counters,
-)
-from services.risk.domain.program import RiskProgram, Verdict, parse_risk
+from services.risk.domain.decide import Event
+from services.risk.domain.program import Verdict, parse_risk
+from services.risk.service import Decision, RiskControl
 from services.risk.store import reviews as review_store
-from services.risk.store.audit import AuditLog
-from services.risk.store.counters import Counted, Counters, CountersUnavailable, Evaluation
-from services.risk.store.programs import risk_programs
 
 REVIEW_STATES = ("open", "approved", "rejected")
 _VERDICTS = {
@@ -62,16 +51,22 @@ def _ip(field: str, value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address
     return ipaddress.ip_address(checked) if checked else None
 
 
+def _response(decision: Decision) -> risk_pb2.EvaluateResponse:
+    outcome = decision.outcome
+    return risk_pb2.EvaluateResponse(
+        decision=_VERDICTS[outcome.verdict],
+        rules=outcome.rules,
+        score=outcome.score,
+        without_counters=decision.without_counters,
+        duplicate=decision.duplicate,
+        request_id=decision.request_id,
+    )
+
+
 class RiskServicer(ServesAppClock, risk_pb2_grpc.RiskServiceServicer):
     def __init__(self, resources: Resources) -> None:
-        if resources.redis is None:
-            raise RuntimeError("the risk service needs Redis for its counters")
-        self.engine = resources.engine
-        self.programs = risk_programs(resources)
-        self.counters = Counters(resources.redis)
-        self.audit = AuditLog(resources.engine)
-        self.audit.start()
-        resources.cleanup.push_async_callback(self.audit.close)
+        self.risk = RiskControl(resources)
+        self.programs = self.risk.programs
 
     async def ConfigureRisk(
         self, request: risk_pb2.ConfigureRiskRequest, context: Any
@@ -100,108 +95,14 @@ class RiskServicer(ServesAppClock, risk_pb2_grpc.RiskServiceServicer):
             account_created_at=created,
         )
 
-    async def _decide(
-        self, stored: StoredProgram[RiskProgram], now: datetime, batch: list[tuple[str, Event]]
-    ) -> list[risk_pb2.EvaluateResponse]:
-        """One app's evaluations, counted in order in one Redis round trip."""
-        program = stored.program
-        prepared = []
-        for _, event in batch:
-            listed = by_lists(program, event, now)
-            fired = [] if listed else static_rules(program, event, now)
-            prepared.append((listed, fired, listed or combine(fired, [])))
-        counted: list[Counted] | None = None
-        # Redis down: counted rules fail open or closed as configured (counted stays None).
-        with contextlib.suppress(CountersUnavailable):
-            counted = await self.counters.evaluate_many(
-                stored.app,
-                [
-                    Evaluation(
-                        request_id,
-                        now,
-                        static,
-                        [] if listed else counts(program, event, request_id),
-                    )
-                    for (request_id, event), (listed, _, static) in zip(
-                        batch, prepared, strict=True
-                    )
-                ],
-                program.alert_thresholds,
-            )
-        replies = []
-        audited = []
-        for index, ((request_id, event), (listed, fired, _)) in enumerate(
-            zip(batch, prepared, strict=True)
-        ):
-            blind = counted is None
-            duplicate = False
-            if counted is None:
-                outcome = listed or combine([*fired, *without_counters(program, event)], [])
-            else:
-                found = counted[index]
-                outcome = Outcome(found.verdict, found.rules, found.score)
-                duplicate = found.replayed
-                if not duplicate:
-                    self._raise_alerts(stored.app, program, found.alerts, now)
-            if not duplicate:
-                audited.append(self._audit_row(stored.app, request_id, event, outcome, blind, now))
-            replies.append(
-                risk_pb2.EvaluateResponse(
-                    decision=_VERDICTS[outcome.verdict],
-                    rules=outcome.rules,
-                    score=outcome.score,
-                    without_counters=blind,
-                    duplicate=duplicate,
-                    request_id=request_id,
-                )
-            )
-        self.audit.decisions(audited)
-        return replies
-
-    def _raise_alerts(
-        self, app: str, program: RiskProgram, alerts: Sequence[str], now: datetime
-    ) -> None:
-        for alert in alerts:
-            kind, _, subject = alert.partition(":")
-            self.audit.alert(
-                app,
-                "rule_rate" if kind == "rule" else "run",
-                subject,
-                f"{subject} fired above its alert rate"
-                if kind == "rule"
-                else f"{subject} taken more than {program.run_alert_per_minute} times a minute",
-                now,
-            )
-
-    @staticmethod
-    def _audit_row(
-        app: str, request_id: str, event: Event, outcome: Outcome, blind: bool, now: datetime
-    ) -> dict[str, Any]:
-        return {
-            "app": app,
-            "request_id": request_id,
-            "review_id": f"rv-{request_id}",
-            "action": event.action,
-            "user_id": event.user_id,
-            "device_id": event.device_id,
-            "ip": str(event.ip) if event.ip is not None else "",
-            "amount": event.amount,
-            "attributes": dict(event.attributes),
-            "decision": outcome.verdict.name,
-            "rules": list(outcome.rules),
-            "score": outcome.score,
-            "without_counters": blind,
-            "decided_at": now,
-        }
-
     async def Evaluate(
         self, request: risk_pb2.EvaluateRequest, context: Any
     ) -> risk_pb2.EvaluateResponse:
         require_id("app", request.app)
         stored = await self.programs.get(request.app)
         now = self.programs.now(stored)
-        [reply] = await self._decide(stored, now, [self._event(request, now)])
-        return reply
+        [decision] = await self.risk.decide(stored, now, [self._event(request, now)])
+        return _response(decision)
 
     async def EvaluateBatch(
         self, request: risk_pb2.EvaluateBatchRequest, context: Any
@@ -219,7 +120,8 @@ class RiskServicer(ServesAppClock, risk_pb2_grpc.RiskServiceServicer):
             checked.append((stored, now, positions, batch))
         replies: dict[int, risk_pb2.EvaluateResponse] = {}
         for stored, now, positions, batch in checked:
-            replies.update(zip(positions, await self._decide(stored, now, batch), strict=True))
+            decided = await self.risk.decide(stored, now, batch)
+            replies.update(zip(positions, map(_response, decided), strict=True))
         return risk_pb2.EvaluateBatchResponse(results=[replies[i] for i in sorted(replies)])
 
     async def ListReviews(
@@ -231,32 +133,20 @@ class RiskServicer(ServesAppClock, risk_pb2_grpc.RiskServiceServicer):
             raise InvalidArgument("state", "must be open, approved or rejected")
         size = page_size(request.page_size)
         before = decode_page_token(request.page_token)
-        async with self.engine.connect() as conn:
-            rows = await review_store.list_reviews(conn, request.app, state, before, size + 1)
-        page, more = rows[:size], len(rows) > size
+        rows = await self.risk.list_reviews(request.app, state, before, size + 1)
+        page, token = keyset_page(rows, size, lambda row: row.seq)
         return risk_pb2.ListReviewsResponse(
-            reviews=[_review(row) for row in page],
-            next_page_token=encode_page_token(page[-1].seq) if more and page else "",
+            reviews=[_review(row) for row in page], next_page_token=token
         )
 
     async def DecideReview(
         self, request: risk_pb2.DecideReviewRequest, context: Any
     ) -> risk_pb2.Review:
-        require_id("app", request.app)
-        stored = await self.programs.get(request.app)
+        app = require_id("app", request.app)
         review_id = require_id("review_id", request.review_id)
         operator = require_id("operator", request.operator)
         note = optional_text("note", request.note)
-        async with self.engine.begin() as conn:
-            row = await review_store.decide_review(
-                conn,
-                stored.app,
-                review_id,
-                request.approve,
-                operator,
-                note,
-                self.programs.now(stored),
-            )
+        row = await self.risk.decide_review(app, review_id, request.approve, operator, note)
         return _review(row)
 
     async def ListAlerts(
@@ -265,9 +155,8 @@ class RiskServicer(ServesAppClock, risk_pb2_grpc.RiskServiceServicer):
         require_id("app", request.app)
         size = page_size(request.page_size)
         before = decode_page_token(request.page_token)
-        async with self.engine.connect() as conn:
-            rows = await review_store.list_alerts(conn, request.app, before, size + 1)
-        page, more = rows[:size], len(rows) > size
+        rows = await self.risk.list_alerts(request.app, before, size + 1)
+        page, token = keyset_page(rows, size, lambda row: row.id)
         return risk_pb2.ListAlertsResponse(
             alerts=[
                 risk_pb2.Alert(
@@ -278,7 +167,7 @@ class RiskServicer(ServesAppClock, risk_pb2_grpc.RiskServiceServicer):
                 )
                 for row in page
             ],
-            next_page_token=encode_page_token(page[-1].id) if more and page else "",
+            next_page_token=token,
         )
 
     # --- sandbox clock ----------------------------------------------------------------------

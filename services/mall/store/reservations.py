@@ -1,5 +1,6 @@
-"""Two-phase reservations: Reserve (try), Confirm (into an order), Release (cancel), and the
-reaper that expires reservations past their TTL.
+"""Two-phase reservations' rows: Reserve (try), Confirm (into an order), Release (cancel), and
+the expiry of reservations past their TTL. Each function takes a connection; the flows that
+open the transactions and keep the Redis gate in step are ``services/mall/service.py``.
 
 The reservation row is the saga's barrier, written in the same transaction as the stock
 change (as Seata's TCC fence): a Release that finds no row records a RELEASED row of quantity
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plumbing.db import json_rows, run_sql
 from plumbing.errors import LoyaltyError
@@ -47,7 +48,7 @@ from services.mall.domain.sale import (
 )
 from services.mall.store import gate as gates
 from services.mall.store import reservation_sets as sets
-from services.mall.store.catalog import available_in, ensure_bucket, item_of, usage_by_sku
+from services.mall.store.catalog import ensure_bucket, item_of, usage_by_sku
 from services.mall.store.orders import OrderView, order_by_saga
 
 RESERVED, CONFIRMED, RELEASED, EXPIRED = "RESERVED", "CONFIRMED", "RELEASED", "EXPIRED"
@@ -134,7 +135,7 @@ _TAKE_CODES = """
 
 
 @dataclass
-class _Pending:
+class Pending:
     """A reserve request of a batch that passed the catalog checks."""
 
     n: int
@@ -149,7 +150,7 @@ class _Pending:
         return self.admitted >= 0
 
 
-def _check_sale(
+def check_sale(
     stored: StoredProgram[Catalog], now: datetime, request: ReserveInput
 ) -> tuple[Item, SaleState]:
     """The catalog's refusals, decided before anything is written."""
@@ -172,7 +173,7 @@ def _check_sale(
     return item, sale
 
 
-async def _lock_members(conn: AsyncConnection, app: str, pending: Sequence[_Pending]) -> None:
+async def lock_members(conn: AsyncConnection, app: str, pending: Sequence[Pending]) -> None:
     """The member-item locks of every limited item in the batch, first and in one order, so
     two batches never wait on each other's member locks and stock rows in a cycle."""
     keys = sorted(
@@ -200,305 +201,201 @@ def _check_address(address: dict[str, str] | None) -> None:
             raise AddressRequired(f"address.{name}")
 
 
-class Reservations:
-    def __init__(self, engine: AsyncEngine, gate: gates.StockGate) -> None:
-        self.engine = engine
-        self.gate = gate
+async def reserve_set(
+    conn: AsyncConnection,
+    stored: StoredProgram[Catalog],
+    now: datetime,
+    admitted: list[Pending],
+    outcomes: dict[int, ReservationView | LoyaltyError],
+    left: dict[int, int | None],
+) -> list[Pending]:
+    """The batch's common items set-wise (``reservation_sets``); returns the rest."""
+    plain = {
+        p.n: p
+        for p in admitted
+        if (p.request.prize or not _has_limits(p.item)) and p.item.codes is not CodeSource.POOL
+    }
+    if not plain:
+        return admitted
+    decided, fallback = await sets.reserve_plain(
+        conn,
+        stored,
+        now,
+        [
+            sets.PlainReserve(
+                n=p.n,
+                saga_id=p.request.saga_id,
+                user_id=p.request.user_id,
+                item=p.item,
+                sale=p.sale,
+                quantity=p.request.quantity,
+                prize=p.request.prize,
+                digest=p.request.digest(),
+                address=p.request.address,
+                expires_at=now + p.request.ttl,
+            )
+            for p in plain.values()
+        ],
+    )
+    for n, outcome in decided.items():
+        if isinstance(outcome, LoyaltyError):
+            outcomes[n] = outcome
+        else:
+            outcomes[n], left[n] = _view(outcome[0]), outcome[1]
+    again = {item.n for item in fallback}
+    return [p for p in admitted if p.n not in plain or p.n in again]
 
-    async def reserve_many(
-        self, stored: StoredProgram[Catalog], now: datetime, requests: Sequence[ReserveInput]
-    ) -> list[ReservationView | LoyaltyError]:
-        """Reserves for several sagas (distinct saga ids) in one transaction; each answered as
-        it would be alone. Sold-out items are answered from Redis (no database row touched);
-        the rest are taken in (sku, user, saga) order, each in a savepoint, so a refused one
-        leaves nothing and its neighbours still commit."""
-        outcomes: dict[int, ReservationView | LoyaltyError] = {}
-        pending: list[_Pending] = []
-        for n, request in enumerate(requests):
-            try:
-                item, sale = _check_sale(stored, now, request)
-            except LoyaltyError as error:
-                outcomes[n] = error
-                continue
-            pending.append(_Pending(n, request, item, sale))
-        await self._admit(stored, pending, outcomes)
-        admitted = [p for p in pending if p.n not in outcomes]
-        left: dict[int, int | None] = {}
-        try:
-            async with self.engine.begin() as conn:
-                rest = await self._reserve_plain(conn, stored, now, admitted, outcomes, left)
-                await _lock_members(conn, stored.app, rest)
-                for p in sorted(rest, key=lambda p: (p.item.sku, p.request.user_id, p.n)):
-                    try:
-                        async with conn.begin_nested():
-                            outcomes[p.n], left[p.n] = await self._reserve(
-                                conn, stored, now, p.item, p.sale, p.request
-                            )
-                    except LoyaltyError as error:
-                        outcomes[p.n] = error
-        except BaseException:
-            await self._give_back(stored.app, [p for p in admitted if p.took])
-            raise
-        # Units the gate let through that were not reserved now (refused, or a replay).
-        await self._give_back(stored.app, [p for p in admitted if p.took and left.get(p.n) is None])
-        fresh = [p for p in admitted if left.get(p.n) is not None]
-        await self.gate.reserved_many(
-            stored.app,
-            [
-                (p.request.saga_id, int(p.request.ttl.total_seconds()))
-                for p in fresh
-                if not p.item.unlimited
-            ],
+
+async def reserve_one(
+    conn: AsyncConnection,
+    stored: StoredProgram[Catalog],
+    now: datetime,
+    item: Item,
+    sale: SaleState,
+    request: ReserveInput,
+) -> tuple[ReservationView, int | None]:
+    """The reservation, and the units left in its bucket (None for a replay)."""
+    zone = stored.program.zone
+    today = now.astimezone(zone).date()
+    params: dict[str, Any] = {
+        "app": stored.app,
+        "saga_id": request.saga_id,
+        "user_id": request.user_id,
+        "sku": item.sku,
+        "bucket": sale.bucket,
+        "quantity": request.quantity,
+        "price": 0 if request.prize else item.price_points * request.quantity,
+        "prize": request.prize,
+        "hash": request.digest(),
+        "day": today,
+        "address": json.dumps(request.address) if request.address else None,
+        "expires_at": now + request.ttl,
+        "now": now,
+    }
+    claimed = (await conn.exec_driver_sql(_CLAIM, params)).one_or_none()
+    if claimed is None:
+        existing = (await conn.exec_driver_sql(_EXISTING, params)).one()
+        answer = sets.existing_outcome(existing, params["hash"])
+        if isinstance(answer, LoyaltyError):
+            raise answer
+        return _view(existing), None
+    if not request.prize and _has_limits(item):
+        await conn.exec_driver_sql(_LOCK_MEMBER_ITEM, params)
+        usage = (
+            await usage_by_sku(
+                conn,
+                stored.app,
+                request.user_id,
+                [item.sku],
+                today,
+                today.replace(day=1),
+                {item.sku: sale},
+                now,
+            )
+        ).get(item.sku, Usage())
+        # The row just claimed is in `usage` already: over a limit means refused.
+        if _over(item, usage):
+            raise LimitExceeded(
+                f"the per-user limit of {item.sku!r} allows no more",
+                metadata={"requested": str(request.quantity)},
+            )
+    remaining = -1
+    if not item.unlimited:
+        await ensure_bucket(conn, stored.app, item, sale.bucket)
+        row = (await conn.exec_driver_sql(_TAKE_STOCK, params)).one_or_none()
+        if row is None:
+            raise OutOfStock(f"{item.sku!r} has fewer than {request.quantity} left")
+        remaining = int(row.available)
+    if item.codes is CodeSource.POOL:
+        taken = (await conn.exec_driver_sql(_TAKE_CODES, params)).all()
+        if len(taken) < request.quantity:
+            raise OutOfStock(f"{item.sku!r} has no codes left")
+    return _view(claimed), remaining
+
+
+async def confirm_rows(
+    conn: AsyncConnection, stored: StoredProgram[Catalog], now: datetime, saga_ids: Sequence[str]
+) -> tuple[dict[str, OrderView | LoyaltyError], list[Any]]:
+    """Turns reservations (distinct saga ids) into orders, the rows locked in saga order first.
+    A repeat returns the same order. Every refusal is decided before that item writes
+    anything, except an expiry found here, which is written (and returned, for the gate) and
+    then refused."""
+    app = stored.app
+    outcomes: dict[str, OrderView | LoyaltyError] = {}
+    expired: list[Any] = []
+    live: list[Any] = []
+    rows = await _lock_reservations(conn, app, saga_ids)
+    for saga_id in saga_ids:
+        outcome = await _confirm_refusal(conn, app, now, rows.get(saga_id), saga_id)
+        if isinstance(outcome, str):  # EXPIRED just now: committed, then refused
+            expired.append(rows[saga_id])
+            outcome = ReservationExpired(f"the reservation of saga {saga_id!r} expired")
+        if outcome is not None:
+            outcomes[saga_id] = outcome
+        else:
+            live.append(rows[saga_id])
+    if live:
+        outcomes.update(await sets.confirm_set(conn, stored, now, live))
+    return outcomes, expired
+
+
+async def release_rows(
+    conn: AsyncConnection, app: str, now: datetime, saga_ids: Sequence[str]
+) -> tuple[dict[str, ReservationView | LoyaltyError], list[Any]]:
+    """Returns the stock of reservations (distinct saga ids); the rows released (for the
+    gate). With no reservation it records the release (the barrier) and succeeds; repeats
+    answer the same; a confirmed one is refused (cancel the order)."""
+    outcomes: dict[str, ReservationView | LoyaltyError] = {}
+    released: list[Any] = []
+    rows = await _lock_reservations(conn, app, saga_ids)
+    for saga_id in saga_ids:
+        if saga_id in rows:
+            continue
+        params = {"app": app, "saga_id": saga_id, "now": now}
+        barrier = (await conn.exec_driver_sql(_BARRIER, params)).one_or_none()
+        if barrier is not None:
+            outcomes[saga_id] = _view(barrier)
+            continue
+        # A Reserve committed meanwhile (the insert waited for it): release that.
+        row = (await conn.exec_driver_sql(_EXISTING + " FOR UPDATE", params)).one()
+        rows[saga_id] = row
+    # Stock rows in one order (sku, bucket) across batches.
+    for saga_id, row in sorted(rows.items(), key=lambda kv: (kv[1].sku, kv[1].bucket, kv[0])):
+        if row.state == CONFIRMED:
+            outcomes[saga_id] = ReservationConfirmed(
+                f"saga {saga_id!r} is an order; cancel it instead"
+            )
+        elif row.state != RESERVED:
+            outcomes[saga_id] = _view(row)
+        else:
+            await _finish(conn, app, row, RELEASED, now)
+            released.append(row)
+            outcomes[saga_id] = ReservationView(
+                row.saga_id,
+                row.sku,
+                int(row.quantity),
+                RELEASED,
+                int(row.price_points),
+                row.expires_at,
+            )
+    return outcomes, released
+
+
+async def expire_rows(conn: AsyncConnection, app: str, now: datetime, limit: int) -> list[Any]:
+    """Expires up to ``limit`` reservations past their TTL (state EXPIRED): their stock and
+    codes return; the rows expired (for the gate). SKIP LOCKED, so replicas and a concurrent
+    Confirm or Release never wait on each other."""
+    due = (
+        await conn.exec_driver_sql(
+            f"""SELECT {_COLUMNS} FROM reservations
+                WHERE app = %(app)s AND state = 'RESERVED' AND expires_at <= %(now)s
+                ORDER BY expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED""",
+            {"app": app, "now": now, "limit": limit},
         )
-        for p in fresh:
-            if p.admitted == gates.UNKNOWN and not p.item.unlimited:
-                await self.gate.seed(stored.app, p.item.sku, p.sale.bucket, left[p.n] or 0)
-        return [outcomes[n] for n in range(len(requests))]
-
-    async def _reserve_plain(
-        self,
-        conn: AsyncConnection,
-        stored: StoredProgram[Catalog],
-        now: datetime,
-        admitted: list[_Pending],
-        outcomes: dict[int, ReservationView | LoyaltyError],
-        left: dict[int, int | None],
-    ) -> list[_Pending]:
-        """The batch's common items set-wise (``reservation_sets``); returns the rest."""
-        plain = {
-            p.n: p
-            for p in admitted
-            if (p.request.prize or not _has_limits(p.item)) and p.item.codes is not CodeSource.POOL
-        }
-        if not plain:
-            return admitted
-        decided, fallback = await sets.reserve_plain(
-            conn,
-            stored,
-            now,
-            [
-                sets.PlainReserve(
-                    n=p.n,
-                    saga_id=p.request.saga_id,
-                    user_id=p.request.user_id,
-                    item=p.item,
-                    sale=p.sale,
-                    quantity=p.request.quantity,
-                    prize=p.request.prize,
-                    digest=p.request.digest(),
-                    address=p.request.address,
-                    expires_at=now + p.request.ttl,
-                )
-                for p in plain.values()
-            ],
-        )
-        for n, outcome in decided.items():
-            if isinstance(outcome, LoyaltyError):
-                outcomes[n] = outcome
-            else:
-                outcomes[n], left[n] = _view(outcome[0]), outcome[1]
-        again = {item.n for item in fallback}
-        return [p for p in admitted if p.n not in plain or p.n in again]
-
-    async def _admit(
-        self,
-        stored: StoredProgram[Catalog],
-        pending: list[_Pending],
-        outcomes: dict[int, ReservationView | LoyaltyError],
-    ) -> None:
-        """The Redis gate for the batch (one round trip): a sold-out item is refused here."""
-        gated = [p for p in pending if not p.item.unlimited]
-        marks = await self.gate.admit_many(
-            stored.app,
-            [(p.item.sku, p.sale.bucket, p.request.saga_id, p.request.quantity) for p in gated],
-        )
-        for p, admitted in zip(gated, marks, strict=True):
-            if admitted == gates.UNKNOWN:
-                # No counter yet (or Redis lost it): seed it from Postgres first, so the
-                # first wave of a sale is already filtered.
-                await self.gate.seed(
-                    stored.app,
-                    p.item.sku,
-                    p.sale.bucket,
-                    await self._left(stored.app, p.item, p.sale.bucket),
-                )
-                admitted = await self.gate.admit(
-                    stored.app, p.item.sku, p.sale.bucket, p.request.saga_id, p.request.quantity
-                )
-            p.admitted = admitted
-            if admitted == gates.SOLD_OUT:
-                outcomes[p.n] = OutOfStock(f"{p.item.sku!r} is sold out")
-
-    async def _give_back(self, app: str, taken: Sequence[_Pending]) -> None:
-        await self.gate.give_back_many(
-            app, [(p.item.sku, p.sale.bucket, p.request.quantity) for p in taken]
-        )
-
-    async def _left(self, app: str, item: Item, bucket: str) -> int:
-        async with self.engine.connect() as conn:
-            return await available_in(conn, app, item.sku, bucket, item)
-
-    async def _reserve(
-        self,
-        conn: AsyncConnection,
-        stored: StoredProgram[Catalog],
-        now: datetime,
-        item: Item,
-        sale: SaleState,
-        request: ReserveInput,
-    ) -> tuple[ReservationView, int | None]:
-        """The reservation, and the units left in its bucket (None for a replay)."""
-        zone = stored.program.zone
-        today = now.astimezone(zone).date()
-        params: dict[str, Any] = {
-            "app": stored.app,
-            "saga_id": request.saga_id,
-            "user_id": request.user_id,
-            "sku": item.sku,
-            "bucket": sale.bucket,
-            "quantity": request.quantity,
-            "price": 0 if request.prize else item.price_points * request.quantity,
-            "prize": request.prize,
-            "hash": request.digest(),
-            "day": today,
-            "address": json.dumps(request.address) if request.address else None,
-            "expires_at": now + request.ttl,
-            "now": now,
-        }
-        claimed = (await conn.exec_driver_sql(_CLAIM, params)).one_or_none()
-        if claimed is None:
-            existing = (await conn.exec_driver_sql(_EXISTING, params)).one()
-            answer = sets.existing_outcome(existing, params["hash"])
-            if isinstance(answer, LoyaltyError):
-                raise answer
-            return _view(existing), None
-        if not request.prize and _has_limits(item):
-            await conn.exec_driver_sql(_LOCK_MEMBER_ITEM, params)
-            usage = (
-                await usage_by_sku(
-                    conn,
-                    stored.app,
-                    request.user_id,
-                    [item.sku],
-                    today,
-                    today.replace(day=1),
-                    {item.sku: sale},
-                    now,
-                )
-            ).get(item.sku, Usage())
-            # The row just claimed is in `usage` already: over a limit means refused.
-            if _over(item, usage):
-                raise LimitExceeded(
-                    f"the per-user limit of {item.sku!r} allows no more",
-                    metadata={"requested": str(request.quantity)},
-                )
-        remaining = -1
-        if not item.unlimited:
-            await ensure_bucket(conn, stored.app, item, sale.bucket)
-            row = (await conn.exec_driver_sql(_TAKE_STOCK, params)).one_or_none()
-            if row is None:
-                raise OutOfStock(f"{item.sku!r} has fewer than {request.quantity} left")
-            remaining = int(row.available)
-        if item.codes is CodeSource.POOL:
-            taken = (await conn.exec_driver_sql(_TAKE_CODES, params)).all()
-            if len(taken) < request.quantity:
-                raise OutOfStock(f"{item.sku!r} has no codes left")
-        return _view(claimed), remaining
-
-    async def confirm_many(
-        self, stored: StoredProgram[Catalog], now: datetime, saga_ids: Sequence[str]
-    ) -> list[OrderView | LoyaltyError]:
-        """Turns reservations (distinct saga ids) into orders in one transaction, the rows
-        locked in saga order first. A repeat returns the same order. Every refusal is decided
-        before that item writes anything, except an expiry found here, which is committed and
-        then refused."""
-        app = stored.app
-        outcomes: dict[str, OrderView | LoyaltyError] = {}
-        expired: list[Any] = []
-        live: list[Any] = []
-        async with self.engine.begin() as conn:
-            rows = await _lock_reservations(conn, app, saga_ids)
-            for saga_id in saga_ids:
-                outcome = await _confirm_refusal(conn, app, now, rows.get(saga_id), saga_id)
-                if isinstance(outcome, str):  # EXPIRED just now: committed, then refused
-                    expired.append(rows[saga_id])
-                    outcome = ReservationExpired(f"the reservation of saga {saga_id!r} expired")
-                if outcome is not None:
-                    outcomes[saga_id] = outcome
-                else:
-                    live.append(rows[saga_id])
-            if live:
-                outcomes.update(await sets.confirm_set(conn, stored, now, live))
-        await self.gate.give_back_many(
-            app, [(row.sku, row.bucket, int(row.quantity)) for row in expired]
-        )
-        return [outcomes[saga_id] for saga_id in saga_ids]
-
-    async def release_many(
-        self, stored: StoredProgram[Catalog], now: datetime, saga_ids: Sequence[str]
-    ) -> list[ReservationView | LoyaltyError]:
-        """Returns the stock of reservations (distinct saga ids) in one transaction. With no
-        reservation it records the release (the barrier) and succeeds; repeats answer the same;
-        a confirmed one is refused (cancel the order)."""
-        app = stored.app
-        outcomes: dict[str, ReservationView | LoyaltyError] = {}
-        released: list[Any] = []
-        async with self.engine.begin() as conn:
-            rows = await _lock_reservations(conn, app, saga_ids)
-            for saga_id in saga_ids:
-                if saga_id in rows:
-                    continue
-                params = {"app": app, "saga_id": saga_id, "now": now}
-                barrier = (await conn.exec_driver_sql(_BARRIER, params)).one_or_none()
-                if barrier is not None:
-                    outcomes[saga_id] = _view(barrier)
-                    continue
-                # A Reserve committed meanwhile (the insert waited for it): release that.
-                row = (await conn.exec_driver_sql(_EXISTING + " FOR UPDATE", params)).one()
-                rows[saga_id] = row
-            # Stock rows in one order (sku, bucket) across batches.
-            for saga_id, row in sorted(
-                rows.items(), key=lambda kv: (kv[1].sku, kv[1].bucket, kv[0])
-            ):
-                if row.state == CONFIRMED:
-                    outcomes[saga_id] = ReservationConfirmed(
-                        f"saga {saga_id!r} is an order; cancel it instead"
-                    )
-                elif row.state != RESERVED:
-                    outcomes[saga_id] = _view(row)
-                else:
-                    await _finish(conn, app, row, RELEASED, now)
-                    released.append(row)
-                    outcomes[saga_id] = ReservationView(
-                        row.saga_id,
-                        row.sku,
-                        int(row.quantity),
-                        RELEASED,
-                        int(row.price_points),
-                        row.expires_at,
-                    )
-        await self.gate.give_back_many(
-            app, [(row.sku, row.bucket, int(row.quantity)) for row in released]
-        )
-        return [outcomes[saga_id] for saga_id in saga_ids]
-
-    async def expire_due(self, stored: StoredProgram[Catalog], now: datetime, limit: int) -> int:
-        """Expires reservations past their TTL (state EXPIRED): their stock and codes return.
-        SKIP LOCKED, so replicas and a concurrent Confirm or Release never wait on each other."""
-        async with self.engine.begin() as conn:
-            due = (
-                await conn.exec_driver_sql(
-                    f"""SELECT {_COLUMNS} FROM reservations
-                        WHERE app = %(app)s AND state = 'RESERVED' AND expires_at <= %(now)s
-                        ORDER BY expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED""",
-                    {"app": stored.app, "now": now, "limit": limit},
-                )
-            ).all()
-            for row in due:
-                await _finish(conn, stored.app, row, EXPIRED, now)
-        for row in due:
-            await self.gate.give_back(stored.app, row.sku, row.bucket, int(row.quantity))
-        return len(due)
+    ).all()
+    for row in due:
+        await _finish(conn, app, row, EXPIRED, now)
+    return list(due)
 
 
 async def _lock_reservations(

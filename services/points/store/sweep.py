@@ -1,6 +1,7 @@
 """The expiry sweep: expires every lot of an app due at `as_of`, set-wise, in batches.
 
-Each batch is one transaction of two statements:
+Each batch (``sweep_batch``, in the caller's transaction; the passes and workers are the use
+case ``Points.expire_due``) is two statements:
 1. pick the next due lots in (expires_at, id) order from the partial index and lock their
    accounts, FOR UPDATE SKIP LOCKED: an account a spend is working on is skipped, not waited for
    (its due lots are expired by that spend itself, or by the next pass);
@@ -13,17 +14,11 @@ leave the partial index: a second sweep finds nothing (idempotent).
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-BATCH_LOTS = 20_000
-# Side-by-side sweeps; two keep both cores of a small database server busy.
-WORKERS = 2
-MAX_PASSES = 3
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 _PICK = text(
     """
@@ -83,81 +78,72 @@ class SweepResult:
     points_expired: int = 0
 
 
-async def expire_due(
-    engine: AsyncEngine,
+@dataclass(frozen=True)
+class SweepPosition:
+    """Where a sweep worker is in (expires_at, id) order."""
+
+    after_expires: datetime
+    after_id: int
+
+
+START = SweepPosition(_EPOCH, 0)
+
+
+@dataclass(frozen=True)
+class SweptBatch:
+    next: SweepPosition
+    lots_expired: int
+    points_expired: int
+    # Due lots whose account a spend held (SKIP LOCKED): the next pass takes them.
+    skipped: int
+
+
+async def sweep_batch(
+    conn: AsyncConnection,
     app: str,
     expired_account: int,
     as_of: datetime,
     now: datetime,
+    position: SweepPosition,
     *,
-    batch: int = BATCH_LOTS,
-    workers: int = WORKERS,
-) -> SweepResult:
-    """Runs ``workers`` sweeps side by side, each over its own accounts (account id modulo
-    workers), so they never wait on each other and the database uses more than one core."""
-    parts = await asyncio.gather(
-        *(
-            _sweep_part(engine, app, expired_account, as_of, now, batch, workers, worker)
-            for worker in range(workers)
-        )
-    )
-    return SweepResult(
-        sum(part.lots_expired for part in parts), sum(part.points_expired for part in parts)
-    )
-
-
-async def _sweep_part(
-    engine: AsyncEngine,
-    app: str,
-    expired_account: int,
-    as_of: datetime,
-    now: datetime,
     batch: int,
     workers: int,
     worker: int,
-) -> SweepResult:
-    result = SweepResult()
-    for _ in range(MAX_PASSES):
-        skipped = 0
-        after_expires, after_id = _EPOCH, 0
-        while True:
-            async with engine.begin() as conn:
-                picked = (
-                    await conn.execute(
-                        _PICK,
-                        {
-                            "app": app,
-                            "as_of": as_of,
-                            "after_expires": after_expires,
-                            "after_id": after_id,
-                            "batch": batch,
-                            "workers": workers,
-                            "worker": worker,
-                        },
-                    )
-                ).one()
-                if picked.last_id is None:
-                    break
-                after_expires, after_id = picked.last_expires, picked.last_id
-                locked = list(picked.accounts or [])
-                skipped += int(picked.candidates) - len(locked)
-                if not locked:
-                    continue
-                done = (
-                    await conn.execute(
-                        _EXPIRE,
-                        {
-                            "app": app,
-                            "accounts": locked,
-                            "as_of": as_of,
-                            "now": now,
-                            "ref": f"sweep:{as_of.isoformat()}",
-                            "expired_account": expired_account,
-                        },
-                    )
-                ).one()
-                result.lots_expired += int(done.lots)
-                result.points_expired += int(done.points)
-        if skipped == 0:
-            break
-    return result
+) -> SweptBatch | None:
+    """One batch of worker ``worker`` of ``workers`` (accounts by id modulo workers) after
+    ``position``, in the caller's transaction; None once nothing is due after it."""
+    picked = (
+        await conn.execute(
+            _PICK,
+            {
+                "app": app,
+                "as_of": as_of,
+                "after_expires": position.after_expires,
+                "after_id": position.after_id,
+                "batch": batch,
+                "workers": workers,
+                "worker": worker,
+            },
+        )
+    ).one()
+    if picked.last_id is None:
+        return None
+    following = SweepPosition(picked.last_expires, picked.last_id)
+    locked = list(picked.accounts or [])
+    skipped = int(picked.candidates) - len(locked)
+    if not locked:
+        return SweptBatch(following, 0, 0, skipped)
+    done = (
+        await conn.execute(
+            _EXPIRE,
+            {
+                "app": app,
+                "accounts": locked,
+                "as_of": as_of,
+                "now": now,
+                "ref": f"sweep:{as_of.isoformat()}",
+                "expired_account": expired_account,
+            },
+        )
+    ).one()
+    return SweptBatch(following, int(done.lots), int(done.points), skipped)
