@@ -9,7 +9,6 @@ from typing import Any
 
 from loyalty.common.v1 import common_pb2
 from loyalty.mall.v1 import mall_pb2, mall_pb2_grpc
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plumbing.batch_calls import answer_batch, only, outcome_messages
 from plumbing.configure import configure_section
@@ -26,6 +25,7 @@ from plumbing.validation import (
 from plumbing.wire import (
     decode_page_token,
     encode_page_token,
+    keyset_page,
     page_size,
     parse_date_range,
     to_timestamp,
@@ -33,14 +33,13 @@ from plumbing.wire import (
 from services.mall.domain.program import Catalog, ItemKind, parse_mall
 from services.mall.domain.sale import SaleStatus, limit_left, tier_allows
 from services.mall.jobs import expire_reservations
+from services.mall.service import Mall, Reservations
 from services.mall.store import catalog as catalog_store
-from services.mall.store import orders as order_store
-from services.mall.store import stats
-from services.mall.store.catalog import ItemView, item_views
+from services.mall.store.catalog import ItemView
 from services.mall.store.gate import StockGate
 from services.mall.store.orders import OrderView
 from services.mall.store.programs import mall_programs
-from services.mall.store.reservations import Reservations, ReservationView, ReserveInput
+from services.mall.store.reservations import ReservationView, ReserveInput
 
 DEFAULT_TTL = timedelta(minutes=15)
 MAX_TTL = timedelta(days=1)
@@ -164,10 +163,10 @@ def _reservation_outcomes(
 
 class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
     def __init__(self, resources: Resources) -> None:
-        self.engine = resources.engine
         self.programs = mall_programs(resources)
         self.gate = StockGate(resources.redis)
         self.reservations = Reservations(resources.engine, self.gate)
+        self.mall = Mall(resources.engine, self.gate, self.programs)
 
     async def _program(self, app: str) -> StoredProgram[Catalog]:
         require_id("app", app)
@@ -183,38 +182,12 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
             request.section_json,
             request.validate_only,
             parse_mall,
-            self._store_catalog,
-            self._check_catalog,
+            self.mall.store_catalog,
+            self.mall.check_catalog,
         )
 
-    async def _store_catalog(self, app: str, section: dict[str, Any], catalog: Catalog) -> int:
-        """Items and stock follow the catalog in the transaction that stores it; stock already
-        sold refuses a lower `stock` with the item's path, and then nothing is written."""
-        now = self.programs.service_now()
-        gained: dict[str, int] = {}
-
-        async def sync(conn: AsyncConnection) -> None:
-            gained.update(await catalog_store.sync_catalog(conn, app, catalog, now))
-
-        version = await self.programs.store(app, section, before=sync)
-        # Committed: units the program added reach the gate at once (a sold-out counter would
-        # otherwise keep refusing them until the reconcile job found the bucket quiet).
-        for sku, units in gained.items():
-            await self.gate.give_back(app, sku, "", units)
-        return version
-
-    async def _check_catalog(self, app: str, catalog: Catalog) -> None:
-        """validate_only: the same sync, rolled back."""
-        async with self.engine.begin() as conn:
-            await catalog_store.sync_catalog(conn, app, catalog, self.programs.service_now())
-            await conn.rollback()
-
     async def _item_view(self, stored: StoredProgram[Catalog], sku: str) -> mall_pb2.Item:
-        now = self.programs.now(stored)
-        today = now.astimezone(stored.program.zone).date()
-        item = catalog_store.item_of(stored, sku)
-        async with self.engine.connect() as conn:
-            [view] = await item_views(conn, stored, [item], now, today, today.replace(day=1), None)
+        [view] = await self.mall.item_views(stored, [catalog_store.item_of(stored, sku)], None)
         return _item(view, False, None, stored.program)
 
     async def AddStock(self, request: mall_pb2.AddStockRequest, context: Any) -> mall_pb2.Item:
@@ -222,12 +195,7 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
         request_id = require_id("request_id", request.request_id)
         sku = require_id("sku", request.sku)
         quantity = require_positive("quantity", request.quantity, maximum=10**9)
-        async with self.engine.begin() as conn:
-            bucket, added = await catalog_store.add_stock(
-                conn, stored, self.programs.now(stored), request_id, sku, quantity
-            )
-        if added:  # a replay added nothing, so the gate gets nothing
-            await self.gate.give_back(stored.app, sku, bucket, quantity)
+        await self.mall.add_stock(stored, request_id, sku, quantity)
         return await self._item_view(stored, sku)
 
     async def LoadCodes(
@@ -241,12 +209,7 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
         if len(request.codes) > MAX_CODES:
             raise InvalidArgument("codes", f"at most {MAX_CODES} codes per call")
         codes = [require_id(f"codes[{i}]", code) for i, code in enumerate(request.codes)]
-        async with self.engine.begin() as conn:
-            loaded, skipped, replayed = await catalog_store.load_codes(
-                conn, stored, self.programs.now(stored), request_id, sku, codes
-            )
-        if not replayed:
-            await self.gate.give_back(stored.app, sku, "", loaded)
+        loaded, skipped = await self.mall.load_codes(stored, request_id, sku, codes)
         return mall_pb2.LoadCodesResponse(loaded=loaded, duplicates_skipped=skipped)
 
     async def ListItems(
@@ -260,11 +223,7 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
         size = page_size(request.page_size)
         offset = (decode_page_token(request.page_token) or 1) - 1
         listed = list(stored.program.items.values())
-        page = listed[offset : offset + size]
-        now = self.programs.now(stored)
-        today = now.astimezone(stored.program.zone).date()
-        async with self.engine.connect() as conn:
-            views = await item_views(conn, stored, page, now, today, today.replace(day=1), user_id)
+        views = await self.mall.item_views(stored, listed[offset : offset + size], user_id)
         more = offset + size < len(listed)
         return mall_pb2.ListItemsResponse(
             items=[_item(v, user_id is not None, tier, stored.program) for v in views],
@@ -351,8 +310,7 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
     async def GetOrder(self, request: mall_pb2.GetOrderRequest, context: Any) -> mall_pb2.Order:
         stored = await self._program(request.app)
         order_id = require_id("order_id", request.order_id)
-        async with self.engine.connect() as conn:
-            return _order(await order_store.get_order(conn, stored.app, order_id))
+        return _order(await self.mall.order(stored.app, order_id))
 
     async def ListOrders(
         self, request: mall_pb2.ListOrdersRequest, context: Any
@@ -366,14 +324,11 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
                 raise InvalidArgument("status", "is not an order status")
         size = page_size(request.page_size)
         before = decode_page_token(request.page_token)
-        async with self.engine.connect() as conn:
-            rows = await order_store.list_orders(
-                conn, stored.app, user_id, status, before, size + 1
-            )
-        page, more = rows[:size], len(rows) > size
+        rows = await self.mall.orders(stored.app, user_id, status, before, size + 1)
+        page, token = keyset_page(rows, size, lambda row: row.seq)
         return mall_pb2.ListOrdersResponse(
             orders=[_order(o) for o in page],
-            next_page_token=encode_page_token(page[-1].seq) if more and page else "",
+            next_page_token=token,
         )
 
     async def MarkShipped(
@@ -384,19 +339,7 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
         carrier = require_id("carrier", request.carrier)
         tracking = require_id("tracking_number", request.tracking_number)
         operator = require_id("operator", request.operator)
-        async with self.engine.begin() as conn:
-            order, _ = await order_store.transition(
-                conn,
-                stored.app,
-                order_id,
-                order_store.SHIPPED,
-                operator,
-                f"{carrier} {tracking}",
-                self.programs.now(stored),
-                allowed_from=(order_store.PENDING,),
-                kinds=(ItemKind.PHYSICAL.value,),
-                fields={"carrier": carrier, "tracking_number": tracking},
-            )
+        order = await self.mall.mark_shipped(stored, order_id, carrier, tracking, operator)
         return _order(order)
 
     async def MarkFulfilled(
@@ -406,18 +349,7 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
         order_id = require_id("order_id", request.order_id)
         operator = require_id("operator", request.operator)
         note = optional_text("note", request.note)
-        async with self.engine.begin() as conn:
-            order, _ = await order_store.transition(
-                conn,
-                stored.app,
-                order_id,
-                order_store.FULFILLED,
-                operator,
-                note,
-                self.programs.now(stored),
-                allowed_from=(order_store.PENDING,),
-                kinds=(ItemKind.VIRTUAL.value, ItemKind.PRIVILEGE.value, ItemKind.COUPON.value),
-            )
+        order = await self.mall.mark_fulfilled(stored, order_id, operator, note)
         return _order(order)
 
     async def CancelOrder(
@@ -427,13 +359,7 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
         order_id = require_id("order_id", request.order_id)
         operator = require_id("operator", request.operator)
         reason = require_id("reason", request.reason, max_length=1024)
-        async with self.engine.begin() as conn:
-            order, bucket = await order_store.cancel_order(
-                conn, stored.app, order_id, operator, reason, self.programs.now(stored)
-            )
-        if order.status == order_store.CANCELLED:
-            await self.gate.give_back(stored.app, order.sku, bucket, order.quantity)
-        return _order(order)
+        return _order(await self.mall.cancel_order(stored, order_id, operator, reason))
 
     # --- sandbox test clock --------------------------------------------------------------
 
@@ -457,10 +383,7 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
         zone = stored.program.zone
         since = datetime.combine(first, datetime.min.time(), tzinfo=zone)
         until = datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=zone)
-        async with self.engine.connect() as conn:
-            days = await stats.item_days(
-                conn, stored.app, stored.program.timezone, sku, first, last, since, until
-            )
+        days = await self.mall.item_stats(stored, sku, first, last, since, until)
         return mall_pb2.GetItemStatsResponse(
             days=[
                 mall_pb2.ItemDayStats(

@@ -1,16 +1,15 @@
-"""gRPC API of the points service: checks the request, runs the store in one database
-transaction, maps the answer to protobuf. Domain errors become statuses in plumbing.grpc_errors."""
+"""gRPC API of the points service: checks the request, calls a use case of ``service.py`` and
+maps its answer to protobuf. Domain errors become statuses in plumbing.grpc_errors."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from loyalty.common.v1 import common_pb2
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
 from opentelemetry import trace
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plumbing.batch_calls import answer_batch, only, outcome_messages
 from plumbing.configure import configure_section
@@ -29,18 +28,16 @@ from plumbing.validation import (
 )
 from plumbing.wire import (
     decode_page_token,
-    encode_page_token,
     from_timestamp,
+    keyset_page,
     page_size,
     parse_date_range,
     to_timestamp,
 )
-from services.points import jobs
-from services.points.domain.errors import HoldCaptured, HoldExpired, HoldReleased
 from services.points.domain.program import parse_program
-from services.points.metrics import ISSUED, SPENT, count
-from services.points.store import earning, hold_batch, holds, movements, queries, sweep
-from services.points.store.programs import AppProgram, Programs
+from services.points.service import Points
+from services.points.store import earning, hold_batch, holds
+from services.points.store.programs import Programs
 
 T = TypeVar("T")
 
@@ -73,36 +70,18 @@ def _hold_batch_reply(
     )
 
 
-def _captured(outcome: hold_batch.Outcome) -> hold_batch.Outcome:
-    """A capture that came too late is refused (after the commit that recorded an expiry)."""
-    if isinstance(outcome, holds.HoldResult):
-        if outcome.state == holds.RELEASED:
-            return HoldReleased(f"saga {outcome.saga_id!r} was released; it cannot be captured")
-        if outcome.state == holds.EXPIRED:
-            return HoldExpired(
-                f"the hold of saga {outcome.saga_id!r} expired; it cannot be captured"
-            )
-    return outcome
+def _saga_id(request: Any) -> str:
+    return require_id("saga_id", request.saga_id)
 
 
-def _released(result: holds.HoldResult) -> hold_batch.Outcome:
-    if result.state == holds.CAPTURED:
-        return HoldCaptured(f"saga {result.saga_id!r} was captured; refund it instead")
-    return result
+def _same(saga_id: str) -> str:
+    return saga_id
 
 
 class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
     def __init__(self, resources: Resources) -> None:
-        self.engine = resources.engine
         self.programs = Programs(resources.engine, resources.clock)
-
-    async def _in_transaction(
-        self, app: str, work: Callable[[AsyncConnection, AppProgram, datetime], Awaitable[T]]
-    ) -> T:
-        require_id("app", app)
-        ap = await self.programs.get(app)
-        async with self.engine.begin() as conn:
-            return await work(conn, ap, self.programs.now(ap))
+        self.points = Points(resources.engine, self.programs)
 
     # --- configuration -------------------------------------------------------------------
 
@@ -147,10 +126,7 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
         ap = await self.programs.get(request.app)
         now = self.programs.now(ap)
         not_in_future("occurred_at", event.occurred_at, now)
-        async with self.engine.begin() as conn:
-            [result] = await earning.earn_batch(conn, ap, now, [event])
-        if not result.duplicate:
-            count(ISSUED, ap.app, result.points_awarded)
+        [result] = await self.points.earn(ap, now, [event])
         return self._earn_reply(result)
 
     async def EarnBatch(
@@ -171,14 +147,9 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
             checked.append((ap, positions, events))
         replies: dict[int, points_pb2.EarnResponse] = {}
         for ap, positions, events in checked:
-            async with self.engine.begin() as conn:
-                results = await earning.earn_batch(conn, ap, self.programs.now(ap), events)
-            issued = 0
+            results = await self.points.earn(ap, self.programs.now(ap), events)
             for position, result in zip(positions, results, strict=True):
                 replies[position] = self._earn_reply(result)
-                if not result.duplicate:
-                    issued += max(result.points_awarded, 0)
-            count(ISSUED, ap.app, issued)
         return points_pb2.EarnBatchResponse(results=[replies[i] for i in sorted(replies)])
 
     async def ReverseEvent(
@@ -186,10 +157,7 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
     ) -> points_pb2.ReverseEventResponse:
         event_id = require_id("event_id", request.event_id)
         reason = optional_text("reason", request.reason)
-        result = await self._in_transaction(
-            request.app,
-            lambda conn, ap, now: earning.reverse_event(conn, ap, now, event_id, reason),
-        )
+        result = await self.points.reverse_event(request.app, event_id, reason)
         return points_pb2.ReverseEventResponse(
             points_reversed=result.points_reversed, balance=result.balance
         )
@@ -202,14 +170,7 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
         amount = require_positive("amount", request.amount)
         reason = require_id("reason", request.reason, max_length=1024)
         operator = require_id("operator", request.operator)
-        reply = await self._in_transaction(
-            request.app,
-            lambda conn, ap, now: movements.grant(
-                conn, ap, now, request_id, user_id, amount, reason, operator
-            ),
-        )
-        if not reply.get("duplicate"):
-            count(ISSUED, request.app, amount)
+        reply = await self.points.grant(request.app, request_id, user_id, amount, reason, operator)
         return points_pb2.Movement(**reply)
 
     async def Adjust(self, request: points_pb2.AdjustRequest, context: Any) -> points_pb2.Movement:
@@ -218,12 +179,7 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
         delta = require_nonzero("delta", request.delta)
         reason = require_id("reason", request.reason, max_length=1024)
         operator = require_id("operator", request.operator)
-        reply = await self._in_transaction(
-            request.app,
-            lambda conn, ap, now: movements.adjust(
-                conn, ap, now, request_id, user_id, delta, reason, operator
-            ),
-        )
+        reply = await self.points.adjust(request.app, request_id, user_id, delta, reason, operator)
         return points_pb2.Movement(**reply)
 
     async def Gift(self, request: points_pb2.GiftRequest, context: Any) -> points_pb2.Movement:
@@ -233,12 +189,7 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
         if sender == receiver:
             raise InvalidArgument("to_user_id", "must differ from from_user_id")
         amount = require_positive("amount", request.amount)
-        reply = await self._in_transaction(
-            request.app,
-            lambda conn, ap, now: movements.gift(
-                conn, ap, now, request_id, sender, receiver, amount
-            ),
-        )
+        reply = await self.points.gift(request.app, request_id, sender, receiver, amount)
         return points_pb2.Movement(**reply)
 
     # --- two-phase spend -------------------------------------------------------------------
@@ -261,42 +212,19 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
     async def _holds(
         self, requests: Sequence[points_pb2.HoldRequest]
     ) -> list[holds.HoldResult | LoyaltyError]:
-        async def run(app: str, items: list[hold_batch.HoldInput]) -> list[hold_batch.Outcome]:
-            return await self._in_transaction(
-                app, lambda conn, ap, now: hold_batch.hold_batch(conn, ap, now, items)
-            )
-
-        return await answer_batch(requests, self._hold_input, lambda item: item.saga_id, run)
+        return await answer_batch(
+            requests, self._hold_input, lambda item: item.saga_id, self.points.hold_many
+        )
 
     async def _captures(
         self, requests: Sequence[points_pb2.CaptureRequest]
     ) -> list[holds.HoldResult | LoyaltyError]:
-        async def run(app: str, saga_ids: list[str]) -> list[hold_batch.Outcome]:
-            outcomes = await self._in_transaction(
-                app, lambda conn, ap, now: hold_batch.capture_batch(conn, ap, now, saga_ids)
-            )
-            # Refusals are answered after the commit, so an expiry found here is kept.
-            for outcome in outcomes:
-                if isinstance(outcome, holds.HoldResult) and outcome.state == holds.CAPTURED:
-                    count(SPENT, app, outcome.amount)
-            return [_captured(outcome) for outcome in outcomes]
-
-        return await answer_batch(
-            requests, lambda r: require_id("saga_id", r.saga_id), lambda saga_id: saga_id, run
-        )
+        return await answer_batch(requests, _saga_id, _same, self.points.capture_many)
 
     async def _releases(
         self, requests: Sequence[points_pb2.ReleaseHoldRequest]
     ) -> list[holds.HoldResult | LoyaltyError]:
-        async def run(app: str, saga_ids: list[str]) -> list[hold_batch.Outcome]:
-            results = await self._in_transaction(
-                app, lambda conn, ap, now: hold_batch.release_batch(conn, ap, now, saga_ids)
-            )
-            return [_released(result) for result in results]
-
-        return await answer_batch(
-            requests, lambda r: require_id("saga_id", r.saga_id), lambda saga_id: saga_id, run
-        )
+        return await answer_batch(requests, _saga_id, _same, self.points.release_many)
 
     async def Hold(self, request: points_pb2.HoldRequest, context: Any) -> points_pb2.HoldResponse:
         return _hold_reply(only(await self._holds([request])))
@@ -331,10 +259,7 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
         saga_id = require_id("saga_id", request.saga_id)
         amount = require_positive("amount", request.amount)
         reason = optional_text("reason", request.reason)
-        reply = await self._in_transaction(
-            request.app,
-            lambda conn, ap, now: holds.refund(conn, ap, now, request_id, saga_id, amount, reason),
-        )
+        reply = await self.points.refund(request.app, request_id, saga_id, amount, reason)
         return points_pb2.Movement(**reply)
 
     # --- expiry ----------------------------------------------------------------------------
@@ -348,7 +273,7 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
         as_of = from_timestamp("as_of", request, "as_of") or now
         if as_of > now:
             raise InvalidArgument("as_of", "is in the future: points cannot expire early")
-        result = await sweep.expire_due(self.engine, ap.app, ap.system["expired"], as_of, now)
+        result = await self.points.expire_due(ap, as_of, now)
         return points_pb2.ExpireDueResponse(
             lots_expired=result.lots_expired, points_expired=result.points_expired
         )
@@ -364,10 +289,7 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
         if days < 0 or days > 3660:
             raise InvalidArgument("expiring_within_days", "must be between 0 and 3660")
         ap = await self.programs.get(request.app)
-        async with self.engine.connect() as conn:
-            view = await queries.balance(
-                conn, ap.app, user_id, self.programs.now(ap), timedelta(days=days)
-            )
+        view = await self.points.balance(ap, user_id, timedelta(days=days))
         return points_pb2.Balance(
             user_id=user_id,
             available=view.available,
@@ -388,9 +310,8 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
         size = page_size(request.page_size)
         before = decode_page_token(request.page_token)
         ap = await self.programs.get(request.app)
-        async with self.engine.connect() as conn:
-            rows = await queries.history(conn, ap.app, user_id, before, size + 1)
-        page, more = rows[:size], len(rows) > size
+        rows = await self.points.history(ap.app, user_id, before, size + 1)
+        page, token = keyset_page(rows, size, lambda row: row.id)
         return points_pb2.ListHistoryResponse(
             entries=[
                 points_pb2.HistoryEntry(
@@ -403,7 +324,7 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
                 )
                 for row in page
             ],
-            next_page_token=encode_page_token(page[-1].id) if more and page else "",
+            next_page_token=token,
         )
 
     async def GetLiability(
@@ -414,8 +335,7 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
         ap = await self.programs.get(request.app)
         zone = ap.program.zone
         until = datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=zone)
-        async with self.engine.connect() as conn:
-            rows = await queries.liability(conn, ap.app, ap.program.timezone, first, last, until)
+        rows = await self.points.liability(ap, first, last, until)
         rate = ap.program.money_rate
         return points_pb2.GetLiabilityResponse(
             money_rate=rate,
@@ -443,6 +363,7 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
         so the caller sees their effect as soon as this returns. A retried request_id moves
         the clock once."""
         ap = await self.programs.advance_from(request)
-        await jobs.release_expired_holds(self.engine, self.programs, only=ap.app)
-        await jobs.expire_due_lots(self.engine, self.programs, only=ap.app)
+        await self.points.release_expired_holds(ap)
+        now = self.programs.now(ap)
+        await self.points.expire_due(ap, now, now)
         return clock_answer(self.programs.now(ap), ap.clock_offset)
