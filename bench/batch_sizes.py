@@ -32,6 +32,10 @@ from opentelemetry.proto.collector.metrics.v1 import (
 from devtools.embedded import free_port
 
 METRIC = "loyalty.batch.items"
+# The saga steps' latency (seconds, by step and outcome): its mean per step, for the answered
+# steps, says which stage a saga waits on.
+STEP_METRIC = "loyalty.saga.step.duration"
+STEP_PREFIX = "step "
 # Each export collects and sends every metric of a process: at one a second (15 times the
 # production interval) it was 10-30% of the participants' Python time under redemption load,
 # a cost of the measuring, not of the system measured. Three seconds keeps it small.
@@ -59,10 +63,16 @@ class BatchSizes(metrics_service_pb2_grpc.MetricsServiceServicer):
                 service = service.removeprefix("loyalty-")
                 for scope in resource.scope_metrics:
                     for metric in scope.metrics:
-                        if metric.name != METRIC:
-                            continue
                         for point in metric.histogram.data_points:
-                            name = f"{service} {_attribute(point.attributes, 'batch')}"
+                            if metric.name == METRIC:
+                                name = f"{service} {_attribute(point.attributes, 'batch')}"
+                            elif (
+                                metric.name == STEP_METRIC
+                                and _attribute(point.attributes, "outcome") == "OK"
+                            ):
+                                name = f"{STEP_PREFIX}{_attribute(point.attributes, 'step')}"
+                            else:
+                                continue
                             self._latest[name] = (int(point.count), float(point.sum))
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
@@ -88,6 +98,17 @@ def lines(seen: dict[str, tuple[int, float]]) -> list[str]:
     return [
         f"  {name:<40} {batches:>7,} batches {items:>9,.0f} items {items / batches:6.2f} a batch"
         for name, (batches, items) in sorted(seen.items(), key=lambda kv: -kv[1][1])
+        if not name.startswith(STEP_PREFIX)
+    ]
+
+
+def step_lines(seen: dict[str, tuple[int, float]]) -> list[str]:
+    """One line per saga step: how many answered, and their mean latency."""
+    return [
+        f"  {name.removeprefix(STEP_PREFIX):<12} {count:>7,} answered "
+        f"{1000 * total / count:8.1f} ms"
+        for name, (count, total) in sorted(seen.items())
+        if name.startswith(STEP_PREFIX) and count
     ]
 
 

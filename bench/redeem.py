@@ -33,7 +33,7 @@ from sqlalchemy import make_url
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.batch_sizes import batch_sizes, lines  # noqa: E402
+from bench.batch_sizes import batch_sizes, lines, step_lines  # noqa: E402
 from bench.common import (  # noqa: E402
     Servers,
     analyze_databases,
@@ -297,6 +297,8 @@ def main() -> None:
             print(f"  {'all':<9} {spent:6.1f} CPU s  {1000 * spent / max(total, 1):5.2f} ms/saga")
             print("batch sizes in the closed loop (the processes' loyalty.batch.items):")
             print("\n".join(lines(seen)) or "  none reported")
+            print("saga steps in the closed loop (mean latency of the answered ones):")
+            print("\n".join(step_lines(seen)) or "  none reported")
 
 
 if __name__ == "__main__":
