@@ -4,8 +4,6 @@ app on the app's own clock, and both are safe in several replicas at once."""
 
 from __future__ import annotations
 
-from sqlalchemy import text
-
 from plumbing.jobs import every
 from plumbing.programs import ProgramStore
 from plumbing.server import Resources, settings_as
@@ -33,23 +31,10 @@ async def expire_reservations(
 
 
 async def reconcile_gate(reservations: Reservations, programs: ProgramStore[Catalog]) -> int:
-    """Quiet counters that disagree with what Postgres says is left are corrected."""
+    """Every app's quiet gate counters set to what Postgres says is left."""
     reconciled = 0
     for app in await programs.all_apps():
-        async with reservations.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    text(
-                        """SELECT s.sku, s.bucket, s.available FROM stock s
-                           JOIN items i ON i.app = s.app AND i.sku = s.sku AND i.on_shelf
-                           WHERE s.app = :app"""
-                    ),
-                    {"app": app},
-                )
-            ).all()
-        reconciled += await reservations.gate.reconcile(
-            app, [(row.sku, row.bucket, int(row.available)) for row in rows]
-        )
+        reconciled += await reservations.reconcile_gate(app)
     return reconciled
 
 

@@ -121,6 +121,12 @@ class Reservations:
         async with self.engine.connect() as conn:
             return await available_in(conn, app, item.sku, bucket, item)
 
+    async def reconcile_gate(self, app: str) -> int:
+        """Quiet gate counters that disagree with what Postgres says is left are corrected."""
+        async with self.engine.connect() as conn:
+            left = await catalog_store.stock_left(conn, app)
+        return await self.gate.reconcile(app, left)
+
     async def confirm_many(
         self, stored: StoredProgram[Catalog], now: datetime, saga_ids: Sequence[str]
     ) -> list[OrderView | LoyaltyError]:

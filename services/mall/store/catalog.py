@@ -298,3 +298,16 @@ async def usage_by_sku(
         row.sku: Usage(int(row.today), int(row.month), int(row.session), int(row.lifetime))
         for row in rows
     }
+
+
+async def stock_left(conn: AsyncConnection, app: str) -> list[tuple[str, str, int]]:
+    """(sku, bucket, units left) of every stock bucket of the app's items on shelf."""
+    rows = await conn.execute(
+        text(
+            """SELECT s.sku, s.bucket, s.available FROM stock s
+               JOIN items i ON i.app = s.app AND i.sku = s.sku AND i.on_shelf
+               WHERE s.app = :app"""
+        ),
+        {"app": app},
+    )
+    return [(row.sku, row.bucket, int(row.available)) for row in rows]
