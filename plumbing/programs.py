@@ -9,9 +9,10 @@ stored by this process takes effect at once; one stored through another replica 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
@@ -95,6 +96,18 @@ class ProgramStore(Generic[P]):
         self._parse = parse
         self._unknown_app = unknown_app
         self._cache: dict[str, tuple[float, StoredProgram[P]]] = {}
+        # One read at a time per app: callers that find the cache stale together share it.
+        self._loading: dict[str, asyncio.Future[StoredProgram[P]]] = {}
+        # Bumped when this process changes an app's row: a read that began before keeps its
+        # answer out of the cache.
+        self._changes: dict[str, int] = {}
+
+    def _forget(self, app: str) -> None:
+        """This process changed the app's row: the next get reads it (a read already in
+        flight answers only those who asked before the change)."""
+        self._cache.pop(app, None)
+        self._loading.pop(app, None)
+        self._changes[app] = self._changes.get(app, 0) + 1
 
     def service_now(self) -> datetime:
         """The service's own clock (no app's sandbox offset)."""
@@ -148,7 +161,7 @@ class ProgramStore(Generic[P]):
                     app=app, version=version, program=dict(section), created_at=now
                 )
             )
-        self._cache.pop(app, None)
+        self._forget(app)
         return int(version)
 
     async def advance_clock(
@@ -182,7 +195,7 @@ class ProgramStore(Generic[P]):
                     request_id,
                     {"seconds": seconds, "offset": int(reached)},
                 )
-        self._cache.pop(app, None)
+        self._forget(app)
         return await self.get(app)
 
     async def planned_offset(self, app: str, request_id: str, seconds: int) -> int:
@@ -235,16 +248,52 @@ class ProgramStore(Generic[P]):
 
     async def get_fresh(self, app: str) -> StoredProgram[P]:
         """The app's program and clock as stored now, not as cached."""
-        self._cache.pop(app, None)
+        self._forget(app)
         return await self.get(app)
 
     async def get(self, app: str) -> StoredProgram[P]:
         cached = self._cache.get(app)
         if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
             return cached[1]
+        loading = self._loading.get(app)
+        if loading is None:
+            loading = asyncio.ensure_future(self._refresh(app, cached[1] if cached else None))
+            self._loading[app] = loading
+            loading.add_done_callback(lambda done: self._done_loading(app, done))
+        # Shielded: a caller that gives up does not cancel the read the others wait for.
+        return await asyncio.shield(loading)
+
+    def _done_loading(self, app: str, done: asyncio.Future[StoredProgram[P]]) -> None:
+        if self._loading.get(app) is done:
+            del self._loading[app]
+        if not done.cancelled():
+            done.exception()  # read here, so a failure nobody awaited is not reported
+
+    async def _refresh(self, app: str, known: StoredProgram[P] | None) -> StoredProgram[P]:
+        """The app's row read again. When its version is the one already parsed, only the
+        clock is taken from it: a program is parsed once per version, not once per cache
+        period in every process (the whole catalog, rules and pools, validated each time)."""
+        changes = self._changes.get(app, 0)
         async with self._engine.connect() as conn:
-            loaded = await self._load(app, conn)
-        self._cache[app] = (time.monotonic(), loaded)
+            if known is None:
+                loaded = await self._load(app, conn)
+            else:
+                row = (
+                    await conn.execute(
+                        select(self._apps.c.version, self._apps.c.clock_offset_seconds).where(
+                            self._apps.c.app == app
+                        )
+                    )
+                ).one_or_none()
+                if row is None:
+                    raise self._unknown_app(app)
+                if int(row.version) == known.version:
+                    offset = timedelta(seconds=int(row.clock_offset_seconds))
+                    loaded = replace(known, clock_offset=offset)
+                else:
+                    loaded = await self._load(app, conn)
+        if self._changes.get(app, 0) == changes:
+            self._cache[app] = (time.monotonic(), loaded)
         return loaded
 
     async def _load(self, app: str, conn: AsyncConnection) -> StoredProgram[P]:
