@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 from loyalty.lottery.v1 import lottery_pb2
 from loyalty.mall.v1 import mall_pb2
 from loyalty.points.v1 import points_pb2
@@ -26,7 +25,7 @@ from loyalty.risk.v1 import risk_pb2
 
 from gateway.domain.sagas import SagaState, StepState
 from gateway.participants import Participants
-from gateway.risk_gate import risk_refusal
+from gateway.risk_gate import risk_refusal, saga_risk_request
 from gateway.saga.engine import Drive, SagaPlan, StepFailed, run_plan
 from gateway.saga.redeem import RedeemTerms
 
@@ -47,20 +46,8 @@ async def run_draw(drive: Drive, p: Participants, terms: RedeemTerms, *, fresh: 
 def _risk_request(
     saga_id: str, app: str, user_id: str, order: dict[str, Any]
 ) -> risk_pb2.EvaluateRequest:
-    account = None
-    if order.get("account_created_at"):
-        account = Timestamp()
-        account.FromJsonString(order["account_created_at"])
-    return risk_pb2.EvaluateRequest(
-        app=app,
-        request_id=f"{saga_id}:risk",
-        action="draw",
-        user_id=user_id,
-        device_id=order.get("device_id", ""),
-        ip=order.get("ip", ""),
-        amount=order["cost_points"],
-        attributes={"pool": order["pool"]},
-        account_created_at=account,
+    return saga_risk_request(
+        saga_id, app, user_id, order, "draw", order["cost_points"], {"pool": order["pool"]}
     )
 
 

@@ -19,7 +19,6 @@ from datetime import timedelta
 from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 from loyalty.levels.v1 import levels_pb2
 from loyalty.mall.v1 import mall_pb2
 from loyalty.points.v1 import points_pb2
@@ -27,7 +26,7 @@ from loyalty.risk.v1 import risk_pb2
 
 from gateway.domain.sagas import SagaReason, SagaState, StepState
 from gateway.participants import Participants
-from gateway.risk_gate import risk_refusal
+from gateway.risk_gate import risk_refusal, saga_risk_request
 from gateway.saga.engine import Drive, SagaPlan, StepFailed, run_plan
 
 
@@ -62,21 +61,9 @@ async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
 def _risk_request(
     saga_id: str, app: str, user_id: str, order: dict[str, Any]
 ) -> risk_pb2.EvaluateRequest:
-    account = None
-    if order.get("account_created_at"):
-        account = Timestamp()
-        account.FromJsonString(order["account_created_at"])
-    return risk_pb2.EvaluateRequest(
-        app=app,
-        request_id=f"{saga_id}:risk",
-        action="redeem",
-        user_id=user_id,
-        device_id=order.get("device_id", ""),
-        ip=order.get("ip", ""),
-        amount=order["price_points"] * order["quantity"],
-        attributes={"sku": order["sku"], "quantity": str(order["quantity"])},
-        account_created_at=account,
-    )
+    amount = order["price_points"] * order["quantity"]
+    attributes = {"sku": order["sku"], "quantity": str(order["quantity"])}
+    return saga_risk_request(saga_id, app, user_id, order, "redeem", amount, attributes)
 
 
 def _tier_request(app: str, user_id: str, order: dict[str, Any]) -> levels_pb2.CheckTierRequest:

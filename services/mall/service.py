@@ -240,35 +240,49 @@ class Mall:
         tracking: str,
         operator: str,
     ) -> OrderView:
-        async with self.engine.begin() as conn:
-            order, _ = await order_store.transition(
-                conn,
-                stored.app,
-                order_id,
-                order_store.SHIPPED,
-                operator,
-                f"{carrier} {tracking}",
-                self.programs.now(stored),
-                allowed_from=(order_store.PENDING,),
-                kinds=(ItemKind.PHYSICAL.value,),
-                fields={"carrier": carrier, "tracking_number": tracking},
-            )
-        return order
+        """A pending physical order shipped, with its carrier and tracking number."""
+        return await self._advance(
+            stored,
+            order_id,
+            order_store.SHIPPED,
+            operator,
+            f"{carrier} {tracking}",
+            kinds=(ItemKind.PHYSICAL.value,),
+            fields={"carrier": carrier, "tracking_number": tracking},
+        )
 
     async def mark_fulfilled(
         self, stored: StoredProgram[Catalog], order_id: str, operator: str, note: str
+    ) -> OrderView:
+        """A pending virtual, privilege or coupon order fulfilled."""
+        kinds = (ItemKind.VIRTUAL.value, ItemKind.PRIVILEGE.value, ItemKind.COUPON.value)
+        return await self._advance(
+            stored, order_id, order_store.FULFILLED, operator, note, kinds=kinds
+        )
+
+    async def _advance(
+        self,
+        stored: StoredProgram[Catalog],
+        order_id: str,
+        to: str,
+        operator: str,
+        note: str,
+        *,
+        kinds: tuple[str, ...],
+        fields: dict[str, str] | None = None,
     ) -> OrderView:
         async with self.engine.begin() as conn:
             order, _ = await order_store.transition(
                 conn,
                 stored.app,
                 order_id,
-                order_store.FULFILLED,
+                to,
                 operator,
                 note,
                 self.programs.now(stored),
                 allowed_from=(order_store.PENDING,),
-                kinds=(ItemKind.VIRTUAL.value, ItemKind.PRIVILEGE.value, ItemKind.COUPON.value),
+                kinds=kinds,
+                fields=fields,
             )
         return order
 
