@@ -33,7 +33,7 @@ from loyalty.gateway.v1 import loyalty_pb2, loyalty_pb2_grpc
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.batch_sizes import BatchSizes, batch_sizes  # noqa: E402
+from bench.batch_sizes import STEP_PREFIX, BatchSizes, batch_sizes, step_lines  # noqa: E402
 from bench.checkout import orders  # noqa: E402
 from bench.common import (  # noqa: E402
     closed_loop,
@@ -228,8 +228,8 @@ BOUNDS = """## What bounds the missed targets
 The figures are CPU-bound: the two cores are shared by the client, six Python processes,
 PostgreSQL and Redis. The CPU table above (milliseconds of CPU per redemption, from the
 processes' own counters during the 32-caller run) says where a saga's time goes, and the batch
-table how many sagas shared each call. A saga is five stages in a row (log start, risk ∥ tier,
-reserve ∥ hold, the commit point, confirm ∥ capture, then its end in the log); each stage of
+table how many sagas shared each call. A saga is five stages in a row (its start in the log ∥ risk ∥
+tier, reserve ∥ hold, the commit point, confirm ∥ capture, then its end in the log); each stage of
 concurrent sagas goes to its participant as one batch call, run in one transaction. A batch
 holds what arrived while the previous one was in flight, 3 to 6 sagas at 32 callers, so a saga
 still carries a fifth to a third of the fixed cost of each of its seven participant calls and
@@ -337,7 +337,19 @@ def write_report(
         lines += [
             f"| {name} | {count:,} | {items:,.0f} | {items / count:.2f} |"
             for name, (count, items) in sorted(batches.items(), key=lambda kv: -kv[1][1])
+            if not name.startswith(STEP_PREFIX)
         ]
+        steps = step_lines(batches)
+        if steps:
+            lines += [
+                "",
+                "Saga steps at 32 callers (mean latency of the answered ones, "
+                "`loyalty.saga.step.duration`):",
+                "",
+                "```",
+                *steps,
+                "```",
+            ]
     lines += ["", BOUNDS]
     for name, output in services.items():
         lines += ["", f"## {name}", "", "```", output.strip(), "```"]

@@ -21,14 +21,12 @@ from loyalty.gateway.v1 import loyalty_pb2
 from loyalty.points.v1 import points_pb2
 from loyalty.risk.v1 import risk_pb2
 from opentelemetry import trace
-from sqlalchemy import select
 
 from gateway.context import Gateway
 from gateway.domain.checkout import CheckoutDisabled, CheckoutRules, OrderState
 from gateway.participants import ask
 from gateway.risk_gate import risk_refusal
 from gateway.store import order_holds
-from gateway.store.tables import order_holds as order_holds_table
 from gateway.store.tables import requests
 from plumbing.errors import InvalidArgument, LoyaltyError
 from plumbing.idempotency import find_request, finish_request, payload_hash
@@ -301,30 +299,8 @@ class Checkout:
         size = page_size(request.page_size)
         before = decode_cursor(request.page_token)
         now = await self.gw.app_now(app)
-        query = select(order_holds_table).where(order_holds_table.c.app == app)
-        live = (order_holds_table.c.expires_at.is_(None)) | (order_holds_table.c.expires_at > now)
-        if state == OrderState.HELD:
-            query = query.where(order_holds_table.c.state == OrderState.HELD, live)
-        elif state == OrderState.EXPIRED:
-            query = query.where(
-                (order_holds_table.c.state == OrderState.EXPIRED)
-                | ((order_holds_table.c.state == OrderState.HELD) & ~live)
-            )
-        elif state:
-            query = query.where(order_holds_table.c.state == state)
-        if before is not None:
-            query = query.where(
-                (order_holds_table.c.created_at < before[0])
-                | (
-                    (order_holds_table.c.created_at == before[0])
-                    & (order_holds_table.c.order_ref < before[1])
-                )
-            )
-        query = query.order_by(
-            order_holds_table.c.created_at.desc(), order_holds_table.c.order_ref.desc()
-        ).limit(size + 1)
         async with self.gw.resources.engine.connect() as conn:
-            rows = list(await conn.execute(query))
+            rows = await order_holds.list_orders(conn, app, state, now, before, size + 1)
         last = rows[size - 1] if len(rows) > size else None
         token = encode_cursor(last.created_at, last.order_ref) if last is not None else ""
         return loyalty_pb2.ListOrderHoldsResponse(

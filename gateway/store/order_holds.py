@@ -13,9 +13,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.store.tables import requests
+from gateway.domain.checkout import OrderState
+from gateway.store.tables import order_holds, requests
 from plumbing.db import run_sql
 from plumbing.idempotency import claim_statement
 
@@ -83,3 +85,33 @@ async def write_order(
         params.update(request_id=key[0], kind=key[1], digest=key[2])
     rows = await run_sql(conn, _STATEMENTS[(changes, key is not None)], params)
     return rows[0] if rows else None
+
+
+async def list_orders(
+    conn: AsyncConnection,
+    app: str,
+    state: str,
+    now: datetime,
+    before: tuple[datetime, str] | None,
+    limit: int,
+) -> list[Any]:
+    """The app's order rows newest first (keyset on created_at, order_ref), in ``state`` if
+    given: a held hold past its expiry counts as expired, as the answers say."""
+    table = order_holds
+    query = select(table).where(table.c.app == app)
+    live = (table.c.expires_at.is_(None)) | (table.c.expires_at > now)
+    if state == OrderState.HELD:
+        query = query.where(table.c.state == OrderState.HELD, live)
+    elif state == OrderState.EXPIRED:
+        query = query.where(
+            (table.c.state == OrderState.EXPIRED) | ((table.c.state == OrderState.HELD) & ~live)
+        )
+    elif state:
+        query = query.where(table.c.state == state)
+    if before is not None:
+        query = query.where(
+            (table.c.created_at < before[0])
+            | ((table.c.created_at == before[0]) & (table.c.order_ref < before[1]))
+        )
+    query = query.order_by(table.c.created_at.desc(), table.c.order_ref.desc()).limit(limit)
+    return list(await conn.execute(query))
