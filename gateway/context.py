@@ -5,8 +5,10 @@ process from the bootstrap's ``Resources`` and closed with them."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -125,10 +127,18 @@ class Gateway:
         """The saga's checks (risk, tier), sent while its row is being written: they change
         nothing a compensation must undo and are idempotent by saga id (which a request_id
         fixes), so the write and the checks take one stage of the saga instead of two."""
-        checks = {"redeem": redeem.early_checks, "draw": draw.early_checks}.get(kind)
+        checks = {"redeem": redeem.check_requests, "draw": draw.check_requests}.get(kind)
         if checks is None:
             return {}
-        calls = checks(self.participants, saga_id, app, user_id, payload, self.policy.call_timeout)
+        p, timeout = self.participants, self.policy.call_timeout
+        send: dict[str, Callable[..., Awaitable[Any]]] = {
+            "risk": p.evaluate,
+            "tier": p.check_tier,
+        }
+        calls = {
+            step: functools.partial(send[step], request, timeout=timeout)
+            for step, request in checks(saga_id, app, user_id, payload).items()
+        }
         return early_calls(self.tracer, saga_id, calls)
 
     def launch(

@@ -69,6 +69,23 @@ async def answer_batch(
     return [outcome for outcome in outcomes if outcome is not None]
 
 
+async def answer_by_saga(
+    requests: Sequence[Any],
+    run: Callable[[str, list[str]], Awaitable[Sequence[R | LoyaltyError]]],
+) -> list[R | LoyaltyError]:
+    """``answer_batch`` for requests that name only a saga (Confirm, Capture, the releases):
+    each checked for its ``saga_id``, which is also its key."""
+    return await answer_batch(requests, _saga_id, _itself, run)
+
+
+def _saga_id(request: Any) -> str:
+    return require_id("saga_id", request.saga_id)
+
+
+def _itself(saga_id: str) -> str:
+    return saga_id
+
+
 def only(outcomes: Sequence[R | LoyaltyError]) -> R:
     """The single call's answer: its batch of one's outcome, or its refusal raised."""
     [outcome] = outcomes

@@ -14,7 +14,6 @@ Every call is keyed by the saga id.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
@@ -51,26 +50,20 @@ def _risk_request(
     )
 
 
-def early_checks(
-    p: Participants,
-    saga_id: str,
-    app: str,
-    user_id: str,
-    order: dict[str, Any],
-    timeout: float,
-) -> dict[str, Callable[[], Awaitable[Any]]]:
-    """Risk, to be sent before the saga's row is committed (``Gateway.early_checks``)."""
-    request = _risk_request(saga_id, app, user_id, order)
-    return {"risk": lambda: p.evaluate(request, timeout=timeout)}
+def check_requests(saga_id: str, app: str, user_id: str, order: dict[str, Any]) -> dict[str, Any]:
+    """The check (risk) sent before the saga's row is committed (``Gateway.early_checks``)."""
+    return {"risk": _risk_request(saga_id, app, user_id, order)}
 
 
 async def _try(drive: Drive, p: Participants, terms: RedeemTerms) -> None:
     saga = drive.saga
     order: dict[str, Any] = saga.payload
     app, saga_id, user = saga.app, saga.saga_id, saga.user_id
-    risk_request = _risk_request(saga_id, app, user, order)
+    # Built only when the step itself sends: the first attempt's left with the saga's start.
     risk = await drive.step(
-        "risk", lambda timeout: p.evaluate(risk_request, timeout=timeout), log_first=False
+        "risk",
+        lambda t: p.evaluate(_risk_request(saga_id, app, user, order), timeout=t),
+        log_first=False,
     )
     saga.result["risk_decision"] = risk_pb2.Decision.Name(risk.decision)
     refused = risk_refusal(risk, "draw")

@@ -141,14 +141,7 @@ def early_calls(
         span = tracer.start_span(
             f"saga.step {name}", attributes={"saga.id": saga_id, "saga.step": name, "attempt": 1}
         )
-
-        async def attempt(
-            call: Callable[[], Awaitable[Any]] = call, span: trace.Span = span
-        ) -> Any:
-            with trace.use_span(span, end_on_exit=False):
-                return await call()
-
-        sent[name] = EarlyCall(asyncio.create_task(attempt()), span)
+        sent[name] = EarlyCall(asyncio.create_task(_attempt_in(span, call)), span)
     return sent
 
 

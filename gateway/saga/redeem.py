@@ -70,20 +70,12 @@ def _tier_request(app: str, user_id: str, order: dict[str, Any]) -> levels_pb2.C
     return levels_pb2.CheckTierRequest(app=app, user_id=user_id, min_tier=order["min_tier"])
 
 
-def early_checks(
-    p: Participants,
-    saga_id: str,
-    app: str,
-    user_id: str,
-    order: dict[str, Any],
-    timeout: float,
-) -> dict[str, Callable[[], Awaitable[Any]]]:
-    """Risk and tier, to be sent before the saga's row is committed (``Gateway.early_checks``)."""
-    risk = _risk_request(saga_id, app, user_id, order)
-    tier = _tier_request(app, user_id, order)
+def check_requests(saga_id: str, app: str, user_id: str, order: dict[str, Any]) -> dict[str, Any]:
+    """The checks (risk, tier) sent before the saga's row is committed, by step
+    (``Gateway.early_checks``)."""
     return {
-        "risk": lambda: p.evaluate(risk, timeout=timeout),
-        "tier": lambda: p.check_tier(tier, timeout=timeout),
+        "risk": _risk_request(saga_id, app, user_id, order),
+        "tier": _tier_request(app, user_id, order),
     }
 
 
@@ -92,13 +84,22 @@ async def _check(drive: Drive, p: Participants) -> str:
     are logged together (with the commit point). Risk's refusal comes first, then the tier's;
     a participant that did not answer leaves the saga to the recovery loop. The member's tier."""
     saga = drive.saga
-    risk_request = _risk_request(saga.saga_id, saga.app, saga.user_id, saga.payload)
-    tier_request = _tier_request(saga.app, saga.user_id, saga.payload)
+    app, user, order = saga.app, saga.user_id, saga.payload
+    # Built only when the step itself sends (a retry, a later drive): the first attempt's
+    # request already left with the saga's start (``check_requests``).
     risk_task = asyncio.create_task(
-        drive.step("risk", lambda t: p.evaluate(risk_request, timeout=t), log_first=False)
+        drive.step(
+            "risk",
+            lambda t: p.evaluate(_risk_request(saga.saga_id, app, user, order), timeout=t),
+            log_first=False,
+        )
     )
     tier_task = asyncio.create_task(
-        drive.step("tier", lambda t: p.check_tier(tier_request, timeout=t), log_first=False)
+        drive.step(
+            "tier",
+            lambda t: p.check_tier(_tier_request(app, user, order), timeout=t),
+            log_first=False,
+        )
     )
     await asyncio.wait([risk_task, tier_task])
     risk: risk_pb2.EvaluateResponse = risk_task.result()

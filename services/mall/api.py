@@ -10,7 +10,7 @@ from typing import Any
 from loyalty.common.v1 import common_pb2
 from loyalty.mall.v1 import mall_pb2, mall_pb2_grpc
 
-from plumbing.batch_calls import answer_batch, only, outcome_messages
+from plumbing.batch_calls import answer_batch, answer_by_saga, only, outcome_messages
 from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument, LoyaltyError
 from plumbing.programs import ServesAppClock, StoredProgram
@@ -145,14 +145,6 @@ def _order(view: OrderView) -> mall_pb2.Order:
     )
 
 
-def _saga_id(request: mall_pb2.ConfirmRequest | mall_pb2.ReleaseRequest) -> str:
-    return require_id("saga_id", request.saga_id)
-
-
-def _same(saga_id: str) -> str:
-    return saga_id
-
-
 def _reservation_outcomes(
     outcomes: Sequence[ReservationView | LoyaltyError],
 ) -> mall_pb2.ReserveBatchResponse:
@@ -266,7 +258,7 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
             stored = await self._program(app)
             return await self.reservations.confirm_many(stored, self.programs.now(stored), saga_ids)
 
-        return await answer_batch(requests, _saga_id, _same, run)
+        return await answer_by_saga(requests, run)
 
     async def _releases(
         self, requests: Sequence[mall_pb2.ReleaseRequest]
@@ -275,7 +267,7 @@ class MallServicer(ServesAppClock, mall_pb2_grpc.MallServiceServicer):
             stored = await self._program(app)
             return await self.reservations.release_many(stored, self.programs.now(stored), saga_ids)
 
-        return await answer_batch(requests, _saga_id, _same, run)
+        return await answer_by_saga(requests, run)
 
     async def Reserve(self, request: mall_pb2.ReserveRequest, context: Any) -> mall_pb2.Reservation:
         return _reservation(only(await self._reserves([request])))

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from loyalty.common.v1 import common_pb2
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
 from opentelemetry import trace
 
-from plumbing.batch_calls import answer_batch, only, outcome_messages
+from plumbing.batch_calls import answer_batch, answer_by_saga, only, outcome_messages
 from plumbing.configure import configure_section
 from plumbing.errors import InvalidArgument, LoyaltyError
 from plumbing.programs import ServesAppClock, clock_answer
@@ -38,8 +38,6 @@ from services.points.domain.program import parse_program
 from services.points.service import Points
 from services.points.store import earning, hold_batch, holds
 from services.points.store.programs import Programs
-
-T = TypeVar("T")
 
 DEFAULT_HOLD_TTL = timedelta(minutes=15)
 MAX_HOLD_TTL = timedelta(days=7)
@@ -68,14 +66,6 @@ def _hold_batch_reply(
     return points_pb2.HoldBatchResponse(
         results=outcome_messages(points_pb2.HoldOutcome, "hold", _hold_reply, outcomes)
     )
-
-
-def _saga_id(request: Any) -> str:
-    return require_id("saga_id", request.saga_id)
-
-
-def _same(saga_id: str) -> str:
-    return saga_id
 
 
 class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
@@ -219,12 +209,12 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
     async def _captures(
         self, requests: Sequence[points_pb2.CaptureRequest]
     ) -> list[holds.HoldResult | LoyaltyError]:
-        return await answer_batch(requests, _saga_id, _same, self.points.capture_many)
+        return await answer_by_saga(requests, self.points.capture_many)
 
     async def _releases(
         self, requests: Sequence[points_pb2.ReleaseHoldRequest]
     ) -> list[holds.HoldResult | LoyaltyError]:
-        return await answer_batch(requests, _saga_id, _same, self.points.release_many)
+        return await answer_by_saga(requests, self.points.release_many)
 
     async def Hold(self, request: points_pb2.HoldRequest, context: Any) -> points_pb2.HoldResponse:
         return _hold_reply(only(await self._holds([request])))

@@ -1,7 +1,7 @@
 """The program cache every service reads its section through (``plumbing.programs``), as two
 replicas of one service see it over a real database: a program is parsed once per version, not
 once per cache period; callers that find the cache stale together share one read; a program
-stored through the other replica is seen once the cache period has passed."""
+stored or a clock moved through the other replica is seen once the cache period has passed."""
 
 from __future__ import annotations
 
@@ -64,6 +64,13 @@ async def test_a_program_is_parsed_once_per_version_and_stale_readers_share_one_
         await writer.store(app, {**section, "badges": []})
         assert (await reader.get(app)).version == 2
         assert (await reader.get(app)).version == 2
+        assert len(parsed) == 2
+
+        # The other replica moves the sandbox clock: the next read takes the new offset from
+        # the row, and the program parsed for version 2 stays.
+        await writer.advance_clock(app, f"clock-{uuid.uuid4().hex[:8]}", 3600)
+        moved = await reader.get(app)
+        assert (moved.version, moved.clock_offset.total_seconds()) == (2, 3600)
         assert len(parsed) == 2
     finally:
         await engine.dispose()
