@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from plumbing.errors import FailedPrecondition, InvalidArgument
-from plumbing.sections import ErrorCollector, ProgramInvalid
+from plumbing.sections import Shape, boolean, integer, raise_if_any, validated
 
 MAX_HOLD_MINUTES = 7 * 24 * 60
 
@@ -34,9 +34,6 @@ class OrderState(StrEnum):
     RELEASED = "released"
     EXPIRED = "expired"
     REFUNDED = "refunded"
-
-
-_KEYS = {"enabled", "max_percent_of_order", "min_points", "step", "hold_minutes"}
 
 
 class CheckoutDisabled(FailedPrecondition):
@@ -89,33 +86,30 @@ class CheckoutRules:
             )
 
 
+class CheckoutShape(Shape):
+    enabled: Annotated[bool, boolean()] = False
+    max_percent_of_order: Annotated[int, integer(minimum=1, maximum=100)] = 100
+    min_points: Annotated[int, integer(minimum=0)] = 0
+    step: Annotated[int, integer(minimum=1)] = 1
+    hold_minutes: Annotated[
+        int,
+        integer(
+            minimum=1,
+            maximum=MAX_HOLD_MINUTES,
+            too_large=f"must be at most {MAX_HOLD_MINUTES} (a week)",
+        ),
+    ] = 15
+
+
 def parse_checkout(program: Mapping[str, Any], money_rate: int) -> CheckoutRules | None:
     """The section's rules, None when the program has none; every error with its path."""
     raw = program.get("checkout")
     if raw is None:
         return None
-    c = ErrorCollector()
-    if not isinstance(raw, dict):
-        raise ProgramInvalid(["checkout: must be a mapping"])
-    c.unknown_keys("checkout", raw, _KEYS)
-    enabled = c.boolean("checkout.enabled", raw.get("enabled", False))
-    percent = (
-        c.integer("checkout.max_percent_of_order", raw.get("max_percent_of_order", 100), minimum=1)
-        or 100
+    problems: list[str] = []
+    shape = validated(
+        CheckoutShape, raw, "checkout", problems, message_for_object="must be a mapping"
     )
-    if percent > 100:
-        c.add("checkout.max_percent_of_order", "must be at most 100")
-    minimum = c.integer("checkout.min_points", raw.get("min_points", 0), minimum=0) or 0
-    step = c.integer("checkout.step", raw.get("step", 1), minimum=1) or 1
-    minutes = c.integer("checkout.hold_minutes", raw.get("hold_minutes", 15), minimum=1) or 15
-    if minutes > MAX_HOLD_MINUTES:
-        c.add("checkout.hold_minutes", f"must be at most {MAX_HOLD_MINUTES} (a week)")
-    c.raise_if_any()
-    return CheckoutRules(
-        enabled=enabled,
-        max_percent_of_order=percent,
-        min_points=minimum,
-        step=step,
-        hold_minutes=minutes,
-        money_rate=money_rate,
-    )
+    raise_if_any(problems)
+    assert shape is not None
+    return CheckoutRules(money_rate=money_rate, **shape.model_dump())

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from gateway.domain.checkout import CheckoutRules, parse_checkout
-from plumbing.sections import ErrorCollector, ProgramInvalid
+from plumbing.sections import ProgramInvalid, raise_if_any, timezone_problem
 from plumbing.validation import nul_in_data
 
 MAX_PROGRAM_BYTES = 1 << 20
@@ -60,23 +60,27 @@ def load_program(text: str) -> dict[str, Any]:
         raise ProgramInvalid(["program_yaml: must be a mapping of sections (app, timezone, ...)"])
     # Dates and times YAML reads unquoted travel as text, as services read them.
     program: dict[str, Any] = json.loads(json.dumps(loaded, default=str))
-    c = ErrorCollector()
+    problems: list[str] = []
     nul = nul_in_data(program)
     if nul is not None:
         # YAML's "\0" escape: no name, code or text of a program means it, and PostgreSQL
         # cannot store it.
-        c.add(nul, "must not contain U+0000 (NUL)")
-    for key in program:
-        if key not in SECTIONS:
-            c.add(str(key), f"unknown section (known: {', '.join(SECTIONS)})")
+        problems.append(f"{nul}: must not contain U+0000 (NUL)")
+    problems += [
+        f"{key}: unknown section (known: {', '.join(SECTIONS)})"
+        for key in program
+        if key not in SECTIONS
+    ]
     if "timezone" not in program:
-        c.add("timezone", "is required (an IANA zone name such as Asia/Shanghai)")
-    else:
-        c.timezone("timezone", program["timezone"])
-    for name in ("points", "earning", "levels", "mall"):
-        if name not in program:
-            c.add(name, "is required")
-    c.raise_if_any()
+        problems.append("timezone: is required (an IANA zone name such as Asia/Shanghai)")
+    elif (wrong := timezone_problem(program["timezone"])) is not None:
+        problems.append(f"timezone: {wrong}")
+    problems += [
+        f"{name}: is required"
+        for name in ("points", "earning", "levels", "mall")
+        if name not in program
+    ]
+    raise_if_any(problems)
     return program
 
 

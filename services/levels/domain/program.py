@@ -11,10 +11,29 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from plumbing.sections import ErrorCollector, ProgramInvalid
+from pydantic import BeforeValidator, ConfigDict, Field
+
+from plumbing.sections import (
+    REQUIRED,
+    ProgramInvalid,
+    Shape,
+    Timezone,
+    boolean,
+    choice,
+    chosen_by,
+    free_text,
+    integer,
+    listing,
+    mapping,
+    named,
+    problem,
+    raise_if_any,
+    tag,
+    validated,
+)
 from services.levels.domain.periods import Period
 
 __all__ = ["ProgramInvalid", "parse_levels"]
@@ -95,204 +114,214 @@ class LevelsProgram:
         return None
 
 
-_LEVELS_KEYS = {"growth_daily_cap", "downgrade", "tiers", "growth_coefficients"}
-_TIER_KEYS = {"code", "name", "threshold", "perks", "invite_only"}
-_BADGE_KEYS = {"code", "name", "rule", "reward_points"}
+_DOWNGRADE = "must be an object such as {policy: requalify, period: yearly}"
+_BADGE_RULE = "must be {streak: ACTION, days: N} or {count: ACTION, at_least: N}"
+
+
+class DowngradeShape(Shape):
+    policy: Annotated[
+        DowngradePolicy, choice(DowngradePolicy, "must be one of none, requalify, decay")
+    ] = DowngradePolicy.NONE
+    period: Annotated[
+        Period | None,
+        choice(Period, "must be one of monthly, quarterly, yearly", required=False),
+    ] = None
+    percent: Annotated[int | None, integer(minimum=1, maximum=100)] = None
+
+
+def _perk(value: Any) -> str:
+    """Perks travel as text (`dm_per_day: 5` is "5", `hd_streams: true` is "true")."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str | int | float):
+        text = str(value)
+    else:
+        text = ""
+    if (not text and not isinstance(value, str)) or len(text) > 256:
+        raise problem("must be a plain value (text, number, true/false)")
+    return text
+
+
+class TierShape(Shape):
+    code: Annotated[str, named()] = REQUIRED
+    name: Annotated[str | None, free_text(128)] = None
+    threshold: Annotated[int, integer(minimum=0, required="must be an integer")] = REQUIRED
+    perks: Annotated[
+        dict[str, Annotated[str, BeforeValidator(_perk)]],
+        mapping(f"must map at most {MAX_PERKS} perk names to values", max_items=MAX_PERKS),
+    ] = Field(default_factory=dict)
+    invite_only: Annotated[bool, boolean()] = False
+
+
+def _coefficient(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise problem("must be a number")
+    try:
+        # Through str: 1.2 stays exactly 1.2, not the float nearest to it.
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise problem("must be a number") from None
+    if not number.is_finite() or number <= 0 or number > MAX_COEFFICIENT:
+        raise problem(f"must be > 0 and at most {MAX_COEFFICIENT}")
+    return number
+
+
+_TIERS = "is required: a list of tiers, lowest first"
+
+
+def _tiers_given(value: Any) -> Any:
+    if not isinstance(value, list) or not value:
+        raise problem(_TIERS)
+    if len(value) > MAX_TIERS:
+        raise problem(f"at most {MAX_TIERS} tiers")
+    return value
+
+
+class LevelsShape(Shape):
+    growth_daily_cap: Annotated[int | None, integer(minimum=1)] = None
+    downgrade: Annotated[DowngradeShape | None, mapping(_DOWNGRADE)] = None
+    tiers: Annotated[list[Any], BeforeValidator(_tiers_given)] = REQUIRED
+    growth_coefficients: Annotated[
+        dict[str, Annotated[Decimal, BeforeValidator(_coefficient)]] | None,
+        mapping("must map a user attribute to a multiplier, e.g. {kol: 1.5}"),
+    ] = None
+
+
+class StreakShape(Shape):
+    streak: Annotated[str, named()] = REQUIRED
+    days: Annotated[int, integer(minimum=1, maximum=3660, required="must be an integer")] = REQUIRED
+
+
+class CountShape(Shape):
+    count: Annotated[str, named()] = REQUIRED
+    at_least: Annotated[int, integer(minimum=1, required="must be an integer")] = REQUIRED
+
+
+def _badge_rule(value: Any) -> Any:
+    if not isinstance(value, Mapping) or not ("streak" in value or "count" in value):
+        raise problem(_BADGE_RULE)
+    return value
+
+
+class BadgeShape(Shape):
+    code: Annotated[str, named()] = REQUIRED
+    name: Annotated[str | None, free_text(128)] = None
+    rule: Annotated[
+        Annotated[StreakShape, tag("streak")] | Annotated[CountShape, tag("count")],
+        chosen_by(lambda raw: "streak" if "streak" in raw else "count"),
+        BeforeValidator(_badge_rule),
+    ] = REQUIRED
+    reward_points: Annotated[int, integer(minimum=0)] = 0
+
+
+def _levels_given(value: Any) -> Any:
+    if not isinstance(value, Mapping):
+        raise problem("is required and must be an object")
+    return value
+
+
+class SectionShape(Shape):
+    """What levels is configured with: its two sections and the zone."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+    timezone: Timezone = "UTC"
+    levels: Annotated[LevelsShape, BeforeValidator(_levels_given)] = REQUIRED
+    badges: Annotated[
+        list[Any] | None,
+        listing(f"must be a list of at most {MAX_BADGES} badges", max_items=MAX_BADGES),
+    ] = None
 
 
 def parse_levels(section: Mapping[str, Any]) -> LevelsProgram:
     """Validates the sections; raises ``ProgramInvalid`` with every error found."""
-    c = ErrorCollector()
     if not isinstance(section, Mapping):
         raise ProgramInvalid(["(root): must be an object"])
-    timezone = c.timezone("timezone", section.get("timezone", "UTC"))
+    problems: list[str] = []
+    shape = validated(SectionShape, section, "", problems)
+    # The ladder and the badges are read item by item, whatever else is wrong.
     levels = section.get("levels")
-    tiers: tuple[Tier, ...] = ()
-    cap = None
-    coefficients: dict[str, Decimal] = {}
-    downgrade = Downgrade()
-    if not isinstance(levels, Mapping):
-        c.add("levels", "is required and must be an object")
-    else:
-        c.unknown_keys("levels", levels, _LEVELS_KEYS)
-        if levels.get("growth_daily_cap") is not None:
-            cap = c.integer("levels.growth_daily_cap", levels["growth_daily_cap"], minimum=1)
-        downgrade = _parse_downgrade(c, levels.get("downgrade"))
-        tiers = _parse_tiers(c, levels.get("tiers"))
-        coefficients = _parse_coefficients(c, levels.get("growth_coefficients"))
-    badges = _parse_badges(c, section.get("badges"))
-    c.raise_if_any()
+    tiers = _tiers(_listed(levels.get("tiers") if isinstance(levels, Mapping) else None), problems)
+    downgrade = _downgrade(shape.levels.downgrade if shape else None, problems)
+    badges = _badges(_listed(section.get("badges")), problems)
+    raise_if_any(problems)
+    assert shape is not None
     return LevelsProgram(
-        timezone=timezone,
+        timezone=shape.timezone,
         tiers=tiers,
-        growth_daily_cap=cap,
-        coefficients=coefficients,
+        growth_daily_cap=shape.levels.growth_daily_cap,
+        coefficients=dict(shape.levels.growth_coefficients or {}),
         downgrade=downgrade,
         badges=badges,
     )
 
 
-def _parse_downgrade(c: ErrorCollector, raw: Any) -> Downgrade:  # noqa: C901 - a section parser: goes with the move to pydantic models
+def _listed(raw: Any) -> list[Any]:
+    return raw if isinstance(raw, list) else []
+
+
+def _downgrade(shape: DowngradeShape | None, problems: list[str]) -> Downgrade:
     path = "levels.downgrade"
-    if raw is None:
+    if shape is None:
         return Downgrade()
-    if not isinstance(raw, Mapping):
-        c.add(path, "must be an object such as {policy: requalify, period: yearly}")
-        return Downgrade()
-    c.unknown_keys(path, raw, {"policy", "period", "percent"})
-    try:
-        policy = DowngradePolicy(raw.get("policy", "none"))
-    except ValueError:
-        c.add(f"{path}.policy", "must be one of none, requalify, decay")
-        return Downgrade()
-    if policy is DowngradePolicy.NONE:
+    if shape.policy is DowngradePolicy.NONE:
         for key in ("period", "percent"):
-            if key in raw:
-                c.add(f"{path}.{key}", "only applies to policy requalify or decay")
+            if getattr(shape, key) is not None:
+                problems.append(f"{path}.{key}: only applies to policy requalify or decay")
         return Downgrade()
-    default_period = "yearly" if policy is DowngradePolicy.REQUALIFY else "monthly"
-    try:
-        period = Period(raw.get("period", default_period))
-    except ValueError:
-        c.add(f"{path}.period", "must be one of monthly, quarterly, yearly")
-        period = Period.YEARLY
-    percent = 0
-    if policy is DowngradePolicy.DECAY:
-        given = c.integer(f"{path}.percent", raw.get("percent"), minimum=1)
-        if given is not None and given > 100:
-            c.add(f"{path}.percent", "must be at most 100")
-        percent = given or 0
-    elif "percent" in raw:
-        c.add(f"{path}.percent", "only applies to policy decay")
-    return Downgrade(policy, period, percent)
+    if shape.policy is DowngradePolicy.DECAY and shape.percent is None:
+        problems.append(f"{path}.percent: must be an integer")
+    if shape.policy is DowngradePolicy.REQUALIFY and shape.percent is not None:
+        problems.append(f"{path}.percent: only applies to policy decay")
+    default = Period.YEARLY if shape.policy is DowngradePolicy.REQUALIFY else Period.MONTHLY
+    return Downgrade(shape.policy, shape.period or default, shape.percent or 0)
 
 
-def _perk_text(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | int | float):
-        return str(value)
-    return None
-
-
-def _parse_tiers(c: ErrorCollector, raw: Any) -> tuple[Tier, ...]:  # noqa: C901 - a section parser: goes with the move to pydantic models
-    if not isinstance(raw, list) or not raw:
-        c.add("levels.tiers", "is required: a list of tiers, lowest first")
-        return ()
-    if len(raw) > MAX_TIERS:
-        c.add("levels.tiers", f"at most {MAX_TIERS} tiers")
-        return ()
+def _tiers(raw: list[Any], problems: list[str]) -> tuple[Tier, ...]:
+    """The ladder, lowest first: codes unique, thresholds rising."""
     tiers: list[Tier] = []
     seen: set[str] = set()
     previous: int | None = None
     for index, item in enumerate(raw):
         path = f"levels.tiers[{index}]"
-        if not isinstance(item, Mapping):
-            c.add(path, "must be an object")
+        tier = validated(TierShape, item, path, problems)
+        if tier is None:
             continue
-        c.unknown_keys(path, item, _TIER_KEYS)
-        code = c.name(f"{path}.code", item.get("code"))
-        if code in seen:
-            c.add(f"{path}.code", f"duplicate tier {code!r}")
-        seen.add(code)
-        name = item.get("name", code)
-        if not isinstance(name, str) or len(name) > 128:
-            c.add(f"{path}.name", "must be text of at most 128 characters")
-            name = code
-        threshold = c.integer(f"{path}.threshold", item.get("threshold"), minimum=0)
-        if threshold is not None and previous is not None and threshold <= previous:
-            c.add(
-                f"{path}.threshold",
-                f"must be greater than {previous} (the tier before): tiers go lowest first",
+        if tier.code in seen:
+            problems.append(f"{path}.code: duplicate tier {tier.code!r}")
+        seen.add(tier.code)
+        if previous is not None and tier.threshold <= previous:
+            problems.append(
+                f"{path}.threshold: must be greater than {previous} (the tier before): "
+                "tiers go lowest first"
             )
-        previous = threshold if threshold is not None else previous
-        invite_only = c.boolean(f"{path}.invite_only", item.get("invite_only", False))
-        perks: dict[str, str] = {}
-        raw_perks = item.get("perks", {})
-        if not isinstance(raw_perks, Mapping) or len(raw_perks) > MAX_PERKS:
-            c.add(f"{path}.perks", f"must map at most {MAX_PERKS} perk names to values")
-        else:
-            for key, value in raw_perks.items():
-                text = _perk_text(value)
-                if text is None or len(text) > 256:
-                    c.add(f"{path}.perks.{key}", "must be a plain value (text, number, true/false)")
-                else:
-                    perks[str(key)] = text
-        tiers.append(Tier(code, name, threshold or 0, perks, invite_only, index))
+        previous = tier.threshold
+        name = tier.code if tier.name is None else tier.name
+        tiers.append(Tier(tier.code, name, tier.threshold, tier.perks, tier.invite_only, index))
     if tiers and all(tier.invite_only for tier in tiers):
-        c.add("levels.tiers", "at least one tier must be reachable by growth (not invite_only)")
+        problems.append(
+            "levels.tiers: at least one tier must be reachable by growth (not invite_only)"
+        )
     return tuple(tiers)
 
 
-def _parse_coefficients(c: ErrorCollector, raw: Any) -> dict[str, Decimal]:
-    path = "levels.growth_coefficients"
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        c.add(path, "must map a user attribute to a multiplier, e.g. {kol: 1.5}")
-        return {}
-    coefficients: dict[str, Decimal] = {}
-    for key, value in raw.items():
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            c.add(f"{path}.{key}", "must be a number")
-            continue
-        try:
-            # Through str: 1.2 stays exactly 1.2, not the float nearest to it.
-            number = Decimal(str(value))
-        except InvalidOperation:
-            c.add(f"{path}.{key}", "must be a number")
-            continue
-        if not number.is_finite() or number <= 0 or number > MAX_COEFFICIENT:
-            c.add(f"{path}.{key}", f"must be > 0 and at most {MAX_COEFFICIENT}")
-            continue
-        coefficients[str(key)] = number
-    return coefficients
-
-
-def _parse_badges(c: ErrorCollector, raw: Any) -> tuple[BadgeRule, ...]:  # noqa: C901 - a section parser: goes with the move to pydantic models
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or len(raw) > MAX_BADGES:
-        c.add("badges", f"must be a list of at most {MAX_BADGES} badges")
-        return ()
+def _badges(raw: list[Any], problems: list[str]) -> tuple[BadgeRule, ...]:
     badges: list[BadgeRule] = []
     seen: set[str] = set()
     for index, item in enumerate(raw):
         path = f"badges[{index}]"
-        if not isinstance(item, Mapping):
-            c.add(path, "must be an object")
+        badge = validated(BadgeShape, item, path, problems)
+        if badge is None:
             continue
-        before = len(c.errors)
-        c.unknown_keys(path, item, _BADGE_KEYS)
-        code = c.name(f"{path}.code", item.get("code"))
-        if code in seen:
-            c.add(f"{path}.code", f"duplicate badge {code!r}")
-        seen.add(code)
-        name = item.get("name", code)
-        if not isinstance(name, str) or len(name) > 128:
-            c.add(f"{path}.name", "must be text of at most 128 characters")
-        reward = c.integer(f"{path}.reward_points", item.get("reward_points", 0), minimum=0) or 0
-        rule = item.get("rule")
-        kind, action, target = BadgeKind.COUNT, "", 0
-        if not isinstance(rule, Mapping):
-            c.add(
-                f"{path}.rule", "must be {streak: ACTION, days: N} or {count: ACTION, at_least: N}"
-            )
-        elif "streak" in rule:
-            c.unknown_keys(f"{path}.rule", rule, {"streak", "days"})
-            kind = BadgeKind.STREAK
-            action = c.name(f"{path}.rule.streak", rule.get("streak"))
-            target = c.integer(f"{path}.rule.days", rule.get("days"), minimum=1) or 0
-            if target > 3660:
-                c.add(f"{path}.rule.days", "must be at most 3660")
-        elif "count" in rule:
-            c.unknown_keys(f"{path}.rule", rule, {"count", "at_least"})
-            action = c.name(f"{path}.rule.count", rule.get("count"))
-            target = c.integer(f"{path}.rule.at_least", rule.get("at_least"), minimum=1) or 0
-        else:
-            c.add(
-                f"{path}.rule", "must be {streak: ACTION, days: N} or {count: ACTION, at_least: N}"
-            )
-        if len(c.errors) == before:
-            badges.append(BadgeRule(code, str(name), kind, action, target, reward))
+        if badge.code in seen:
+            problems.append(f"{path}.code: duplicate badge {badge.code!r}")
+            continue
+        seen.add(badge.code)
+        rule = badge.rule
+        kind, action, target = (
+            (BadgeKind.STREAK, rule.streak, rule.days)
+            if isinstance(rule, StreakShape)
+            else (BadgeKind.COUNT, rule.count, rule.at_least)
+        )
+        name = badge.code if badge.name is None else badge.name
+        badges.append(BadgeRule(badge.code, name, kind, action, target, badge.reward_points))
     return tuple(badges)

@@ -11,10 +11,25 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from plumbing.sections import ErrorCollector, ProgramInvalid
+from pydantic import BeforeValidator, ConfigDict, Field
+
+from plumbing.sections import (
+    REQUIRED,
+    ProgramInvalid,
+    Shape,
+    Timezone,
+    choice,
+    integer,
+    listing,
+    mapping,
+    named,
+    problem,
+    raise_if_any,
+    validated,
+)
 
 __all__ = ["LotteryProgram", "Pool", "Prize", "PrizeKind", "ProgramInvalid", "parse_lottery"]
 
@@ -83,171 +98,192 @@ class LotteryProgram:
         return ZoneInfo(self.timezone)
 
 
-_POOL_KEYS = {
-    "code",
-    "name",
-    "cost_points",
-    "per_user",
-    "daily_budget_points",
-    "pity",
-    "prizes",
-    "alerts",
-}
-_PRIZE_KEYS = {"code", "kind", "amount", "sku", "weight", "stock", "name"}
+class PerUserShape(Shape):
+    daily: Annotated[int | None, integer(minimum=1)] = None
+    lifetime: Annotated[int | None, integer(minimum=1)] = None
+
+
+class PityShape(Shape):
+    after: Annotated[int, integer(minimum=1, required="must be an integer")] = REQUIRED
+    prize: Annotated[str, BeforeValidator(lambda value: str(value or ""))] = ""
+
+
+class AlertsShape(Shape):
+    low_stock_percent: Annotated[int | None, integer(minimum=1, maximum=100)] = None
+    run_rate_per_minute: Annotated[int | None, integer(minimum=1)] = None
+
+
+def _empty_is_none(value: Any) -> Any:
+    # `per_user:` or `alerts:` left empty in YAML reads as null: no limits, no alerts.
+    return value or None
+
+
+class PrizeShape(Shape):
+    code: Annotated[str, named()] = REQUIRED
+    name: Any = None
+    kind: Annotated[PrizeKind, choice(PrizeKind, "must be points, item or nothing")] = REQUIRED
+    amount: Annotated[int | None, integer(minimum=1)] = None
+    sku: Annotated[str, BeforeValidator(lambda value: str(value or ""))] = ""
+    weight: Annotated[int, integer(minimum=0, required="must be an integer")] = REQUIRED
+    stock: Annotated[int | None, integer(minimum=0)] = None
+
+
+class PoolShape(Shape):
+    code: Annotated[str, named()] = REQUIRED
+    name: Any = None
+    cost_points: Annotated[int, integer(minimum=1, required="must be an integer")] = REQUIRED
+    per_user: Annotated[
+        PerUserShape | None,
+        mapping("must be a mapping such as {daily: 3}"),
+        BeforeValidator(_empty_is_none),
+    ] = None
+    daily_budget_points: Annotated[int | None, integer(minimum=0)] = None
+    pity: Annotated[PityShape | None, mapping("must be a mapping {after: N, prize: CODE}")] = None
+    prizes: Annotated[
+        list[Any],
+        listing(
+            f"must be a list of 1 to {MAX_PRIZES} prizes",
+            max_items=MAX_PRIZES,
+            min_items=1,
+            required=True,
+        ),
+    ] = REQUIRED
+    alerts: Annotated[
+        AlertsShape | None, mapping("must be a mapping"), BeforeValidator(_empty_is_none)
+    ] = None
+
+
+def _money_rate(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise problem("must be an integer > 0")
+    return value
+
+
+def _lottery_given(value: Any) -> Any:
+    if not value:
+        return {}
+    if not isinstance(value, Mapping):
+        raise problem("must be a mapping with `pools`")
+    return value
+
+
+class LotteryShape(Shape):
+    pools: Annotated[
+        list[Any],
+        listing(f"must be a list of at most {MAX_POOLS} pools", max_items=MAX_POOLS, required=True),
+        BeforeValidator(lambda value: value or []),
+    ] = Field(default_factory=list)
+
+
+class SectionShape(Shape):
+    """What the lottery is configured with: its section, the zone, the app's money rate and
+    the mall's prices (item prizes are valued at them against a pool's daily budget)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+    timezone: Timezone = "UTC"
+    money_rate: Annotated[int, BeforeValidator(_money_rate)] = 100
+    lottery: Annotated[LotteryShape, BeforeValidator(_lottery_given)] = LotteryShape()
 
 
 def parse_lottery(section: Mapping[str, Any]) -> LotteryProgram:
-    c = ErrorCollector()
-    timezone = c.timezone("timezone", section.get("timezone", "UTC"))
-    money_rate = section.get("money_rate", 100)
-    if not isinstance(money_rate, int) or isinstance(money_rate, bool) or money_rate <= 0:
-        c.add("points.money_rate", "must be an integer > 0")
-        money_rate = 100
-    prices = {
-        item.get("sku"): item.get("price_points")
-        for item in ((section.get("mall") or {}).get("items") or [])
-        if isinstance(item, dict)
-    }
-    raw = section.get("lottery") or {}
+    problems: list[str] = []
+    shape = validated(SectionShape, section, "", problems)
+    # The rate is the points section's: errors name it there.
+    problems = [p.replace("money_rate:", "points.money_rate:", 1) for p in problems]
+    prices = _prices(section.get("mall"))
     pools: dict[str, Pool] = {}
-    if not isinstance(raw, dict):
-        c.add("lottery", "must be a mapping with `pools`")
-        raw = {}
-    c.unknown_keys("lottery", raw, {"pools"})
-    raw_pools = raw.get("pools") or []
-    if not isinstance(raw_pools, list) or len(raw_pools) > MAX_POOLS:
-        c.add("lottery.pools", f"must be a list of at most {MAX_POOLS} pools")
-        raw_pools = []
-    for i, raw_pool in enumerate(raw_pools):
-        pool = _parse_pool(c, f"lottery.pools[{i}]", raw_pool, prices)
+    for i, raw_pool in enumerate(shape.lottery.pools if shape else []):
+        pool = _pool(f"lottery.pools[{i}]", raw_pool, prices, problems)
         if pool is None:
             continue
         if pool.code in pools:
-            c.add(f"lottery.pools[{i}].code", f"{pool.code!r} is used twice")
+            problems.append(f"lottery.pools[{i}].code: {pool.code!r} is used twice")
         pools[pool.code] = pool
-    c.raise_if_any()
-    return LotteryProgram(timezone=timezone, money_rate=money_rate, pools=pools)
+    raise_if_any(problems)
+    assert shape is not None
+    return LotteryProgram(timezone=shape.timezone, money_rate=shape.money_rate, pools=pools)
 
 
-def _optional_int(c: ErrorCollector, path: str, value: Any, minimum: int) -> int | None:
-    return None if value is None else c.integer(path, value, minimum=minimum)
+def _prices(mall: Any) -> dict[str, Any]:
+    """Sku -> price of the mall's items (the gateway passes them; the mall validates them)."""
+    items = mall.get("items") if isinstance(mall, Mapping) else None
+    return {
+        item["sku"]: item.get("price_points")
+        for item in (items if isinstance(items, list) else [])
+        if isinstance(item, Mapping) and isinstance(item.get("sku"), str)
+    }
 
 
-def _parse_pool(c: ErrorCollector, path: str, raw: Any, prices: Mapping[Any, Any]) -> Pool | None:  # noqa: C901, PLR0915 - a section parser: goes with the move to pydantic models
-    if not isinstance(raw, dict):
-        c.add(path, "must be a mapping")
-        return None
-    before = len(c.errors)
-    c.unknown_keys(path, raw, _POOL_KEYS)
-    code = c.name(f"{path}.code", raw.get("code"))
-    name = str(raw.get("name") or code)
-    cost = c.integer(f"{path}.cost_points", raw.get("cost_points"), minimum=1) or 0
-    per_user = raw.get("per_user") or {}
-    if not isinstance(per_user, dict):
-        c.add(f"{path}.per_user", "must be a mapping such as {daily: 3}")
-        per_user = {}
-    c.unknown_keys(f"{path}.per_user", per_user, {"daily", "lifetime"})
-    daily = _optional_int(c, f"{path}.per_user.daily", per_user.get("daily"), 1)
-    lifetime = _optional_int(c, f"{path}.per_user.lifetime", per_user.get("lifetime"), 1)
-    budget = _optional_int(c, f"{path}.daily_budget_points", raw.get("daily_budget_points"), 0)
-
+def _pool(path: str, raw: Any, prices: Mapping[Any, Any], problems: list[str]) -> Pool | None:
+    shape = validated(PoolShape, raw, path, problems, message_for_object="must be a mapping")
+    raw_prizes = raw.get("prizes") if isinstance(raw, Mapping) else None
     prizes: list[Prize] = []
-    raw_prizes = raw.get("prizes")
-    if not isinstance(raw_prizes, list) or not raw_prizes or len(raw_prizes) > MAX_PRIZES:
-        c.add(f"{path}.prizes", f"must be a list of 1 to {MAX_PRIZES} prizes")
-        raw_prizes = []
-    for j, raw_prize in enumerate(raw_prizes):
-        prize = _parse_prize(c, f"{path}.prizes[{j}]", raw_prize, prices)
+    for j, raw_prize in enumerate(raw_prizes if isinstance(raw_prizes, list) else []):
+        prize = _prize(f"{path}.prizes[{j}]", raw_prize, prices, problems)
         if prize is None:
             continue
         if any(p.code == prize.code for p in prizes):
-            c.add(f"{path}.prizes[{j}].code", f"{prize.code!r} is used twice")
+            problems.append(f"{path}.prizes[{j}].code: {prize.code!r} is used twice")
         prizes.append(prize)
+    if shape is None:
+        return None
+    found = len(problems)
     if prizes and sum(p.weight for p in prizes) <= 0:
-        c.add(f"{path}.prizes", "the weights must add up to more than 0")
-    fallback = next((p.code for p in prizes if p.kind is PrizeKind.NOTHING), NOTHING)
-
-    pity_after, pity_prize = None, ""
-    pity = raw.get("pity")
+        problems.append(f"{path}.prizes: the weights must add up to more than 0")
+    pity = shape.pity
     if pity is not None:
-        if not isinstance(pity, dict):
-            c.add(f"{path}.pity", "must be a mapping {after: N, prize: CODE}")
-        else:
-            c.unknown_keys(f"{path}.pity", pity, {"after", "prize"})
-            pity_after = c.integer(f"{path}.pity.after", pity.get("after"), minimum=1)
-            pity_prize = str(pity.get("prize") or "")
-            chosen = next((p for p in prizes if p.code == pity_prize), None)
-            if chosen is None or not chosen.wins:
-                c.add(f"{path}.pity.prize", "must name a prize of this pool that wins something")
-
-    low_stock = run_rate = None
-    alerts = raw.get("alerts") or {}
-    if not isinstance(alerts, dict):
-        c.add(f"{path}.alerts", "must be a mapping")
-        alerts = {}
-    c.unknown_keys(f"{path}.alerts", alerts, {"low_stock_percent", "run_rate_per_minute"})
-    low_stock = _optional_int(
-        c, f"{path}.alerts.low_stock_percent", alerts.get("low_stock_percent"), 1
-    )
-    if low_stock is not None and low_stock > 100:
-        c.add(f"{path}.alerts.low_stock_percent", "must be at most 100")
-    run_rate = _optional_int(
-        c, f"{path}.alerts.run_rate_per_minute", alerts.get("run_rate_per_minute"), 1
-    )
-    if len(c.errors) > before:
+        chosen = next((p for p in prizes if p.code == pity.prize), None)
+        if chosen is None or not chosen.wins:
+            problems.append(
+                f"{path}.pity.prize: must name a prize of this pool that wins something"
+            )
+    if len(problems) > found:
         return None
+    per_user, alerts = shape.per_user or PerUserShape(), shape.alerts or AlertsShape()
     return Pool(
-        code=code,
-        name=name,
-        cost_points=cost,
+        code=shape.code,
+        name=str(shape.name or shape.code),
+        cost_points=shape.cost_points,
         prizes=tuple(prizes),
-        fallback=fallback,
-        daily_limit=daily,
-        lifetime_limit=lifetime,
-        daily_budget_points=budget,
-        pity_after=pity_after,
-        pity_prize=pity_prize,
-        low_stock_percent=low_stock,
-        run_rate_per_minute=run_rate,
+        fallback=next((p.code for p in prizes if p.kind is PrizeKind.NOTHING), NOTHING),
+        daily_limit=per_user.daily,
+        lifetime_limit=per_user.lifetime,
+        daily_budget_points=shape.daily_budget_points,
+        pity_after=pity.after if pity else None,
+        pity_prize=pity.prize if pity else "",
+        low_stock_percent=alerts.low_stock_percent,
+        run_rate_per_minute=alerts.run_rate_per_minute,
     )
 
 
-def _parse_prize(c: ErrorCollector, path: str, raw: Any, prices: Mapping[Any, Any]) -> Prize | None:
-    if not isinstance(raw, dict):
-        c.add(path, "must be a mapping")
+def _prize(path: str, raw: Any, prices: Mapping[Any, Any], problems: list[str]) -> Prize | None:
+    shape = validated(PrizeShape, raw, path, problems, message_for_object="must be a mapping")
+    if shape is None:
         return None
-    before = len(c.errors)
-    c.unknown_keys(path, raw, _PRIZE_KEYS)
-    code = c.name(f"{path}.code", raw.get("code"))
-    try:
-        kind = PrizeKind(raw.get("kind"))
-    except ValueError:
-        c.add(f"{path}.kind", "must be points, item or nothing")
-        kind = PrizeKind.NOTHING
-    weight = c.integer(f"{path}.weight", raw.get("weight"), minimum=0) or 0
-    stock = _optional_int(c, f"{path}.stock", raw.get("stock"), 0)
+    found = len(problems)
     amount, sku, value = 0, "", 0
-    if kind is PrizeKind.POINTS:
-        amount = c.integer(f"{path}.amount", raw.get("amount"), minimum=1) or 0
-        value = amount
-    elif kind is PrizeKind.ITEM:
-        sku = str(raw.get("sku") or "")
+    if shape.kind is PrizeKind.POINTS:
+        if shape.amount is None:
+            problems.append(f"{path}.amount: must be an integer")
+        amount = value = shape.amount or 0
+    elif shape.kind is PrizeKind.ITEM:
+        sku = shape.sku
         if not sku:
-            c.add(f"{path}.sku", "is required for an item prize")
+            problems.append(f"{path}.sku: is required for an item prize")
         elif prices and sku not in prices:
-            c.add(f"{path}.sku", f"no mall item {sku!r}")
+            problems.append(f"{path}.sku: no mall item {sku!r}")
         price = prices.get(sku)
         value = price if isinstance(price, int) and not isinstance(price, bool) else 0
-    elif stock is not None:
-        c.add(f"{path}.stock", "a `nothing` prize has no stock")
-    if len(c.errors) > before:
+    elif shape.stock is not None:
+        problems.append(f"{path}.stock: a `nothing` prize has no stock")
+    if len(problems) > found:
         return None
     return Prize(
-        code=code,
-        kind=kind,
-        weight=weight,
+        code=shape.code,
+        kind=shape.kind,
+        weight=shape.weight,
         amount=amount,
         sku=sku,
-        stock=stock,
+        stock=shape.stock,
         value_points=value,
     )

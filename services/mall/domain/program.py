@@ -12,10 +12,31 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from plumbing.sections import ErrorCollector, ProgramInvalid
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator
+
+from plumbing.sections import (
+    REQUIRED,
+    ProgramInvalid,
+    Shape,
+    Timezone,
+    boolean,
+    choice,
+    chosen_by,
+    free_text,
+    integer,
+    listing,
+    local_time,
+    mapping,
+    moment,
+    named,
+    problem,
+    raise_if_any,
+    tag,
+    validated,
+)
 
 __all__ = ["ProgramInvalid", "parse_mall"]
 
@@ -96,52 +117,161 @@ class Catalog:
         return self.tiers.index(code) if code in self.tiers else -1
 
 
-_ITEM_KEYS = {
-    "sku",
-    "name",
-    "kind",
-    "price_points",
-    "stock",
-    "min_tier",
-    "per_user",
-    "sale_window",
-    "sessions",
-    "coupon_codes",
-    "requires_address",
-}
-_LIMIT_KEYS = {"daily", "monthly", "per_session", "lifetime"}
+_MOMENT = "must be a date and time such as 2026-12-01T10:00 (app's timezone)"
+
+
+def _stock(value: Any) -> int | str | None:
+    if value is None:
+        return None
+    if value == "unlimited":
+        return "unlimited"
+    checked: int = integer(minimum=0).func(value)
+    return checked
+
+
+class LimitsShape(Shape):
+    daily: Annotated[int | None, integer(minimum=1)] = None
+    monthly: Annotated[int | None, integer(minimum=1)] = None
+    per_session: Annotated[int | None, integer(minimum=1)] = None
+    lifetime: Annotated[int | None, integer(minimum=1)] = None
+
+
+def _weekday(value: Any) -> int:
+    day = str(value if value is not None else "").lower()
+    if day not in WEEKDAYS:
+        raise problem("must be a weekday such as wednesday")
+    return WEEKDAYS.index(day)
+
+
+class WeeklyShape(Shape):
+    day: Annotated[int, BeforeValidator(_weekday)] = REQUIRED
+    at: Annotated[time, local_time('must be a local time such as "12:00"')] = REQUIRED
+    minutes: Annotated[
+        int,
+        integer(
+            minimum=1,
+            maximum=MAX_SESSION_MINUTES,
+            required="must be an integer",
+            too_large="a session lasts at most a week",
+        ),
+    ] = REQUIRED
+
+
+_SESSIONS = 'must be {weekly: {day: wednesday, at: "12:00", minutes: 30}} (or a list)'
+
+
+def _sessions(value: Any) -> Any:
+    """``{weekly: {...}}`` or ``{weekly: [{...}, ...]}``; anything else is wrong as a whole."""
+    if value is None:
+        return value
+    weekly = value.get("weekly") if isinstance(value, Mapping) else None
+    if not isinstance(weekly, Mapping | list) or not weekly:
+        raise problem(_SESSIONS)
+    return value
+
+
+class SessionsShape(Shape):
+    weekly: Annotated[
+        Annotated[WeeklyShape, tag("one")] | Annotated[list[WeeklyShape], tag("many")],
+        chosen_by(lambda value: "many" if isinstance(value, list) else "one"),
+    ]
+
+
+class WindowShape(Shape):
+    start: Annotated[datetime | None, moment(_MOMENT)] = None
+    end: Annotated[datetime | None, moment(_MOMENT)] = None
+
+
+class ItemShape(Shape):
+    sku: Annotated[str, named()] = REQUIRED
+    name: Annotated[str | None, free_text(256)] = None
+    kind: Annotated[
+        ItemKind, choice(ItemKind, "must be one of coupon, virtual, physical, privilege")
+    ] = REQUIRED
+    price_points: Annotated[int, integer(minimum=1, required="must be an integer")] = REQUIRED
+    stock: Annotated[int | str | None, BeforeValidator(_stock)] = None
+    min_tier: Annotated[str | None, free_text(128, "must be a tier code")] = None
+    per_user: Annotated[
+        LimitsShape | None, mapping("must be an object such as {daily: 1, lifetime: 10}")
+    ] = None
+    sale_window: Annotated[WindowShape | None, mapping("must be {start: ..., end: ...}")] = None
+    sessions: Annotated[SessionsShape | None, BeforeValidator(_sessions)] = None
+    coupon_codes: Annotated[
+        CodeSource | None,
+        choice(
+            CodeSource,
+            "must be generate or pool (codes loaded by ops with LoadCodes)",
+            required=False,
+        ),
+    ] = None
+    requires_address: Annotated[bool, boolean()] = False
+
+
+class _TierShape(Shape):
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+    code: Any = None
+
+
+class _Ladder(Shape):
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+    tiers: list[Any] = Field(default_factory=list)
+
+
+class MallShape(Shape):
+    items: Annotated[
+        list[Any],
+        listing(f"must be a list of at most {MAX_ITEMS} items", max_items=MAX_ITEMS, required=True),
+    ] = REQUIRED
+
+
+class SectionShape(Shape):
+    """What the mall is configured with: its section, the zone and the tier ladder."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+    timezone: Timezone = "UTC"
+    mall: Annotated[MallShape, mapping("is required and must be an object with items")] = REQUIRED
+    levels: Any = None
+
+    @field_validator("mall", mode="before")
+    @classmethod
+    def _given(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise problem("is required and must be an object with items")
+        return value
 
 
 def parse_mall(section: Mapping[str, Any]) -> Catalog:
     """Validates the section; raises ``ProgramInvalid`` with every error found."""
-    c = ErrorCollector()
     if not isinstance(section, Mapping):
         raise ProgramInvalid(["(root): must be an object"])
-    timezone = c.timezone("timezone", section.get("timezone", "UTC"))
+    problems: list[str] = []
+    shape = validated(SectionShape, section, "", problems)
+    zone = ZoneInfo(shape.timezone if shape else "UTC")
     tiers = _tier_codes(section.get("levels"))
-    mall = section.get("mall")
     items: dict[str, Item] = {}
-    if not isinstance(mall, Mapping):
-        c.add("mall", "is required and must be an object with items")
-    else:
-        c.unknown_keys("mall", mall, {"items"})
-        raw_items = mall.get("items")
-        if not isinstance(raw_items, list) or len(raw_items) > MAX_ITEMS:
-            c.add("mall.items", f"must be a list of at most {MAX_ITEMS} items")
-            raw_items = []
-        seen: set[str] = set()
-        for index, raw in enumerate(raw_items):
-            item = _parse_item(c, f"mall.items[{index}]", raw, ZoneInfo(timezone), tiers)
-            sku = raw.get("sku") if isinstance(raw, Mapping) else None
-            if isinstance(sku, str) and sku in seen:
-                c.add(f"mall.items[{index}].sku", f"duplicate sku {sku!r}")
-                continue
-            if isinstance(sku, str):
-                seen.add(sku)
-            if item is not None:
-                items[item.sku] = item
-    c.raise_if_any()
-    return Catalog(timezone=timezone, items=items, tiers=tiers)
+    seen: set[str] = set()
+    # Items are read one by one, whatever else is wrong.
+    for index, raw in enumerate(_raw_items(section.get("mall"))):
+        path = f"mall.items[{index}]"
+        item = validated(ItemShape, raw, path, problems, {"zone": zone})
+        if item is not None:
+            problems.extend(f"{path}.{at}: {message}" for at, message in _item_rules(item, tiers))
+        sku = raw.get("sku") if isinstance(raw, Mapping) else None
+        if isinstance(sku, str) and sku in seen:
+            problems.append(f"{path}.sku: duplicate sku {sku!r}")
+            continue
+        if isinstance(sku, str):
+            seen.add(sku)
+        if item is not None and not problems:
+            items[item.sku] = _item(item)
+    raise_if_any(problems)
+    assert shape is not None
+    return Catalog(timezone=shape.timezone, items=items, tiers=tiers)
+
+
+def _raw_items(mall: Any) -> list[Any]:
+    items = mall.get("items") if isinstance(mall, Mapping) else None
+    return items if isinstance(items, list) and len(items) <= MAX_ITEMS else []
 
 
 def _tier_codes(levels: Any) -> tuple[str, ...]:
@@ -154,149 +284,43 @@ def _tier_codes(levels: Any) -> tuple[str, ...]:
     )
 
 
-def _parse_item(  # noqa: C901 - a section parser: goes with the move to pydantic models
-    c: ErrorCollector, path: str, raw: Any, zone: ZoneInfo, tiers: tuple[str, ...]
-) -> Item | None:
-    if not isinstance(raw, Mapping):
-        c.add(path, "must be an object")
-        return None
-    before = len(c.errors)
-    c.unknown_keys(path, raw, _ITEM_KEYS)
-    sku = c.name(f"{path}.sku", raw.get("sku"))
-    name = raw.get("name", sku)
-    if not isinstance(name, str) or len(name) > 256:
-        c.add(f"{path}.name", "must be text of at most 256 characters")
-    try:
-        kind = ItemKind(raw.get("kind"))
-    except ValueError:
-        c.add(f"{path}.kind", "must be one of coupon, virtual, physical, privilege")
-        kind = ItemKind.VIRTUAL
-    price = c.integer(f"{path}.price_points", raw.get("price_points"), minimum=1) or 0
-    codes = _parse_codes(c, f"{path}.coupon_codes", raw.get("coupon_codes"), kind)
-    stock: int | None = None
-    raw_stock = raw.get("stock")
-    if codes is CodeSource.POOL:
-        if raw_stock is not None:
-            c.add(f"{path}.stock", "an item with coupon_codes: pool has its loaded codes as stock")
-    elif raw_stock is None:
-        c.add(f"{path}.stock", "is required: a number of units or unlimited")
-    elif raw_stock != "unlimited":
-        stock = c.integer(f"{path}.stock", raw_stock, minimum=0)
-    min_tier = raw.get("min_tier", "")
-    if not isinstance(min_tier, str):
-        c.add(f"{path}.min_tier", "must be a tier code")
-        min_tier = ""
-    elif min_tier and tiers and min_tier not in tiers:
-        c.add(f"{path}.min_tier", f"unknown tier {min_tier!r} (tiers: {', '.join(tiers)})")
-    limits = _parse_limits(c, f"{path}.per_user", raw.get("per_user"))
-    sale_start, sale_end = _parse_window(c, f"{path}.sale_window", raw.get("sale_window"), zone)
-    sessions = _parse_sessions(c, f"{path}.sessions", raw.get("sessions"))
-    if limits.per_session is not None and not sessions:
-        c.add(f"{path}.per_user.per_session", "needs sessions")
-    requires_address = c.boolean(f"{path}.requires_address", raw.get("requires_address", False))
-    if len(c.errors) > before:
-        return None
+def _item_rules(item: ItemShape, tiers: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The rules between an item's fields (and the tier ladder), as (field, message)."""
+    found = []
+    codes = item.coupon_codes or CodeSource.NONE
+    if codes is not CodeSource.NONE and item.kind is not ItemKind.COUPON:
+        found.append(("coupon_codes", "only coupon items carry codes"))
+    if codes is CodeSource.POOL and item.stock is not None:
+        found.append(("stock", "an item with coupon_codes: pool has its loaded codes as stock"))
+    elif codes is not CodeSource.POOL and item.stock is None:
+        found.append(("stock", "is required: a number of units or unlimited"))
+    if item.min_tier and tiers and item.min_tier not in tiers:
+        found.append(("min_tier", f"unknown tier {item.min_tier!r} (tiers: {', '.join(tiers)})"))
+    window = item.sale_window
+    if window and window.start and window.end and window.end <= window.start:
+        found.append(("sale_window.end", "must be after start"))
+    if item.per_user and item.per_user.per_session is not None and not item.sessions:
+        found.append(("per_user.per_session", "needs sessions"))
+    return found
+
+
+def _item(item: ItemShape) -> Item:
+    weekly = item.sessions.weekly if item.sessions else []
+    window = item.sale_window
     return Item(
-        sku=sku,
-        name=str(name),
-        kind=kind,
-        price_points=price,
-        stock=stock,
-        min_tier=min_tier,
-        limits=limits,
-        sale_start=sale_start,
-        sale_end=sale_end,
-        sessions=sessions,
-        codes=codes,
-        requires_address=requires_address,
+        sku=item.sku,
+        name=item.sku if item.name is None else item.name,
+        kind=item.kind,
+        price_points=item.price_points,
+        stock=item.stock if isinstance(item.stock, int) else None,
+        min_tier=item.min_tier or "",
+        limits=Limits(**item.per_user.model_dump()) if item.per_user else Limits(),
+        sale_start=window.start if window else None,
+        sale_end=window.end if window else None,
+        sessions=tuple(
+            WeeklySession(s.day, s.at, s.minutes)
+            for s in (weekly if isinstance(weekly, list) else [weekly])
+        ),
+        codes=item.coupon_codes or CodeSource.NONE,
+        requires_address=item.requires_address,
     )
-
-
-def _parse_codes(c: ErrorCollector, path: str, raw: Any, kind: ItemKind) -> CodeSource:
-    if raw is None:
-        return CodeSource.NONE
-    try:
-        source = CodeSource(raw)
-    except ValueError:
-        c.add(path, "must be generate or pool (codes loaded by ops with LoadCodes)")
-        return CodeSource.NONE
-    if source is not CodeSource.NONE and kind is not ItemKind.COUPON:
-        c.add(path, "only coupon items carry codes")
-    return source
-
-
-def _parse_limits(c: ErrorCollector, path: str, raw: Any) -> Limits:
-    if raw is None:
-        return Limits()
-    if not isinstance(raw, Mapping):
-        c.add(path, "must be an object such as {daily: 1, lifetime: 10}")
-        return Limits()
-    c.unknown_keys(path, raw, _LIMIT_KEYS)
-    values = {
-        key: c.integer(f"{path}.{key}", raw[key], minimum=1) for key in _LIMIT_KEYS if key in raw
-    }
-    return Limits(**values)
-
-
-def _moment(c: ErrorCollector, path: str, raw: Any, zone: ZoneInfo) -> datetime | None:
-    if raw is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(raw))
-    except ValueError:
-        c.add(path, "must be a date and time such as 2026-12-01T10:00 (app's timezone)")
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
-
-
-def _parse_window(
-    c: ErrorCollector, path: str, raw: Any, zone: ZoneInfo
-) -> tuple[datetime | None, datetime | None]:
-    if raw is None:
-        return None, None
-    if not isinstance(raw, Mapping):
-        c.add(path, "must be {start: ..., end: ...}")
-        return None, None
-    c.unknown_keys(path, raw, {"start", "end"})
-    start = _moment(c, f"{path}.start", raw.get("start"), zone)
-    end = _moment(c, f"{path}.end", raw.get("end"), zone)
-    if start and end and end <= start:
-        c.add(f"{path}.end", "must be after start")
-    return start, end
-
-
-def _parse_sessions(c: ErrorCollector, path: str, raw: Any) -> tuple[WeeklySession, ...]:  # noqa: C901 - a section parser: goes with the move to pydantic models
-    if raw is None:
-        return ()
-    entries = raw.get("weekly") if isinstance(raw, Mapping) else None
-    if isinstance(raw, Mapping):
-        c.unknown_keys(path, raw, {"weekly"})
-    if isinstance(entries, Mapping):
-        entries = [entries]
-    if not isinstance(entries, list) or not entries:
-        c.add(path, 'must be {weekly: {day: wednesday, at: "12:00", minutes: 30}} (or a list)')
-        return ()
-    sessions = []
-    for index, entry in enumerate(entries):
-        where = f"{path}.weekly" if len(entries) == 1 else f"{path}.weekly[{index}]"
-        if not isinstance(entry, Mapping):
-            c.add(where, "must be an object")
-            continue
-        c.unknown_keys(where, entry, {"day", "at", "minutes"})
-        day = str(entry.get("day", "")).lower()
-        if day not in WEEKDAYS:
-            c.add(f"{where}.day", "must be a weekday such as wednesday")
-            continue
-        try:
-            at = time.fromisoformat(str(entry.get("at")))
-        except ValueError:
-            c.add(f"{where}.at", 'must be a local time such as "12:00"')
-            continue
-        minutes = c.integer(f"{where}.minutes", entry.get("minutes"), minimum=1)
-        if minutes is None:
-            continue
-        if minutes > MAX_SESSION_MINUTES:
-            c.add(f"{where}.minutes", "a session lasts at most a week")
-            continue
-        sessions.append(WeeklySession(WEEKDAYS.index(day), at, minutes))
-    return tuple(sessions)

@@ -10,10 +10,26 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from plumbing.sections import ErrorCollector, ProgramInvalid
+from pydantic import BeforeValidator, ConfigDict, Field
+
+from plumbing.sections import (
+    REQUIRED,
+    ProgramInvalid,
+    Shape,
+    Timezone,
+    boolean,
+    choice,
+    integer,
+    listing,
+    mapping,
+    named,
+    problem,
+    raise_if_any,
+    validated,
+)
 
 __all__ = ["ProgramInvalid", "parse_program"]
 
@@ -96,185 +112,180 @@ class PointsProgram:
         return ZoneInfo(self.timezone)
 
 
-_POINTS_KEYS = {"display_name", "money_rate", "expiry", "daily_cap"}
-_RULE_KEYS = {
-    "action",
-    "points",
-    "growth",  # growth per unit, reported back for the levels service
-    "unit",
-    "per_amount",
-    "daily_limit",
-    "once",
-    "streak_bonus",
-    "require",
-    "counts_toward_daily_cap",
-}
+_EXPIRY = "is required (policy: rolling | calendar_year_end | never)"
+
+
+class ExpiryShape(Shape):
+    policy: Annotated[
+        ExpiryPolicy, choice(ExpiryPolicy, "must be one of rolling, calendar_year_end, never")
+    ] = REQUIRED
+    months: Annotated[int | None, integer(minimum=1, maximum=1200)] = None
+
+
+def _expiry_given(value: Any) -> Any:
+    if value is None:
+        raise problem(_EXPIRY)
+    return value
+
+
+class PointsShape(Shape):
+    display_name: Annotated[str, BeforeValidator(str)] = "points"
+    money_rate: Annotated[int, integer(minimum=1, required="is required (points worth 1 CNY)")] = (
+        REQUIRED
+    )
+    expiry: Annotated[ExpiryShape, BeforeValidator(_expiry_given), mapping("must be an object")] = (
+        REQUIRED
+    )
+    daily_cap: Annotated[int | None, integer(minimum=1)] = None
+
+
+def _streak_days(key: Any) -> str:
+    try:
+        days = int(key)
+    except (TypeError, ValueError):
+        raise problem("the key must be a number of days") from None
+    if days < 2:
+        raise problem("a streak is at least 2 days")
+    return str(days)
+
+
+def _requirements(raw: Any) -> tuple[Requirement, ...]:
+    """``{min_length: 20, platform: ios}``: min_/max_ compare a number, any other key equals."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise problem("must be an object such as {min_length: 20}")
+    requirements = []
+    for key, value in raw.items():
+        key = str(key)
+        op = next((op for op in ("min", "max") if key.startswith(f"{op}_") and len(key) > 4), "")
+        if op:
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise problem("must be a number", at=key)
+            requirements.append(Requirement(key[len(op) + 1 :], op, str(value)))
+        elif isinstance(value, Mapping | list):
+            raise problem("must be a plain value", at=key)
+        else:
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            requirements.append(Requirement(key, "eq", text))
+    return tuple(requirements)
+
+
+class RuleShape(Shape):
+    action: Annotated[str, named(message="is required (a name of at most 128 characters)")] = (
+        REQUIRED
+    )
+    points: Annotated[int | None, integer(allow_zero=False)] = None
+    # Growth per unit, reported back for the levels service.
+    growth: Annotated[int | None, integer(minimum=0)] = None
+    unit: Annotated[int | None, integer(minimum=1)] = None
+    per_amount: Annotated[int | None, integer(minimum=1)] = None
+    daily_limit: Annotated[int | None, integer(minimum=1)] = None
+    once: Annotated[bool, boolean()] = False
+    streak_bonus: Annotated[
+        dict[Annotated[str, BeforeValidator(_streak_days)], Annotated[int, integer(minimum=1)]]
+        | None,
+        mapping("must map a streak length in days to bonus points, e.g. {7: 20}", min_items=1),
+    ] = None
+    require: Annotated[tuple[Requirement, ...], BeforeValidator(_requirements)] = ()
+    counts_toward_daily_cap: Annotated[bool, boolean()] = True
+
+
+def _points_given(value: Any) -> Any:
+    if not isinstance(value, Mapping):
+        raise problem("is required and must be an object")
+    return value
+
+
+class SectionShape(Shape):
+    """What points is configured with: its two sections and the zone."""
+
+    model_config = ConfigDict(
+        extra="ignore", strict=True, frozen=True, arbitrary_types_allowed=True
+    )
+    timezone: Timezone = "UTC"
+    points: Annotated[PointsShape, BeforeValidator(_points_given)] = REQUIRED
+    earning: Annotated[
+        list[Any], listing("must be a list of rules", max_items=1 << 30, required=True)
+    ] = Field(default_factory=list)
 
 
 def parse_program(section: Mapping[str, Any]) -> PointsProgram:
     """Validates the sections; raises ``ProgramInvalid`` with every error found."""
-    c = ErrorCollector()
     if not isinstance(section, Mapping):
         raise ProgramInvalid(["(root): must be an object"])
-
-    timezone = c.timezone("timezone", section.get("timezone", "UTC"))
-
-    points = section.get("points")
-    money_rate, expiry, daily_cap, display_name = 100, Expiry(ExpiryPolicy.NEVER), None, "points"
-    if not isinstance(points, Mapping):
-        c.add("points", "is required and must be an object")
-    else:
-        c.unknown_keys("points", points, _POINTS_KEYS)
-        display_name = str(points.get("display_name", display_name))
-        if "money_rate" not in points:
-            c.add("points.money_rate", "is required (points worth 1 CNY)")
-        else:
-            money_rate = c.integer("points.money_rate", points["money_rate"], minimum=1) or 100
-        expiry = _parse_expiry(c, points.get("expiry"))
-        if points.get("daily_cap") is not None:
-            daily_cap = c.integer("points.daily_cap", points["daily_cap"], minimum=1)
-
-    rules: dict[str, EarningRule] = {}
+    problems: list[str] = []
+    shape = validated(SectionShape, section, "", problems)
+    if shape is not None:
+        problems.extend(
+            f"points.expiry.months: {wrong}" for wrong in _months_rules(shape.points.expiry)
+        )
     earning = section.get("earning", [])
-    if not isinstance(earning, list):
-        c.add("earning", "must be a list of rules")
-        earning = []
-    for index, raw in enumerate(earning):
-        rule = _parse_rule(c, f"earning[{index}]", raw)
+    rules: dict[str, EarningRule] = {}
+    for index, raw in enumerate(earning if isinstance(earning, list) else []):
+        path = f"earning[{index}]"
+        rule = validated(RuleShape, raw, path, problems)
         if rule is None:
             continue
-        if rule.action in rules:
-            c.add(f"earning[{index}].action", f"duplicate rule for action {rule.action!r}")
-            continue
-        rules[rule.action] = rule
-
-    if c.errors:
-        raise ProgramInvalid(c.errors)
+        found = [f"{path}.{at}: {message}" for at, message in _rule_rules(rule)]
+        if found:
+            problems.extend(found)
+        elif rule.action in rules:
+            problems.append(f"{path}.action: duplicate rule for action {rule.action!r}")
+        else:
+            rules[rule.action] = _rule(rule)
+    raise_if_any(problems)
+    assert shape is not None
+    points = shape.points
     return PointsProgram(
-        timezone=timezone,
-        money_rate=money_rate,
-        expiry=expiry,
-        daily_cap=daily_cap,
-        display_name=display_name,
+        timezone=shape.timezone,
+        money_rate=points.money_rate,
+        expiry=_expiry(points.expiry),
+        daily_cap=points.daily_cap,
+        display_name=points.display_name,
         rules=rules,
     )
 
 
-def _parse_expiry(c: ErrorCollector, raw: Any) -> Expiry:
-    if raw is None:
-        c.add("points.expiry", "is required (policy: rolling | calendar_year_end | never)")
-        return Expiry(ExpiryPolicy.NEVER)
-    if not isinstance(raw, Mapping):
-        c.add("points.expiry", "must be an object")
-        return Expiry(ExpiryPolicy.NEVER)
-    c.unknown_keys("points.expiry", raw, {"policy", "months"})
-    try:
-        policy = ExpiryPolicy(raw.get("policy"))
-    except ValueError:
-        c.add("points.expiry.policy", "must be one of rolling, calendar_year_end, never")
-        return Expiry(ExpiryPolicy.NEVER)
-    if policy is ExpiryPolicy.ROLLING:
-        months = c.integer("points.expiry.months", raw.get("months"), minimum=1)
-        if months is not None and months > 1200:
-            c.add("points.expiry.months", "must be at most 1200")
-        return Expiry(policy, months or 12)
-    if "months" in raw:
-        c.add("points.expiry.months", f"only applies to policy rolling, not {policy.value}")
-    return Expiry(policy)
+def _months_rules(expiry: ExpiryShape) -> list[str]:
+    """Rolling expiry needs its months; the other policies take none."""
+    if expiry.policy is ExpiryPolicy.ROLLING and not expiry.months:
+        return ["must be an integer"]
+    if expiry.policy is not ExpiryPolicy.ROLLING and expiry.months:
+        return [f"only applies to policy rolling, not {expiry.policy.value}"]
+    return []
 
 
-def _parse_rule(c: ErrorCollector, path: str, raw: Any) -> EarningRule | None:  # noqa: C901 - a section parser: goes with the move to pydantic models
-    if not isinstance(raw, Mapping):
-        c.add(path, "must be an object")
-        return None
-    before = len(c.errors)
-    c.unknown_keys(path, raw, _RULE_KEYS)
-    action = raw.get("action")
-    if not isinstance(action, str) or not action or len(action) > 128:
-        c.add(f"{path}.action", "is required (a name of at most 128 characters)")
-        action = ""
-    if "points" not in raw:
-        if "growth" not in raw:
-            c.add(f"{path}.points", "is required")
-        points = 0  # a growth-only rule: no points, the levels service uses it
-    else:
-        points = c.integer(f"{path}.points", raw["points"], allow_zero=False) or 0
-    unit = c.integer(f"{path}.unit", raw.get("unit", 1), minimum=1) or 1
-    per_amount = None
-    if raw.get("per_amount") is not None:
-        per_amount = c.integer(f"{path}.per_amount", raw["per_amount"], minimum=1)
-        if "unit" in raw:
-            c.add(f"{path}.unit", "cannot be combined with per_amount")
-    daily_limit = None
-    if raw.get("daily_limit") is not None:
-        daily_limit = c.integer(f"{path}.daily_limit", raw["daily_limit"], minimum=1)
-    once = c.boolean(f"{path}.once", raw.get("once", False))
-    growth = 0
-    if raw.get("growth") is not None:
-        growth = c.integer(f"{path}.growth", raw["growth"], minimum=0) or 0
-    counts = c.boolean(f"{path}.counts_toward_daily_cap", raw.get("counts_toward_daily_cap", True))
-    streak = _parse_streak(c, f"{path}.streak_bonus", raw.get("streak_bonus"))
-    require = _parse_require(c, f"{path}.require", raw.get("require"))
-    if points < 0 and streak:
-        c.add(f"{path}.streak_bonus", "a penalty rule (negative points) cannot pay a streak bonus")
-    if len(c.errors) > before:
-        return None
+def _expiry(shape: ExpiryShape) -> Expiry:
+    if shape.policy is ExpiryPolicy.ROLLING:
+        return Expiry(shape.policy, shape.months or 12)
+    return Expiry(shape.policy)
+
+
+def _rule_rules(rule: RuleShape) -> list[tuple[str, str]]:
+    """The rules between a rule's fields, as (field, message)."""
+    found = []
+    if rule.points is None and rule.growth is None:
+        found.append(("points", "is required"))
+    if rule.per_amount is not None and rule.unit is not None:
+        found.append(("unit", "cannot be combined with per_amount"))
+    if (rule.points or 0) < 0 and rule.streak_bonus:
+        found.append(("streak_bonus", "a penalty rule (negative points) cannot pay a streak bonus"))
+    return found
+
+
+def _rule(rule: RuleShape) -> EarningRule:
     return EarningRule(
-        action=action,
-        points=points,
-        unit=unit,
-        per_amount=per_amount,
-        daily_limit=daily_limit,
-        once=once,
-        streak_bonus=streak,
-        require=require,
-        counts_toward_daily_cap=counts,
-        growth=growth,
+        action=rule.action,
+        points=rule.points or 0,  # none: a growth-only rule, the levels service uses it
+        unit=rule.unit or 1,
+        per_amount=rule.per_amount,
+        daily_limit=rule.daily_limit,
+        once=rule.once,
+        streak_bonus=tuple(
+            sorted((int(days), bonus) for days, bonus in (rule.streak_bonus or {}).items())
+        ),
+        require=rule.require,
+        counts_toward_daily_cap=rule.counts_toward_daily_cap,
+        growth=rule.growth or 0,
     )
-
-
-def _parse_streak(c: ErrorCollector, path: str, raw: Any) -> tuple[tuple[int, int], ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, Mapping) or not raw:
-        c.add(path, "must map a streak length in days to bonus points, e.g. {7: 20}")
-        return ()
-    bonuses: list[tuple[int, int]] = []
-    for key, value in raw.items():
-        try:
-            days = int(key)
-        except (TypeError, ValueError):
-            c.add(f"{path}.{key}", "the key must be a number of days")
-            continue
-        if days < 2:
-            c.add(f"{path}.{key}", "a streak is at least 2 days")
-            continue
-        bonus = c.integer(f"{path}.{key}", value, minimum=1)
-        if bonus is not None:
-            bonuses.append((days, bonus))
-    return tuple(sorted(bonuses))
-
-
-def _parse_require(c: ErrorCollector, path: str, raw: Any) -> tuple[Requirement, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, Mapping):
-        c.add(path, "must be an object such as {min_length: 20}")
-        return ()
-    requirements = []
-    for key, value in raw.items():
-        key = str(key)
-        for op in ("min", "max"):
-            if key.startswith(f"{op}_") and len(key) > len(op) + 1:
-                if not isinstance(value, int | float) or isinstance(value, bool):
-                    c.add(f"{path}.{key}", "must be a number")
-                    break
-                requirements.append(Requirement(key[len(op) + 1 :], op, str(value)))
-                break
-        else:
-            if isinstance(value, Mapping | list):
-                c.add(f"{path}.{key}", "must be a plain value")
-                continue
-            text = str(value).lower() if isinstance(value, bool) else str(value)
-            requirements.append(Requirement(key, "eq", text))
-    return tuple(requirements)

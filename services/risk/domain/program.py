@@ -13,9 +13,23 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from plumbing.sections import ErrorCollector, ProgramInvalid
+from pydantic import BeforeValidator, ConfigDict, Field
+
+from plumbing.sections import (
+    REQUIRED,
+    ProgramInvalid,
+    Shape,
+    Timezone,
+    integer,
+    listing,
+    mapping,
+    named,
+    problem,
+    raise_if_any,
+    validated,
+)
 
 __all__ = ["ProgramInvalid", "parse_risk"]
 
@@ -106,20 +120,6 @@ class RiskProgram:
 
 _DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-_RULE_KEYS = {
-    "code",
-    "action",
-    "per",
-    "max",
-    "max_distinct_users",
-    "window",
-    "account_age_under",
-    "price_points_over",
-    "amount_over",
-    "decision",
-    "alert_per_minute",
-    "on_redis_down",
-}
 _LISTS = ("deny_users", "deny_devices", "deny_ips", "allow_users", "allow_devices", "allow_ips")
 
 
@@ -130,139 +130,218 @@ def parse_duration(text: Any) -> timedelta | None:
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
+def _decision(value: Any) -> Verdict:
+    decision = Verdict.__members__.get(str(value if value is not None else "").upper())
+    if decision is None or decision is Verdict.ALLOW:
+        raise problem("must be deny or review")
+    return decision
+
+
+def _window(value: Any) -> timedelta | None:
+    if value is None:
+        return None
+    window = parse_duration(value)
+    if window is None or window <= timedelta(0) or window > MAX_WINDOW:
+        raise problem("must be a duration such as 30s, 1m, 1h or 1d (at most 31d)")
+    return window
+
+
+def _age(value: Any) -> timedelta | None:
+    if value is None:
+        return None
+    age = parse_duration(value)
+    if age is None or age <= timedelta(0):
+        raise problem("must be a duration such as 24h or 7d")
+    return age
+
+
+def _redis_down(value: Any) -> bool | None:
+    if value is None:
+        return None
+    if value not in ("open", "closed"):
+        raise problem("must be open or closed")
+    return bool(value == "closed")
+
+
+class RuleShape(Shape):
+    code: Annotated[str, named()] = REQUIRED
+    action: Annotated[str, named()] = "*"
+    per: Any = None
+    max: Annotated[int | None, integer(minimum=1)] = None
+    max_distinct_users: Annotated[int | None, integer(minimum=1)] = None
+    window: Annotated[timedelta | None, BeforeValidator(_window)] = None
+    account_age_under: Annotated[timedelta | None, BeforeValidator(_age)] = None
+    price_points_over: Annotated[int | None, integer(minimum=0)] = None
+    amount_over: Annotated[int | None, integer(minimum=0)] = None
+    decision: Annotated[Verdict, BeforeValidator(_decision)] = REQUIRED
+    alert_per_minute: Annotated[int | None, integer(minimum=1)] = None
+    on_redis_down: Annotated[bool | None, BeforeValidator(_redis_down)] = None
+
+
+def _until(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        until = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise problem("must be an ISO date and time") from None
+    if until.tzinfo is None:
+        raise problem("must carry a UTC offset (Z or +08:00)")
+    return until
+
+
+class EntryShape(Shape):
+    value: Any = None
+    until: Annotated[datetime | None, BeforeValidator(_until)] = None
+
+
+def _entry(ips: bool) -> Any:
+    def check(raw: Any) -> ListEntry:
+        value, until = raw, None
+        if isinstance(raw, Mapping):
+            entry = EntryShape.model_validate(raw)
+            value, until = entry.value, entry.until
+        if not isinstance(value, str) or not value:
+            raise problem("must be a value or {value, until}")
+        if ips:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise problem(f"{value!r} is not an IP address or network") from None
+        return ListEntry(value, until)
+
+    return BeforeValidator(check)
+
+
+def _no_entries_is_empty(value: Any) -> Any:
+    return [] if value is None else value
+
+
+_LIST = listing(
+    f"must be a list of at most {MAX_LIST_ENTRIES} entries",
+    max_items=MAX_LIST_ENTRIES,
+    required=True,
+)
+Entries = Annotated[
+    list[Annotated[ListEntry, _entry(ips=False)]], _LIST, BeforeValidator(_no_entries_is_empty)
+]
+IpEntries = Annotated[
+    list[Annotated[ListEntry, _entry(ips=True)]], _LIST, BeforeValidator(_no_entries_is_empty)
+]
+
+
+class ListsShape(Shape):
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, arbitrary_types_allowed=True
+    )
+    deny_users: Entries = Field(default_factory=list)
+    deny_devices: Entries = Field(default_factory=list)
+    deny_ips: IpEntries = Field(default_factory=list)
+    allow_users: Entries = Field(default_factory=list)
+    allow_devices: Entries = Field(default_factory=list)
+    allow_ips: IpEntries = Field(default_factory=list)
+
+
+def _risk_given(value: Any) -> Any:
+    if not isinstance(value, Mapping):
+        raise problem("is required and must be an object with rules and lists")
+    return value
+
+
+class RiskShape(Shape):
+    rules: Annotated[
+        list[Any],
+        listing(f"must be a list of at most {MAX_RULES} rules", max_items=MAX_RULES, required=True),
+    ] = Field(default_factory=list)
+    lists: Annotated[
+        ListsShape | None, mapping("must be an object of deny_* and allow_* lists")
+    ] = None
+    run_alert_per_minute: Annotated[int | None, integer(minimum=1)] = None
+
+
+class SectionShape(Shape):
+    """What risk is configured with: its section and the zone."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+    timezone: Timezone = "UTC"
+    risk: Annotated[RiskShape, BeforeValidator(_risk_given)] = REQUIRED
+
+
 def parse_risk(section: Mapping[str, Any]) -> RiskProgram:
     """Validates the section; raises ``ProgramInvalid`` with every error found."""
-    c = ErrorCollector()
     if not isinstance(section, Mapping):
         raise ProgramInvalid(["(root): must be an object"])
-    c.timezone("timezone", section.get("timezone", "UTC"))
+    problems: list[str] = []
     risk = section.get("risk")
-    if not isinstance(risk, Mapping):
-        c.add("risk", "is required and must be an object with rules and lists")
-        c.raise_if_any()
-        return RiskProgram()
-    c.unknown_keys("risk", risk, {"rules", "lists", "run_alert_per_minute"})
-    raw_rules = risk.get("rules", [])
+    raw_rules = risk.get("rules") if isinstance(risk, Mapping) else None
     rules: list[Rule] = []
-    if not isinstance(raw_rules, list) or len(raw_rules) > MAX_RULES:
-        c.add("risk.rules", f"must be a list of at most {MAX_RULES} rules")
-        raw_rules = []
     codes: set[str] = set()
-    for index, raw in enumerate(raw_rules):
-        rule = _parse_rule(c, f"risk.rules[{index}]", raw)
+    # Rules are read one by one, whatever else is wrong.
+    for index, raw in enumerate(raw_rules if isinstance(raw_rules, list) else []):
+        path = f"risk.rules[{index}]"
+        rule = _rule(validated(RuleShape, raw, path, problems), path, problems)
         if rule is None:
             continue
         if rule.code in codes:
-            c.add(f"risk.rules[{index}].code", f"duplicate rule {rule.code!r}")
+            problems.append(f"{path}.code: duplicate rule {rule.code!r}")
             continue
         codes.add(rule.code)
         rules.append(rule)
-    lists = _parse_lists(c, risk.get("lists"))
-    run = None
-    if risk.get("run_alert_per_minute") is not None:
-        run = c.integer("risk.run_alert_per_minute", risk["run_alert_per_minute"], minimum=1)
-    c.raise_if_any()
+    shape = validated(SectionShape, section, "", problems)
+    raise_if_any(problems)
+    assert shape is not None
+    lists = shape.risk.lists
     thresholds = {r.code: r.alert_per_minute for r in rules if r.alert_per_minute is not None}
-    return RiskProgram(tuple(rules), lists, run, thresholds)
+    return RiskProgram(
+        tuple(rules),
+        Lists(**{name: tuple(getattr(lists, name) or ()) for name in _LISTS}) if lists else Lists(),
+        shape.risk.run_alert_per_minute,
+        thresholds,
+    )
 
 
-def _parse_rule(c: ErrorCollector, path: str, raw: Any) -> Rule | None:  # noqa: C901, PLR0915 - a section parser: goes with the move to pydantic models
-    if not isinstance(raw, Mapping):
-        c.add(path, "must be an object")
+def _rule(shape: RuleShape | None, path: str, problems: list[str]) -> Rule | None:
+    """A rule's kind from the keys it has: max, max_distinct_users, account_age_under or
+    amount_over (in that order)."""
+    if shape is None:
         return None
-    before = len(c.errors)
-    c.unknown_keys(path, raw, _RULE_KEYS)
-    code = c.name(f"{path}.code", raw.get("code"))
-    action = c.name(f"{path}.action", raw.get("action", "*"))
-    try:
-        decision = Verdict[str(raw.get("decision", "")).upper()]
-        if decision is Verdict.ALLOW:
-            raise KeyError
-    except KeyError:
-        c.add(f"{path}.decision", "must be deny or review")
-        decision = Verdict.DENY
-    kind = None
-    fields: dict[str, Any] = {}
-    if "max" in raw or "max_distinct_users" in raw:
-        distinct = "max_distinct_users" in raw
-        kind = RuleKind.DISTINCT_USERS if distinct else RuleKind.VELOCITY
-        key = "max_distinct_users" if distinct else "max"
-        fields["max"] = c.integer(f"{path}.{key}", raw.get(key), minimum=1) or 1
-        per = raw.get("per", "user")
+    common: dict[str, Any] = {
+        "code": shape.code,
+        "action": shape.action,
+        "decision": shape.decision,
+        "alert_per_minute": shape.alert_per_minute,
+        "fail_closed": shape.on_redis_down,
+    }
+    if shape.max is not None or shape.max_distinct_users is not None:
+        distinct = shape.max_distinct_users is not None
         allowed = ("device", "ip") if distinct else ("user", "device", "ip")
+        per = shape.per if shape.per is not None else "user"
         if per not in allowed:
-            c.add(f"{path}.per", f"must be one of {', '.join(allowed)}")
-        fields["per"] = per
-        window = parse_duration(raw.get("window"))
-        if window is None or window <= timedelta(0) or window > MAX_WINDOW:
-            c.add(f"{path}.window", "must be a duration such as 30s, 1m, 1h or 1d (at most 31d)")
-            window = timedelta(minutes=1)
-        fields["window"] = window
-    elif "account_age_under" in raw:
-        kind = RuleKind.ACCOUNT_AGE
-        age = parse_duration(raw.get("account_age_under"))
-        if age is None or age <= timedelta(0):
-            c.add(f"{path}.account_age_under", "must be a duration such as 24h or 7d")
-            age = timedelta(days=1)
-        fields["account_age_under"] = age
-        over = raw.get("price_points_over", raw.get("amount_over", 0))
-        fields["amount_over"] = c.integer(f"{path}.price_points_over", over, minimum=0) or 0
-    elif "amount_over" in raw:
-        kind = RuleKind.AMOUNT
-        fields["amount_over"] = c.integer(f"{path}.amount_over", raw["amount_over"], minimum=0) or 0
-    else:
-        c.add(path, "needs max (velocity), max_distinct_users, account_age_under or amount_over")
-    if raw.get("alert_per_minute") is not None:
-        fields["alert_per_minute"] = c.integer(
-            f"{path}.alert_per_minute", raw["alert_per_minute"], minimum=1
+            problems.append(f"{path}.per: must be one of {', '.join(allowed)}")
+        if shape.window is None:
+            problems.append(
+                f"{path}.window: must be a duration such as 30s, 1m, 1h or 1d (at most 31d)"
+            )
+        if per not in allowed or shape.window is None:
+            return None
+        return Rule(
+            kind=RuleKind.DISTINCT_USERS if distinct else RuleKind.VELOCITY,
+            per=per,
+            max=(shape.max_distinct_users if distinct else shape.max) or 1,
+            window=shape.window,
+            **common,
         )
-    mode = raw.get("on_redis_down")
-    if mode is not None:
-        if mode not in ("open", "closed"):
-            c.add(f"{path}.on_redis_down", "must be open or closed")
-        fields["fail_closed"] = mode == "closed"
-    if len(c.errors) > before or kind is None:
-        return None
-    return Rule(code=code, kind=kind, action=action, decision=decision, **fields)
-
-
-def _parse_lists(c: ErrorCollector, raw: Any) -> Lists:  # noqa: C901 - a section parser: goes with the move to pydantic models
-    if raw is None:
-        return Lists()
-    if not isinstance(raw, Mapping):
-        c.add("risk.lists", "must be an object of deny_* and allow_* lists")
-        return Lists()
-    c.unknown_keys("risk.lists", raw, set(_LISTS))
-    parsed: dict[str, tuple[ListEntry, ...]] = {}
-    for name in _LISTS:
-        entries = raw.get(name) or []
-        path = f"risk.lists.{name}"
-        if not isinstance(entries, list) or len(entries) > MAX_LIST_ENTRIES:
-            c.add(path, f"must be a list of at most {MAX_LIST_ENTRIES} entries")
-            continue
-        items = []
-        for index, entry in enumerate(entries):
-            value, until = entry, None
-            if isinstance(entry, Mapping):
-                value = entry.get("value")
-                if entry.get("until") is not None:
-                    try:
-                        until = datetime.fromisoformat(str(entry["until"]))
-                    except ValueError:
-                        c.add(f"{path}[{index}].until", "must be an ISO date and time")
-                        continue
-                    if until.tzinfo is None:
-                        c.add(f"{path}[{index}].until", "must carry a UTC offset (Z or +08:00)")
-                        continue
-            if not isinstance(value, str) or not value:
-                c.add(f"{path}[{index}]", "must be a value or {value, until}")
-                continue
-            if name.endswith("_ips"):
-                try:
-                    ipaddress.ip_network(value, strict=False)
-                except ValueError:
-                    c.add(f"{path}[{index}]", f"{value!r} is not an IP address or network")
-                    continue
-            items.append(ListEntry(value, until))
-        parsed[name] = tuple(items)
-    return Lists(**parsed)
+    if shape.account_age_under is not None:
+        over = shape.price_points_over if shape.price_points_over is not None else shape.amount_over
+        return Rule(
+            kind=RuleKind.ACCOUNT_AGE,
+            account_age_under=shape.account_age_under,
+            amount_over=over or 0,
+            **common,
+        )
+    if shape.amount_over is not None:
+        return Rule(kind=RuleKind.AMOUNT, amount_over=shape.amount_over, **common)
+    problems.append(
+        f"{path}: needs max (velocity), max_distinct_users, account_age_under or amount_over"
+    )
+    return None
