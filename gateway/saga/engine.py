@@ -267,6 +267,18 @@ class Drive:
         record.state = StepState.RETRYING
         raise StepUnavailable(name, record.error)
 
+    def answered(self, name: str, why: str) -> None:
+        """Step ``name`` needs no call for this saga (``why``): done, with no attempt."""
+        record = self.saga.step(name)
+        if record.done:
+            return
+        now = _now()
+        record.state, record.started_at, record.finished_at = StepState.DONE, now, now
+        record.error = ""
+        # Still a span per step: the trace shows the step and why it took no call.
+        attributes = {"saga.id": self.saga.saga_id, "saga.step": name, "saga.step.answered": why}
+        self.tracer.start_span(f"saga.step {name}", attributes=attributes).end()
+
     def event(self, name: str, **attributes: str) -> None:
         trace.get_current_span().add_event(name, attributes=attributes)
 

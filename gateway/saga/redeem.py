@@ -72,11 +72,27 @@ def _tier_request(app: str, user_id: str, order: dict[str, Any]) -> levels_pb2.C
 
 def check_requests(saga_id: str, app: str, user_id: str, order: dict[str, Any]) -> dict[str, Any]:
     """The checks (risk, tier) sent before the saga's row is committed, by step
-    (``Gateway.early_checks``)."""
-    return {
-        "risk": _risk_request(saga_id, app, user_id, order),
-        "tier": _tier_request(app, user_id, order),
-    }
+    (``Gateway.early_checks``); no tier check for an item without a tier gate."""
+    checks: dict[str, Any] = {"risk": _risk_request(saga_id, app, user_id, order)}
+    if order["min_tier"]:
+        checks["tier"] = _tier_request(app, user_id, order)
+    return checks
+
+
+async def _member_tier(drive: Drive, p: Participants) -> str:
+    """The member's tier for an item with a ``min_tier`` (levels judges it; TIER_TOO_LOW is
+    levels' refusal). An item without one has no tier gate: nothing to ask, the step is
+    answered at once (``tier: DONE`` with no attempt), and the reservation carries no tier."""
+    saga = drive.saga
+    if not saga.payload["min_tier"]:
+        drive.answered("tier", "no tier gate")
+        return ""
+    tier: levels_pb2.CheckTierResponse = await drive.step(
+        "tier",
+        lambda t: p.check_tier(_tier_request(saga.app, saga.user_id, saga.payload), timeout=t),
+        log_first=False,
+    )
+    return tier.tier
 
 
 async def _check(drive: Drive, p: Participants) -> str:
@@ -94,21 +110,14 @@ async def _check(drive: Drive, p: Participants) -> str:
             log_first=False,
         )
     )
-    tier_task = asyncio.create_task(
-        drive.step(
-            "tier",
-            lambda t: p.check_tier(_tier_request(app, user, order), timeout=t),
-            log_first=False,
-        )
-    )
+    tier_task = asyncio.create_task(_member_tier(drive, p))
     await asyncio.wait([risk_task, tier_task])
     risk: risk_pb2.EvaluateResponse = risk_task.result()
     saga.result["risk_decision"] = risk_pb2.Decision.Name(risk.decision)
     refused = risk_refusal(risk, "redemption")
     if refused is not None:
         raise StepFailed("risk", refused.reason, ", ".join(risk.rules))
-    tier: levels_pb2.CheckTierResponse = tier_task.result()
-    return tier.tier
+    return tier_task.result()
 
 
 def raise_first_failure(tasks: Sequence[asyncio.Task[Any]]) -> None:

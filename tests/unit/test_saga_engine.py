@@ -34,14 +34,19 @@ KILL_POINTS = [
 ]
 
 
-def new_saga(saga_id: str = "saga-1", quantity: int = 1) -> SagaRecord:
+def new_saga(saga_id: str = "saga-1", quantity: int = 1, min_tier: str = "rookie") -> SagaRecord:
     return SagaRecord(
         saga_id=saga_id,
         app="app",
         kind="redeem",
         request_id=f"req-{saga_id}",
         user_id="u-1",
-        payload={"sku": "coupon", "quantity": quantity, "price_points": PRICE, "min_tier": ""},
+        payload={
+            "sku": "coupon",
+            "quantity": quantity,
+            "price_points": PRICE,
+            "min_tier": min_tier,
+        },
         state=SagaState.STARTED,
         drives=1,
     )
@@ -64,9 +69,11 @@ async def drive(
     await run_redeem(run, cast(Participants, fake), TERMS, fresh=fresh)
 
 
-async def start(log: MemoryLog, saga_id: str = "saga-1", quantity: int = 1) -> SagaRecord:
-    """The Redeem call writes the saga's row before any step."""
-    saga = new_saga(saga_id, quantity)
+async def start(
+    log: MemoryLog, saga_id: str = "saga-1", quantity: int = 1, min_tier: str = "rookie"
+) -> SagaRecord:
+    """The Redeem call writes the saga's row before any step (an item gated at rookie)."""
+    saga = new_saga(saga_id, quantity, min_tier)
     await log.save(saga)
     return saga
 
@@ -92,6 +99,22 @@ async def test_a_saga_alone_completes_with_every_step_done_once() -> None:
     ]
     assert stored.result["order_id"]
     assert stored.result["points_spent"] == PRICE
+    assert_balanced(fake, SagaState.COMPLETED)
+
+
+async def test_an_item_without_a_tier_gate_asks_levels_nothing() -> None:
+    log, fake = MemoryLog(), FakeParticipants()
+    saga = await start(log, min_tier="")
+    await drive(saga, log, fake, fresh=True)
+    stored = log.load(saga.saga_id)
+    assert stored.state is SagaState.COMPLETED
+    assert [(s.name, s.state, s.attempts) for s in stored.steps] == [
+        ("risk", StepState.DONE, 1),
+        # Answered without a call: the step is in the timeline, with no attempt.
+        ("tier", StepState.DONE, 0),
+        *((name, StepState.DONE, 1) for name in ("reserve", "hold", "confirm", "capture")),
+    ]
+    assert fake.calls["check_tier"] == 0
     assert_balanced(fake, SagaState.COMPLETED)
 
 
