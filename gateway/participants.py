@@ -7,6 +7,7 @@ down or too slow is UNAVAILABLE to the caller, who retries with the same idempot
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import re
@@ -98,12 +99,22 @@ class Participants:
         ] = NaturalBatcher(self._evaluate_batch, max_batch=500, in_flight=in_flight)
 
         # The saga steps of concurrent sagas travel the same way, one batch call per step and
-        # participant, each item answered (or refused) as its single call would be.
+        # participant, each item answered (or refused) as its single call would be. The steps
+        # of one participant share its slots: a batch leaves when the previous batch to that
+        # participant returned, whichever step it carried (reserves wait for the confirm batch
+        # in flight, and go with everything that queued meanwhile).
+        slots = {name: asyncio.Semaphore(in_flight) for name in batch_stubs}
+
         def batched(service: str, method: str, answer: str) -> Any:
             batch_call = getattr(batch_stubs[service], method)
             request_type = getattr(_MODULES[service], f"{method}Request")
             return _Batched(
-                f"{service} {method}", batch_call, request_type, answer, in_flight=in_flight
+                f"{service} {method}",
+                batch_call,
+                request_type,
+                answer,
+                in_flight=in_flight,
+                slot=slots[service],
             )
 
         self.check_tier: _Batched[levels_pb2.CheckTierRequest, levels_pb2.CheckTierResponse] = (
@@ -180,13 +191,16 @@ class _Batched(Generic[Req, Resp]):
         answer_field: str,
         *,
         in_flight: int = 1,
+        slot: asyncio.Semaphore | None = None,
     ) -> None:
         self._name = name
         self._method = method
         self._batch_type = batch_type
         self._answer_field = answer_field
         self._batcher: NaturalBatcher[str, tuple[Req, float | None, trace.Span], Resp] = (
-            NaturalBatcher(self._send, max_batch=MAX_BATCH, in_flight=in_flight, name=name)
+            NaturalBatcher(
+                self._send, max_batch=MAX_BATCH, in_flight=in_flight, name=name, slot=slot
+            )
         )
 
     async def __call__(

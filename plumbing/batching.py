@@ -9,6 +9,11 @@ paid once per batch instead of once per item.
 
 Each caller gets its own answer: ``send`` returns one result or one exception per item, in
 order. If ``send`` itself raises, every item of that batch gets the exception.
+
+Batchers of one downstream may share a ``slot`` (an ``asyncio.Semaphore``): then a batch of
+any of them leaves when the previous batch to that downstream returned, whichever batcher sent
+it, so the downstream serves one call at a time and each call carries more. The items are
+taken once the slot is free, so a batch holds everything that queued while it waited.
 """
 
 from __future__ import annotations
@@ -42,11 +47,18 @@ class _Lane(Generic[I, R]):
 
 class NaturalBatcher(Generic[K, I, R]):
     def __init__(
-        self, send: Send[K, I, R], *, max_batch: int, in_flight: int = 1, name: str = ""
+        self,
+        send: Send[K, I, R],
+        *,
+        max_batch: int,
+        in_flight: int = 1,
+        name: str = "",
+        slot: asyncio.Semaphore | None = None,
     ) -> None:
         if max_batch < 1 or in_flight < 1:
             raise ValueError("max_batch and in_flight must be at least 1")
         self._send = send
+        self._slot = slot
         self._attributes = {"batch": name or getattr(send, "__qualname__", "batch")}
         self._max_batch = max_batch
         self._in_flight = in_flight
@@ -68,29 +80,36 @@ class NaturalBatcher(Generic[K, I, R]):
     async def _drain(self, key: K, lane: _Lane[I, R]) -> None:
         try:
             while lane.queue:
-                taken = [lane.queue.popleft() for _ in range(min(self._max_batch, len(lane.queue)))]
-                # A caller that gave up (cancelled) no longer needs its item sent.
-                live = [(item, future) for item, future in taken if not future.done()]
-                if not live:
-                    continue
-                BATCH_ITEMS.record(len(live), self._attributes)
-                try:
-                    results = await self._send(key, [item for item, _ in live])
-                    if len(results) != len(live):
-                        raise RuntimeError(f"{len(results)} results for {len(live)} items")
-                except Exception as error:  # every item of the batch hears it
-                    results = [error] * len(live)
-                for (_, future), result in zip(live, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
+                if self._slot is None:
+                    await self._send_next(key, lane)
+                else:
+                    async with self._slot:
+                        await self._send_next(key, lane)
         finally:
             lane.in_flight -= 1
             if not lane.in_flight and not lane.queue:
                 self._lanes.pop(key, None)
+
+    async def _send_next(self, key: K, lane: _Lane[I, R]) -> None:
+        taken = [lane.queue.popleft() for _ in range(min(self._max_batch, len(lane.queue)))]
+        # A caller that gave up (cancelled) no longer needs its item sent.
+        live = [(item, future) for item, future in taken if not future.done()]
+        if not live:
+            return
+        BATCH_ITEMS.record(len(live), self._attributes)
+        try:
+            results = await self._send(key, [item for item, _ in live])
+            if len(results) != len(live):
+                raise RuntimeError(f"{len(results)} results for {len(live)} items")
+        except Exception as error:  # every item of the batch hears it
+            results = [error] * len(live)
+        for (_, future), result in zip(live, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
     async def close(self) -> None:
         """Waits for the batches in flight (their callers are waiting for them)."""

@@ -103,3 +103,30 @@ def test_limits_are_checked() -> None:
 
     with pytest.raises(ValueError, match="at least 1"):
         NaturalBatcher(send, max_batch=0)
+
+
+async def test_batchers_sharing_a_slot_send_one_batch_at_a_time_to_their_downstream() -> None:
+    """Two steps of one participant (reserve, confirm): while one's batch is in flight the
+    other's items queue, and leave together, in one batch, when it returns."""
+    down = Downstream()
+    slot = asyncio.Semaphore(1)
+    reserves: NaturalBatcher[str, int, int] = NaturalBatcher(down.send, max_batch=100, slot=slot)
+    confirms: NaturalBatcher[str, int, int] = NaturalBatcher(down.send, max_batch=100, slot=slot)
+    first = asyncio.create_task(reserves.submit("", 0))
+    await down.sent.wait()
+    waiting = [asyncio.create_task(confirms.submit("", n)) for n in (10, 12)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert down.batches == [[0]]  # the confirms wait for the reserve batch in flight
+    down.release.set()
+    assert await first == 0
+    assert [await task for task in waiting] == [20, 24]
+    assert down.batches == [[0], [10, 12]]
+
+
+async def test_a_lone_item_on_a_free_shared_slot_leaves_at_once() -> None:
+    down = Downstream()
+    down.release.set()
+    slot = asyncio.Semaphore(1)
+    batcher: NaturalBatcher[str, int, int] = NaturalBatcher(down.send, max_batch=100, slot=slot)
+    assert await asyncio.wait_for(batcher.submit("", 4), timeout=5) == 8
