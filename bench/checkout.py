@@ -10,7 +10,6 @@ Starts the whole suite on an embedded PostgreSQL and Redis (as bench/redeem.py d
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 import sys
 import time
@@ -24,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.batch_sizes import batch_sizes, lines  # noqa: E402
-from bench.common import closed_loop, profile, servers  # noqa: E402
+from bench.common import closed_loop, profile, run_load, servers  # noqa: E402
 from bench.redeem import cpu_seconds, seeded_suite  # noqa: E402
 
 
@@ -79,7 +78,7 @@ def main() -> None:
         quiet = sizes.settled()
         before = cpu_seconds(suite)
         began = time.perf_counter()
-        (rate, p50, p99), refused = asyncio.run(
+        (rate, p50, p99), refused = run_load(
             orders(
                 suite.address("gateway"),
                 member_key,

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import psutil
 import psycopg
 from loyalty.gateway.v1 import loyalty_pb2, loyalty_pb2_grpc
 from sqlalchemy import make_url
@@ -32,7 +31,13 @@ from sqlalchemy import make_url
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import closed_loop, pgbench_one_row_update, profile, servers  # noqa: E402
+from bench.common import (  # noqa: E402
+    closed_loop,
+    pgbench_one_row_update,
+    profile,
+    run_load,
+    servers,
+)
 from bench.grpc_overhead import run_mode  # noqa: E402
 from bench.redeem import cpu_seconds, seeded_suite  # noqa: E402
 from devtools.embedded import free_port  # noqa: E402
@@ -82,14 +87,14 @@ async def measure(
             for _ in range(warmup):
                 await call()
             spies = profile(suite, profile_dir, f"{per_call}", seconds) if profile_dir else []
-            before = {**cpu_seconds(suite), "client": client_cpu()}
+            before = cpu_seconds(suite)
             work = await asyncio.to_thread(database_work, suite.postgres_url)
             start = next(ids)
             rate, p50, p99 = await closed_loop(call, seconds, concurrency, warmup=0)
             for spy in spies:
                 spy.wait(60)
             done = next(ids) - start
-            after = {**cpu_seconds(suite), "client": client_cpu()}
+            after = cpu_seconds(suite)
             print(f"database work, {'batched' if per_call > 1 else 'single'}:")
             print(
                 "\n".join(
@@ -135,12 +140,6 @@ def work_lines(
     return lines
 
 
-def client_cpu() -> float:
-    """This process's CPU seconds: the load's own cost shares the two cores."""
-    times = psutil.Process().cpu_times()
-    return float(times.user + times.system)
-
-
 def cpu_lines(cpu: dict[str, float]) -> list[str]:
     total = sum(cpu.values())
     ceiling = 2000 / max(total, 1e-9)
@@ -173,7 +172,7 @@ def main() -> None:
         print(f"  bare grpc.aio echo (64 in flight):  {echo:,.0f} calls/s")
         with seeded_suite(up, args.users) as (suite, member, _):
             print("loads ...", flush=True)
-            out = asyncio.run(
+            out = run_load(
                 measure(
                     suite,
                     member,

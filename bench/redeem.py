@@ -41,6 +41,7 @@ from bench.common import (  # noqa: E402
     paced_loop,
     pgbench_binary,
     profile,
+    run_load,
     servers,
 )
 from devtools.bootstrap import create_app_keys  # noqa: E402
@@ -223,8 +224,10 @@ async def load(
 
 
 def cpu_seconds(suite: Suite) -> dict[str, float]:
-    """CPU seconds so far of each service process and of all PostgreSQL and Redis processes."""
-    spent: dict[str, float] = {}
+    """CPU seconds so far of each service process, of all PostgreSQL and Redis processes, and
+    of this process (``client``: the load generator shares the two cores too)."""
+    mine = psutil.Process().cpu_times()
+    spent: dict[str, float] = {"client": mine.user + mine.system}
     for service, proc in suite.processes.items():
         times = psutil.Process(proc.pid).cpu_times()
         spent[service] = times.user + times.system
@@ -269,7 +272,7 @@ def main() -> None:
             quiet = sizes.settled()
             before = cpu_seconds(suite)
             began = time.perf_counter()
-            peak, outcomes = asyncio.run(
+            peak, outcomes = run_load(
                 load(address, member_key, args.users, args.seconds, args.concurrency)
             )
             wall = time.perf_counter() - began
@@ -277,7 +280,7 @@ def main() -> None:
             seen = sizes.since(quiet)
             for spy in spies:
                 spy.wait(60)
-            paced, _ = asyncio.run(
+            paced, _ = run_load(
                 load(address, member_key, args.users, args.seconds, 0, rate=peak[0] / 2)
             )
             rate, p50, p99 = peak

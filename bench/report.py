@@ -41,6 +41,7 @@ from bench.common import (  # noqa: E402
     paced_loop,
     pgbench_one_row_update,
     redis_get_rate,
+    run_load,
     servers,
 )
 from bench.events import measure as measure_events  # noqa: E402
@@ -380,7 +381,7 @@ def main() -> None:
         )
         with seeded_suite(up, args.users) as (suite, member, _):
             say("end to end ...")
-            e2e = asyncio.run(
+            e2e = run_load(
                 end_to_end(suite, suite.address("gateway"), member, args.users, seconds, sizes)
             )
     batch, record, draw = e2e["batched"], e2e["single"], e2e["draw"]

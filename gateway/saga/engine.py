@@ -216,8 +216,10 @@ class Drive:
             self._fault(f"before:{name}")
             started = time.perf_counter()
             early = self._early.pop(name, None) if attempt == 1 else None
+            # A refusal is the step's outcome, not a crash: its span says the reason (status),
+            # with no traceback formatted for it (that costs more than the span itself).
             with (
-                trace.use_span(early.span, end_on_exit=True)
+                trace.use_span(early.span, end_on_exit=True, record_exception=False)
                 if early is not None
                 else self.tracer.start_as_current_span(
                     f"saga.step {name}",
@@ -226,6 +228,7 @@ class Drive:
                         "saga.step": name,
                         "attempt": attempt,
                     },
+                    record_exception=False,
                 )
             ) as span:
                 try:

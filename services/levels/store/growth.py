@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -241,7 +241,22 @@ async def add_growth_batch(
     return out
 
 
-async def _decide_and_write(  # noqa: PLR0915 - one flow read top to bottom; split with the use-case layer
+@dataclass
+class _BatchChanges:
+    """What the batch changed so far, event by event, written in one statement at its end."""
+
+    # By member and day: [growth added, of it counted toward the day's cap].
+    added: dict[str, dict[date, list[int]]] = field(default_factory=dict)
+    streak_days: set[tuple[str, str, date]] = field(default_factory=set)
+    counted_actions: dict[tuple[str, str], int] = field(default_factory=dict)
+    badges: list[tuple[str, BadgeRule, str]] = field(default_factory=list)
+    # (user, from tier, to tier, reason, event id), in the order they happened.
+    tier_changes: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    judged: dict[str, Standing] = field(default_factory=dict)
+    results: dict[str, GrowthResult] = field(default_factory=dict)
+
+
+async def _decide_and_write(
     conn: AsyncConnection,
     stored: StoredProgram[LevelsProgram],
     now: datetime,
@@ -249,110 +264,159 @@ async def _decide_and_write(  # noqa: PLR0915 - one flow read top to bottom; spl
     days: list[date],
 ) -> dict[str, GrowthResult]:
     program = stored.program
-    app = stored.app
     today = max(local_day(now, program.zone), *days)
     base = tier_for_growth(program, 0)
     users = sorted({e.user_id for e in events})
     locked: list[Any] = list(
         await conn.exec_driver_sql(
             _LOCK_MEMBERS,
-            {"app": app, "users": json.dumps(users), "now": now, "base": base.code if base else ""},
+            {
+                "app": stored.app,
+                "users": json.dumps(users),
+                "now": now,
+                "base": base.code if base else "",
+            },
         )
     )
     members = {
         row[0]: Member(row[0], dict(row[1] or {}), int(row[2]), row[3], row[4]) for row in locked
     }
     state = await _read_state(conn, stored, today, events, days, users)
-
-    results: dict[str, GrowthResult] = {}
-    # What the batch added so far, by member and day: [growth, counted toward the day's cap].
-    added: dict[str, dict[date, list[int]]] = {}
-    new_streak_days: set[tuple[str, str, date]] = set()
-    counted_actions: dict[tuple[str, str], int] = {}
-    new_badges: list[tuple[str, BadgeRule, str]] = []
-    changes: list[tuple[str, str, str, str, str]] = []
-    judged: dict[str, Standing] = {}
+    changes = _BatchChanges()
     for event, day in zip(events, days, strict=True):
-        member = members[event.user_id]
-        key = (event.user_id, day)
-        mine = added.setdefault(event.user_id, {})
-        delta = mine.setdefault(day, [0, 0])
-        decision = decide_growth(
-            event.amount,
-            coefficient_for(member.attributes, program.coefficients),
-            state.counted.get(key, 0) + delta[1],
-            program.growth_daily_cap,
-            event.exempt_from_daily_cap,
-        )
-        delta[0] += decision.awarded
-        delta[1] += decision.counted
-        badges = [b for b in program.badges if b.action == event.action]
-        streak = count = 0
-        if any(b.kind is BadgeKind.STREAK for b in badges):
-            active = state.streak_days.setdefault((event.user_id, event.action), set())
-            active.add(day)
-            new_streak_days.add((event.user_id, event.action, day))
-            streak = run_length(active, day)
-        if any(b.kind is BadgeKind.COUNT for b in badges):
-            pair = (event.user_id, event.action)
-            state.counts[pair] = state.counts.get(pair, 0) + 1
-            counted_actions[pair] = counted_actions.get(pair, 0) + 1
-            count = state.counts[pair]
-        owned = state.owned.setdefault(event.user_id, set())
-        earned = badges_reached(badges, event.action, streak, count, owned)
-        owned.update(b.code for b in earned)
-        new_badges += [(event.user_id, b, event.event_id) for b in earned]
-        growth = state.growth.setdefault(event.user_id, {})
-        spot = growth_key(program, day, today)
-        growth[spot] = growth.get(spot, 0) + decision.awarded
-        standing = judged.get(event.user_id)
-        if standing is None or decision.awarded:
-            # Unchanged growth, day and grant judge the same: a member is judged again only
-            # when an event of the batch moved their growth.
-            standing = judged[event.user_id] = evaluate(program, growth, today, member.granted_tier)
-        tier_before = member.tier
-        tier_after = standing.tier.code if standing.tier else ""
-        if tier_after != tier_before:
-            reason = change_reason(program.tier(tier_before), standing.tier, program)
-            changes.append((event.user_id, tier_before, tier_after, reason, event.event_id))
-        member.tier = tier_after
-        member.lifetime_growth += decision.awarded
-        reply = {
-            "event_id": event.event_id,
-            "growth_added": decision.awarded,
-            "tier_before": tier_before,
-            "tier_after": tier_after,
-            "badges_earned": [
-                {
-                    "code": b.code,
-                    "name": b.name,
-                    "reward_points": b.reward_points,
-                    "earned_at": now.isoformat(),
-                }
-                for b in earned
-            ],
-            "notes": list(decision.notes),
-        }
-        board = None
-        if decision.awarded:
-            week, month = state.periods[key]
-            week_first, month_first = week_start(day), day.replace(day=1)
-            for other, (amount, _) in mine.items():
-                week += amount if week_start(other) == week_first else 0
-                month += amount if other.replace(day=1) == month_first else 0
-            board = BoardUpdate(event.user_id, day, member.lifetime_growth, week, month)
-        results[event.event_id] = GrowthResult(reply=reply, board=board)
+        _apply_event(program, now, today, state, members[event.user_id], changes, event, day)
+    await _write(conn, stored, now, today, members, changes)
+    return changes.results
 
-    grown = {user: sum(v[0] for v in by_day.values()) for user, by_day in added.items()}
+
+def _apply_event(
+    program: LevelsProgram,
+    now: datetime,
+    today: date,
+    state: _BatchState,
+    member: Member,
+    changes: _BatchChanges,
+    event: GrowthInput,
+    day: date,
+) -> None:
+    """One event, as it would be alone after the batch's earlier events: its growth (cap and
+    coefficient), badges, tier and board standing."""
+    key = (event.user_id, day)
+    mine = changes.added.setdefault(event.user_id, {})
+    delta = mine.setdefault(day, [0, 0])
+    decision = decide_growth(
+        event.amount,
+        coefficient_for(member.attributes, program.coefficients),
+        state.counted.get(key, 0) + delta[1],
+        program.growth_daily_cap,
+        event.exempt_from_daily_cap,
+    )
+    delta[0] += decision.awarded
+    delta[1] += decision.counted
+    earned = _badges_earned(program, state, changes, event, day)
+    growth = state.growth.setdefault(event.user_id, {})
+    spot = growth_key(program, day, today)
+    growth[spot] = growth.get(spot, 0) + decision.awarded
+    standing = changes.judged.get(event.user_id)
+    if standing is None or decision.awarded:
+        # Unchanged growth, day and grant judge the same: a member is judged again only
+        # when an event of the batch moved their growth.
+        standing = evaluate(program, growth, today, member.granted_tier)
+        changes.judged[event.user_id] = standing
+    tier_before = member.tier
+    tier_after = standing.tier.code if standing.tier else ""
+    if tier_after != tier_before:
+        reason = change_reason(program.tier(tier_before), standing.tier, program)
+        changes.tier_changes.append(
+            (event.user_id, tier_before, tier_after, reason, event.event_id)
+        )
+    member.tier = tier_after
+    member.lifetime_growth += decision.awarded
+    reply = {
+        "event_id": event.event_id,
+        "growth_added": decision.awarded,
+        "tier_before": tier_before,
+        "tier_after": tier_after,
+        "badges_earned": [
+            {
+                "code": b.code,
+                "name": b.name,
+                "reward_points": b.reward_points,
+                "earned_at": now.isoformat(),
+            }
+            for b in earned
+        ],
+        "notes": list(decision.notes),
+    }
+    board = _board(state, member, mine, event, day) if decision.awarded else None
+    changes.results[event.event_id] = GrowthResult(reply=reply, board=board)
+
+
+def _badges_earned(
+    program: LevelsProgram,
+    state: _BatchState,
+    changes: _BatchChanges,
+    event: GrowthInput,
+    day: date,
+) -> list[BadgeRule]:
+    """The badges this event earns: its action's streak (consecutive local days) and count
+    badges the member does not own yet."""
+    badges = [b for b in program.badges if b.action == event.action]
+    streak = count = 0
+    pair = (event.user_id, event.action)
+    if any(b.kind is BadgeKind.STREAK for b in badges):
+        active = state.streak_days.setdefault(pair, set())
+        active.add(day)
+        changes.streak_days.add((event.user_id, event.action, day))
+        streak = run_length(active, day)
+    if any(b.kind is BadgeKind.COUNT for b in badges):
+        state.counts[pair] = state.counts.get(pair, 0) + 1
+        changes.counted_actions[pair] = changes.counted_actions.get(pair, 0) + 1
+        count = state.counts[pair]
+    owned = state.owned.setdefault(event.user_id, set())
+    earned = badges_reached(badges, event.action, streak, count, owned)
+    owned.update(b.code for b in earned)
+    changes.badges += [(event.user_id, b, event.event_id) for b in earned]
+    return earned
+
+
+def _board(
+    state: _BatchState,
+    member: Member,
+    mine: dict[date, list[int]],
+    event: GrowthInput,
+    day: date,
+) -> BoardUpdate:
+    """The member's standing on the boards after this event: lifetime, this week, this month
+    (what was stored before the batch plus what the batch added in that week and month)."""
+    week, month = state.periods[(event.user_id, day)]
+    week_first, month_first = week_start(day), day.replace(day=1)
+    for other, (amount, _) in mine.items():
+        week += amount if week_start(other) == week_first else 0
+        month += amount if other.replace(day=1) == month_first else 0
+    return BoardUpdate(event.user_id, day, member.lifetime_growth, week, month)
+
+
+async def _write(
+    conn: AsyncConnection,
+    stored: StoredProgram[LevelsProgram],
+    now: datetime,
+    today: date,
+    members: dict[str, Member],
+    changes: _BatchChanges,
+) -> None:
+    """Everything the batch changed, in one statement."""
+    grown = {user: sum(v[0] for v in by_day.values()) for user, by_day in changes.added.items()}
     day_rows = [
-        (user, day, v) for user, by_day in added.items() for day, v in by_day.items() if any(v)
+        (user, day, v)
+        for user, by_day in changes.added.items()
+        for day, v in by_day.items()
+        if any(v)
     ]
-    streak_rows = sorted(new_streak_days)
-    count_rows = sorted(counted_actions.items())
     await conn.exec_driver_sql(
         _WRITE,
         {
-            "app": app,
+            "app": stored.app,
             "now": now,
             "today": today,
             "version": stored.version,
@@ -360,9 +424,12 @@ async def _decide_and_write(  # noqa: PLR0915 - one flow read top to bottom; spl
                 {"user_id": user, "day": day, "amount": v[0], "counted": v[1]}
                 for user, day, v in day_rows
             ),
-            "streaks": json_rows({"user_id": u, "action": a, "day": d} for u, a, d in streak_rows),
+            "streaks": json_rows(
+                {"user_id": u, "action": a, "day": d} for u, a, d in sorted(changes.streak_days)
+            ),
             "counts": json_rows(
-                {"user_id": k[0], "action": k[1], "added": v} for k, v in count_rows
+                {"user_id": k[0], "action": k[1], "added": v}
+                for k, v in sorted(changes.counted_actions.items())
             ),
             "badges": json_rows(
                 {
@@ -372,7 +439,7 @@ async def _decide_and_write(  # noqa: PLR0915 - one flow read top to bottom; spl
                     "reward": badge.reward_points,
                     "event_id": event_id,
                 }
-                for user, badge, event_id in new_badges
+                for user, badge, event_id in changes.badges
             ),
             "users": list(grown),
             "members": json_rows(
@@ -388,15 +455,14 @@ async def _decide_and_write(  # noqa: PLR0915 - one flow read top to bottom; spl
                     "reason": c[3],
                     "ref": c[4],
                 }
-                for n, c in enumerate(changes)
+                for n, c in enumerate(changes.tier_changes)
             ),
             "answers": json_rows(
                 {"event_id": event_id, "amount": r.reply["growth_added"], "reply": r.reply}
-                for event_id, r in results.items()
+                for event_id, r in changes.results.items()
             ),
         },
     )
-    return results
 
 
 @dataclass
@@ -420,6 +486,9 @@ async def _read_state(
     days: list[date],
     users: list[str],
 ) -> _BatchState:
+    """What the rules need of the batch's members: each (member, day)'s counted growth and
+    its week and month, the growth the tier is judged on, and for badge actions the badges
+    owned, the streak days around the batch's days and the action counts."""
     program, app = stored.program, stored.app
     keys = sorted({(e.user_id, d) for e, d in zip(events, days, strict=True)})
     state = _BatchState({}, {}, {}, {}, {}, {})
@@ -452,18 +521,32 @@ async def _read_state(
     for user, day, amount in rows:
         state.growth.setdefault(user, {})[day] = int(amount)
     watched = {b.action: b for b in program.badges}
-    if not any(e.action in watched for e in events):
-        return state
-    rows = list(await conn.exec_driver_sql(_READ_BADGES, {"app": app, "users": users}))
+    if any(e.action in watched for e in events):
+        await _read_badge_state(conn, program, app, events, days, users, state)
+    return state
+
+
+def _badge_pairs(
+    program: LevelsProgram, events: list[GrowthInput], kind: BadgeKind
+) -> list[tuple[str, str]]:
+    """The (member, action) pairs of the batch that a badge of ``kind`` watches."""
+    watched = {b.action for b in program.badges if b.kind is kind}
+    return sorted({(e.user_id, e.action) for e in events if e.action in watched})
+
+
+async def _read_badge_state(
+    conn: AsyncConnection,
+    program: LevelsProgram,
+    app: str,
+    events: list[GrowthInput],
+    days: list[date],
+    users: list[str],
+    state: _BatchState,
+) -> None:
+    rows: list[Any] = list(await conn.exec_driver_sql(_READ_BADGES, {"app": app, "users": users}))
     for user, code in rows:
         state.owned.setdefault(user, set()).add(code)
-    streaks = sorted(
-        {
-            (e.user_id, e.action)
-            for e in events
-            if any(b.kind is BadgeKind.STREAK and b.action == e.action for b in program.badges)
-        }
-    )
+    streaks = _badge_pairs(program, events, BadgeKind.STREAK)
     if streaks:
         reach = max(longest_streak_needed(program.badges, a) for _, a in streaks)
         rows = list(
@@ -479,26 +562,16 @@ async def _read_state(
         )
         for user, action, day in rows:
             state.streak_days.setdefault((user, action), set()).add(day)
-    counted = sorted(
-        {
-            (e.user_id, e.action)
-            for e in events
-            if any(b.kind is BadgeKind.COUNT and b.action == e.action for b in program.badges)
-        }
-    )
+    counted = _badge_pairs(program, events, BadgeKind.COUNT)
     if counted:
         rows = list(
             await conn.exec_driver_sql(
                 _READ_COUNTS,
-                {
-                    "app": app,
-                    "pairs": json_rows({"u": u, "a": a} for u, a in counted),
-                },
+                {"app": app, "pairs": json_rows({"u": u, "a": a} for u, a in counted)},
             )
         )
         for user, action, number in rows:
             state.counts[(user, action)] = int(number)
-    return state
 
 
 async def board_scores(

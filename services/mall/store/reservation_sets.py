@@ -98,15 +98,16 @@ def existing_outcome(row: Any, digest: str) -> Taken:
     return (row, None)
 
 
-async def reserve_plain(  # noqa: C901 - one flow read top to bottom; split with the use-case layer
+async def reserve_plain(
     conn: AsyncConnection,
     stored: StoredProgram[Catalog],
     now: datetime,
     items: Sequence[PlainReserve],
 ) -> tuple[dict[int, Taken], list[PlainReserve]]:
-    """The outcomes decided set-wise (by ``n``), and the items left for the per-item path."""
-    app = stored.app
-    params: dict[str, Any] = {"app": app, "now": now}
+    """The outcomes decided set-wise (by ``n``), and the items left for the per-item path:
+    replays answered from their rows, stock taken with one UPDATE per (sku, bucket), the
+    reservations claimed in one INSERT."""
+    params: dict[str, Any] = {"app": stored.app, "now": now}
     outcomes: dict[int, Taken] = {}
     found = {
         row.saga_id: row
@@ -118,17 +119,7 @@ async def reserve_plain(  # noqa: C901 - one flow read top to bottom; split with
             outcomes[item.n] = existing_outcome(found[item.saga_id], item.digest)
         else:
             fresh.append(item)
-    groups: dict[tuple[str, str], int] = defaultdict(int)
-    for item in fresh:
-        if not item.item.unlimited:
-            groups[(item.item.sku, item.sale.bucket)] += item.quantity
-    left: dict[tuple[str, str], int] = {}
-    if groups:
-        for item in {(i.item.sku, i.sale.bucket): i for i in fresh}.values():
-            if (item.item.sku, item.sale.bucket) in groups:
-                await ensure_bucket(conn, app, item.item, item.sale.bucket)
-        taken: Any = await run_sql(conn, _TAKE_STOCK, {**params, "groups": _groups(groups)})
-        left = {(sku, bucket): int(available) for sku, bucket, available in taken}
+    left = await _take_stock(conn, stored.app, params, fresh)
     fallback = [
         i for i in fresh if not i.item.unlimited and (i.item.sku, i.sale.bucket) not in left
     ]
@@ -136,32 +127,7 @@ async def reserve_plain(  # noqa: C901 - one flow read top to bottom; split with
     claiming = [i for i in fresh if i.n not in falling_back]
     if not claiming:
         return outcomes, fallback
-    claimed = {
-        row.saga_id: row
-        for row in await run_sql(
-            conn,
-            _CLAIM,
-            {
-                **params,
-                "day": now.astimezone(stored.program.zone).date(),
-                "rows": json_rows(
-                    {
-                        "saga_id": i.saga_id,
-                        "user_id": i.user_id,
-                        "sku": i.item.sku,
-                        "bucket": i.sale.bucket,
-                        "quantity": i.quantity,
-                        "price": 0 if i.prize else i.item.price_points * i.quantity,
-                        "prize": i.prize,
-                        "hash": i.digest,
-                        "address": i.address,
-                        "expires_at": i.expires_at.isoformat(),
-                    }
-                    for i in claiming
-                ),
-            },
-        )
-    }
+    claimed = await _claim(conn, stored, params, claiming)
     # A reservation or release of the same saga committed meanwhile: its units go back, and
     # the per-item path answers it from what is there now.
     lost = [i for i in claiming if i.saga_id not in claimed]
@@ -176,6 +142,57 @@ async def reserve_plain(  # noqa: C901 - one flow read top to bottom; split with
             units = -1 if i.item.unlimited else left[(i.item.sku, i.sale.bucket)]
             outcomes[i.n] = (claimed[i.saga_id], units)
     return outcomes, fallback + lost
+
+
+async def _take_stock(
+    conn: AsyncConnection, app: str, params: dict[str, Any], fresh: Sequence[PlainReserve]
+) -> dict[tuple[str, str], int]:
+    """Units left per (sku, bucket) after taking every fresh item's quantity, in one UPDATE
+    (a bucket without enough is absent: its items take the per-item path)."""
+    groups: dict[tuple[str, str], int] = defaultdict(int)
+    for item in fresh:
+        if not item.item.unlimited:
+            groups[(item.item.sku, item.sale.bucket)] += item.quantity
+    if not groups:
+        return {}
+    for item in {(i.item.sku, i.sale.bucket): i for i in fresh}.values():
+        if (item.item.sku, item.sale.bucket) in groups:
+            await ensure_bucket(conn, app, item.item, item.sale.bucket)
+    taken: Any = await run_sql(conn, _TAKE_STOCK, {**params, "groups": _groups(groups)})
+    return {(sku, bucket): int(available) for sku, bucket, available in taken}
+
+
+async def _claim(
+    conn: AsyncConnection,
+    stored: StoredProgram[Catalog],
+    params: dict[str, Any],
+    claiming: Sequence[PlainReserve],
+) -> dict[str, Any]:
+    """The reservation rows inserted, by saga id (one taken meanwhile is absent)."""
+    rows = await run_sql(
+        conn,
+        _CLAIM,
+        {
+            **params,
+            "day": params["now"].astimezone(stored.program.zone).date(),
+            "rows": json_rows(
+                {
+                    "saga_id": i.saga_id,
+                    "user_id": i.user_id,
+                    "sku": i.item.sku,
+                    "bucket": i.sale.bucket,
+                    "quantity": i.quantity,
+                    "price": 0 if i.prize else i.item.price_points * i.quantity,
+                    "prize": i.prize,
+                    "hash": i.digest,
+                    "address": i.address,
+                    "expires_at": i.expires_at.isoformat(),
+                }
+                for i in claiming
+            ),
+        },
+    )
+    return {row.saga_id: row for row in rows}
 
 
 def _groups(groups: dict[tuple[str, str], int]) -> str:
@@ -224,11 +241,67 @@ _WRITE_ORDERS = """
 async def confirm_set(
     conn: AsyncConnection, stored: StoredProgram[Catalog], now: datetime, rows: Sequence[Any]
 ) -> dict[str, OrderView]:
-    """Orders for live, locked reservations (``rows``), by saga id."""
-    app = stored.app
-    params: dict[str, Any] = {"app": app, "now": now}
-    codes: dict[str, list[str]] = defaultdict(list)
+    """Orders for live, locked reservations (``rows``), by saga id: their codes issued, then
+    the orders and their first history written in one statement."""
+    params: dict[str, Any] = {"app": stored.app, "now": now}
     items = {row.saga_id: stored.program.items.get(row.sku) for row in rows}
+    codes = await _issue_codes(conn, params, items, rows)
+    orders: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    views: dict[str, OrderView] = {}
+    for n, row in enumerate(rows):
+        item = items[row.saga_id]
+        view = _new_order(row, item, sorted(codes[row.saga_id]), now)
+        orders.append(
+            {
+                "n": n,
+                "order_id": view.order_id,
+                "saga_id": row.saga_id,
+                "user_id": row.user_id,
+                "sku": row.sku,
+                "name": item.name if item is not None else row.sku,
+                "kind": (item.kind if item is not None else ItemKind.VIRTUAL).value,
+                "quantity": view.quantity,
+                "price": view.price_points,
+                "status": view.status,
+                "codes": view.coupon_codes,
+                "address": row.address,
+            }
+        )
+        history += [
+            {
+                "n": len(history) + k,
+                "order_id": view.order_id,
+                "status": t.status,
+                "actor": t.actor,
+                "note": t.note,
+            }
+            for k, t in enumerate(view.history)
+        ]
+        views[row.saga_id] = view
+    made: Any = await run_sql(
+        conn,
+        _WRITE_ORDERS,
+        {
+            **params,
+            "orders": json_rows(orders),
+            "history": json_rows(history),
+            "ids": [row.saga_id for row in rows],
+        },
+    )
+    seqs = {order_id: int(seq) for order_id, seq in made}
+    return {saga_id: replace(view, seq=seqs[view.order_id]) for saga_id, view in views.items()}
+
+
+async def _issue_codes(
+    conn: AsyncConnection,
+    params: dict[str, Any],
+    items: dict[str, Item | None],
+    rows: Sequence[Any],
+) -> dict[str, list[str]]:
+    """Each saga's coupon codes: taken from the item's pool, or generated (a code that
+    collides with one issued before is drawn again)."""
+    codes: dict[str, list[str]] = defaultdict(list)
     # An item gone off shelf since may still hold pool codes for its saga.
     source = {s: item.codes if item is not None else CodeSource.POOL for s, item in items.items()}
     pooled = [s for s, codes_from in source.items() if codes_from is CodeSource.POOL]
@@ -247,68 +320,29 @@ async def confirm_set(
         inserted: Any = await run_sql(conn, _INSERT_CODES, {**params, "codes": json_rows(fresh)})
         for saga_id, code in inserted:
             codes[saga_id].append(code)
-    orders: list[dict[str, Any]] = []
-    history: list[dict[str, Any]] = []
-    views: dict[str, OrderView] = {}
-    for n, row in enumerate(rows):
-        item = items[row.saga_id]
-        kind = item.kind if item is not None else ItemKind.VIRTUAL
-        immediate = kind in (ItemKind.COUPON, ItemKind.PRIVILEGE)
-        order_id = f"ord_{uuid.uuid4().hex}"
-        issued = sorted(codes[row.saga_id])
-        steps = [Transition(PENDING, "saga", f"saga {row.saga_id}", now)]
-        if immediate:
-            steps.append(Transition(FULFILLED, "mall", "code issued" if issued else "granted", now))
-        orders.append(
-            {
-                "n": n,
-                "order_id": order_id,
-                "saga_id": row.saga_id,
-                "user_id": row.user_id,
-                "sku": row.sku,
-                "name": item.name if item is not None else row.sku,
-                "kind": kind.value,
-                "quantity": int(row.quantity),
-                "price": int(row.price_points),
-                "status": FULFILLED if immediate else PENDING,
-                "codes": issued,
-                "address": row.address,
-            }
-        )
-        history += [
-            {
-                "n": len(history) + k,
-                "order_id": order_id,
-                "status": t.status,
-                "actor": t.actor,
-                "note": t.note,
-            }
-            for k, t in enumerate(steps)
-        ]
-        views[row.saga_id] = OrderView(
-            order_id=order_id,
-            saga_id=row.saga_id,
-            user_id=row.user_id,
-            sku=row.sku,
-            quantity=int(row.quantity),
-            price_points=int(row.price_points),
-            status=FULFILLED if immediate else PENDING,
-            coupon_codes=issued,
-            address=row.address,
-            carrier="",
-            tracking_number="",
-            created_at=now,
-            history=steps,
-        )
-    made: Any = await run_sql(
-        conn,
-        _WRITE_ORDERS,
-        {
-            **params,
-            "orders": json_rows(orders),
-            "history": json_rows(history),
-            "ids": [row.saga_id for row in rows],
-        },
+    return codes
+
+
+def _new_order(row: Any, item: Item | None, issued: list[str], now: datetime) -> OrderView:
+    """A confirmed reservation's order: coupons and privileges are fulfilled at once (the code
+    or the grant is the goods), other kinds wait for ops."""
+    kind = item.kind if item is not None else ItemKind.VIRTUAL
+    immediate = kind in (ItemKind.COUPON, ItemKind.PRIVILEGE)
+    steps = [Transition(PENDING, "saga", f"saga {row.saga_id}", now)]
+    if immediate:
+        steps.append(Transition(FULFILLED, "mall", "code issued" if issued else "granted", now))
+    return OrderView(
+        order_id=f"ord_{uuid.uuid4().hex}",
+        saga_id=row.saga_id,
+        user_id=row.user_id,
+        sku=row.sku,
+        quantity=int(row.quantity),
+        price_points=int(row.price_points),
+        status=FULFILLED if immediate else PENDING,
+        coupon_codes=issued,
+        address=row.address,
+        carrier="",
+        tracking_number="",
+        created_at=now,
+        history=steps,
     )
-    seqs = {order_id: int(seq) for order_id, seq in made}
-    return {saga_id: replace(view, seq=seqs[view.order_id]) for saga_id, view in views.items()}

@@ -69,7 +69,7 @@ class EarnDecision:
     growth: int = 0
 
 
-def decide_earn(  # noqa: C901 - one flow read top to bottom; split with the use-case layer
+def decide_earn(
     program: PointsProgram,
     rule: EarningRule | None,
     quantity: int,
@@ -92,16 +92,7 @@ def decide_earn(  # noqa: C901 - one flow read top to bottom; split with the use
     notes: list[str] = []
     quantity = quantity or 1
     usage = state.usage
-    if rule.per_amount is not None:
-        units = _amount(attributes) // rule.per_amount
-    else:
-        total = usage.quantity + quantity
-        units = total // rule.unit - usage.quantity // rule.unit
-    if rule.daily_limit is not None:
-        room = max(0, rule.daily_limit - usage.units)
-        if units > room:
-            units = room
-            notes.append(DAILY_LIMIT)
+    units = _units(rule, quantity, attributes, usage, notes)
     points = units * rule.points
 
     streak, streak_days = state.streak, 0
@@ -113,11 +104,7 @@ def decide_earn(  # noqa: C901 - one flow read top to bottom; split with the use
 
     cap_points = state.cap_points_today
     if points > 0 and rule.counts_toward_daily_cap:
-        if program.daily_cap is not None:
-            room = max(0, program.daily_cap - cap_points)
-            if points > room:
-                points = room
-                notes.append(DAILY_CAP)
+        points = _within_daily_cap(program.daily_cap, cap_points, points, notes)
         cap_points += points
 
     new_state = replace(
@@ -128,6 +115,39 @@ def decide_earn(  # noqa: C901 - one flow read top to bottom; split with the use
         streak=streak,
     )
     return EarnDecision(points, tuple(notes), new_state, streak_days, units * rule.growth)
+
+
+def _units(
+    rule: EarningRule,
+    quantity: int,
+    attributes: Mapping[str, str],
+    usage: DayUsage,
+    notes: list[str],
+) -> int:
+    """Units this event pays for: per ``per_amount`` of its amount, or whole ``unit``s of the
+    day's quantity so far (10-minute units of watching), within the rule's ``daily_limit``."""
+    if rule.per_amount is not None:
+        units = _amount(attributes) // rule.per_amount
+    else:
+        total = usage.quantity + quantity
+        units = total // rule.unit - usage.quantity // rule.unit
+    if rule.daily_limit is not None:
+        room = max(0, rule.daily_limit - usage.units)
+        if units > room:
+            notes.append(DAILY_LIMIT)
+            return room
+    return units
+
+
+def _within_daily_cap(cap: int | None, so_far: int, points: int, notes: list[str]) -> int:
+    """Task points past the program's per-user ``daily_cap`` are not paid."""
+    if cap is None:
+        return points
+    room = max(0, cap - so_far)
+    if points > room:
+        notes.append(DAILY_CAP)
+        return room
+    return points
 
 
 def limit_penalty(points: int, available: int) -> tuple[int, tuple[str, ...]]:

@@ -246,7 +246,86 @@ async def _replay(
         results[event_id] = EarnResult(**{**_from_json(response), "duplicate": True})
 
 
-async def _decide_and_write(  # noqa: C901, PLR0915 - one flow read top to bottom; split with the use-case layer
+CounterKey = tuple[str, date, str]  # (user, local day, action; CAP_COUNTER for the cap)
+StateKey = tuple[str, str]  # (user, action)
+
+
+@dataclass
+class _EarnBook:
+    """A batch's day counters and rule states (once, streak): read in one statement, moved
+    in memory event by event (so two events of one user in a batch see each other), written
+    in one statement with only what changed."""
+
+    counters: dict[CounterKey, tuple[int, int, int]] = field(default_factory=dict)
+    states: dict[StateKey, tuple[bool, Streak]] = field(default_factory=dict)
+    changed_counters: set[CounterKey] = field(default_factory=set)
+    changed_states: set[StateKey] = field(default_factory=set)
+
+    def before(self, event: EarnInput, day: date) -> EarnState:
+        quantity, units, _ = self.counters.get((event.user_id, day, event.action), (0, 0, 0))
+        cap_points = self.counters.get((event.user_id, day, CAP_COUNTER), (0, 0, 0))[2]
+        once_done, streak = self.states.get((event.user_id, event.action), (False, Streak()))
+        return EarnState(DayUsage(quantity, units), cap_points, once_done, streak)
+
+    def keep(self, event: EarnInput, day: date, before: EarnState, after: EarnState) -> None:
+        usage_key, cap_key = (event.user_id, day, event.action), (event.user_id, day, CAP_COUNTER)
+        if after.usage != before.usage:
+            self.counters[usage_key] = (after.usage.quantity, after.usage.units, 0)
+            self.changed_counters.add(usage_key)
+        if after.cap_points_today != before.cap_points_today:
+            self.counters[cap_key] = (0, 0, after.cap_points_today)
+            self.changed_counters.add(cap_key)
+        if after.once_done != before.once_done or after.streak != before.streak:
+            self.states[(event.user_id, event.action)] = (after.once_done, after.streak)
+            self.changed_states.add((event.user_id, event.action))
+
+    def usage_rows(self) -> str:
+        return json_rows(
+            {"user_id": u, "day": d, "action": a, "quantity": q, "units": n, "points": p}
+            for (u, d, a) in sorted(self.changed_counters)
+            for q, n, p in [self.counters[(u, d, a)]]
+        )
+
+    def state_rows(self) -> str:
+        return json_rows(
+            {
+                "user_id": u,
+                "action": a,
+                "once_done": once,
+                "last_day": streak.last_day,
+                "length": streak.length,
+            }
+            for (u, a) in sorted(self.changed_states)
+            for once, streak in [self.states[(u, a)]]
+        )
+
+
+async def _read_book(
+    conn: AsyncConnection, app: str, events: list[EarnInput], days: list[date]
+) -> _EarnBook:
+    usage_keys = {(e.user_id, d, e.action) for e, d in zip(events, days, strict=True)}
+    usage_keys |= {(e.user_id, d, CAP_COUNTER) for e, d in zip(events, days, strict=True)}
+    state_keys = {(e.user_id, e.action) for e in events}
+    book = _EarnBook()
+    found: list[Any] = list(
+        await conn.exec_driver_sql(
+            _READ_STATE,
+            {
+                "app": app,
+                "counters": json_rows({"u": u, "d": d, "a": a} for u, d, a in usage_keys),
+                "states": json_rows({"u": u, "a": a} for u, a in state_keys),
+            },
+        )
+    )
+    for kind, user, day, action, quantity, units, points, once, last_day, length in found:
+        if kind == "c":
+            book.counters[(user, day, action)] = (int(quantity), int(units), int(points))
+        else:
+            book.states[(user, action)] = (bool(once), Streak(last_day, int(length or 0)))
+    return book
+
+
+async def _decide_and_write(
     conn: AsyncConnection,
     ap: AppProgram,
     now: datetime,
@@ -255,28 +334,7 @@ async def _decide_and_write(  # noqa: C901, PLR0915 - one flow read top to botto
     program = ap.program
     accounts = await lock_user_accounts(conn, ap.app, [e.user_id for e in events])
     days = [local_day(e.occurred_at or now, program.zone) for e in events]
-    usage_keys = {(e.user_id, d, e.action) for e, d in zip(events, days, strict=True)}
-    usage_keys |= {(e.user_id, d, CAP_COUNTER) for e, d in zip(events, days, strict=True)}
-    state_keys = {(e.user_id, e.action) for e in events}
-    counters: dict[tuple[str, date, str], tuple[int, int, int]] = {}
-    states: dict[tuple[str, str], tuple[bool, Streak]] = {}
-    found: list[Any] = list(
-        await conn.exec_driver_sql(
-            _READ_STATE,
-            {
-                "app": ap.app,
-                "counters": json_rows({"u": u, "d": d, "a": a} for u, d, a in usage_keys),
-                "states": json_rows({"u": u, "a": a} for u, a in state_keys),
-            },
-        )
-    )
-    for kind, user, day, action, quantity, units, points, once, last_day, length in found:
-        if kind == "c":
-            counters[(user, day, action)] = (int(quantity), int(units), int(points))
-        else:
-            states[(user, action)] = (bool(once), Streak(last_day, int(length or 0)))
-    changed_counters: set[tuple[str, date, str]] = set()
-    changed_states: set[tuple[str, str]] = set()
+    book = await _read_book(conn, ap.app, events, days)
     # An account in debt, or one a penalty touches, takes the general ledger path event by
     # event (debts are paid first, penalties read the lots); every other credit is written
     # set-wise at the end.
@@ -289,11 +347,7 @@ async def _decide_and_write(  # noqa: C901, PLR0915 - one flow read top to botto
     answered: list[EarnResult] = []
     for event, day in zip(events, days, strict=True):
         rule = program.rules[event.action]
-        usage_key, cap_key = (event.user_id, day, event.action), (event.user_id, day, CAP_COUNTER)
-        quantity, units, _ = counters.get(usage_key, (0, 0, 0))
-        cap_points = counters.get(cap_key, (0, 0, 0))[2]
-        once_done, streak = states.get((event.user_id, event.action), (False, Streak()))
-        before = EarnState(DayUsage(quantity, units), cap_points, once_done, streak)
+        before = book.before(event, day)
         decision = decide_earn(program, rule, event.quantity, event.attributes, day, before)
         points, notes = decision.points, decision.notes
         account = accounts[event.user_id]
@@ -306,38 +360,42 @@ async def _decide_and_write(  # noqa: C901, PLR0915 - one flow read top to botto
             await _move(conn, ap, account, points, now, event, rule)
         elif points > 0:
             credits.append((event, points))
-        after = decision.state
-        if after.usage != before.usage:
-            counters[usage_key] = (after.usage.quantity, after.usage.units, 0)
-            changed_counters.add(usage_key)
-        if after.cap_points_today != before.cap_points_today:
-            counters[cap_key] = (0, 0, after.cap_points_today)
-            changed_counters.add(cap_key)
-        if after.once_done != before.once_done or after.streak != before.streak:
-            states[(event.user_id, event.action)] = (after.once_done, after.streak)
-            changed_states.add((event.user_id, event.action))
-        result = EarnResult(
-            event.event_id,
-            points,
-            tuple(notes),
-            decision.streak_days,
-            growth=decision.growth,
-            exempt_from_daily_cap=not rule.counts_toward_daily_cap,
+        book.keep(event, day, before, decision.state)
+        answered.append(
+            EarnResult(
+                event.event_id,
+                points,
+                tuple(notes),
+                decision.streak_days,
+                growth=decision.growth,
+                exempt_from_daily_cap=not rule.counts_toward_daily_cap,
+            )
         )
-        answered.append(result)
+    await _write(conn, ap, now, accounts, book, credits, answered)
+    return answered
 
+
+async def _write(
+    conn: AsyncConnection,
+    ap: AppProgram,
+    now: datetime,
+    accounts: Mapping[str, Account],
+    book: _EarnBook,
+    credits: list[tuple[EarnInput, int]],
+    answered: list[EarnResult],
+) -> None:
+    """The batch in one statement: the set-wise credits (a transaction, legs and a lot per
+    account), the changed counters and states, and each event's answer for replays."""
     per_account: dict[int, int] = {}
     for event, points in credits:
         account_id = accounts[event.user_id].id
         per_account[account_id] = per_account.get(account_id, 0) + points
-    usage = sorted(changed_counters)
-    state = sorted(changed_states)
     await conn.exec_driver_sql(
         _WRITE,
         {
             "app": ap.app,
             "now": now,
-            "expires_at": lot_expires_at(program.expiry, now, program.zone),
+            "expires_at": lot_expires_at(ap.program.expiry, now, ap.program.zone),
             "issued": ap.system["issued"],
             "credits": json_rows(
                 {
@@ -351,34 +409,14 @@ async def _decide_and_write(  # noqa: C901, PLR0915 - one flow read top to botto
             ),
             "account_ids": list(per_account),
             "lots": json_rows({"account_id": a, "points": p} for a, p in per_account.items()),
-            "usage": json_rows(
-                {
-                    "user_id": k[0],
-                    "day": k[1],
-                    "action": k[2],
-                    "quantity": counters[k][0],
-                    "units": counters[k][1],
-                    "points": counters[k][2],
-                }
-                for k in usage
-            ),
-            "states": json_rows(
-                {
-                    "user_id": k[0],
-                    "action": k[1],
-                    "once_done": states[k][0],
-                    "last_day": states[k][1].last_day,
-                    "length": states[k][1].length,
-                }
-                for k in state
-            ),
+            "usage": book.usage_rows(),
+            "states": book.state_rows(),
             "answers": json_rows(
                 {"event_id": r.event_id, "points": r.points_awarded, "response": _to_json(r)}
                 for r in answered
             ),
         },
     )
-    return answered
 
 
 async def _move(
