@@ -144,12 +144,22 @@ def choice(kind: type[E], message: str, *, required: bool = True) -> Any:
     return _check(check)
 
 
-def mapping(message: str, *, max_items: int | None = None, min_items: int = 0) -> Any:
-    """An object field (a nested shape or a mapping) with this message when it is not one."""
+def mapping(
+    message: str,
+    *,
+    max_items: int | None = None,
+    min_items: int = 0,
+    required: bool | str = False,
+) -> Any:
+    """An object field (a nested shape or a mapping) with this message when it is not one.
+    ``required``: a missing one is an error too (with its own message, when one is given)."""
 
     def check(value: Any) -> Any:
         if value is None:
-            return value
+            if isinstance(required, str):
+                raise problem(required)
+            if not required:
+                return value
         if not isinstance(value, Mapping) or not min_items <= len(value) <= (
             max_items or len(value)
         ):

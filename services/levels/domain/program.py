@@ -214,18 +214,14 @@ class BadgeShape(Shape):
     reward_points: Annotated[int, integer(minimum=0)] = 0
 
 
-def _levels_given(value: Any) -> Any:
-    if not isinstance(value, Mapping):
-        raise problem("is required and must be an object")
-    return value
-
-
 class SectionShape(Shape):
     """What levels is configured with: its two sections and the zone."""
 
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
     timezone: Timezone = "UTC"
-    levels: Annotated[LevelsShape, BeforeValidator(_levels_given)] = REQUIRED
+    levels: Annotated[LevelsShape, mapping("is required and must be an object", required=True)] = (
+        REQUIRED
+    )
     badges: Annotated[
         list[Any] | None,
         listing(f"must be a list of at most {MAX_BADGES} badges", max_items=MAX_BADGES),

@@ -114,7 +114,7 @@ class AlertsShape(Shape):
 
 
 def _empty_is_none(value: Any) -> Any:
-    # `per_user:` or `alerts:` left empty in YAML reads as null: no limits, no alerts.
+    # `lottery:`, `per_user:` or `alerts:` left empty in YAML reads as null: nothing set.
     return value or None
 
 
@@ -159,14 +159,6 @@ def _money_rate(value: Any) -> int:
     return value
 
 
-def _lottery_given(value: Any) -> Any:
-    if not value:
-        return {}
-    if not isinstance(value, Mapping):
-        raise problem("must be a mapping with `pools`")
-    return value
-
-
 class LotteryShape(Shape):
     pools: Annotated[
         list[Any],
@@ -182,7 +174,11 @@ class SectionShape(Shape):
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
     timezone: Timezone = "UTC"
     money_rate: Annotated[int, BeforeValidator(_money_rate)] = 100
-    lottery: Annotated[LotteryShape, BeforeValidator(_lottery_given)] = LotteryShape()
+    lottery: Annotated[
+        LotteryShape | None,
+        mapping("must be a mapping with `pools`"),
+        BeforeValidator(_empty_is_none),
+    ] = None
 
 
 def parse_lottery(section: Mapping[str, Any]) -> LotteryProgram:
@@ -192,7 +188,7 @@ def parse_lottery(section: Mapping[str, Any]) -> LotteryProgram:
     problems = [p.replace("money_rate:", "points.money_rate:", 1) for p in problems]
     prices = _prices(section.get("mall"))
     pools: dict[str, Pool] = {}
-    for i, raw_pool in enumerate(shape.lottery.pools if shape else []):
+    for i, raw_pool in enumerate(shape.lottery.pools if shape and shape.lottery else []):
         pool = _pool(f"lottery.pools[{i}]", raw_pool, prices, problems)
         if pool is None:
             continue

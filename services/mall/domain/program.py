@@ -15,7 +15,7 @@ from datetime import datetime, time
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BeforeValidator, ConfigDict, Field
 
 from plumbing.sections import (
     REQUIRED,
@@ -229,15 +229,10 @@ class SectionShape(Shape):
 
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
     timezone: Timezone = "UTC"
-    mall: Annotated[MallShape, mapping("is required and must be an object with items")] = REQUIRED
+    mall: Annotated[
+        MallShape, mapping("is required and must be an object with items", required=True)
+    ] = REQUIRED
     levels: Any = None
-
-    @field_validator("mall", mode="before")
-    @classmethod
-    def _given(cls, value: Any) -> Any:
-        if not isinstance(value, Mapping):
-            raise problem("is required and must be an object with items")
-        return value
 
 
 def parse_mall(section: Mapping[str, Any]) -> Catalog:

@@ -122,20 +122,12 @@ class ExpiryShape(Shape):
     months: Annotated[int | None, integer(minimum=1, maximum=1200)] = None
 
 
-def _expiry_given(value: Any) -> Any:
-    if value is None:
-        raise problem(_EXPIRY)
-    return value
-
-
 class PointsShape(Shape):
     display_name: Annotated[str, BeforeValidator(str)] = "points"
     money_rate: Annotated[int, integer(minimum=1, required="is required (points worth 1 CNY)")] = (
         REQUIRED
     )
-    expiry: Annotated[ExpiryShape, BeforeValidator(_expiry_given), mapping("must be an object")] = (
-        REQUIRED
-    )
+    expiry: Annotated[ExpiryShape, mapping("must be an object", required=_EXPIRY)] = REQUIRED
     daily_cap: Annotated[int | None, integer(minimum=1)] = None
 
 
@@ -191,12 +183,6 @@ class RuleShape(Shape):
     counts_toward_daily_cap: Annotated[bool, boolean()] = True
 
 
-def _points_given(value: Any) -> Any:
-    if not isinstance(value, Mapping):
-        raise problem("is required and must be an object")
-    return value
-
-
 class SectionShape(Shape):
     """What points is configured with: its two sections and the zone."""
 
@@ -204,7 +190,9 @@ class SectionShape(Shape):
         extra="ignore", strict=True, frozen=True, arbitrary_types_allowed=True
     )
     timezone: Timezone = "UTC"
-    points: Annotated[PointsShape, BeforeValidator(_points_given)] = REQUIRED
+    points: Annotated[PointsShape, mapping("is required and must be an object", required=True)] = (
+        REQUIRED
+    )
     earning: Annotated[
         list[Any], listing("must be a list of rules", max_items=1 << 30, required=True)
     ] = Field(default_factory=list)

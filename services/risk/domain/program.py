@@ -242,12 +242,6 @@ class ListsShape(Shape):
     allow_ips: IpEntries = Field(default_factory=list)
 
 
-def _risk_given(value: Any) -> Any:
-    if not isinstance(value, Mapping):
-        raise problem("is required and must be an object with rules and lists")
-    return value
-
-
 class RiskShape(Shape):
     rules: Annotated[
         list[Any],
@@ -264,7 +258,10 @@ class SectionShape(Shape):
 
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
     timezone: Timezone = "UTC"
-    risk: Annotated[RiskShape, BeforeValidator(_risk_given)] = REQUIRED
+    risk: Annotated[
+        RiskShape,
+        mapping("is required and must be an object with rules and lists", required=True),
+    ] = REQUIRED
 
 
 def parse_risk(section: Mapping[str, Any]) -> RiskProgram:
