@@ -44,7 +44,7 @@ lint: setup  ## ruff, and buf lint on the protos
 	$(MAKE) --no-print-directory proto-lint
 
 typecheck: setup  ## mypy (strict on plumbing and the domain modules)
-	$(PY) -m mypy plumbing services gateway devtools tests bench
+	$(PY) -m mypy plumbing services gateway devtools console tests bench
 
 unit: setup  ## the fast tests: no database, no subprocess
 	$(PY) -m pytest tests/unit

@@ -240,10 +240,10 @@ call (risk answers in about a millisecond, so its batches stay near two), a thir
 write, and the whole of its own Redeem call. That fixed cost is mostly gRPC and the event loop:
 a batch call of one trivial item costs a service about 1.2 ms of CPU where a bare health check
 costs 0.5 (measured one call at a time), and py-spy finds half to two thirds of each
-participant's busy samples in native code (the loop, gRPC's poller thread), not in Python. The monolith spends
-well under 1 ms of CPU on the whole redemption; 0.25 of it (about 870 sagas/s against this
-run's monolith) would leave 2.3 ms of CPU per saga for every process together, about the
-gateway's share alone today. Beyond the saga's own spans (tracing everything costs about 15%,
+participant's busy samples in native code (the loop, gRPC's poller thread), not in Python.
+The monolith spends well under 1 ms of CPU on the whole redemption; 0.25 of it (about 870
+sagas/s against this run's monolith) would leave 2.3 ms of CPU per saga for every process
+together, about the gateway's share alone today. Beyond the saga's own spans (tracing everything costs about 15%,
 measured with `OTEL_SDK_DISABLED`), further points have to come from fewer calls per saga:
 risk evaluated inside another participant's call, or the participants in one process, which
 the architecture rules out. Latency is the same story in wall time: every stage waits for the

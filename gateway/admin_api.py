@@ -452,6 +452,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             in_step=all(c.offset_seconds == gateway.offset_seconds for c in clocks),
         )
 
+    @audited
+    async def GetCaller(
+        self, request: admin_pb2.GetCallerRequest, context: Any, caller: Caller
+    ) -> admin_pb2.GetCallerResponse:
+        return admin_pb2.GetCallerResponse(
+            app=caller.app, key_id=caller.key_id, scope=caller.scope, sandbox=caller.sandbox
+        )
+
     # --- lottery ----------------------------------------------------------------------------
 
     @audited

@@ -1,0 +1,354 @@
+"""The console's pages (FastAPI, Jinja2 templates, htmx, Chart.js; every asset served from
+``console/static``). Each page reads the gateway's AdminService with the signed-in operator's
+key; a form posts back with the session's CSRF token."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from loyalty.gateway.v1 import admin_pb2
+from starlette.middleware.sessions import SessionMiddleware
+
+from console.gateway import AdminGateway, GatewayDown, Refused, SignedOut
+from console.sessions import Operator, Sessions
+from console.settings import ConsoleSettings
+
+HERE = Path(__file__).resolve().parent
+SAGA_STATES = (
+    "NEEDS_ATTENTION",
+    "STARTED",
+    "CONFIRMING",
+    "COMPENSATING",
+    "COMPENSATED",
+    "COMPLETED",
+)
+MAX_RANGE_DAYS = 92
+Page = Callable[["Console", Request, Operator], Awaitable[Response]]
+
+
+@dataclass
+class Console:
+    """What every page needs: the gateway, the sessions, the templates, the settings."""
+
+    settings: ConsoleSettings
+    gateway: AdminGateway
+    sessions: Sessions = field(default_factory=Sessions)
+    templates: Jinja2Templates = field(
+        default_factory=lambda: Jinja2Templates(directory=HERE / "templates")
+    )
+
+    def operator(self, request: Request) -> Operator | None:
+        return self.sessions.get(request.session.get("sid"))
+
+    def render(self, request: Request, name: str, status: int = 200, **values: Any) -> Response:
+        return self.templates.TemplateResponse(
+            request,
+            name,
+            {"operator": self.operator(request), "csrf": csrf_token(request), **values},
+            status_code=status,
+        )
+
+    def sign_out(self, request: Request) -> None:
+        self.sessions.close(request.session.get("sid"))
+        request.session.clear()
+
+
+def csrf_token(request: Request) -> str:
+    """The session's CSRF token, made on first use; every form carries it back."""
+    token = request.session.get("csrf")
+    if not token:
+        token = request.session["csrf"] = secrets.token_urlsafe(24)
+    return str(token)
+
+
+def csrf_ok(request: Request, given: str) -> bool:
+    return bool(given) and secrets.compare_digest(given, str(request.session.get("csrf", "")))
+
+
+def create_app(settings: ConsoleSettings) -> FastAPI:
+    console = Console(settings, AdminGateway(settings.gateway, settings.call_timeout))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        console.gateway.open()
+        yield
+        await console.gateway.close()
+
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.secret_key,
+        session_cookie="loyalty_console",
+        same_site="strict",
+        https_only=settings.secure_cookies,
+    )
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.add_api_route("/healthz", healthz, methods=["GET"], response_class=PlainTextResponse)
+    for path, page, methods in (
+        ("/login", login_page, ["GET", "POST"]),
+        ("/logout", logout, ["POST"]),
+    ):
+        app.add_api_route(path, _with(console, page), methods=methods, response_class=HTMLResponse)
+    for path, signed_page, methods in (
+        ("/", overview, ["GET"]),
+        ("/sagas", sagas, ["GET"]),
+        ("/sagas/{saga_id}", saga_page, ["GET", "POST"]),
+        ("/program", program_page, ["GET"]),
+    ):
+        app.add_api_route(
+            path, _signed_in(console, signed_page), methods=methods, response_class=HTMLResponse
+        )
+    return app
+
+
+def _with(
+    console: Console, page: Callable[[Console, Request], Awaitable[Response]]
+) -> Callable[[Request], Awaitable[Response]]:
+    async def run(request: Request) -> Response:
+        return await page(console, request)
+
+    return run
+
+
+def _signed_in(console: Console, page: Page) -> Callable[[Request], Awaitable[Response]]:
+    """A page for a signed-in operator; the gateway's answers become what a page says: a key
+    it no longer knows signs the operator out, a gateway that does not answer is a page that
+    says so and tries again by itself."""
+
+    async def run(request: Request) -> Response:
+        operator = console.operator(request)
+        if operator is None:
+            return RedirectResponse("/login", status_code=303)
+        try:
+            return await page(console, request, operator)
+        except SignedOut:
+            console.sign_out(request)
+            return RedirectResponse("/login", status_code=303)
+        except GatewayDown as down:
+            return console.render(request, "down.html", status=503, reason=str(down))
+
+    return run
+
+
+async def healthz() -> str:
+    return "ok"
+
+
+async def login_page(console: Console, request: Request) -> Response:
+    """The sign-in form; posted, the key is checked with the gateway (GetCaller) and kept in
+    this process's memory, the browser getting only a new signed session id."""
+    if request.method == "GET":
+        return console.render(request, "login.html", error="")
+    form = await request.form()
+    if not csrf_ok(request, str(form.get("csrf", ""))):
+        return console.render(request, "login.html", 400, error="The form expired; try again.")
+    key = str(form.get("api_key", "")).strip()
+    if not key:
+        return console.render(request, "login.html", 400, error="Enter an admin key.")
+    gateway = console.gateway
+    try:
+        caller = await gateway.call(key, gateway.stub.GetCaller, admin_pb2.GetCallerRequest())
+    except SignedOut:
+        return console.render(request, "login.html", 401, error="That key is not an admin key.")
+    except GatewayDown as down:
+        return console.render(request, "down.html", status=503, reason=str(down))
+    except Refused as refused:
+        return console.render(request, "login.html", 400, error=refused.message)
+    console.sign_out(request)
+    operator = Operator(key=key, app=caller.app, key_id=caller.key_id, sandbox=caller.sandbox)
+    request.session["sid"] = console.sessions.open(operator)
+    request.session["csrf"] = secrets.token_urlsafe(24)
+    return RedirectResponse("/", status_code=303)
+
+
+async def logout(console: Console, request: Request) -> Response:
+    form = await request.form()
+    if csrf_ok(request, str(form.get("csrf", ""))):
+        console.sign_out(request)
+    return RedirectResponse("/login", status_code=303)
+
+
+def _range(request: Request) -> tuple[date, date, str]:
+    """The overview's days (from, to inclusive): the last two weeks unless asked otherwise."""
+    today = datetime.now(UTC).date()
+    default = (today - timedelta(days=13), today, "")
+    given_from, given_to = request.query_params.get("from"), request.query_params.get("to")
+    if not given_from and not given_to:
+        return default
+    try:
+        first, last = date.fromisoformat(given_from or ""), date.fromisoformat(given_to or "")
+    except ValueError:
+        return (*default[:2], "Dates are written 2026-12-01.")
+    if last < first or (last - first).days > MAX_RANGE_DAYS:
+        return (
+            *default[:2],
+            f"A range runs from a day to a later one, {MAX_RANGE_DAYS} days at most.",
+        )
+    return first, last, ""
+
+
+async def overview(console: Console, request: Request, operator: Operator) -> Response:
+    first, last, error = _range(request)
+    gateway, key = console.gateway, operator.key
+    stats = await gateway.call(
+        key,
+        gateway.stub.GetStats,
+        admin_pb2.GetStatsRequest(from_date=first.isoformat(), to_date=last.isoformat()),
+    )
+    liability = await gateway.call(key, gateway.stub.GetLiability, admin_pb2.GetLiabilityRequest())
+    attention = await gateway.call(
+        key,
+        gateway.stub.ListSagas,
+        admin_pb2.ListSagasRequest(state="NEEDS_ATTENTION", page_size=100),
+    )
+    return console.render(
+        request,
+        "overview.html",
+        first=first,
+        last=last,
+        error=error,
+        charts=json.dumps(_charts(stats)),
+        liability=liability.days[-1] if liability.days else None,
+        attention=len(attention.sagas),
+        attention_more=bool(attention.next_page_token),
+    )
+
+
+async def sagas(console: Console, request: Request, operator: Operator) -> Response:
+    """``?q=``: a saga by redemption id, request id or user; else the sagas by state, those
+    needing attention first."""
+    query = (request.query_params.get("q") or "").strip()[:128]
+    state = request.query_params.get("state") or ""
+    gateway = console.gateway
+    found: list[Any] = []
+    if query:
+        found = await _search(gateway, operator.key, query)
+    else:
+        for one in [state] if state in SAGA_STATES else list(SAGA_STATES[:4]):
+            page = await gateway.call(
+                operator.key,
+                gateway.stub.ListSagas,
+                admin_pb2.ListSagasRequest(state=one, page_size=50),
+            )
+            found += page.sagas
+    return console.render(
+        request, "sagas.html", sagas=found, query=query, state=state, states=SAGA_STATES
+    )
+
+
+async def saga_page(console: Console, request: Request, operator: Operator) -> Response:
+    """A saga's timeline and trace link; posted (with the CSRF token), RetrySaga."""
+    saga_id = request.path_params["saga_id"]
+    gateway = console.gateway
+    message = ""
+    if request.method == "POST":
+        form = await request.form()
+        if not csrf_ok(request, str(form.get("csrf", ""))):
+            message = "The form expired; try again."
+        else:
+            try:
+                await gateway.call(
+                    operator.key,
+                    gateway.stub.RetrySaga,
+                    admin_pb2.RetrySagaRequest(saga_id=saga_id),
+                )
+                message = "Retried: the saga was driven again."
+            except Refused as refused:
+                message = refused.message
+    try:
+        saga = await gateway.call(
+            operator.key, gateway.stub.GetSaga, admin_pb2.GetSagaRequest(saga_id=saga_id)
+        )
+    except Refused as refused:
+        return console.render(request, "saga.html", 404, saga=None, message=refused.message)
+    template = console.settings.trace_url_template
+    return console.render(
+        request,
+        "saga.html",
+        saga=saga,
+        steps=[_step_view(step) for step in saga.steps],
+        trace_url=template.format(trace_id=saga.trace_id) if saga.trace_id else "",
+        message=message,
+    )
+
+
+async def program_page(console: Console, request: Request, operator: Operator) -> Response:
+    gateway = console.gateway
+    program = await gateway.call(
+        operator.key, gateway.stub.GetProgram, admin_pb2.GetProgramRequest()
+    )
+    return console.render(request, "program.html", program=program)
+
+
+async def _search(gateway: AdminGateway, key: str, query: str) -> list[Any]:
+    """A saga by its redemption id, or the sagas of a request id or of a user."""
+    found: dict[str, Any] = {}
+    try:
+        saga = await gateway.call(
+            key, gateway.stub.GetSaga, admin_pb2.GetSagaRequest(saga_id=query)
+        )
+        found[saga.saga_id] = saga
+    except Refused:
+        pass
+    for request in (
+        admin_pb2.ListSagasRequest(request_id=query, page_size=50),
+        admin_pb2.ListSagasRequest(user_id=query, page_size=50),
+    ):
+        try:
+            page = await gateway.call(key, gateway.stub.ListSagas, request)
+        except Refused:
+            continue
+        for saga in page.sagas:
+            found.setdefault(saga.saga_id, saga)
+    return list(found.values())
+
+
+def _step_view(step: Any) -> dict[str, Any]:
+    started = step.started_at.ToDatetime() if step.HasField("started_at") else None
+    finished = step.finished_at.ToDatetime() if step.HasField("finished_at") else None
+    took = (finished - started).total_seconds() * 1000 if started and finished else None
+    return {
+        "name": step.name,
+        "state": step.state,
+        "attempts": step.attempts,
+        "started": started.isoformat(timespec="milliseconds") if started else "",
+        "took_ms": f"{took:.1f}" if took is not None else "",
+        "error": step.error,
+    }
+
+
+def _charts(stats: admin_pb2.GetStatsResponse) -> dict[str, Any]:
+    """The overview's series: points per day, redemptions by item and outcome, risk decisions."""
+    days = [d.date for d in stats.days]
+    by_item: dict[str, dict[str, int]] = {}
+    for day in stats.days:
+        for key, count in day.redemptions.items():
+            sku, _, outcome = key.partition("/")
+            by_item.setdefault(outcome or "?", {})
+            by_item[outcome or "?"][sku] = by_item[outcome or "?"].get(sku, 0) + count
+    skus = sorted({sku for per in by_item.values() for sku in per})
+    decisions = ("ALLOW", "REVIEW", "DENY")
+    return {
+        "days": days,
+        "points": {
+            "issued": [d.points_issued for d in stats.days],
+            "spent": [d.points_spent for d in stats.days],
+            "expired": [d.points_expired for d in stats.days],
+        },
+        "redemptions": {
+            "skus": skus,
+            "outcomes": {o: [per.get(s, 0) for s in skus] for o, per in sorted(by_item.items())},
+        },
+        "risk": {k: [d.risk_decisions.get(k, 0) for d in stats.days] for k in decisions},
+    }

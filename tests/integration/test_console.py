@@ -1,0 +1,200 @@
+"""The ops console in a real browser (Debian's Chromium, Playwright): an operator signs in
+with an admin key, reads the overview with its charts drawn, finds the saga of a redemption
+made here, retries one that waits for an operator, reads the program, signs out; the key never
+reaches the page or a URL, forms need the session's CSRF token, and the browser logs no error."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from loyalty.gateway.v1 import loyalty_pb2 as pb
+from playwright.async_api import Browser, Page, async_playwright
+from sqlalchemy import text
+
+from devtools.bootstrap import AppKeys
+from devtools.suite import Suite
+from tests.integration.conftest import Stubs
+from tests.integration.console_browser import (
+    SCREENSHOTS,
+    console_process,
+    ensure_chromium,
+)
+from tests.integration.gateway_apps import gateway_engine, new_app
+from tests.integration.test_gateway import earn_points
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def console(suite: Suite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with console_process(suite.address("gateway"), tmp_path_factory.mktemp("console")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    chromium = ensure_chromium()
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=chromium, args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield launched
+        await launched.close()
+
+
+class Watched:
+    """A page whose console errors and uncaught exceptions are kept for the test to check."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.errors: list[str] = []
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+
+async def signed_in(browser: Browser, console: str, app: AppKeys) -> Watched:
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    watched = Watched(await context.new_page())
+    page = watched.page
+    await page.goto(f"{console}/login")
+    await page.fill("input[name=api_key]", app.admin_key)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{console}/")
+    return watched
+
+
+async def shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+async def test_sign_in_read_the_overview_and_sign_out(
+    suite: Suite, stubs: Stubs, console: str, browser: Browser
+) -> None:
+    app = await new_app(suite, stubs.admin)
+    await earn_points(stubs, app, f"u-{uuid.uuid4().hex[:8]}", 150_000)
+    login = await (await browser.new_context()).new_page()
+    await login.goto(f"{console}/login")
+    await shot(login, "login")
+    assert await login.locator("input[name=api_key]").count() == 1
+
+    watched = await signed_in(browser, console, app)
+    page = watched.page
+    assert app.app in await page.locator("[data-testid=app]").inner_text()
+    # The three charts are drawn: Chart.js made them, each canvas has a size.
+    drawn: list[dict[str, Any]] = await page.evaluate(
+        "window.consoleCharts.map(c => ({type: c.config.type, width: c.width, height: c.height,"
+        " sets: c.data.datasets.length}))"
+    )
+    assert [c["type"] for c in drawn] == ["line", "bar", "bar"]
+    assert all(c["width"] > 0 and c["height"] > 0 for c in drawn)
+    issued = await page.evaluate("window.consoleCharts[0].data.datasets[0].data")
+    assert sum(issued) == 1500
+    assert "1,500 points" in await page.locator("[data-testid=liability-points]").inner_text()
+    await shot(page, "overview")
+    # The key is in neither the page nor its URL; the cookie holds a signed session id only.
+    assert app.admin_key not in await page.content()
+    assert app.admin_key not in page.url
+    [cookie] = await page.context.cookies()
+    assert cookie["httpOnly"]
+    assert cookie["sameSite"] == "Strict"
+    assert app.admin_key not in cookie["value"]
+
+    await page.click("text=Sign out")
+    await page.wait_for_url(f"{console}/login")
+    await page.goto(f"{console}/")
+    assert page.url == f"{console}/login"
+    assert watched.errors == []
+
+
+async def test_a_wrong_key_or_a_form_without_its_token_is_refused(
+    console: str, browser: Browser
+) -> None:
+    page = await (await browser.new_context()).new_page()
+    await page.goto(f"{console}/login")
+    await page.fill("input[name=api_key]", "lk_nope.nothing")
+    await page.click("button[type=submit]")
+    assert "not an admin key" in await page.locator("[role=alert]").inner_text()
+    forged = await page.request.post(f"{console}/login", form={"api_key": "x", "csrf": "forged"})
+    assert forged.status == 400
+
+
+async def test_find_the_saga_of_a_redemption_and_retry_one_waiting_for_an_operator(
+    suite: Suite, stubs: Stubs, console: str, browser: Browser
+) -> None:
+    app = await new_app(suite, stubs.admin)
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    await earn_points(stubs, app, user, 100_000)
+    done = await stubs.loyalty.Redeem(
+        pb.RedeemRequest(request_id=f"r-{uuid.uuid4().hex}", user_id=user, sku="mobile-data-1g"),
+        metadata=app.member,
+        timeout=20,
+    )
+    assert done.status == pb.Redemption.COMPLETED
+    watched = await signed_in(browser, console, app)
+    page = watched.page
+    for query in (done.redemption_id, user):
+        await page.goto(f"{console}/sagas?q={query}")
+        assert done.redemption_id in await page.locator("[data-testid=sagas]").inner_text()
+    await page.click(f"text={done.redemption_id}")
+    assert await page.locator("[data-testid=saga-state]").inner_text() == "COMPLETED"
+    steps = await page.locator("[data-testid=steps] tbody tr td:first-child").all_inner_texts()
+    assert steps == ["risk", "tier", "reserve", "hold", "confirm", "capture"]
+    trace = await page.locator("[data-testid=trace]").get_attribute("href")
+    assert trace == f"http://jaeger.example/trace/{done.trace_id}"
+    await shot(page, "saga")
+
+    stuck = await _stuck_saga(suite, app, user)
+    await page.goto(f"{console}/")
+    assert int(await page.locator("[data-testid=attention]").inner_text()) == 1
+    await page.click("[data-testid=attention]")
+    await page.wait_for_url(f"{console}/sagas?state=NEEDS_ATTENTION")
+    assert stuck in await page.locator("[data-testid=sagas]").inner_text()
+    await shot(page, "sagas")
+    await page.click(f"text={stuck}")
+    await page.click("[data-testid=retry]")
+    await page.wait_for_selector("[role=status]")
+    assert await page.locator("[data-testid=saga-state]").inner_text() == "COMPENSATED"
+    assert watched.errors == []
+
+
+async def test_the_program_page_shows_the_applied_version(
+    suite: Suite, stubs: Stubs, console: str, browser: Browser
+) -> None:
+    app = await new_app(suite, stubs.admin)
+    watched = await signed_in(browser, console, app)
+    page = watched.page
+    await page.click("text=Program")
+    assert await page.locator("[data-testid=version]").inner_text() == "1"
+    assert "mall:" in await page.locator("[data-testid=program]").inner_text()
+    await shot(page, "program")
+    assert watched.errors == []
+
+
+async def _stuck_saga(suite: Suite, app: AppKeys, user: str) -> str:
+    """A redemption that stopped for an operator before its commit point (as one whose drives
+    ran out does): a retry compensates it."""
+    saga_id = f"stuck-{uuid.uuid4().hex}"
+    async with gateway_engine(suite) as engine, engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO sagas (saga_id, app, kind, request_id, user_id, payload,"
+                " payload_hash, state, reason, trace_id, span_id, result, drives, lease_until,"
+                " created_at, updated_at, app_day) VALUES (:id, :app, 'redeem', :id, :user,"
+                " '{}', 'h', 'NEEDS_ATTENTION', 'RETRIES_EXHAUSTED', :trace, :span,"
+                " CAST(:result AS jsonb), 1, now(), now(), now(), current_date)"
+            ),
+            {
+                "id": saga_id,
+                "app": app.app,
+                "user": user,
+                "trace": "ab" * 16,
+                "span": "cd" * 8,
+                "result": json.dumps({"stuck_state": "COMPENSATING"}),
+            },
+        )
+    return saga_id
