@@ -232,28 +232,28 @@ processes' own counters during the 32-caller run, about 6 ms in all) says where 
 goes, and the batch table how many sagas shared each call. A saga is five stages in a row (its
 start in the log ∥ risk ∥ tier, reserve ∥ hold, the commit point, confirm ∥ capture, then its
 end in the log); each stage of concurrent sagas goes to its participant as one batch call, run
-in one transaction, and the steps of one participant share one call in flight (reserves wait
-for the mall's confirm batch, holds for points' capture batch), so those calls carry 6 to 9
-sagas. An item without a tier gate asks levels nothing. What a saga still pays is its share of
-the fixed cost of each call: about a sixth of each of its four participant calls, half a risk
-call (risk answers in about a millisecond, so its batches stay near two), a third of a log
-write, and the whole of its own Redeem call. That fixed cost is mostly gRPC and the event loop:
-a batch call of one trivial item costs a service about 1.2 ms of CPU where a bare health check
-costs 0.5 (measured one call at a time), and py-spy finds half to two thirds of each
-participant's busy samples in native code (the loop, gRPC's poller thread), not in Python.
-The monolith spends well under 1 ms of CPU on the whole redemption; 0.25 of it (about 870
-sagas/s against this run's monolith) would leave 2.3 ms of CPU per saga for every process
-together, about the gateway's share alone today. Beyond the saga's own spans (tracing everything costs about 15%,
-measured with `OTEL_SDK_DISABLED`), further points have to come from fewer calls per saga:
-risk evaluated inside another participant's call, or the participants in one process, which
-the architecture rules out. Latency is the same story in wall time: every stage waits for the
-batch ahead of it (one in flight per participant) and each batch makes several database round
-trips on two cores shared by nine busy processes (`SAGA_BATCHES_IN_FLIGHT` trades peak for
-latency); one caller alone still crosses five stages of about 4 ms. A sold-out item is refused
-at the door (recorded, nothing held), so the flash-sale rate is the cost of a Redeem call:
-about 1.0 ms of the gateway's CPU (the server call and its span, authentication, the saga row
-in a batched INSERT) and 0.3 ms of the client's; 2,000 a second would need the whole call at
-about the cost of a bare echo.
+in one transaction, and the steps of one participant share one call in flight (reserves wait for
+the mall's confirm batch, holds for points' capture batch), so those calls carry 6 to 9 sagas.
+An item without a tier gate asks levels nothing. What a saga still pays is its share of the
+fixed cost of each call: about a sixth of each of its four participant calls, half a risk call
+(risk answers in about a millisecond, so its batches stay near two), a third of a log write, and
+the whole of its own Redeem call. That fixed cost is mostly gRPC and the event loop: a batch
+call of one trivial item costs a service about 1.2 ms of CPU where a bare health check costs 0.5
+(measured one call at a time), and py-spy finds half to two thirds of each participant's busy
+samples in native code (the loop, gRPC's poller thread), not in Python. The monolith spends well
+under 1 ms of CPU on the whole redemption; 0.25 of it (about 870 sagas/s against this run's
+monolith) would leave 2.3 ms of CPU per saga for every process together, about the gateway's
+share alone today. Beyond the saga's own spans (tracing everything costs about 15%, measured
+with `OTEL_SDK_DISABLED`), further points have to come from fewer calls per saga: risk evaluated
+inside another participant's call, or the participants in one process, which the architecture
+rules out. Latency is the same story in wall time: every stage waits for the batch ahead of it
+(one in flight per participant) and each batch makes several database round trips on two cores
+shared by nine busy processes (`SAGA_BATCHES_IN_FLIGHT` trades peak for latency); one caller
+alone still crosses five stages of about 4 ms. A sold-out item is refused at the door (recorded,
+nothing held), so the flash-sale rate is the cost of a Redeem call: about 1.0 ms of the
+gateway's CPU (the server call and its span, authentication, the saga row in a batched INSERT)
+and 0.3 ms of the client's; 2,000 a second would need the whole call at about the cost of a bare
+echo.
 
 RecordEvents is set-wise (one transaction per participant per batch, one Redis call for risk, one
 span per batch): what is left per event is the rows themselves (in PostgreSQL about fifteen row
