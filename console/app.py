@@ -4,6 +4,7 @@ key; a form posts back with the session's CSRF token."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +22,7 @@ from loyalty.gateway.v1 import admin_pb2
 from starlette.middleware.sessions import SessionMiddleware
 
 from console.gateway import AdminGateway, GatewayDown, Refused, SignedOut
+from console.program_lines import LineError, locate
 from console.sessions import Operator, Sessions
 from console.settings import ConsoleSettings
 
@@ -104,7 +106,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         ("/", overview, ["GET"]),
         ("/sagas", sagas, ["GET"]),
         ("/sagas/{saga_id}", saga_page, ["GET", "POST"]),
-        ("/program", program_page, ["GET"]),
+        ("/program", program_page, ["GET", "POST"]),
     ):
         app.add_api_route(
             path, _signed_in(console, signed_page), methods=methods, response_class=HTMLResponse
@@ -155,16 +157,16 @@ async def login_page(console: Console, request: Request) -> Response:
         return console.render(request, "login.html", 400, error="The form expired; try again.")
     key = str(form.get("api_key", "")).strip()
     if not key:
-        return console.render(request, "login.html", 400, error="Enter an admin key.")
+        return console.render(request, "login.html", error="Enter an admin key.")
     gateway = console.gateway
     try:
         caller = await gateway.call(key, gateway.stub.GetCaller, admin_pb2.GetCallerRequest())
     except SignedOut:
-        return console.render(request, "login.html", 401, error="That key is not an admin key.")
+        return console.render(request, "login.html", error="That key is not an admin key.")
     except GatewayDown as down:
         return console.render(request, "down.html", status=503, reason=str(down))
     except Refused as refused:
-        return console.render(request, "login.html", 400, error=refused.message)
+        return console.render(request, "login.html", error=refused.message)
     console.sign_out(request)
     operator = Operator(key=key, app=caller.app, key_id=caller.key_id, sandbox=caller.sandbox)
     request.session["sid"] = console.sessions.open(operator)
@@ -283,12 +285,68 @@ async def saga_page(console: Console, request: Request, operator: Operator) -> R
     )
 
 
+MAX_PROGRAM_CHARS = 1 << 20
+
+
 async def program_page(console: Console, request: Request, operator: Operator) -> Response:
+    """The program as applied; posted, the edited YAML is checked (a dry run) or applied, each
+    error shown next to the line it names, with the diff against the applied version."""
     gateway = console.gateway
-    program = await gateway.call(
+    current = await gateway.call(
         operator.key, gateway.stub.GetProgram, admin_pb2.GetProgramRequest()
     )
-    return console.render(request, "program.html", program=program)
+    if request.method == "GET":
+        return console.render(
+            request, "program.html", program=current, text=current.program_yaml, lines=[]
+        )
+    form = await request.form()
+    text = str(form.get("program_yaml", "")).replace("\r\n", "\n")
+    values: dict[str, Any] = {"program": current, "text": text, "lines": [], "message": ""}
+    if not csrf_ok(request, str(form.get("csrf", ""))):
+        values["message"] = "The form expired; try again."
+        return console.render(request, "program.html", 400, **values)
+    if len(text) > MAX_PROGRAM_CHARS:
+        values["message"] = "A program is at most 1 MiB."
+        return console.render(request, "program.html", 400, **values)
+    apply = form.get("action") == "apply"
+    answer = await gateway.call(
+        operator.key,
+        gateway.stub.ApplyProgram,
+        admin_pb2.ApplyProgramRequest(program_yaml=text, dry_run=not apply),
+    )
+    errors = locate(text, list(answer.errors))
+    values["errors"] = errors
+    values["lines"] = _numbered(text, errors)
+    values["diff"] = "".join(
+        difflib.unified_diff(
+            current.program_yaml.splitlines(keepends=True),
+            text.splitlines(keepends=True),
+            f"version {current.version}",
+            "edited",
+        )
+    )
+    if errors:
+        values["message"] = f"{len(errors)} error(s): nothing was changed."
+    elif apply:
+        values["message"] = f"Applied: version {answer.version}."
+        values["program"] = await gateway.call(
+            operator.key, gateway.stub.GetProgram, admin_pb2.GetProgramRequest()
+        )
+    else:
+        values["message"] = "No errors: apply it when the diff is what you meant."
+    # 200 either way: the page is the answer (a browser logs any other status as an error).
+    return console.render(request, "program.html", **values)
+
+
+def _numbered(text: str, errors: list[LineError]) -> list[dict[str, Any]]:
+    """The YAML line by line, each with the errors that point at it."""
+    by_line: dict[int, list[LineError]] = {}
+    for error in errors:
+        by_line.setdefault(error.line, []).append(error)
+    return [
+        {"number": n, "text": line, "errors": by_line.get(n, [])}
+        for n, line in enumerate(text.splitlines(), start=1)
+    ]
 
 
 async def _search(gateway: AdminGateway, key: str, query: str) -> list[Any]:

@@ -218,8 +218,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.GetProgramRequest, context: Any, caller: Caller
     ) -> admin_pb2.GetProgramResponse:
         stored = await self.gw.programs.get(caller.app)
+        applied_at = await self.gw.programs.applied_at(caller.app, stored.version)
         return admin_pb2.GetProgramResponse(
-            program_yaml=stored.program.yaml, version=stored.version
+            program_yaml=stored.program.yaml,
+            version=stored.version,
+            applied_at=to_timestamp(applied_at) if applied_at else None,
         )
 
     # --- sagas ----------------------------------------------------------------------------

@@ -251,6 +251,16 @@ class ProgramStore(Generic[P]):
         self._forget(app)
         return await self.get(app)
 
+    async def applied_at(self, app: str, version: int) -> datetime | None:
+        """When ``version`` of the app's program was stored (GetProgram's ``applied_at``)."""
+        async with self._engine.connect() as conn:
+            found: datetime | None = await conn.scalar(
+                select(self._versions.c.created_at).where(
+                    self._versions.c.app == app, self._versions.c.version == version
+                )
+            )
+        return found
+
     async def get(self, app: str) -> StoredProgram[P]:
         cached = self._cache.get(app)
         if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:

@@ -162,7 +162,7 @@ async def test_find_the_saga_of_a_redemption_and_retry_one_waiting_for_an_operat
     assert watched.errors == []
 
 
-async def test_the_program_page_shows_the_applied_version(
+async def test_a_program_with_an_error_shows_it_by_its_line_and_a_good_one_applies(
     suite: Suite, stubs: Stubs, console: str, browser: Browser
 ) -> None:
     app = await new_app(suite, stubs.admin)
@@ -170,8 +170,34 @@ async def test_the_program_page_shows_the_applied_version(
     page = watched.page
     await page.click("text=Program")
     assert await page.locator("[data-testid=version]").inner_text() == "1"
-    assert "mall:" in await page.locator("[data-testid=program]").inner_text()
-    await shot(page, "program")
+    assert await page.locator("[data-testid=applied-at]").count() == 1
+    applied = await page.locator("textarea[name=program_yaml]").input_value()
+    assert "mall:" in applied
+    lines = applied.splitlines()
+    wrong = next(n for n, line in enumerate(lines) if "price_points: 1000" in line)
+    lines[wrong] = lines[wrong].replace("price_points: 1000", "price_points: 0")
+    await page.fill("textarea[name=program_yaml]", "\n".join(lines) + "\n")
+    await page.click("[data-testid=check]")
+    await page.wait_for_selector("[data-testid=errors]")
+    errors = await page.locator("[data-testid=errors] tbody tr").all_inner_texts()
+    assert len(errors) == 1
+    assert "mall.items[2].price_points" in errors[0]
+    assert "must be >= 1" in errors[0]
+    # Next to the line it names, in the listing of what was sent.
+    marked = page.locator(".listing .why")
+    assert await marked.get_attribute("data-line") == str(wrong + 1)
+    assert "-      price_points: 1000" in await page.locator("[data-testid=diff]").inner_text()
+    await shot(page, "program-error")
+    await page.click("[data-testid=apply]")
+    await page.wait_for_selector("[data-testid=errors]")
+    assert await page.locator("[data-testid=version]").inner_text() == "1"  # nothing changed
+
+    lines[wrong] = lines[wrong].replace("price_points: 0", "price_points: 900")
+    await page.fill("textarea[name=program_yaml]", "\n".join(lines) + "\n")
+    await page.click("[data-testid=apply]")
+    await page.wait_for_selector("[data-testid=message]")
+    assert "Applied: version 2" in await page.locator("[data-testid=message]").inner_text()
+    assert await page.locator("[data-testid=version]").inner_text() == "2"
     assert watched.errors == []
 
 
