@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -107,6 +108,8 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         ("/sagas", sagas, ["GET"]),
         ("/sagas/{saga_id}", saga_page, ["GET", "POST"]),
         ("/program", program_page, ["GET", "POST"]),
+        ("/reviews", reviews, ["GET", "POST"]),
+        ("/lottery", lottery, ["GET", "POST"]),
     ):
         app.add_api_route(
             path, _signed_in(console, signed_page), methods=methods, response_class=HTMLResponse
@@ -283,6 +286,102 @@ async def saga_page(console: Console, request: Request, operator: Operator) -> R
         trace_url=template.format(trace_id=saga.trace_id) if saga.trace_id else "",
         message=message,
     )
+
+
+REVIEW_STATES = ("open", "approved", "rejected")
+
+
+async def reviews(console: Console, request: Request, operator: Operator) -> Response:
+    """Risk's review queue; posted (``review_id``, ``decision``, ``note``), DecideReview."""
+    gateway = console.gateway
+    message = ""
+    if request.method == "POST":
+        form = await request.form()
+        if not csrf_ok(request, str(form.get("csrf", ""))):
+            message = "The form expired; try again."
+        else:
+            decide = admin_pb2.DecideReviewRequest(
+                review_id=str(form.get("review_id", "")),
+                approve=form.get("decision") == "approve",
+                note=str(form.get("note", ""))[:500],
+            )
+            try:
+                decided = await gateway.call(operator.key, gateway.stub.DecideReview, decide)
+                message = f"Review {decided.review_id} {decided.state}."
+            except Refused as refused:
+                message = refused.message
+    state = request.query_params.get("state") or "open"
+    listed = await gateway.call(
+        operator.key,
+        gateway.stub.ListReviews,
+        admin_pb2.ListReviewsRequest(
+            state=state if state in REVIEW_STATES else "open",
+            page_size=100,
+            page_token=request.query_params.get("page") or "",
+        ),
+    )
+    return console.render(
+        request,
+        "reviews.html",
+        reviews=listed.reviews,
+        next_page=listed.next_page_token,
+        state=state,
+        states=REVIEW_STATES,
+        message=message,
+    )
+
+
+async def lottery(console: Console, request: Request, operator: Operator) -> Response:
+    """Each pool of the program with its last two weeks, the alerts; posted, pause or resume."""
+    gateway, key = console.gateway, operator.key
+    message = ""
+    if request.method == "POST":
+        form = await request.form()
+        pool = str(form.get("pool", ""))
+        if not csrf_ok(request, str(form.get("csrf", ""))):
+            message = "The form expired; try again."
+        elif form.get("action") == "pause":
+            reason = str(form.get("reason", "") or "paused from the console")[:200]
+            await gateway.call(
+                key, gateway.stub.PausePool, admin_pb2.PausePoolRequest(pool=pool, reason=reason)
+            )
+            message = f"Pool {pool} is paused: draws are refused until it is resumed."
+        else:
+            await gateway.call(key, gateway.stub.ResumePool, admin_pb2.ResumePoolRequest(pool=pool))
+            message = f"Pool {pool} is running again."
+    program = await gateway.call(key, gateway.stub.GetProgram, admin_pb2.GetProgramRequest())
+    today = datetime.now(UTC).date()
+    pools = []
+    for code, name in _pools_of(program.program_yaml):
+        stats = await gateway.call(
+            key,
+            gateway.stub.GetPoolStats,
+            admin_pb2.GetPoolStatsRequest(
+                pool=code,
+                from_date=(today - timedelta(days=13)).isoformat(),
+                to_date=today.isoformat(),
+            ),
+        )
+        pools.append({"code": code, "name": name, "days": list(stats.days)})
+    alerts = await gateway.call(key, gateway.stub.ListAlerts, admin_pb2.ListAlertsRequest())
+    return console.render(
+        request, "lottery.html", pools=pools, alerts=alerts.alerts, message=message
+    )
+
+
+def _pools_of(program_yaml: str) -> list[tuple[str, str]]:
+    """(code, name) of each pool in the applied program."""
+    try:
+        program = yaml.safe_load(program_yaml) or {}
+    except yaml.YAMLError:
+        return []
+    lottery = program.get("lottery") if isinstance(program, dict) else None
+    pools = lottery.get("pools") if isinstance(lottery, dict) else None
+    return [
+        (str(p["code"]), str(p.get("name") or p["code"]))
+        for p in pools or []
+        if isinstance(p, dict) and "code" in p
+    ]
 
 
 MAX_PROGRAM_CHARS = 1 << 20

@@ -5,12 +5,14 @@ reaches the page or a URL, forms need the session's CSRF token, and the browser 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from loyalty.gateway.v1 import admin_pb2
 from loyalty.gateway.v1 import loyalty_pb2 as pb
 from playwright.async_api import Browser, Page, async_playwright
 from sqlalchemy import text
@@ -198,6 +200,76 @@ async def test_a_program_with_an_error_shows_it_by_its_line_and_a_good_one_appli
     await page.wait_for_selector("[data-testid=message]")
     assert "Applied: version 2" in await page.locator("[data-testid=message]").inner_text()
     assert await page.locator("[data-testid=version]").inner_text() == "2"
+    assert watched.errors == []
+
+
+async def test_decide_a_review(suite: Suite, stubs: Stubs, console: str, browser: Browser) -> None:
+    """shared-device: the fourth member registering from one device waits for review; the
+    operator approves it with a note, and the gateway records who decided."""
+    app = await new_app(suite, stubs.admin)
+    device = f"dev-{uuid.uuid4().hex[:8]}"
+    for _ in range(4):
+        await stubs.loyalty.RecordEvent(
+            pb.RecordEventRequest(
+                event_id=f"e-{uuid.uuid4().hex}",
+                user_id=f"u-{uuid.uuid4().hex[:8]}",
+                action="register",
+                device_id=device,
+            ),
+            metadata=app.member,
+        )
+    watched = await signed_in(browser, console, app)
+    page = watched.page
+    for _ in range(50):  # risk writes its audit in batches
+        await page.goto(f"{console}/reviews")
+        if await page.locator("[data-testid=reviews]").count():
+            break
+        await asyncio.sleep(0.1)
+    assert "shared-device" in await page.locator("[data-testid=reviews]").inner_text()
+    await shot(page, "reviews")
+    await page.fill("input[name=note]", "same family")
+    await page.click("[data-testid=approve]")
+    await page.wait_for_selector("[data-testid=message]")
+    assert "approved" in await page.locator("[data-testid=message]").inner_text()
+    assert await page.locator("[data-testid=no-reviews]").count() == 1
+    decided = await stubs.admin.ListReviews(
+        admin_pb2.ListReviewsRequest(state="approved"), metadata=app.admin
+    )
+    [review] = decided.reviews
+    assert (review.note, review.operator.startswith("key:")) == ("same family", True)
+    assert watched.errors == []
+
+
+async def test_pause_and_resume_a_pool(
+    suite: Suite, stubs: Stubs, console: str, browser: Browser
+) -> None:
+    app = await new_app(suite, stubs.admin)
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    await earn_points(stubs, app, user, 100_000)
+    watched = await signed_in(browser, console, app)
+    page = watched.page
+    await page.click("text=Lottery")
+    assert await page.locator("[data-testid=pool-lucky-wheel]").count() == 1
+    await page.click("[data-testid=pause-lucky-wheel]")
+    await page.wait_for_selector("[data-testid=message]")
+    assert "paused" in await page.locator("[data-testid=message]").inner_text()
+    paused = await stubs.loyalty.Draw(
+        pb.DrawRequest(request_id=f"d-{uuid.uuid4().hex}", user_id=user, pool="lucky-wheel"),
+        metadata=app.member,
+        timeout=20,
+    )
+    assert (paused.status, paused.reason) == (pb.DrawResult.FAILED, "POOL_PAUSED")
+    await page.click("[data-testid=resume-lucky-wheel]")
+    await page.wait_for_selector("text=running again")
+    drawn = await stubs.loyalty.Draw(
+        pb.DrawRequest(request_id=f"d-{uuid.uuid4().hex}", user_id=user, pool="lucky-wheel"),
+        metadata=app.member,
+        timeout=20,
+    )
+    assert drawn.status == pb.DrawResult.COMPLETED
+    await page.goto(f"{console}/lottery")
+    assert "1" in await page.locator("[data-testid=pool-lucky-wheel] tbody").inner_text()
+    await shot(page, "lottery")
     assert watched.errors == []
 
 
