@@ -5,7 +5,8 @@ PostgreSQL and Redis (data in ``.loyalty/``, reused across runs); given those UR
 and starts nothing embedded. Then it creates the six databases, starts the six services, waits
 until every health check is SERVING, creates (or reuses) the sandbox app ``video`` with the
 example program applied and a member and an admin key, writes them to ``.loyalty/dev.env`` and
-prints how to call the gateway. Ctrl-C or SIGTERM stops
+prints how to call the gateway; it starts the ops console too (its URL printed and written as
+``LOYALTY_CONSOLE_URL``). Ctrl-C or SIGTERM stops
 everything: services first, then Redis and PostgreSQL; no process, port or pid file is left.
 """
 
@@ -22,8 +23,12 @@ from typing import Annotated
 import typer
 
 from devtools.bootstrap import bootstrap_dev_app
+from devtools.console import ConsoleError, ConsoleProcess
 from devtools.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis, free_port
 from devtools.suite import DEFAULT_PORTS, REPO, SERVICES, Suite, SuiteError
+
+# The console's preferred port (another free one when something holds it).
+CONSOLE_PORT = 8080
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -88,6 +93,7 @@ def run(  # noqa: C901, PLR0915 - make run, step by step as it prints them
     postgres: EmbeddedPostgres | None = None
     redis: EmbeddedRedis | None = None
     suite: Suite | None = None
+    console: ConsoleProcess | None = None
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     claimed = False
@@ -111,18 +117,22 @@ def run(  # noqa: C901, PLR0915 - make run, step by step as it prints them
         env_file = data_dir / "dev.env"
         dev = bootstrap_dev_app(suite, env_file)
         gateway = suite.address("gateway")
+        console = ConsoleProcess(gateway, free_port(CONSOLE_PORT), suite.log_dir / "console.log")
+        console_url = console.start()
         env_file.write_text(
             f"LOYALTY_GATEWAY={gateway}\n"
             f"LOYALTY_MEMBER_KEY={dev.member_key}\n"
             f"LOYALTY_ADMIN_KEY={dev.admin_key}\n"
             f"LOYALTY_GATEWAY_DATABASE_URL={suite.database_url('gateway')}\n"
             f"LOYALTY_POSTGRES_URL={postgres_url}\nLOYALTY_REDIS_URL={redis_url}\n"
+            f"LOYALTY_CONSOLE_URL={console_url}\n"
         )
         env_file.chmod(0o600)
         _say(
             f"\nall six services SERVING in {time.monotonic() - started:.1f}s\n"
             f"  gateway   {gateway}  (LoyaltyService, AdminService)\n"
             + "".join(f"  {s:<9} {suite.address(s)}\n" for s in SERVICES[:-1])
+            + f"  console   {console_url}  (sign in with the admin key)\n"
             + f"\nsandbox app '{dev.app}': {dev.program.name} applied (version {dev.version})\n"
             f"  member key  {dev.member_key}\n"
             f"  admin key   {dev.admin_key}\n"
@@ -137,15 +147,19 @@ def run(  # noqa: C901, PLR0915 - make run, step by step as it prints them
                 if proc.poll() is not None:
                     log = suite.log_dir / f"{service}.log"
                     raise SuiteError(f"{service} exited with {proc.returncode}; see {log}")
+            if console is not None and console.exited() is not None:
+                raise SuiteError(f"the console exited with {console.exited()}; see {console.log}")
             time.sleep(0.5)
     except Interrupted as stop:
         _say(f"\n{stop}: stopping the suite")
-    except (SuiteError, EmbeddedError) as error:
+    except (SuiteError, EmbeddedError, ConsoleError) as error:
         print(f"loyalty-dev: error: {error}", file=sys.stderr, flush=True)
         code = 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if console is not None:
+            console.stop()
         if suite is not None:
             suite.stop()
         if redis is not None:

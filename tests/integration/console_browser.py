@@ -7,15 +7,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from devtools.console import ConsoleProcess
 from devtools.embedded import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -44,42 +42,13 @@ def ensure_chromium() -> str:
 @contextmanager
 def console_process(gateway: str, logs: Path) -> Iterator[str]:
     """``python -m console serve`` against ``gateway``: its base URL while it runs."""
-    port = free_port()
-    logs.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "LOYALTY_CONSOLE_GATEWAY": gateway,
-        "LOYALTY_CONSOLE_HOST": "127.0.0.1",
-        "LOYALTY_CONSOLE_PORT": str(port),
-        "LOYALTY_CONSOLE_TRACE_URL_TEMPLATE": "http://jaeger.example/trace/{trace_id}",
-    }
-    with (logs / "console.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "console", "serve"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    console = ConsoleProcess(
+        gateway,
+        free_port(),
+        logs / "console.log",
+        trace_url_template="http://jaeger.example/trace/{trace_id}",
+    )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"the console did not start:\n{(logs / 'console.log').read_text()}"
-                    ) from None
-                time.sleep(0.1)
-        yield url
+        yield console.start()
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        console.stop()

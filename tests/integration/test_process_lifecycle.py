@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -165,9 +166,17 @@ def test_sigint_to_the_run_command_leaves_no_process_port_or_pid_file(tmp_path: 
         }
         assert set(printed) == set(SERVICES), "".join(output)
         assert (tmp_path / "run.pid").read_text().strip() == str(run.pid)
+        # The console too: its URL printed and written for loyaltyctl's neighbours, serving.
+        settings = dict(
+            line.split("=", 1) for line in (tmp_path / "dev.env").read_text().splitlines()
+        )
+        console = settings["LOYALTY_CONSOLE_URL"]
+        assert f"console   {console}" in "".join(output)
+        with urllib.request.urlopen(f"{console}/healthz", timeout=5) as answer:
+            assert answer.status == 200
         children = psutil.Process(run.pid).children(recursive=True)
-        # six services, postgres (and its workers), redis
-        assert len(children) >= 8
+        # six services, the console, postgres (and its workers), redis
+        assert len(children) >= 9
         ports = [c.laddr.port for p in children for c in _listening(p)]
         assert set(printed.values()) <= set(ports)
 
