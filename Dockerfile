@@ -1,5 +1,5 @@
-# One image for the six processes; each Deployment picks its process with its command
-# (`python -m gateway serve`, `python -m services.points migrate`, ...).
+# One image for the seven processes (six services and the ops console); each Deployment picks
+# its process with its command (`python -m gateway serve`, `python -m console serve`, ...).
 #   docker build -t loyalty-platform .
 # Runs as a non-root user, writes nothing outside /tmp (mount an emptyDir there), so the
 # Deployments can set readOnlyRootFilesystem.
@@ -15,6 +15,7 @@ COPY pyproject.toml constraints.txt ./
 COPY plumbing plumbing
 COPY services services
 COPY gateway gateway
+COPY console console
 COPY protos protos
 # Generated stubs are built here, not committed; then the runtime dependencies alone (no
 # embedded PostgreSQL or Redis, no dev tools: those are the `dev` extra).
@@ -33,6 +34,7 @@ COPY --from=build /src/gen /app/gen
 COPY --from=build /src/plumbing /app/plumbing
 COPY --from=build /src/services /app/services
 COPY --from=build /src/gateway /app/gateway
+COPY --from=build /src/console /app/console
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app:/app/gen \
     PYTHONDONTWRITEBYTECODE=1 \

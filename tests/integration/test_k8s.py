@@ -112,16 +112,33 @@ def test_the_policies_hold(overlay: str) -> None:
         assert labels["app.kubernetes.io/name"] in selected or name.startswith("dev-"), name
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_console_reaches_the_gateway_and_nothing_else(overlay: str) -> None:
+    docs = rendered(overlay)
+    deployment = of_kind(docs, "Deployment")["console"]
+    (main,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert main["command"] == ["python", "-m", "console", "serve"]
+    assert main["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert of_kind(docs, "Service")["console"]["spec"]["ports"][0]["port"] == 8080
+    policies = of_kind(docs, "NetworkPolicy")
+    egress = policies["console"]["spec"]["egress"]
+    reached = [rule["to"][0].get("podSelector", {}).get("matchLabels") for rule in egress]
+    assert reached == [{"k8s-app": "kube-dns"}, {"app.kubernetes.io/name": "gateway"}]
+    assert [rule["ports"][0]["port"] for rule in egress] == [53, 50051]
+    into_gateway = policies["gateway"]["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "console"}}} in into_gateway
+
+
 def test_prod_renders_no_secret_and_dev_brings_its_own() -> None:
     """`kubectl apply -k overlays/prod` must never overwrite the Secrets an operator made out
     of band; dev renders working ones for its in-cluster stores (and nothing else)."""
     assert of_kind(rendered("prod"), "Secret") == {}
     dev = of_kind(rendered("dev"), "Secret")
-    assert set(dev) == {f"{p.name}-secrets" for p in PROCESSES}
-    for secret in dev.values():
+    assert set(dev) == {f"{p.name}-secrets" for p in PROCESSES} | {"console-secrets"}
+    for name, secret in dev.items():
         assert "data" not in secret
         for key, value in secret["stringData"].items():
-            assert ":dev@" in value, (secret["metadata"]["name"], key)
+            assert ":dev@" in value or value.startswith("dev-"), (name, key)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
