@@ -10,7 +10,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from loyalty.gateway.v1 import admin_pb2
+from loyalty.gateway.v1 import loyalty_pb2 as pb
 from starlette.middleware.sessions import SessionMiddleware
 
 from console.gateway import AdminGateway, GatewayDown, Refused, SignedOut
@@ -109,6 +110,8 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         ("/sagas/{saga_id}", saga_page, ["GET", "POST"]),
         ("/program", program_page, ["GET", "POST"]),
         ("/reviews", reviews, ["GET", "POST"]),
+        ("/members", members, ["GET", "POST"]),
+        ("/mall", mall, ["GET"]),
         ("/lottery", lottery, ["GET", "POST"]),
     ):
         app.add_api_route(
@@ -184,33 +187,30 @@ async def logout(console: Console, request: Request) -> Response:
     return RedirectResponse("/login", status_code=303)
 
 
-def _range(request: Request) -> tuple[date, date, str]:
-    """The overview's days (from, to inclusive): the last two weeks unless asked otherwise."""
-    today = datetime.now(UTC).date()
-    default = (today - timedelta(days=13), today, "")
-    given_from, given_to = request.query_params.get("from"), request.query_params.get("to")
+def _range(request: Request) -> tuple[str, str, str]:
+    """The overview's days as asked (from, to inclusive), or ("", "") for the gateway's
+    default: the app's last seven local days by its own clock (a sandbox's moved clock too)."""
+    given_from = request.query_params.get("from") or ""
+    given_to = request.query_params.get("to") or ""
     if not given_from and not given_to:
-        return default
+        return "", "", ""
     try:
-        first, last = date.fromisoformat(given_from or ""), date.fromisoformat(given_to or "")
+        first, last = date.fromisoformat(given_from), date.fromisoformat(given_to)
     except ValueError:
-        return (*default[:2], "Dates are written 2026-12-01.")
+        return "", "", "Dates are written 2026-12-01."
     if last < first or (last - first).days > MAX_RANGE_DAYS:
-        return (
-            *default[:2],
-            f"A range runs from a day to a later one, {MAX_RANGE_DAYS} days at most.",
-        )
-    return first, last, ""
+        return "", "", f"A range runs from a day to a later one, {MAX_RANGE_DAYS} days at most."
+    return first.isoformat(), last.isoformat(), ""
 
 
 async def overview(console: Console, request: Request, operator: Operator) -> Response:
     first, last, error = _range(request)
     gateway, key = console.gateway, operator.key
     stats = await gateway.call(
-        key,
-        gateway.stub.GetStats,
-        admin_pb2.GetStatsRequest(from_date=first.isoformat(), to_date=last.isoformat()),
+        key, gateway.stub.GetStats, admin_pb2.GetStatsRequest(from_date=first, to_date=last)
     )
+    if stats.days:
+        first, last = stats.days[0].date, stats.days[-1].date
     liability = await gateway.call(key, gateway.stub.GetLiability, admin_pb2.GetLiabilityRequest())
     attention = await gateway.call(
         key,
@@ -288,6 +288,100 @@ async def saga_page(console: Console, request: Request, operator: Operator) -> R
     )
 
 
+async def members(console: Console, request: Request, operator: Operator) -> Response:
+    """``?user=``: one member's balance, held and expiring points, tier and progress, badges,
+    a page of history and of orders; posted (``delta``, ``reason``), AdjustPoints."""
+    gateway, key = console.gateway, operator.key
+    user_id = (request.query_params.get("user") or "").strip()[:128]
+    message, error = "", ""
+    if request.method == "POST":
+        form = await request.form()
+        user_id = str(form.get("user", "")).strip()[:128]
+        message, error = await _adjust(console, request, operator, form, user_id)
+    if not user_id:
+        return console.render(request, "members.html", member=None, user="", message=message)
+    try:
+        member = await gateway.call(
+            key, gateway.stub.GetMember, pb.GetMemberRequest(user_id=user_id)
+        )
+    except Refused as refused:
+        return console.render(
+            request, "members.html", member=None, user=user_id, error=refused.message
+        )
+    history = await gateway.call(
+        key,
+        gateway.stub.ListPointsHistory,
+        pb.ListPointsHistoryRequest(
+            user_id=user_id, page_size=20, page_token=request.query_params.get("history") or ""
+        ),
+    )
+    orders = await gateway.call(
+        key, gateway.stub.ListOrders, pb.ListOrdersRequest(user_id=user_id, page_size=20)
+    )
+    return console.render(
+        request,
+        "members.html",
+        member=member,
+        user=user_id,
+        history=history,
+        orders=orders.orders,
+        message=message,
+        error=error,
+        request_id=f"console-{secrets.token_hex(8)}",
+    )
+
+
+async def _adjust(
+    console: Console, request: Request, operator: Operator, form: Any, user_id: str
+) -> tuple[str, str]:
+    """AdjustPoints from the member page's form: (message, error)."""
+    if not csrf_ok(request, str(form.get("csrf", ""))):
+        return "", "The form expired; try again."
+    try:
+        delta = int(str(form.get("delta", "")).strip())
+    except ValueError:
+        return "", "Points to add or take: a whole number such as 100 or -50."
+    adjust = admin_pb2.AdjustPointsRequest(
+        request_id=str(form.get("request_id", ""))[:128],
+        user_id=user_id,
+        delta=delta,
+        reason=str(form.get("reason", "")).strip()[:1024],
+    )
+    gateway = console.gateway
+    try:
+        moved = await gateway.call(operator.key, gateway.stub.AdjustPoints, adjust)
+    except Refused as refused:
+        return "", "; ".join(refused.details) or refused.message
+    said = "already done" if moved.duplicate else f"{delta:+,} points"
+    return f"Adjusted ({said}): the balance is {moved.balance:,}.", ""
+
+
+async def mall(console: Console, request: Request, operator: Operator) -> Response:
+    """The catalog with each item's stock left and sale status, and its sales (completed
+    redemptions) over the app's last seven days."""
+    gateway, key = console.gateway, operator.key
+    catalog = await gateway.call(
+        key,
+        gateway.stub.ListCatalog,
+        pb.ListCatalogRequest(page_size=100, page_token=request.query_params.get("page") or ""),
+    )
+    # The app's last seven local days, by its own clock (the gateway's default).
+    stats = await gateway.call(key, gateway.stub.GetStats, admin_pb2.GetStatsRequest())
+    sold: dict[str, int] = {}
+    for day in stats.days:
+        for outcome, count in day.redemptions.items():
+            sku, _, state = outcome.partition("/")
+            if state == "COMPLETED":
+                sold[sku] = sold.get(sku, 0) + count
+    return console.render(
+        request,
+        "mall.html",
+        items=catalog.items,
+        sold=sold,
+        next_page=catalog.next_page_token,
+    )
+
+
 REVIEW_STATES = ("open", "approved", "rejected")
 
 
@@ -332,7 +426,8 @@ async def reviews(console: Console, request: Request, operator: Operator) -> Res
 
 
 async def lottery(console: Console, request: Request, operator: Operator) -> Response:
-    """Each pool of the program with its last two weeks, the alerts; posted, pause or resume."""
+    """Each pool of the program with its last seven days, the alerts; posted, pause or
+    resume."""
     gateway, key = console.gateway, operator.key
     message = ""
     if request.method == "POST":
@@ -350,17 +445,11 @@ async def lottery(console: Console, request: Request, operator: Operator) -> Res
             await gateway.call(key, gateway.stub.ResumePool, admin_pb2.ResumePoolRequest(pool=pool))
             message = f"Pool {pool} is running again."
     program = await gateway.call(key, gateway.stub.GetProgram, admin_pb2.GetProgramRequest())
-    today = datetime.now(UTC).date()
     pools = []
     for code, name in _pools_of(program.program_yaml):
+        # The app's last seven local days, by its own clock (the gateway's default).
         stats = await gateway.call(
-            key,
-            gateway.stub.GetPoolStats,
-            admin_pb2.GetPoolStatsRequest(
-                pool=code,
-                from_date=(today - timedelta(days=13)).isoformat(),
-                to_date=today.isoformat(),
-            ),
+            key, gateway.stub.GetPoolStats, admin_pb2.GetPoolStatsRequest(pool=code)
         )
         pools.append({"code": code, "name": name, "days": list(stats.days)})
     alerts = await gateway.call(key, gateway.stub.ListAlerts, admin_pb2.ListAlertsRequest())

@@ -14,7 +14,7 @@ from uuid import uuid4
 
 from google.protobuf.json_format import MessageToDict
 from loyalty.common.v1 import common_pb2
-from loyalty.gateway.v1 import admin_pb2, admin_pb2_grpc
+from loyalty.gateway.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2
 from loyalty.levels.v1 import levels_pb2
 from loyalty.lottery.v1 import lottery_pb2
 from loyalty.mall.v1 import mall_pb2
@@ -27,6 +27,7 @@ from gateway.context import Gateway, gateway_of
 from gateway.domain.checkout import parse_checkout
 from gateway.domain.program import load_program, money_rate, service_sections
 from gateway.domain.sagas import ENDED, UNFINISHED, SagaState
+from gateway.member_reads import MemberReads
 from gateway.participants import ask
 from gateway.store.events import daily_counts
 from gateway.store.sagas import SagaRecord
@@ -142,6 +143,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, resources: Resources) -> None:
         self.gw: Gateway = gateway_of(resources)
         self.timeout = self.gw.settings.call_timeout_seconds
+        self.reads = MemberReads(self.gw)
 
     # --- the program ----------------------------------------------------------------------
 
@@ -462,6 +464,32 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.GetCallerResponse(
             app=caller.app, key_id=caller.key_id, scope=caller.scope, sandbox=caller.sandbox
         )
+
+    # --- members and the catalog, as the member API shows them (gateway/member_reads.py) ----
+
+    @audited
+    async def GetMember(
+        self, request: loyalty_pb2.GetMemberRequest, context: Any, caller: Caller
+    ) -> loyalty_pb2.GetMemberResponse:
+        return await self.reads.member(caller.app, request)
+
+    @audited
+    async def ListPointsHistory(
+        self, request: loyalty_pb2.ListPointsHistoryRequest, context: Any, caller: Caller
+    ) -> loyalty_pb2.ListPointsHistoryResponse:
+        return await self.reads.points_history(caller.app, request)
+
+    @audited
+    async def ListOrders(
+        self, request: loyalty_pb2.ListOrdersRequest, context: Any, caller: Caller
+    ) -> loyalty_pb2.ListOrdersResponse:
+        return await self.reads.orders(caller.app, request)
+
+    @audited
+    async def ListCatalog(
+        self, request: loyalty_pb2.ListCatalogRequest, context: Any, caller: Caller
+    ) -> loyalty_pb2.ListCatalogResponse:
+        return await self.reads.catalog(caller.app, request.user_id, request, member_required=False)
 
     # --- lottery ----------------------------------------------------------------------------
 

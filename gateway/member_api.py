@@ -17,7 +17,6 @@ from uuid import NAMESPACE_URL, uuid5
 import grpc
 from loyalty.gateway.v1 import loyalty_pb2, loyalty_pb2_grpc
 from loyalty.levels.v1 import levels_pb2
-from loyalty.mall.v1 import mall_pb2
 from loyalty.points.v1 import points_pb2
 from loyalty.risk.v1 import risk_pb2
 from opentelemetry import trace
@@ -32,6 +31,7 @@ from gateway.events import (
     record_each,
     record_events,
 )
+from gateway.member_reads import MemberReads
 from gateway.participants import ask
 from gateway.risk_gate import risk_refusal
 from gateway.saga.engine import count_outcome, discard
@@ -49,7 +49,7 @@ from plumbing.validation import (
     require_id,
     require_positive,
 )
-from plumbing.wire import page_size, to_timestamp
+from plumbing.wire import to_timestamp
 
 MAX_REDEEM_QUANTITY = 100
 
@@ -118,6 +118,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         self.gw: Gateway = gateway_of(resources)
         self.timeout = self.gw.settings.call_timeout_seconds
         self.checkout = Checkout(self.gw)
+        self.reads = MemberReads(self.gw)
         # Concurrent single events of one app travel to the participants as one batch.
         self.single_events: NaturalBatcher[
             str, tuple[EventIn, trace.Span], loyalty_pb2.RecordEventResponse
@@ -129,15 +130,6 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
 
     async def _app(self, context: Any) -> str:
         return (await self.gw.auth.caller(context, "member")).app
-
-    async def _level(self, app: str, user_id: str) -> levels_pb2.Level:
-        level: levels_pb2.Level = await ask(
-            "levels",
-            self.gw.participants.levels.GetLevel,
-            levels_pb2.GetLevelRequest(app=app, user_id=user_id),
-            deadline=self.timeout,
-        )
-        return level
 
     # --- events ---------------------------------------------------------------------------
 
@@ -188,141 +180,28 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
             points_reversed=points.points_reversed, growth_reversed=growth.growth_reversed
         )
 
-    # --- reads ----------------------------------------------------------------------------
+    # --- reads (gateway/member_reads.py; the admin API shows the same) -----------------------
 
     async def GetMember(
         self, request: loyalty_pb2.GetMemberRequest, context: Any
     ) -> loyalty_pb2.GetMemberResponse:
-        app = await self._app(context)
-        user_id = require_id("user_id", request.user_id)
-        await self.gw.members(app, {user_id: None})
-        p = self.gw.participants
-        balance, level = await asyncio.gather(
-            ask(
-                "points",
-                p.points.GetBalance,
-                points_pb2.GetBalanceRequest(app=app, user_id=user_id),
-                deadline=self.timeout,
-            ),
-            self._level(app, user_id),
-        )
-        return loyalty_pb2.GetMemberResponse(
-            user_id=user_id,
-            points_available=balance.available,
-            points_held=balance.held,
-            points_expiring=list(balance.expiring),
-            growth=level.lifetime_growth,
-            tier=level.tier,
-            tier_name=level.tier_name,
-            next_tier=level.next_tier,
-            growth_to_next_tier=level.growth_to_next_tier,
-            perks=dict(level.perks),
-            badges=[
-                loyalty_pb2.BadgeAward(code=b.code, name=b.name, reward_points=b.reward_points)
-                for b in level.badges
-            ],
-        )
+        return await self.reads.member(await self._app(context), request)
 
     async def ListPointsHistory(
         self, request: loyalty_pb2.ListPointsHistoryRequest, context: Any
     ) -> loyalty_pb2.ListPointsHistoryResponse:
-        app = await self._app(context)
-        user_id = require_id("user_id", request.user_id)
-        page = await ask(
-            "points",
-            self.gw.participants.points.ListHistory,
-            points_pb2.ListHistoryRequest(
-                app=app,
-                user_id=user_id,
-                page_size=page_size(request.page_size),
-                page_token=request.page_token,
-            ),
-            deadline=self.timeout,
-        )
-        return loyalty_pb2.ListPointsHistoryResponse(
-            entries=[
-                loyalty_pb2.PointsEntry(
-                    amount=e.amount,
-                    kind=e.kind,
-                    reason=e.reason,
-                    ref=e.ref,
-                    created_at=e.created_at if e.HasField("created_at") else None,
-                    expires_at=e.expires_at if e.HasField("expires_at") else None,
-                )
-                for e in page.entries
-            ],
-            next_page_token=page.next_page_token,
-        )
+        return await self.reads.points_history(await self._app(context), request)
 
     async def ListCatalog(
         self, request: loyalty_pb2.ListCatalogRequest, context: Any
     ) -> loyalty_pb2.ListCatalogResponse:
         app = await self._app(context)
-        user_id = require_id("user_id", request.user_id)
-        p = self.gw.participants
-        level = await self._level(app, user_id)
-        page = await ask(
-            "mall",
-            p.mall.ListItems,
-            mall_pb2.ListItemsRequest(
-                app=app,
-                user_id=user_id,
-                tier=level.tier,
-                page_size=page_size(request.page_size),
-                page_token=request.page_token,
-            ),
-            deadline=self.timeout,
-        )
-        return loyalty_pb2.ListCatalogResponse(
-            items=[
-                loyalty_pb2.CatalogItem(
-                    sku=item.sku,
-                    name=item.name,
-                    kind=mall_pb2.ItemKind.Name(item.kind).lower(),
-                    price_points=item.price_points,
-                    available=item.available,
-                    sale_status=mall_pb2.SaleStatus.Name(item.sale_status).lower(),
-                    eligible=item.eligible,
-                    ineligible_reason=item.ineligible_reason,
-                )
-                for item in page.items
-            ],
-            next_page_token=page.next_page_token,
-        )
+        return await self.reads.catalog(app, request.user_id, request, member_required=True)
 
     async def ListOrders(
         self, request: loyalty_pb2.ListOrdersRequest, context: Any
     ) -> loyalty_pb2.ListOrdersResponse:
-        app = await self._app(context)
-        user_id = require_id("user_id", request.user_id)
-        page = await ask(
-            "mall",
-            self.gw.participants.mall.ListOrders,
-            mall_pb2.ListOrdersRequest(
-                app=app,
-                user_id=user_id,
-                page_size=page_size(request.page_size),
-                page_token=request.page_token,
-            ),
-            deadline=self.timeout,
-        )
-        return loyalty_pb2.ListOrdersResponse(
-            orders=[
-                loyalty_pb2.MemberOrder(
-                    order_id=o.order_id,
-                    sku=o.sku,
-                    quantity=o.quantity,
-                    points_spent=o.price_points,
-                    status=mall_pb2.OrderStatus.Name(o.status).lower(),
-                    coupon_code=o.coupon_code,
-                    carrier=o.carrier,
-                    tracking_number=o.tracking_number,
-                    created_at=o.created_at if o.HasField("created_at") else None,
-                )
-                for o in page.orders
-            ],
-            next_page_token=page.next_page_token,
-        )
+        return await self.reads.orders(await self._app(context), request)
 
     # --- the redemption saga ----------------------------------------------------------------
 

@@ -113,6 +113,24 @@ async def test_sign_in_read_the_overview_and_sign_out(
     assert watched.errors == []
 
 
+async def test_after_a_sandbox_clock_moves_the_overview_reads_the_apps_own_days(
+    suite: Suite, stubs: Stubs, console: str, browser: Browser
+) -> None:
+    """A journey: the integrator moves the sandbox clock ten days on, then a member earns; the
+    overview's days are the app's (by its moved clock), so the points are on its last day."""
+    app = await new_app(suite, stubs.admin)
+    await stubs.admin.AdvanceClock(
+        admin_pb2.AdvanceClockRequest(seconds=10 * 86400), metadata=app.admin, timeout=60
+    )
+    await earn_points(stubs, app, f"u-{uuid.uuid4().hex[:8]}", 120_000)
+    watched = await signed_in(browser, console, app)
+    page = watched.page
+    issued = await page.evaluate("window.consoleCharts[0].data.datasets[0].data")
+    assert issued[-1] == 1200
+    assert sum(issued) == 1200
+    assert watched.errors == []
+
+
 async def test_a_wrong_key_or_a_form_without_its_token_is_refused(
     console: str, browser: Browser
 ) -> None:
@@ -270,6 +288,68 @@ async def test_pause_and_resume_a_pool(
     await page.goto(f"{console}/lottery")
     assert "1" in await page.locator("[data-testid=pool-lucky-wheel] tbody").inner_text()
     await shot(page, "lottery")
+    assert watched.errors == []
+
+
+async def test_look_up_a_member_and_adjust_their_points(
+    suite: Suite, stubs: Stubs, console: str, browser: Browser
+) -> None:
+    app = await new_app(suite, stubs.admin)
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    await earn_points(stubs, app, user, 150_000)
+    redeemed = await stubs.loyalty.Redeem(
+        pb.RedeemRequest(request_id=f"r-{uuid.uuid4().hex}", user_id=user, sku="mobile-data-1g"),
+        metadata=app.member,
+        timeout=20,
+    )
+    assert redeemed.status == pb.Redemption.COMPLETED
+    watched = await signed_in(browser, console, app)
+    page = watched.page
+    await page.click("text=Members")
+    await page.fill("input[name=user]", user)
+    await page.click("text=Look up")
+    assert await page.locator("[data-testid=available]").inner_text() == "500"
+    assert await page.locator("[data-testid=tier]").inner_text() != "—"
+    history = await page.locator("[data-testid=history] tbody").inner_text()
+    assert "+1,500" in history
+    assert "-1,000" in history
+    assert "mobile-data-1g" in await page.locator("[data-testid=orders]").inner_text()
+    await shot(page, "member")
+    # An adjustment needs a whole number and a reason; a bad one changes nothing.
+    await page.fill("input[name=delta]", "lots")
+    await page.fill("input[name=reason]", "goodwill")
+    await page.click("[data-testid=adjust]")
+    assert "whole number" in await page.locator("[data-testid=error]").inner_text()
+    assert await page.locator("[data-testid=available]").inner_text() == "500"
+    await page.fill("input[name=delta]", "200")
+    await page.fill("input[name=reason]", "goodwill for a late delivery")
+    await page.click("[data-testid=adjust]")
+    assert "the balance is 700" in await page.locator("[data-testid=message]").inner_text()
+    assert await page.locator("[data-testid=available]").inner_text() == "700"
+    assert watched.errors == []
+
+
+async def test_the_mall_page_shows_stock_left_and_sales(
+    suite: Suite, stubs: Stubs, console: str, browser: Browser
+) -> None:
+    app = await new_app(suite, stubs.admin)
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    await earn_points(stubs, app, user, 150_000)
+    await stubs.loyalty.Redeem(
+        pb.RedeemRequest(request_id=f"r-{uuid.uuid4().hex}", user_id=user, sku="mobile-data-1g"),
+        metadata=app.member,
+        timeout=20,
+    )
+    watched = await signed_in(browser, console, app)
+    page = watched.page
+    await page.click("text=Mall")
+    row = page.locator("[data-testid=items] tr[data-sku=mobile-data-1g] td")
+    cells = await row.all_inner_texts()
+    assert cells[4] == "4,999"
+    assert cells[6] == "1"
+    assert "unlimited" in await page.locator("tr[data-sku=vip-1-month]").inner_text()
+    assert "next session" in await page.locator("tr[data-sku=wednesday-flash]").inner_text()
+    await shot(page, "mall")
     assert watched.errors == []
 
 
