@@ -9,6 +9,8 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from sqlalchemy import text
 
 from devtools.bootstrap import AppKeys
+from devtools.embedded import free_port
 from devtools.suite import Suite
 from tests.integration.conftest import Stubs
 from tests.integration.console_browser import (
@@ -351,6 +354,55 @@ async def test_the_mall_page_shows_stock_left_and_sales(
     assert "next session" in await page.locator("tr[data-sku=wednesday-flash]").inner_text()
     await shot(page, "mall")
     assert watched.errors == []
+
+
+async def test_a_gateway_that_does_not_answer_is_a_page_that_recovers_by_itself(
+    suite: Suite, stubs: Stubs, browser: Browser, tmp_path: Path
+) -> None:
+    """The console's gateway address answers nothing at first: the page says so (no stack
+    trace) and reloads itself; once a proxy to the gateway listens there, it signs in."""
+    app = await new_app(suite, stubs.admin)
+    port = free_port()
+    with console_process(f"127.0.0.1:{port}", tmp_path) as url:
+        page = await (await browser.new_context()).new_page()
+        await page.goto(f"{url}/login")
+        await page.fill("input[name=api_key]", app.admin_key)
+        await page.click("button[type=submit]")
+        await page.wait_for_selector("text=The gateway does not answer")
+        assert "Traceback" not in await page.content()
+        host, gateway_port = suite.address("gateway").rsplit(":", 1)
+        async with tcp_proxy(port, host, int(gateway_port)):
+            # The down page reloads itself every five seconds; the login page is back.
+            await page.wait_for_selector("input[name=api_key]", timeout=20_000)
+            await page.fill("input[name=api_key]", app.admin_key)
+            await page.click("button[type=submit]")
+            await page.wait_for_url(f"{url}/")
+            assert app.app in await page.locator("[data-testid=app]").inner_text()
+
+
+@asynccontextmanager
+async def tcp_proxy(port: int, host: str, target: int) -> AsyncIterator[None]:
+    """Bytes both ways between 127.0.0.1:``port`` and ``host``:``target``."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, target)
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    server = await asyncio.start_server(serve, "127.0.0.1", port)
+    try:
+        yield
+    finally:
+        server.close()
 
 
 async def _stuck_saga(suite: Suite, app: AppKeys, user: str) -> str:
