@@ -75,9 +75,13 @@ async def test_driver_statements_of_hot_paths_are_traced_when_asked(
             pb.CheckTierBatchRequest(requests=[pb.CheckTierRequest(app=app, user_id="u1")]),
             metadata=(("traceparent", f"00-{trace_id}-{parent}-01"),),
         )
+        # Wait for the members read itself: spans are exported in batches, and the program's
+        # read may arrive first, alone.
         spans = await wait_for(
             lambda: receiver.in_trace(trace_id),
-            lambda found: any(s.attributes.get("db.system") == "postgresql" for s in found),
+            lambda found: any(
+                "FROM members" in str(s.attributes.get("db.statement")) for s in found
+            ),
         )
     statements = [s for s in spans if s.attributes.get("db.system") == "postgresql"]
     assert any("FROM members" in str(s.attributes.get("db.statement")) for s in statements)
