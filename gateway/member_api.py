@@ -24,6 +24,7 @@ from opentelemetry import trace
 from gateway.checkout import Checkout
 from gateway.context import Gateway, gateway_of, trace_ids
 from gateway.domain.sagas import SagaState
+from gateway.domain.tags import checked_tags
 from gateway.events import (
     EventIn,
     parse_batch,
@@ -37,6 +38,7 @@ from gateway.risk_gate import risk_refusal
 from gateway.saga.engine import count_outcome, discard
 from gateway.store.events import find_logged
 from gateway.store.sagas import SagaRecord
+from gateway.tags import set_member_tags
 from plumbing.batching import NaturalBatcher
 from plumbing.errors import InvalidArgument, NotFound
 from plumbing.idempotency import payload_hash
@@ -186,6 +188,18 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         self, request: loyalty_pb2.GetMemberRequest, context: Any
     ) -> loyalty_pb2.GetMemberResponse:
         return await self.reads.member(await self._app(context), request)
+
+    async def SetMemberTags(
+        self, request: loyalty_pb2.SetMemberTagsRequest, context: Any
+    ) -> loyalty_pb2.SetMemberTagsResponse:
+        app = await self._app(context)
+        user_id = require_id("user_id", request.user_id)
+        add = checked_tags("add", request.add)
+        remove = checked_tags("remove", request.remove)
+        tags = await set_member_tags(
+            self.gw.resources.engine, app, user_id, add, remove, await self.gw.app_now(app)
+        )
+        return loyalty_pb2.SetMemberTagsResponse(user_id=user_id, tags=tags)
 
     async def ListPointsHistory(
         self, request: loyalty_pb2.ListPointsHistoryRequest, context: Any

@@ -13,6 +13,7 @@ from loyalty.points.v1 import points_pb2
 
 from gateway.context import Gateway
 from gateway.participants import ask
+from gateway.store.member_tags import read_tags
 from plumbing.validation import optional_id, require_id
 from plumbing.wire import page_size
 
@@ -36,7 +37,7 @@ class MemberReads:
     ) -> loyalty_pb2.GetMemberResponse:
         user_id = require_id("user_id", request.user_id)
         await self.gw.members(app, {user_id: None})
-        balance, level = await asyncio.gather(
+        balance, level, tags = await asyncio.gather(
             ask(
                 "points",
                 self.gw.participants.points.GetBalance,
@@ -44,6 +45,7 @@ class MemberReads:
                 deadline=self.timeout,
             ),
             self.level(app, user_id),
+            self._tags(app, user_id),
         )
         return loyalty_pb2.GetMemberResponse(
             user_id=user_id,
@@ -60,7 +62,12 @@ class MemberReads:
                 loyalty_pb2.BadgeAward(code=b.code, name=b.name, reward_points=b.reward_points)
                 for b in level.badges
             ],
+            tags=tags,
         )
+
+    async def _tags(self, app: str, user_id: str) -> list[str]:
+        async with self.gw.resources.engine.connect() as conn:
+            return await read_tags(conn, app, user_id)
 
     async def points_history(
         self, app: str, request: loyalty_pb2.ListPointsHistoryRequest

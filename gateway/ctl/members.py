@@ -30,6 +30,27 @@ def member_get(user_id: str, as_json: JsonFlag = False) -> None:
     show_message(answer, as_json)
 
 
+@member_app.command("tags")
+def member_tags(
+    user_id: str,
+    add: Annotated[
+        list[str] | None, typer.Option("--add", help="A tag to add (repeatable).")
+    ] = None,
+    remove: Annotated[
+        list[str] | None, typer.Option("--remove", help="A tag to remove (repeatable).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """A member's tags (the product backend's labels that campaigns' audiences name): with no
+    --add or --remove, shows them."""
+    with admin() as (_, loyalty):
+        answer = call(
+            loyalty.SetMemberTags,
+            loyalty_pb2.SetMemberTagsRequest(user_id=user_id, add=add or [], remove=remove or []),
+        )
+    show_message(answer, as_json)
+
+
 @event_app.command("record")
 def event_record(
     user_id: str,

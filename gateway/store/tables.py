@@ -71,6 +71,17 @@ members = Table(
     PrimaryKeyConstraint("app", "user_id"),
 )
 
+# The product backend's tags of each member (SetMemberTags); campaigns' audiences name them.
+member_tags = Table(
+    "member_tags",
+    metadata,
+    Column("app", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("tag", Text, nullable=False),
+    Column("tagged_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("app", "user_id", "tag"),
+)
+
 # The saga log: one row per saga, written before each step. `steps` is the ordered list of
 # {name, state, attempts, started_at, finished_at, error}; `result` what the caller is told.
 sagas = Table(

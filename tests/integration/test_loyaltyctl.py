@@ -66,6 +66,9 @@ def test_every_command(suite: Suite) -> None:
     assert adjusted["balance"] == "700"
     assert as_json(env, "member", "get", "alice")["points_available"] == "700"
     assert "700" in ctl(env, "member", "get", "alice").stdout
+    tagged = as_json(env, "member", "tags", "alice", "--add", "vip", "--add", "beta")
+    assert tagged["tags"] == ["beta", "vip"]
+    assert as_json(env, "member", "tags", "alice", "--remove", "beta")["tags"] == ["vip"]
     assert len(as_json(env, "liability")) == 7
     assert len(as_json(env, "stats", "--from-date", "2026-01-01", "--to-date", "2026-01-03")) == 3
     assert as_json(env, "saga", "list", "--state", "COMPLETED") == []
