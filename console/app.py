@@ -80,6 +80,23 @@ def csrf_ok(request: Request, given: str) -> bool:
     return bool(given) and secrets.compare_digest(given, str(request.session.get("csrf", "")))
 
 
+FORM_EXPIRED = "The form expired; try again."
+
+
+async def posted(request: Request, act: Callable[[Any], Awaitable[str]]) -> str:
+    """A page's POST: ``act(form)``'s message when the form carries the session's CSRF token
+    (a refusal's words when the gateway refuses); "" for a GET."""
+    if request.method != "POST":
+        return ""
+    form = await request.form()
+    if not csrf_ok(request, str(form.get("csrf", ""))):
+        return FORM_EXPIRED
+    try:
+        return await act(form)
+    except Refused as refused:
+        return "; ".join(refused.details) or refused.message
+
+
 def create_app(settings: ConsoleSettings) -> FastAPI:
     console = Console(settings, AdminGateway(settings.gateway, settings.call_timeout))
 
@@ -160,7 +177,7 @@ async def login_page(console: Console, request: Request) -> Response:
         return console.render(request, "login.html", error="")
     form = await request.form()
     if not csrf_ok(request, str(form.get("csrf", ""))):
-        return console.render(request, "login.html", 400, error="The form expired; try again.")
+        return console.render(request, "login.html", 400, error=FORM_EXPIRED)
     key = str(form.get("api_key", "")).strip()
     if not key:
         return console.render(request, "login.html", error="Enter an admin key.")
@@ -256,21 +273,13 @@ async def saga_page(console: Console, request: Request, operator: Operator) -> R
     """A saga's timeline and trace link; posted (with the CSRF token), RetrySaga."""
     saga_id = request.path_params["saga_id"]
     gateway = console.gateway
-    message = ""
-    if request.method == "POST":
-        form = await request.form()
-        if not csrf_ok(request, str(form.get("csrf", ""))):
-            message = "The form expired; try again."
-        else:
-            try:
-                await gateway.call(
-                    operator.key,
-                    gateway.stub.RetrySaga,
-                    admin_pb2.RetrySagaRequest(saga_id=saga_id),
-                )
-                message = "Retried: the saga was driven again."
-            except Refused as refused:
-                message = refused.message
+
+    async def retry(_: Any) -> str:
+        retried = admin_pb2.RetrySagaRequest(saga_id=saga_id)
+        await gateway.call(operator.key, gateway.stub.RetrySaga, retried)
+        return "Retried: the saga was driven again."
+
+    message = await posted(request, retry)
     try:
         saga = await gateway.call(
             operator.key, gateway.stub.GetSaga, admin_pb2.GetSagaRequest(saga_id=saga_id)
@@ -336,7 +345,7 @@ async def _adjust(
 ) -> tuple[str, str]:
     """AdjustPoints from the member page's form: (message, error)."""
     if not csrf_ok(request, str(form.get("csrf", ""))):
-        return "", "The form expired; try again."
+        return "", FORM_EXPIRED
     try:
         delta = int(str(form.get("delta", "")).strip())
     except ValueError:
@@ -388,22 +397,17 @@ REVIEW_STATES = ("open", "approved", "rejected")
 async def reviews(console: Console, request: Request, operator: Operator) -> Response:
     """Risk's review queue; posted (``review_id``, ``decision``, ``note``), DecideReview."""
     gateway = console.gateway
-    message = ""
-    if request.method == "POST":
-        form = await request.form()
-        if not csrf_ok(request, str(form.get("csrf", ""))):
-            message = "The form expired; try again."
-        else:
-            decide = admin_pb2.DecideReviewRequest(
-                review_id=str(form.get("review_id", "")),
-                approve=form.get("decision") == "approve",
-                note=str(form.get("note", ""))[:500],
-            )
-            try:
-                decided = await gateway.call(operator.key, gateway.stub.DecideReview, decide)
-                message = f"Review {decided.review_id} {decided.state}."
-            except Refused as refused:
-                message = refused.message
+
+    async def decide(form: Any) -> str:
+        decision = admin_pb2.DecideReviewRequest(
+            review_id=str(form.get("review_id", "")),
+            approve=form.get("decision") == "approve",
+            note=str(form.get("note", ""))[:500],
+        )
+        decided = await gateway.call(operator.key, gateway.stub.DecideReview, decision)
+        return f"Review {decided.review_id} {decided.state}."
+
+    message = await posted(request, decide)
     state = request.query_params.get("state") or "open"
     listed = await gateway.call(
         operator.key,
@@ -429,21 +433,18 @@ async def lottery(console: Console, request: Request, operator: Operator) -> Res
     """Each pool of the program with its last seven days, the alerts; posted, pause or
     resume."""
     gateway, key = console.gateway, operator.key
-    message = ""
-    if request.method == "POST":
-        form = await request.form()
+
+    async def pause_or_resume(form: Any) -> str:
         pool = str(form.get("pool", ""))
-        if not csrf_ok(request, str(form.get("csrf", ""))):
-            message = "The form expired; try again."
-        elif form.get("action") == "pause":
+        if form.get("action") == "pause":
             reason = str(form.get("reason", "") or "paused from the console")[:200]
-            await gateway.call(
-                key, gateway.stub.PausePool, admin_pb2.PausePoolRequest(pool=pool, reason=reason)
-            )
-            message = f"Pool {pool} is paused: draws are refused until it is resumed."
-        else:
-            await gateway.call(key, gateway.stub.ResumePool, admin_pb2.ResumePoolRequest(pool=pool))
-            message = f"Pool {pool} is running again."
+            paused = admin_pb2.PausePoolRequest(pool=pool, reason=reason)
+            await gateway.call(key, gateway.stub.PausePool, paused)
+            return f"Pool {pool} is paused: draws are refused until it is resumed."
+        await gateway.call(key, gateway.stub.ResumePool, admin_pb2.ResumePoolRequest(pool=pool))
+        return f"Pool {pool} is running again."
+
+    message = await posted(request, pause_or_resume)
     program = await gateway.call(key, gateway.stub.GetProgram, admin_pb2.GetProgramRequest())
     pools = []
     for code, name in _pools_of(program.program_yaml):
@@ -491,7 +492,7 @@ async def program_page(console: Console, request: Request, operator: Operator) -
     text = str(form.get("program_yaml", "")).replace("\r\n", "\n")
     values: dict[str, Any] = {"program": current, "text": text, "lines": [], "message": ""}
     if not csrf_ok(request, str(form.get("csrf", ""))):
-        values["message"] = "The form expired; try again."
+        values["message"] = FORM_EXPIRED
         return console.render(request, "program.html", 400, **values)
     if len(text) > MAX_PROGRAM_CHARS:
         values["message"] = "A program is at most 1 MiB."

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from loyalty.gateway.v1 import admin_pb2
+from sqlalchemy import text
 
 from devtools.bootstrap import AppKeys, create_app_keys
 from devtools.suite import Suite
@@ -61,3 +63,27 @@ async def new_app(
     if sandbox and park:
         await park_app(admin_stub, made.admin)
     return made
+
+
+async def stuck_saga(suite: Suite, app: AppKeys, user: str, saga_id: str, trace_id: str) -> None:
+    """A redemption that stopped for an operator before its commit point (NEEDS_ATTENTION,
+    RETRIES_EXHAUSTED, as one whose drives ran out does): RetrySaga compensates it. No
+    recovery loop takes it first."""
+    async with gateway_engine(suite) as engine, engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO sagas (saga_id, app, kind, request_id, user_id, payload,"
+                " payload_hash, state, reason, trace_id, span_id, result, drives, lease_until,"
+                " created_at, updated_at, app_day) VALUES (:id, :app, 'redeem', :id, :user,"
+                " '{}', 'h', 'NEEDS_ATTENTION', 'RETRIES_EXHAUSTED', :trace, :span,"
+                " CAST(:result AS jsonb), 1, now(), now(), now(), current_date)"
+            ),
+            {
+                "id": saga_id,
+                "app": app.app,
+                "user": user,
+                "trace": trace_id,
+                "span": "cd" * 8,
+                "result": json.dumps({"stuck_state": "COMPENSATING"}),
+            },
+        )

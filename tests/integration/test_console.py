@@ -6,7 +6,6 @@ reaches the page or a URL, forms need the session's CSRF token, and the browser 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -17,7 +16,6 @@ import pytest
 from loyalty.gateway.v1 import admin_pb2
 from loyalty.gateway.v1 import loyalty_pb2 as pb
 from playwright.async_api import Browser, Page, async_playwright
-from sqlalchemy import text
 
 from devtools.bootstrap import AppKeys
 from devtools.embedded import free_port
@@ -28,7 +26,7 @@ from tests.integration.console_browser import (
     console_process,
     ensure_chromium,
 )
-from tests.integration.gateway_apps import gateway_engine, new_app
+from tests.integration.gateway_apps import new_app, stuck_saga
 from tests.integration.test_gateway import earn_points
 
 pytestmark = pytest.mark.integration
@@ -59,6 +57,18 @@ class Watched:
         self.errors: list[str] = []
         page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+
+async def redeemed(stubs: Stubs, app: AppKeys, user: str, fen: int) -> pb.Redemption:
+    """A member who bought for ``fen`` and redeemed the 1G data pack (1,000 points)."""
+    await earn_points(stubs, app, user, fen)
+    done: pb.Redemption = await stubs.loyalty.Redeem(
+        pb.RedeemRequest(request_id=f"r-{uuid.uuid4().hex}", user_id=user, sku="mobile-data-1g"),
+        metadata=app.member,
+        timeout=20,
+    )
+    assert done.status == pb.Redemption.COMPLETED
+    return done
 
 
 async def signed_in(browser: Browser, console: str, app: AppKeys) -> Watched:
@@ -151,13 +161,7 @@ async def test_find_the_saga_of_a_redemption_and_retry_one_waiting_for_an_operat
 ) -> None:
     app = await new_app(suite, stubs.admin)
     user = f"u-{uuid.uuid4().hex[:8]}"
-    await earn_points(stubs, app, user, 100_000)
-    done = await stubs.loyalty.Redeem(
-        pb.RedeemRequest(request_id=f"r-{uuid.uuid4().hex}", user_id=user, sku="mobile-data-1g"),
-        metadata=app.member,
-        timeout=20,
-    )
-    assert done.status == pb.Redemption.COMPLETED
+    done = await redeemed(stubs, app, user, 100_000)
     watched = await signed_in(browser, console, app)
     page = watched.page
     for query in (done.redemption_id, user):
@@ -171,7 +175,8 @@ async def test_find_the_saga_of_a_redemption_and_retry_one_waiting_for_an_operat
     assert trace == f"http://jaeger.example/trace/{done.trace_id}"
     await shot(page, "saga")
 
-    stuck = await _stuck_saga(suite, app, user)
+    stuck = f"stuck-{uuid.uuid4().hex}"
+    await stuck_saga(suite, app, user, stuck, "ab" * 16)
     await page.goto(f"{console}/")
     assert int(await page.locator("[data-testid=attention]").inner_text()) == 1
     await page.click("[data-testid=attention]")
@@ -299,13 +304,7 @@ async def test_look_up_a_member_and_adjust_their_points(
 ) -> None:
     app = await new_app(suite, stubs.admin)
     user = f"u-{uuid.uuid4().hex[:8]}"
-    await earn_points(stubs, app, user, 150_000)
-    redeemed = await stubs.loyalty.Redeem(
-        pb.RedeemRequest(request_id=f"r-{uuid.uuid4().hex}", user_id=user, sku="mobile-data-1g"),
-        metadata=app.member,
-        timeout=20,
-    )
-    assert redeemed.status == pb.Redemption.COMPLETED
+    await redeemed(stubs, app, user, 150_000)
     watched = await signed_in(browser, console, app)
     page = watched.page
     await page.click("text=Members")
@@ -337,12 +336,7 @@ async def test_the_mall_page_shows_stock_left_and_sales(
 ) -> None:
     app = await new_app(suite, stubs.admin)
     user = f"u-{uuid.uuid4().hex[:8]}"
-    await earn_points(stubs, app, user, 150_000)
-    await stubs.loyalty.Redeem(
-        pb.RedeemRequest(request_id=f"r-{uuid.uuid4().hex}", user_id=user, sku="mobile-data-1g"),
-        metadata=app.member,
-        timeout=20,
-    )
+    await redeemed(stubs, app, user, 150_000)
     watched = await signed_in(browser, console, app)
     page = watched.page
     await page.click("text=Mall")
@@ -403,28 +397,3 @@ async def tcp_proxy(port: int, host: str, target: int) -> AsyncIterator[None]:
         yield
     finally:
         server.close()
-
-
-async def _stuck_saga(suite: Suite, app: AppKeys, user: str) -> str:
-    """A redemption that stopped for an operator before its commit point (as one whose drives
-    ran out does): a retry compensates it."""
-    saga_id = f"stuck-{uuid.uuid4().hex}"
-    async with gateway_engine(suite) as engine, engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO sagas (saga_id, app, kind, request_id, user_id, payload,"
-                " payload_hash, state, reason, trace_id, span_id, result, drives, lease_until,"
-                " created_at, updated_at, app_day) VALUES (:id, :app, 'redeem', :id, :user,"
-                " '{}', 'h', 'NEEDS_ATTENTION', 'RETRIES_EXHAUSTED', :trace, :span,"
-                " CAST(:result AS jsonb), 1, now(), now(), now(), current_date)"
-            ),
-            {
-                "id": saga_id,
-                "app": app.app,
-                "user": user,
-                "trace": "ab" * 16,
-                "span": "cd" * 8,
-                "result": json.dumps({"stuck_state": "COMPENSATING"}),
-            },
-        )
-    return saga_id

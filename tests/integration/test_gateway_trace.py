@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -17,11 +16,10 @@ import grpc
 import pytest
 from loyalty.gateway.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2_grpc
 from loyalty.gateway.v1 import loyalty_pb2 as pb
-from sqlalchemy import text
 
 from devtools.suite import Suite
 from tests.integration.conftest import Stubs, serve_alone
-from tests.integration.gateway_apps import gateway_engine, new_app
+from tests.integration.gateway_apps import new_app, stuck_saga
 from tests.integration.otlp import Receiver, Span, otlp_receiver
 from tests.integration.test_gateway import earn_points
 from tests.integration.waiting import wait_for
@@ -97,24 +95,7 @@ async def test_every_step_in_one_trace(
     # for an operator, so no recovery loop of the suite takes it first.
     saga_id = "resumed-" + uuid.uuid4().hex
     began_in = "ab" * 16
-    async with gateway_engine(suite) as engine, engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO sagas (saga_id, app, kind, request_id, user_id, payload,"
-                " payload_hash, state, reason, trace_id, span_id, result, drives, lease_until,"
-                " created_at, updated_at, app_day) VALUES (:id, :app, 'redeem', :id, :user,"
-                " '{}', 'h', 'NEEDS_ATTENTION', 'RETRIES_EXHAUSTED', :trace, :span,"
-                " CAST(:result AS jsonb), 1, now(), now(), now(), current_date)"
-            ),
-            {
-                "id": saga_id,
-                "app": app.app,
-                "user": user,
-                "trace": began_in,
-                "span": "cd" * 8,
-                "result": json.dumps({"stuck_state": "COMPENSATING"}),
-            },
-        )
+    await stuck_saga(suite, app, user, saga_id, began_in)
     retried = await admin.RetrySaga(
         admin_pb2.RetrySagaRequest(saga_id=saga_id), metadata=app.admin, timeout=30
     )
