@@ -162,6 +162,10 @@ def _signed_in(console: Console, page: Page) -> Callable[[Request], Awaitable[Re
             return RedirectResponse("/login", status_code=303)
         except GatewayDown as down:
             return console.render(request, "down.html", status=503, reason=str(down))
+        except Refused as refused:
+            # A refusal no page expected (a user id the gateway finds malformed, ...): its
+            # words on a page of their own, never a stack trace.
+            return console.render(request, "refused.html", message=refused.message)
 
     return run
 

@@ -471,7 +471,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def GetMember(
         self, request: loyalty_pb2.GetMemberRequest, context: Any, caller: Caller
     ) -> loyalty_pb2.GetMemberResponse:
-        return await self.reads.member(caller.app, request)
+        return await self.reads.member(caller.app, request, sighting=False)
 
     @audited
     async def ListPointsHistory(
@@ -489,7 +489,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def ListCatalog(
         self, request: loyalty_pb2.ListCatalogRequest, context: Any, caller: Caller
     ) -> loyalty_pb2.ListCatalogResponse:
-        return await self.reads.catalog(caller.app, request.user_id, request, member_required=False)
+        return await self.reads.catalog(caller.app, request, member_required=False)
 
     # --- lottery ----------------------------------------------------------------------------
 

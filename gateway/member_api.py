@@ -187,7 +187,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
     async def GetMember(
         self, request: loyalty_pb2.GetMemberRequest, context: Any
     ) -> loyalty_pb2.GetMemberResponse:
-        return await self.reads.member(await self._app(context), request)
+        return await self.reads.member(await self._app(context), request, sighting=True)
 
     async def SetMemberTags(
         self, request: loyalty_pb2.SetMemberTagsRequest, context: Any
@@ -209,8 +209,7 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
     async def ListCatalog(
         self, request: loyalty_pb2.ListCatalogRequest, context: Any
     ) -> loyalty_pb2.ListCatalogResponse:
-        app = await self._app(context)
-        return await self.reads.catalog(app, request.user_id, request, member_required=True)
+        return await self.reads.catalog(await self._app(context), request, member_required=True)
 
     async def ListOrders(
         self, request: loyalty_pb2.ListOrdersRequest, context: Any

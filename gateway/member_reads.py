@@ -33,10 +33,13 @@ class MemberReads:
         return level
 
     async def member(
-        self, app: str, request: loyalty_pb2.GetMemberRequest
+        self, app: str, request: loyalty_pb2.GetMemberRequest, *, sighting: bool
     ) -> loyalty_pb2.GetMemberResponse:
+        """``sighting``: the product backend asking counts as first sight of the member (as an
+        event does); an operator looking one up does not."""
         user_id = require_id("user_id", request.user_id)
-        await self.gw.members(app, {user_id: None})
+        if sighting:
+            await self.gw.members(app, {user_id: None})
         balance, level, tags = await asyncio.gather(
             ask(
                 "points",
@@ -100,16 +103,12 @@ class MemberReads:
         )
 
     async def catalog(
-        self,
-        app: str,
-        user_id: str,
-        request: loyalty_pb2.ListCatalogRequest,
-        *,
-        member_required: bool,
+        self, app: str, request: loyalty_pb2.ListCatalogRequest, *, member_required: bool
     ) -> loyalty_pb2.ListCatalogResponse:
         """The items on sale, with the stock left; for a member (the member API always names
         one) whether each is open to them. Without a member, every item as it stands."""
-        user_id = (require_id if member_required else optional_id)("user_id", user_id)
+        check = require_id if member_required else optional_id
+        user_id = check("user_id", request.user_id)
         p = self.gw.participants
         tier = (await self.level(app, user_id)).tier if user_id else ""
         page = await ask(

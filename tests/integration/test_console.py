@@ -16,6 +16,7 @@ import pytest
 from loyalty.gateway.v1 import admin_pb2
 from loyalty.gateway.v1 import loyalty_pb2 as pb
 from playwright.async_api import Browser, Page, async_playwright
+from sqlalchemy import text
 
 from devtools.bootstrap import AppKeys
 from devtools.embedded import free_port
@@ -26,7 +27,7 @@ from tests.integration.console_browser import (
     console_process,
     ensure_chromium,
 )
-from tests.integration.gateway_apps import new_app, stuck_saga
+from tests.integration.gateway_apps import gateway_engine, new_app, stuck_saga
 from tests.integration.test_gateway import earn_points
 
 pytestmark = pytest.mark.integration
@@ -348,6 +349,30 @@ async def test_the_mall_page_shows_stock_left_and_sales(
     assert "next session" in await page.locator("tr[data-sku=wednesday-flash]").inner_text()
     await shot(page, "mall")
     assert watched.errors == []
+    # A refusal no page expected (a page token the gateway cannot read) is a page in words.
+    await page.goto(f"{console}/mall?page=not-a-token")
+    assert "page_token" in await page.locator("[data-testid=refused]").inner_text()
+    assert "Traceback" not in await page.content()
+
+
+async def test_an_operator_looking_a_member_up_is_no_sighting(suite: Suite, stubs: Stubs) -> None:
+    """The admin GetMember (the console's member page) reads; it does not record the member
+    as seen, which would start their account age (risk) for an operator's look."""
+    app = await new_app(suite, stubs.admin)
+    user = f"u-{uuid.uuid4().hex[:8]}"
+
+    async def seen() -> int:
+        async with gateway_engine(suite) as engine, engine.connect() as conn:
+            found = await conn.scalar(
+                text("SELECT count(*) FROM members WHERE app = :app AND user_id = :user"),
+                {"app": app.app, "user": user},
+            )
+        return int(found or 0)
+
+    await stubs.admin.GetMember(pb.GetMemberRequest(user_id=user), metadata=app.admin)
+    assert await seen() == 0
+    await stubs.loyalty.GetMember(pb.GetMemberRequest(user_id=user), metadata=app.member)
+    assert await seen() == 1
 
 
 async def test_a_gateway_that_does_not_answer_is_a_page_that_recovers_by_itself(

@@ -15,7 +15,7 @@ from datetime import datetime, time
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict
 
 from plumbing.sections import (
     REQUIRED,
@@ -205,16 +205,6 @@ class ItemShape(Shape):
         ),
     ] = None
     requires_address: Annotated[bool, boolean()] = False
-
-
-class _TierShape(Shape):
-    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
-    code: Any = None
-
-
-class _Ladder(Shape):
-    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
-    tiers: list[Any] = Field(default_factory=list)
 
 
 class MallShape(Shape):
