@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -188,6 +189,45 @@ def local_time(message: str) -> Any:
             return time.fromisoformat(str(value))
         except ValueError:
             raise problem(message) from None
+
+    return _check(check)
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def weekday_number(value: Any) -> int:
+    """``wednesday`` -> 2 (Monday is 0, as ``date.weekday()``)."""
+    day = str(value if value is not None else "").lower()
+    if day not in WEEKDAYS:
+        raise problem("must be a weekday such as wednesday")
+    return WEEKDAYS.index(day)
+
+
+Weekday = Annotated[int, BeforeValidator(weekday_number)]
+
+_DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: Any) -> timedelta | None:
+    """``30s``, ``15m``, ``24h``, ``7d`` as a timedelta; None when it is not one."""
+    match = _DURATION.match(str(text)) if isinstance(text, str | int) else None
+    if match is None:
+        return None
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def duration(message: str, *, maximum: timedelta, required: bool = False) -> Any:
+    """A positive duration written as ``7d`` (s, m, h or d), at most ``maximum``."""
+
+    def check(value: Any) -> timedelta | None:
+        if value is None and not required:
+            return None
+        length = parse_duration(value)
+        if length is None or length <= timedelta(0) or length > maximum:
+            raise problem(message)
+        return length
 
     return _check(check)
 

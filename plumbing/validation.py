@@ -3,6 +3,8 @@ learns exactly what to fix and nothing is written. Pure: no I/O."""
 
 from __future__ import annotations
 
+import re
+
 import ipaddress
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -16,6 +18,8 @@ MAX_ID_LENGTH = 128
 # 10^12 points is a hundred billion yuan at 100 points per yuan: far above any real movement,
 # far below int64 overflow when amounts are summed.
 MAX_AMOUNT = 10**12
+# A member tag (SetMemberTags; a campaign audience names them): 1-64 of [a-z0-9_-].
+MEMBER_TAG = re.compile(r"[a-z0-9_-]{1,64}")
 MAX_TEXT_LENGTH = 1024
 # Items of one batch call (RecordEvents, EarnBatch, AddGrowthBatch, EvaluateBatch).
 MAX_BATCH = 500

@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from plumbing.errors import InvalidArgument
+from plumbing.validation import MEMBER_TAG
 
 MAX_TAGS = 50
 # Tags named in one call, added and removed together.
 MAX_TAGS_A_CALL = 100
-_TAG = re.compile(r"[a-z0-9_-]{1,64}")
 
 
 def checked_tags(field: str, tags: Sequence[str]) -> list[str]:
@@ -20,7 +19,7 @@ def checked_tags(field: str, tags: Sequence[str]) -> list[str]:
         raise InvalidArgument(field, f"at most {MAX_TAGS_A_CALL} tags a call")
     seen: dict[str, None] = {}
     for index, tag in enumerate(tags):
-        if not _TAG.fullmatch(tag):
+        if not MEMBER_TAG.fullmatch(tag):
             raise InvalidArgument(
                 f"{field}[{index}]", "must be 1 to 64 characters of a-z, 0-9, _ and -"
             )

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plumbing.clock import FakeClock
+from plumbing.sections import WEEKDAYS
 from services.mall.domain.program import (
-    WEEKDAYS,
     Catalog,
     CodeSource,
     ItemKind,

@@ -22,6 +22,7 @@ from plumbing.sections import (
     ProgramInvalid,
     Shape,
     Timezone,
+    Weekday,
     boolean,
     choice,
     chosen_by,
@@ -42,7 +43,6 @@ __all__ = ["ProgramInvalid", "parse_mall"]
 
 MAX_ITEMS = 1000
 MAX_SESSION_MINUTES = 7 * 24 * 60
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
 class ItemKind(enum.Enum):
@@ -136,15 +136,8 @@ class LimitsShape(Shape):
     lifetime: Annotated[int | None, integer(minimum=1)] = None
 
 
-def _weekday(value: Any) -> int:
-    day = str(value if value is not None else "").lower()
-    if day not in WEEKDAYS:
-        raise problem("must be a weekday such as wednesday")
-    return WEEKDAYS.index(day)
-
-
 class WeeklyShape(Shape):
-    day: Annotated[int, BeforeValidator(_weekday)] = REQUIRED
+    day: Weekday = REQUIRED
     at: Annotated[time, local_time('must be a local time such as "12:00"')] = REQUIRED
     minutes: Annotated[
         int,

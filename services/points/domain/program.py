@@ -10,13 +10,18 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BeforeValidator, ConfigDict, Field
 
+from services.points.domain.campaigns import Campaign
+from services.points.domain.campaign_shapes import CampaignShape, campaign_of, campaign_rules
+
 from plumbing.sections import (
     REQUIRED,
+    duration,
     ProgramInvalid,
     Shape,
     Timezone,
@@ -106,6 +111,10 @@ class PointsProgram:
     daily_cap: int | None
     display_name: str = "points"
     rules: Mapping[str, EarningRule] = field(default_factory=dict)
+    # In program order: an event matching several is paid by each.
+    campaigns: tuple[Campaign, ...] = ()
+    # Action -> how long its points wait before they can be spent (the return window).
+    pending: Mapping[str, timedelta] = field(default_factory=dict)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -183,6 +192,11 @@ class RuleShape(Shape):
     counts_toward_daily_cap: Annotated[bool, boolean()] = True
 
 
+MAX_CAMPAIGNS = 200
+_YEAR = timedelta(days=366)
+_PENDING = "must be a duration such as 7d (at most 366d)"
+
+
 class SectionShape(Shape):
     """What points is configured with: its two sections and the zone."""
 
@@ -196,6 +210,16 @@ class SectionShape(Shape):
     earning: Annotated[
         list[Any], listing("must be a list of rules", max_items=1 << 30, required=True)
     ] = Field(default_factory=list)
+    campaigns: Annotated[
+        list[Any], listing("must be a list of campaigns", max_items=MAX_CAMPAIGNS)
+    ] = Field(default_factory=list)
+    pending: Annotated[
+        dict[Annotated[str, named()], Annotated[timedelta, duration(_PENDING, maximum=_YEAR)]],
+        mapping("must map an action to how long its points wait, e.g. {purchase: 7d}"),
+    ] = Field(default_factory=dict)
+    # For the audiences' names only: the gateway validates segments, levels the tiers.
+    segments: Any = None
+    levels: Any = None
 
 
 def parse_program(section: Mapping[str, Any]) -> PointsProgram:
@@ -222,6 +246,13 @@ def parse_program(section: Mapping[str, Any]) -> PointsProgram:
             problems.append(f"{path}.action: duplicate rule for action {rule.action!r}")
         else:
             rules[rule.action] = _rule(rule)
+    campaigns = _campaigns(section, rules, problems)
+    if shape is not None:
+        problems.extend(
+            f"pending.{action}: no earning rule for this action"
+            for action in shape.pending
+            if action not in rules
+        )
     raise_if_any(problems)
     assert shape is not None
     points = shape.points
@@ -232,7 +263,43 @@ def parse_program(section: Mapping[str, Any]) -> PointsProgram:
         daily_cap=points.daily_cap,
         display_name=points.display_name,
         rules=rules,
+        campaigns=tuple(campaigns),
+        pending=dict(shape.pending),
     )
+
+
+def _codes(raw: Any, key: str) -> frozenset[str] | None:
+    """The codes of a list of ``{code: ...}`` (tiers, segments), or None when not given."""
+    if isinstance(raw, Mapping):
+        raw = raw.get(key)
+    if not isinstance(raw, list):
+        return None
+    return frozenset(str(x["code"]) for x in raw if isinstance(x, Mapping) and "code" in x)
+
+
+def _campaigns(
+    section: Mapping[str, Any], rules: Mapping[str, EarningRule], problems: list[str]
+) -> list[Campaign]:
+    """Each campaign validated alone (one bad campaign never hides another's errors), then
+    against the rest of the program: its actions earn, its tiers and segments exist."""
+    raw = section.get("campaigns")
+    known = {
+        "tiers": _codes(section.get("levels"), "tiers"),
+        "segments": _codes(section.get("segments") or [], "segments"),
+    }
+    campaigns: dict[str, Campaign] = {}
+    for index, item in enumerate(raw if isinstance(raw, list) else []):
+        path = f"campaigns[{index}]"
+        shape = validated(CampaignShape, item, path, problems)
+        if shape is None:
+            continue
+        found = [f"{path}.{at}: {message}" for at, message in campaign_rules(shape, rules, known)]
+        if shape.code in campaigns:
+            found.append(f"{path}.code: duplicate campaign {shape.code!r}")
+        problems.extend(found)
+        if not found:
+            campaigns[shape.code] = campaign_of(shape)
+    return list(campaigns.values())
 
 
 def _months_rules(expiry: ExpiryShape) -> list[str]:

@@ -193,4 +193,63 @@ hold_allocations = Table(
     PrimaryKeyConstraint("app", "saga_id", "lot_id"),
 )
 
+# Points an event earned that wait out their action's `pending` window (the return window): one
+# row per (event, reason) — the action's own points and each campaign's. No ledger entry while
+# PENDING: the points are not the member's yet. RELEASED: credited to a lot (expiring from
+# `available_at`) by an `earn` transaction of the same ref and reason. CANCELLED: the event was
+# reversed first.
+pending_credits = Table(
+    "pending_credits",
+    metadata,
+    Column("app", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    # The earning action, or the campaign's code.
+    Column("reason", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("account_id", BigInteger, nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("available_at", DateTime(timezone=True), nullable=False),
+    # PENDING, RELEASED, CANCELLED
+    Column("state", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("settled_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("app", "event_id", "reason"),
+    Index(
+        "pending_credits_due_idx",
+        "available_at",
+        postgresql_where=text("state = 'PENDING'"),
+    ),
+    Index(
+        "pending_credits_user_idx",
+        "app",
+        "user_id",
+        postgresql_where=text("state = 'PENDING'"),
+    ),
+)
+
+# What each campaign has awarded: its budget's use, and the stats. Its row is locked by every
+# batch that may pay from it, so concurrent batches never award past the budget.
+campaign_totals = Table(
+    "campaign_totals",
+    metadata,
+    Column("app", Text, nullable=False),
+    Column("code", Text, nullable=False),
+    Column("points_awarded", BigInteger, nullable=False, server_default="0"),
+    Column("events", BigInteger, nullable=False, server_default="0"),
+    Column("members", BigInteger, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("app", "code"),
+)
+
+# Per campaign and member: events paid (per_user) and points.
+campaign_members = Table(
+    "campaign_members",
+    metadata,
+    Column("app", Text, nullable=False),
+    Column("code", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("events", BigInteger, nullable=False, server_default="0"),
+    Column("points", BigInteger, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("app", "code", "user_id"),
+)
+
 SYSTEM_ACCOUNTS = ("issued", "spent", "expired", "adjusted", "held")

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, ConfigDict, Field
 
 from plumbing.sections import (
+    parse_duration,
     REQUIRED,
     ProgramInvalid,
     Shape,
@@ -118,16 +119,7 @@ class RiskProgram:
     alert_thresholds: Mapping[str, int] = field(default_factory=dict)
 
 
-_DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _LISTS = ("deny_users", "deny_devices", "deny_ips", "allow_users", "allow_devices", "allow_ips")
-
-
-def parse_duration(text: Any) -> timedelta | None:
-    match = _DURATION.match(str(text)) if isinstance(text, str | int) else None
-    if match is None:
-        return None
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
 def _decision(value: Any) -> Verdict:
