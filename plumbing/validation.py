@@ -3,9 +3,8 @@ learns exactly what to fix and nothing is written. Pure: no I/O."""
 
 from __future__ import annotations
 
-import re
-
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any

@@ -34,6 +34,7 @@ from plumbing.wire import (
     parse_date_range,
     to_timestamp,
 )
+from services.points.domain.campaigns import Member
 from services.points.domain.program import parse_program
 from services.points.service import Points
 from services.points.store import earning, hold_batch, holds
@@ -96,6 +97,11 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
             quantity=require_non_negative(f"{prefix}quantity", request.quantity),
             attributes=check_attributes(f"{prefix}attributes", request.attributes),
             occurred_at=from_timestamp(f"{prefix}occurred_at", request, "occurred_at"),
+            member=Member(
+                tier=request.tier,
+                tags=frozenset(request.tags),
+                segments=frozenset(request.segments),
+            ),
         )
 
     @staticmethod
@@ -108,6 +114,9 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
             streak_days=result.streak_days,
             growth=result.growth,
             exempt_from_daily_cap=result.exempt_from_daily_cap,
+            campaign_points=result.campaign_points,
+            points_pending=result.points_pending,
+            pending_until=to_timestamp(result.pending_until),
         )
 
     async def Earn(self, request: points_pb2.EarnRequest, context: Any) -> points_pb2.EarnResponse:
@@ -281,6 +290,7 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
         ap = await self.programs.get(request.app)
         view = await self.points.balance(ap, user_id, timedelta(days=days))
         return points_pb2.Balance(
+            pending=await self.points.pending_of(ap.app, user_id),
             user_id=user_id,
             available=view.available,
             held=view.held,
@@ -326,9 +336,11 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
         zone = ap.program.zone
         until = datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=zone)
         rows = await self.points.liability(ap, first, last, until)
+        pending = await self.points.pending_liability(ap, first, last)
         rate = ap.program.money_rate
         return points_pb2.GetLiabilityResponse(
             money_rate=rate,
+            points_pending=pending.now,
             days=[
                 points_pb2.LiabilityDay(
                     date=row.day.isoformat(),
@@ -339,9 +351,26 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
                     outstanding=row.outstanding,
                     # money_rate points are worth 1 CNY = 100 fen.
                     outstanding_fen=row.outstanding * 100 // rate,
+                    pending=pending.by_day.get(row.day, 0),
                 )
                 for row in rows
             ],
+        )
+
+    async def GetCampaignStats(
+        self, request: points_pb2.GetCampaignStatsRequest, context: Any
+    ) -> points_pb2.CampaignStats:
+        require_id("app", request.app)
+        code = require_id("code", request.code)
+        stats = await self.points.campaign_stats(await self.programs.get(request.app), code)
+        return points_pb2.CampaignStats(
+            code=code,
+            name=stats.campaign.name,
+            events=stats.events,
+            members=stats.members,
+            points_awarded=stats.points_awarded,
+            budget_points=stats.campaign.budget_points or 0,
+            budget_left=stats.budget_left or 0,
         )
 
     # --- sandbox test clock ----------------------------------------------------------------
@@ -349,11 +378,13 @@ class PointsServicer(ServesAppClock, points_pb2_grpc.PointsServiceServicer):
     async def AdvanceClock(
         self, request: common_pb2.AdvanceClockRequest, context: Any
     ) -> common_pb2.AdvanceClockResponse:
-        """Moves the app's clock, then releases the holds and expires the lots that fell due,
+        """Moves the app's clock, then releases the holds and the pending points and expires
+        the lots that fell due,
         so the caller sees their effect as soon as this returns. A retried request_id moves
         the clock once."""
         ap = await self.programs.advance_from(request)
         await self.points.release_expired_holds(ap)
+        await self.points.release_pending(ap)
         now = self.programs.now(ap)
         await self.points.expire_due(ap, now, now)
         return clock_answer(self.programs.now(ap), ap.clock_offset)

@@ -1,7 +1,8 @@
-"""Background work of the points service: holds past their TTL release themselves, and due
-lots expire. Both run for every app on the app's own clock (sandbox apps move theirs), and both
-are safe to run in several replicas at once (SKIP LOCKED). The work itself is the use cases
-``Points.release_expired_holds`` and ``Points.expire_due``."""
+"""Background work of the points service: holds past their TTL release themselves, pending
+points whose window has passed become available, and due lots expire. Each runs for every app
+on the app's own clock (sandbox apps move theirs) and is safe to run in several replicas at once
+(SKIP LOCKED). The work itself is the use cases ``Points.release_expired_holds``,
+``Points.release_pending`` and ``Points.expire_due``."""
 
 from __future__ import annotations
 
@@ -30,6 +31,14 @@ async def expire_due_lots(points: Points) -> int:
     return expired
 
 
+async def release_pending(points: Points) -> int:
+    """Every app's pending credits whose window has passed on the app's clock released."""
+    released = 0
+    for app in await points.programs.all_apps():
+        released += await points.release_pending(await points.programs.get(app))
+    return released
+
+
 def _points(resources: Resources) -> Points:
     return Points(resources.engine, Programs(resources.engine, resources.clock))
 
@@ -44,3 +53,9 @@ async def expiry_sweeper(resources: Resources) -> None:
     points = _points(resources)
     seconds = settings_as(resources, PointsSettings).expiry_sweep_seconds
     await every(seconds, "lot expiry sweep", lambda: expire_due_lots(points))
+
+
+async def pending_releaser(resources: Resources) -> None:
+    points = _points(resources)
+    seconds = settings_as(resources, PointsSettings).pending_sweep_seconds
+    await every(seconds, "pending points release", lambda: release_pending(points))

@@ -6,7 +6,7 @@ from loyalty.points.v1 import points_pb2, points_pb2_grpc
 
 from plumbing.server import Registration, ServiceSpec
 from services.points.api import PointsServicer
-from services.points.jobs import expiry_sweeper, hold_reaper
+from services.points.jobs import expiry_sweeper, hold_reaper, pending_releaser
 from services.points.settings import PointsSettings
 
 SERVICE = ServiceSpec(
@@ -21,7 +21,7 @@ SERVICE = ServiceSpec(
     ],
     migrations=Path(__file__).parent / "migrations",
     needs_redis=False,
-    background=[hold_reaper, expiry_sweeper],
+    background=[hold_reaper, expiry_sweeper, pending_releaser],
 )
 
 __all__ = ["SERVICE", "PointsSettings"]

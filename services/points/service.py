@@ -7,15 +7,31 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from plumbing.validation import require_id
-from services.points.domain.errors import HoldCaptured, HoldExpired, HoldReleased
+from services.points.domain.campaigns import Campaign
+from services.points.domain.errors import (
+    CampaignNotFound,
+    HoldCaptured,
+    HoldExpired,
+    HoldReleased,
+)
 from services.points.metrics import EXPIRED, ISSUED, SPENT, count
-from services.points.store import earning, hold_batch, holds, movements, queries, sweep
+from services.points.store import (
+    campaigns,
+    earning,
+    hold_batch,
+    holds,
+    movements,
+    pending,
+    queries,
+    sweep,
+)
 from services.points.store.programs import AppProgram, Programs
 
 T = TypeVar("T")
@@ -27,6 +43,8 @@ HOLD_BATCH = 200
 SWEEP_BATCH_LOTS = 20_000
 SWEEP_WORKERS = 2
 SWEEP_PASSES = 3
+# Pending credits released in one transaction.
+PENDING_BATCH = 500
 
 
 class Points:
@@ -52,7 +70,10 @@ class Points:
         of it."""
         async with self.engine.begin() as conn:
             results = await earning.earn_batch(conn, ap, now, events)
-        count(ISSUED, ap.app, sum(max(r.points_awarded, 0) for r in results if not r.duplicate))
+        issued = sum(
+            max(r.points_awarded - r.points_pending, 0) for r in results if not r.duplicate
+        )
+        count(ISSUED, ap.app, issued)
         return results
 
     async def reverse_event(self, app: str, event_id: str, reason: str) -> earning.ReverseResult:
@@ -142,6 +163,18 @@ class Points:
             if len(due) < HOLD_BATCH:
                 return released
 
+    async def release_pending(self, ap: AppProgram) -> int:
+        """Releases every pending credit of the app whose window has passed on the app's
+        clock: the points become available, expiring from the end of their window."""
+        released = 0
+        while True:
+            async with self.engine.begin() as conn:
+                now = self.programs.now(ap)
+                done = await pending.release_due(conn, ap, now, PENDING_BATCH)
+            released += done
+            if done < PENDING_BATCH:
+                return released
+
     # --- expiry ----------------------------------------------------------------------------
 
     async def expire_due(
@@ -207,6 +240,18 @@ class Points:
                 conn, ap.app, user_id, self.programs.now(ap), expiring_within
             )
 
+    async def pending_of(self, app: str, user_id: str) -> int:
+        async with self.engine.connect() as conn:
+            return await pending.pending_of(conn, app, user_id)
+
+    async def campaign_stats(self, ap: AppProgram, code: str) -> CampaignStats:
+        campaign = next((c for c in ap.program.campaigns if c.code == code), None)
+        if campaign is None:
+            raise CampaignNotFound(f"no campaign {code!r} in the app's program")
+        async with self.engine.connect() as conn:
+            events, members, awarded = await campaigns.campaign_totals(conn, ap.app, code)
+        return CampaignStats(campaign, events, members, awarded)
+
     async def history(
         self, app: str, user_id: str, before: int | None, limit: int
     ) -> list[queries.HistoryRow]:
@@ -218,6 +263,31 @@ class Points:
     ) -> list[queries.LiabilityRow]:
         async with self.engine.connect() as conn:
             return await queries.liability(conn, ap.app, ap.program.timezone, first, last, until)
+
+    async def pending_liability(self, ap: AppProgram, first: date, last: date) -> PendingView:
+        """Points pending at the end of each local day, and now."""
+        async with self.engine.connect() as conn:
+            days = await pending.pending_by_day(conn, ap.app, ap.program.timezone, first, last)
+            return PendingView(days, await pending.pending_now(conn, ap.app))
+
+
+@dataclass(frozen=True)
+class CampaignStats:
+    campaign: Campaign
+    events: int
+    members: int
+    points_awarded: int
+
+    @property
+    def budget_left(self) -> int | None:
+        budget = self.campaign.budget_points
+        return None if budget is None else max(0, budget - self.points_awarded)
+
+
+@dataclass(frozen=True)
+class PendingView:
+    by_day: dict[date, int]
+    now: int
 
 
 def _captured(outcome: hold_batch.Outcome) -> hold_batch.Outcome:

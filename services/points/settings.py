@@ -14,3 +14,6 @@ class PointsSettings(ServiceSettings):
     # How often live holds past their TTL are released, and due lots expired (seconds).
     hold_sweep_seconds: float = 1.0
     expiry_sweep_seconds: float = 60.0
+    # How often pending points whose window has passed are released (a sandbox app's
+    # AdvanceClock releases them at once).
+    pending_sweep_seconds: float = 5.0

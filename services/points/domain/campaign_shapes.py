@@ -70,8 +70,12 @@ class WindowShape(Shape):
 class ScheduleShape(Shape):
     weekly: Annotated[
         list[Weekday],
-        listing("must be a list of weekdays such as [wednesday]", max_items=7, min_items=1,
-                required=True),
+        listing(
+            "must be a list of weekdays such as [wednesday]",
+            max_items=7,
+            min_items=1,
+            required=True,
+        ),
     ] = REQUIRED
 
 
@@ -80,9 +84,7 @@ class AudienceShape(Shape):
     tags: Annotated[
         list[Annotated[str, BeforeValidator(_member_tag)]], listing(_CODES, max_items=100)
     ] = Field(default_factory=list)
-    segments: Annotated[list[Code], listing(_CODES, max_items=100)] = Field(
-        default_factory=list
-    )
+    segments: Annotated[list[Code], listing(_CODES, max_items=100)] = Field(default_factory=list)
 
 
 class PerUserShape(Shape):
@@ -93,8 +95,13 @@ class CampaignShape(Shape):
     code: Code = REQUIRED
     name: Annotated[str | None, free_text(256)] = None
     actions: Annotated[
-        list[Code], listing("must be a list of actions such as [purchase]", max_items=100,
-                            min_items=1, required=True)
+        list[Code],
+        listing(
+            "must be a list of actions such as [purchase]",
+            max_items=100,
+            min_items=1,
+            required=True,
+        ),
     ] = REQUIRED
     window: Annotated[
         WindowShape | None, mapping('must be {from: "2026-11-11", to: "2026-11-12"}')
@@ -106,9 +113,9 @@ class CampaignShape(Shape):
         AudienceShape | None, mapping("must be an object such as {tags: [vip]}")
     ] = None
     budget_points: Annotated[int | None, integer(minimum=1)] = None
-    per_user: Annotated[
-        PerUserShape | None, mapping("must be an object such as {lifetime: 1}")
-    ] = None
+    per_user: Annotated[PerUserShape | None, mapping("must be an object such as {lifetime: 1}")] = (
+        None
+    )
 
 
 def campaign_rules(
@@ -122,9 +129,13 @@ def campaign_rules(
     if (shape.multiplier or 1) == 1 and not shape.bonus_points:
         found.append(("multiplier", "a campaign needs a multiplier above 1 or bonus_points"))
     window = shape.window
-    if window is not None and window.starts_on and window.ends_before:
-        if window.ends_before <= window.starts_on:
-            found.append(("window.to", "must be after window.from (to is exclusive)"))
+    if (
+        window is not None
+        and window.starts_on
+        and window.ends_before
+        and window.ends_before <= window.starts_on
+    ):
+        found.append(("window.to", "must be after window.from (to is exclusive)"))
     for index, action in enumerate(shape.actions):
         if action not in earning:
             found.append((f"actions[{index}]", f"no earning rule for action {action!r}"))

@@ -60,7 +60,7 @@ class Campaign:
     ends_before: date | None = None
     # Weekdays it runs on (Monday is 0); empty: every day (of its window).
     weekdays: frozenset[int] = frozenset()
-    audience: Audience = Audience()
+    audience: Audience = field(default_factory=Audience)
     # Extra points this campaign may ever award; None: no budget.
     budget_points: int | None = None
     # Events a member may be paid for by this campaign, ever; None: no limit.
@@ -95,7 +95,10 @@ class CampaignBook:
     of one batch see each other, as one by one they would."""
 
     awarded: dict[str, int] = field(default_factory=dict)
+    # (code, user) -> events paid, ever.
     times: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (code, user) -> points paid by the events decided since the book was read.
+    paid: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def budget_left(self, campaign: Campaign) -> int | None:
         if campaign.budget_points is None:
@@ -134,6 +137,8 @@ def decide_campaigns(
         if points > 0:
             book.awarded[campaign.code] = book.awarded.get(campaign.code, 0) + points
             book.times[(campaign.code, user_id)] = times + 1
+            key = (campaign.code, user_id)
+            book.paid[key] = book.paid.get(key, 0) + points
         if points > 0 or cut:
             awards.append(CampaignAward(campaign.code, points, cut))
     return awards

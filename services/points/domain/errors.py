@@ -48,3 +48,7 @@ class RefundExceedsCapture(FailedPrecondition):
 
 class EventNotFound(NotFound):
     reason = "EVENT_NOT_FOUND"
+
+
+class CampaignNotFound(NotFound):
+    reason = "CAMPAIGN_NOT_FOUND"

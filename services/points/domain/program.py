@@ -16,17 +16,14 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BeforeValidator, ConfigDict, Field
 
-from services.points.domain.campaigns import Campaign
-from services.points.domain.campaign_shapes import CampaignShape, campaign_of, campaign_rules
-
 from plumbing.sections import (
     REQUIRED,
-    duration,
     ProgramInvalid,
     Shape,
     Timezone,
     boolean,
     choice,
+    duration,
     integer,
     listing,
     mapping,
@@ -35,6 +32,8 @@ from plumbing.sections import (
     raise_if_any,
     validated,
 )
+from services.points.domain.campaign_shapes import CampaignShape, campaign_of, campaign_rules
+from services.points.domain.campaigns import Campaign
 
 __all__ = ["ProgramInvalid", "parse_program"]
 

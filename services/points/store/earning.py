@@ -13,6 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from plumbing.db import json_rows
 from plumbing.idempotency import claim_order, first_occurrences
+from services.points.domain.campaigns import (
+    CampaignBook,
+    Member,
+    award_notes,
+    decide_campaigns,
+    pending_until,
+)
 from services.points.domain.earning import (
     NO_RULE,
     DayUsage,
@@ -25,6 +32,7 @@ from services.points.domain.errors import EventNotFound, IdempotencyConflict
 from services.points.domain.expiry import local_day, lot_expires_at
 from services.points.domain.lots import LotSlice
 from services.points.domain.program import EarningRule
+from services.points.store.campaigns import live_campaigns, lock_campaigns
 from services.points.store.idempotency import payload_hash
 from services.points.store.ledger import (
     Account,
@@ -53,6 +61,9 @@ class EarnInput:
     quantity: int = 0
     attributes: Mapping[str, str] = field(default_factory=dict)
     occurred_at: datetime | None = None
+    # As they were before the event: what the campaigns' audiences judge (not in the digest:
+    # a retry that finds a member's tags changed is still the same event).
+    member: Member = field(default_factory=Member)
 
     def digest(self) -> str:
         return payload_hash(
@@ -76,6 +87,10 @@ class EarnResult:
     growth: int = 0
     exempt_from_daily_cap: bool = False
     duplicate: bool = False
+    # Of points_awarded: what campaigns added, and what waits out a pending window (until).
+    campaign_points: int = 0
+    points_pending: int = 0
+    pending_until: datetime | None = None
 
 
 # The hot path speaks SQL to the driver (exec_driver_sql: no statement compilation) and is
@@ -107,13 +122,21 @@ _READ_STATE = """
     FROM json_to_recordset(%(states)s::json) AS k(u text, a text),
     LATERAL (SELECT * FROM earn_state s
              WHERE s.app = %(app)s AND s.user_id = k.u AND s.action = k.a) s
+    UNION ALL
+    SELECT 'm', m.user_id, NULL, m.code, m.events, NULL, NULL, NULL, NULL, NULL
+    FROM json_to_recordset(%(members)s::json) AS k(u text, c text),
+    LATERAL (SELECT * FROM campaign_members m
+             WHERE m.app = %(app)s AND m.code = k.c AND m.user_id = k.u) m
 """
 # Everything a batch of plain credits writes, in one statement: a lot per account (topped up),
 # a transaction per event with its two legs, the balances, the counters, the answers.
 _WRITE = """
-    WITH credit AS (
-      SELECT * FROM json_to_recordset(%(credits)s::json)
-                    AS c(n int, ref text, reason text, account_id bigint, points bigint)),
+    WITH credit AS MATERIALIZED (
+      -- Each credit's transaction id drawn here: an event may have several credits (its
+      -- action's and each campaign's), all with the event as their ref.
+      SELECT c.*, nextval(pg_get_serial_sequence('transactions', 'id')) AS txn_id
+      FROM json_to_recordset(%(credits)s::json)
+           AS c(n int, ref text, reason text, account_id bigint, points bigint)),
     topped AS (
       SELECT * FROM json_to_recordset(%(lots)s::json) AS l(account_id bigint, points bigint)),
     lot AS (
@@ -123,19 +146,40 @@ _WRITE = """
       SET amount = lots.amount + EXCLUDED.amount, remaining = lots.remaining + EXCLUDED.remaining
       RETURNING id, account_id),
     txn AS (
-      INSERT INTO transactions (app, kind, ref, reason, operator, created_at)
-      SELECT %(app)s, 'earn', c.ref, c.reason, '', %(now)s FROM credit c ORDER BY c.n
-      RETURNING id, ref),
+      INSERT INTO transactions (id, app, kind, ref, reason, operator, created_at)
+      SELECT c.txn_id, %(app)s, 'earn', c.ref, c.reason, '', %(now)s FROM credit c ORDER BY c.n),
     legs AS (
       INSERT INTO entries (txn_id, app, account_id, amount, lot_id, created_at)
       SELECT leg.txn_id, %(app)s, leg.account_id, leg.amount, leg.lot_id, %(now)s
-      FROM (SELECT txn.id AS txn_id, c.account_id, c.points AS amount, lot.id AS lot_id, c.n, 0
-            FROM credit c JOIN txn ON txn.ref = c.ref JOIN lot ON lot.account_id = c.account_id
+      FROM (SELECT c.txn_id, c.account_id, c.points AS amount, lot.id AS lot_id, c.n, 0
+            FROM credit c JOIN lot ON lot.account_id = c.account_id
             UNION ALL
-            SELECT txn.id, %(issued)s, -c.points, NULL, c.n, 1
-            FROM credit c JOIN txn ON txn.ref = c.ref) AS leg(txn_id, account_id, amount,
-                                                          lot_id, n, side)
+            SELECT c.txn_id, %(issued)s, -c.points, NULL, c.n, 1
+            FROM credit c) AS leg(txn_id, account_id, amount, lot_id, n, side)
       ORDER BY leg.n, leg.side),
+    pend AS (
+      INSERT INTO pending_credits (app, event_id, reason, user_id, account_id, points,
+                                   available_at, state, created_at)
+      SELECT %(app)s, p.ref, p.reason, p.user_id, p.account_id, p.points, p.until, 'PENDING',
+             %(now)s
+      FROM json_to_recordset(%(pending)s::json) AS p(ref text, reason text, user_id text,
+                                                     account_id bigint, points bigint,
+                                                     until timestamptz)),
+    campaign_use AS (
+      -- The row is locked by this batch (lock_campaigns): its new total, not an increment.
+      UPDATE campaign_totals t SET points_awarded = c.points,
+                                   events = t.events + c.events, members = t.members + c.members
+      FROM json_to_recordset(%(campaigns)s::json) AS c(code text, points bigint, events bigint,
+                                                       members bigint)
+      WHERE t.app = %(app)s AND t.code = c.code),
+    campaign_member AS (
+      INSERT INTO campaign_members (app, code, user_id, events, points)
+      SELECT %(app)s, m.code, m.user_id, m.events, m.points
+      FROM json_to_recordset(%(campaign_members)s::json) AS m(code text, user_id text,
+                                                              events bigint, points bigint)
+      ON CONFLICT (app, code, user_id) DO UPDATE
+      SET events = campaign_members.events + EXCLUDED.events,
+          points = campaign_members.points + EXCLUDED.points),
     acct AS (
       UPDATE accounts a SET balance = a.balance + l.points,
                             lifetime_earned = a.lifetime_earned + l.points
@@ -301,11 +345,17 @@ class _EarnBook:
 
 
 async def _read_book(
-    conn: AsyncConnection, app: str, events: list[EarnInput], days: list[date]
+    conn: AsyncConnection,
+    app: str,
+    events: list[EarnInput],
+    days: list[date],
+    campaigns: CampaignBook | None,
+    campaign_codes: Sequence[str],
 ) -> _EarnBook:
     usage_keys = {(e.user_id, d, e.action) for e, d in zip(events, days, strict=True)}
     usage_keys |= {(e.user_id, d, CAP_COUNTER) for e, d in zip(events, days, strict=True)}
     state_keys = {(e.user_id, e.action) for e in events}
+    member_keys = {(e.user_id, code) for e in events for code in campaign_codes}
     book = _EarnBook()
     found: list[Any] = list(
         await conn.exec_driver_sql(
@@ -314,15 +364,27 @@ async def _read_book(
                 "app": app,
                 "counters": json_rows({"u": u, "d": d, "a": a} for u, d, a in usage_keys),
                 "states": json_rows({"u": u, "a": a} for u, a in state_keys),
+                "members": json_rows({"u": u, "c": c} for u, c in member_keys),
             },
         )
     )
     for kind, user, day, action, quantity, units, points, once, last_day, length in found:
         if kind == "c":
             book.counters[(user, day, action)] = (int(quantity), int(units), int(points))
-        else:
+        elif kind == "s":
             book.states[(user, action)] = (bool(once), Streak(last_day, int(length or 0)))
+        elif campaigns is not None:  # 'm': a member's use of a campaign (action = its code)
+            campaigns.times[(action, user)] = int(quantity)
     return book
+
+
+@dataclass
+class _Credits:
+    """What a batch credits: set-wise to the ledger, one by one (accounts in debt), or to
+    pending (no ledger entry until the window has passed)."""
+
+    ledger: list[tuple[EarnInput, str, int]] = field(default_factory=list)
+    pending: list[tuple[EarnInput, str, int, datetime]] = field(default_factory=list)
 
 
 async def _decide_and_write(
@@ -334,7 +396,12 @@ async def _decide_and_write(
     program = ap.program
     accounts = await lock_user_accounts(conn, ap.app, [e.user_id for e in events])
     days = [local_day(e.occurred_at or now, program.zone) for e in events]
-    book = await _read_book(conn, ap.app, events, days)
+    campaigns = live_campaigns(program.campaigns, events, days)
+    campaign_book = (
+        await lock_campaigns(conn, ap.app, [c.code for c in campaigns]) if campaigns else None
+    )
+    book = await _read_book(conn, ap.app, events, days, campaign_book, [c.code for c in campaigns])
+    times_before = dict(campaign_book.times) if campaign_book else {}
     # An account in debt, or one a penalty touches, takes the general ledger path event by
     # event (debts are paid first, penalties read the lots); every other credit is written
     # set-wise at the end.
@@ -343,7 +410,7 @@ async def _decide_and_write(
         for e in events
         if accounts[e.user_id].balance < 0 or program.rules[e.action].points < 0
     }
-    credits: list[tuple[EarnInput, int]] = []
+    credits = _Credits()
     answered: list[EarnResult] = []
     for event, day in zip(events, days, strict=True):
         rule = program.rules[event.action]
@@ -356,23 +423,72 @@ async def _decide_and_write(
             await expire_account_due(conn, ap.app, account, ap.system["expired"], now)
             points, more = limit_penalty(points, account.balance)
             notes += more
-        if points != 0 and event.user_id in general:
-            await _move(conn, ap, account, points, now, event, rule)
+        awards = (
+            decide_campaigns(
+                campaigns, campaign_book, event.user_id, event.action, day, event.member, points
+            )
+            if campaign_book is not None
+            else []
+        )
+        parts = [(rule.action, points)] + [(a.code, a.points) for a in awards if a.points > 0]
+        until = pending_until(program.pending, event.action, event.occurred_at or now, now)
+        if points > 0 and until is not None:
+            credits.pending.extend((event, reason, p, until) for reason, p in parts)
+        elif points != 0 and event.user_id in general:
+            for reason, p in parts:
+                await move_points(conn, ap, account, p, now, event.event_id, reason)
         elif points > 0:
-            credits.append((event, points))
+            credits.ledger.extend((event, reason, p) for reason, p in parts)
         book.keep(event, day, before, decision.state)
+        extra = sum(a.points for a in awards)
+        is_pending = points > 0 and until is not None
         answered.append(
             EarnResult(
                 event.event_id,
-                points,
-                tuple(notes),
+                points + extra,
+                tuple(notes) + award_notes(awards),
                 decision.streak_days,
                 growth=decision.growth,
                 exempt_from_daily_cap=not rule.counts_toward_daily_cap,
+                campaign_points=extra,
+                points_pending=points + extra if is_pending else 0,
+                pending_until=until if is_pending else None,
             )
         )
-    await _write(conn, ap, now, accounts, book, credits, answered)
+    campaign_rows = _campaign_rows(campaign_book, times_before) if campaign_book else ("[]", "[]")
+    await _write(conn, ap, now, accounts, book, credits, answered, campaign_rows)
     return answered
+
+
+def _campaign_rows(
+    book: CampaignBook, times_before: Mapping[tuple[str, str], int]
+) -> tuple[str, str]:
+    """What the batch changed of each campaign (points, events, new members) and of each
+    member's use of it, as the write's two JSON parameters."""
+    totals: dict[str, dict[str, int]] = {}
+    members = []
+    for (code, user), times in book.times.items():
+        before = times_before.get((code, user), 0)
+        if times == before:
+            continue
+        total = totals.setdefault(code, {"events": 0, "members": 0})
+        total["events"] += times - before
+        total["members"] += before == 0
+        members.append(
+            {
+                "code": code,
+                "user_id": user,
+                "events": times - before,
+                "points": book.paid.get((code, user), 0),
+            }
+        )
+    return (
+        json_rows(
+            {"code": code, "points": book.awarded.get(code, 0), **total}
+            for code, total in totals.items()
+        ),
+        json_rows(members),
+    )
 
 
 async def _write(
@@ -381,13 +497,15 @@ async def _write(
     now: datetime,
     accounts: Mapping[str, Account],
     book: _EarnBook,
-    credits: list[tuple[EarnInput, int]],
+    credits: _Credits,
     answered: list[EarnResult],
+    campaign_rows: tuple[str, str],
 ) -> None:
     """The batch in one statement: the set-wise credits (a transaction, legs and a lot per
-    account), the changed counters and states, and each event's answer for replays."""
+    account), the pending credits, the campaigns' use, the changed counters and states, and
+    each event's answer for replays."""
     per_account: dict[int, int] = {}
-    for event, points in credits:
+    for event, _, points in credits.ledger:
         account_id = accounts[event.user_id].id
         per_account[account_id] = per_account.get(account_id, 0) + points
     await conn.exec_driver_sql(
@@ -401,14 +519,27 @@ async def _write(
                 {
                     "n": n,
                     "ref": e.event_id,
-                    "reason": e.action,
+                    "reason": reason,
                     "account_id": accounts[e.user_id].id,
                     "points": p,
                 }
-                for n, (e, p) in enumerate(credits)
+                for n, (e, reason, p) in enumerate(credits.ledger)
             ),
             "account_ids": list(per_account),
             "lots": json_rows({"account_id": a, "points": p} for a, p in per_account.items()),
+            "pending": json_rows(
+                {
+                    "ref": e.event_id,
+                    "reason": reason,
+                    "user_id": e.user_id,
+                    "account_id": accounts[e.user_id].id,
+                    "points": p,
+                    "until": until,
+                }
+                for e, reason, p, until in credits.pending
+            ),
+            "campaigns": campaign_rows[0],
+            "campaign_members": campaign_rows[1],
             "usage": book.usage_rows(),
             "states": book.state_rows(),
             "answers": json_rows(
@@ -419,36 +550,35 @@ async def _write(
     )
 
 
-async def _move(
+async def move_points(
     conn: AsyncConnection,
     ap: AppProgram,
     account: Account,
     points: int,
     now: datetime,
-    event: EarnInput,
-    rule: EarningRule,
+    ref: str,
+    reason: str,
+    earned_at: datetime | None = None,
 ) -> None:
+    """One credit or penalty by the general ledger path. ``earned_at``: when the points became
+    the member's (a released pending credit: its expiry counts from then), else ``now``."""
     if points > 0:
-        expires_at = lot_expires_at(ap.program.expiry, now, ap.program.zone)
+        expires_at = lot_expires_at(ap.program.expiry, earned_at or now, ap.program.zone)
         legs = await place_points(conn, ap.app, account, [LotSlice(0, expires_at, points)], now)
         legs.append(Leg(ap.system["issued"], -points))
-        await record_transaction(
-            conn, ap.app, "earn", event.event_id, now, legs, reason=rule.action
-        )
+        await record_transaction(conn, ap.app, "earn", ref, now, legs, reason=reason)
         await apply_to_account(conn, account, balance=points, earned=points)
     elif points < 0:
         # A penalty rule: an adjustment the user can afford (limit_penalty capped it).
         _, legs = await take_points(conn, ap.app, account, -points, now, ap.system["expired"])
         legs.append(Leg(ap.system["adjusted"], -points))
-        await record_transaction(
-            conn, ap.app, "earn", event.event_id, now, legs, reason=rule.action
-        )
+        await record_transaction(conn, ap.app, "earn", ref, now, legs, reason=reason)
         await apply_to_account(conn, account, balance=points)
 
 
 def _to_json(result: EarnResult) -> dict[str, Any]:
     # By hand: dataclasses.asdict deep-copies, a visible cost at 500 answers a batch.
-    return {
+    body: dict[str, Any] = {
         "event_id": result.event_id,
         "points_awarded": result.points_awarded,
         "notes": list(result.notes),
@@ -456,10 +586,36 @@ def _to_json(result: EarnResult) -> dict[str, Any]:
         "growth": result.growth,
         "exempt_from_daily_cap": result.exempt_from_daily_cap,
     }
+    if result.campaign_points:
+        body["campaign_points"] = result.campaign_points
+    if result.points_pending:
+        body["points_pending"] = result.points_pending
+        body["pending_until"] = result.pending_until.isoformat() if result.pending_until else None
+    return body
 
 
 def _from_json(body: Mapping[str, Any]) -> dict[str, Any]:
-    return {**body, "notes": tuple(body.get("notes", ()))}
+    until = body.get("pending_until")
+    return {
+        **body,
+        "notes": tuple(body.get("notes", ())),
+        "pending_until": datetime.fromisoformat(until) if until else None,
+    }
+
+
+_CANCEL = """
+    UPDATE pending_credits SET state = 'CANCELLED', settled_at = %(now)s
+    WHERE app = %(app)s AND event_id = %(event_id)s AND state = 'PENDING'
+    RETURNING points
+"""
+
+
+async def cancel_pending(
+    conn: AsyncConnection, app: str, event_id: str, now: datetime
+) -> int | None:
+    """Cancels an event's credits still pending: the points they were; None when none was."""
+    rows = list(await conn.exec_driver_sql(_CANCEL, {"app": app, "event_id": event_id, "now": now}))
+    return sum(int(row[0]) for row in rows) if rows else None
 
 
 @dataclass(frozen=True)
@@ -486,7 +642,12 @@ async def reverse_event(
     if row.reversal is not None:
         return ReverseResult(**row.reversal)
     points = int(row.points)
-    if points == 0:
+    cancelled = await cancel_pending(conn, ap.app, event_id, now) if points > 0 else None
+    if cancelled is not None:
+        # Still pending: the credits are cancelled, no balance is touched.
+        account = await lock_existing_account(conn, ap.app, row.user_id)
+        result = ReverseResult(cancelled, account.balance if account else 0)
+    elif points == 0:
         account = await lock_existing_account(conn, ap.app, row.user_id)
         result = ReverseResult(0, account.balance if account else 0)
     else:

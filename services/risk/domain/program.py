@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,7 +17,6 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, ConfigDict, Field
 
 from plumbing.sections import (
-    parse_duration,
     REQUIRED,
     ProgramInvalid,
     Shape,
@@ -27,6 +25,7 @@ from plumbing.sections import (
     listing,
     mapping,
     named,
+    parse_duration,
     problem,
     raise_if_any,
     validated,
