@@ -24,11 +24,16 @@ from loyalty.risk.v1 import risk_pb2
 from gateway.auth import Caller
 from gateway.clock import advance_app_clock, bring_participants_in_step, read_clocks
 from gateway.context import Gateway, gateway_of
-from gateway.domain.checkout import parse_checkout
-from gateway.domain.program import load_program, money_rate, service_sections
+from gateway.domain.program import (
+    gateway_section_problems,
+    load_program,
+    money_rate,
+    service_sections,
+)
 from gateway.domain.sagas import ENDED, UNFINISHED, SagaState
 from gateway.member_reads import MemberReads
 from gateway.participants import ask
+from gateway.referrals import settle_due
 from gateway.store.events import daily_counts
 from gateway.store.sagas import SagaRecord
 from gateway.store.tenancy import record_audit
@@ -165,10 +170,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         sections = service_sections(program)
         rate = money_rate(program)
         errors = await self._configure(caller.app, sections, rate, validate_only=True)
-        try:
-            parse_checkout(program, rate)  # the gateway's own section
-        except ProgramInvalid as invalid:
-            errors.extend(invalid.errors)
+        errors.extend(gateway_section_problems(program))  # the gateway's own sections
         if errors or request.dry_run:
             return admin_pb2.ApplyProgramResponse(errors=errors)
         # Every section is valid: configure each service (each stores it as a new version;
@@ -341,9 +343,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                     adjusted=d.adjusted,
                     outstanding=d.outstanding,
                     outstanding_fen=d.outstanding_fen,
+                    pending=d.pending,
                 )
                 for d in report.days
-            ]
+            ],
+            points_pending=report.points_pending,
         )
 
     @audited
@@ -434,6 +438,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         stored = await self.gw.programs.get(caller.app)  # a program must exist (NO_PROGRAM)
         offset = await advance_app_clock(self.gw, stored.app, request_id, seconds)
         self.gw.sold_out.forget(caller.app)  # reservations that fell due gave their stock back
+        # Points released the pending points that fell due: the referrals they qualified pay.
+        await settle_due(self.gw, caller.app)
         return admin_pb2.AdvanceClockResponse(
             now=to_timestamp(await self.gw.app_now(caller.app)), offset_seconds=offset
         )
@@ -545,6 +551,28 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             deadline=self.timeout,
         )
         return admin_pb2.ForceDrawOutcomeResponse()
+
+    @audited
+    async def GetCampaignStats(
+        self, request: admin_pb2.GetCampaignStatsRequest, context: Any, caller: Caller
+    ) -> admin_pb2.GetCampaignStatsResponse:
+        stats = await ask(
+            "points",
+            self.gw.participants.points.GetCampaignStats,
+            points_pb2.GetCampaignStatsRequest(
+                app=caller.app, code=require_id("code", request.code)
+            ),
+            deadline=self.timeout,
+        )
+        return admin_pb2.GetCampaignStatsResponse(
+            code=stats.code,
+            name=stats.name,
+            events=stats.events,
+            members=stats.members,
+            points_awarded=stats.points_awarded,
+            budget_points=stats.budget_points,
+            budget_left=stats.budget_left,
+        )
 
     @audited
     async def GetPoolStats(

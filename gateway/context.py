@@ -8,7 +8,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -158,6 +158,20 @@ class Gateway:
         self.running.add(task)
         task.add_done_callback(self.running.discard)
         return task
+
+    def in_background(self, work: Coroutine[Any, Any, object], name: str) -> None:
+        """Work the caller's answer does not wait for (a referral paid after the purchase that
+        qualified it); a failure is logged, and the job that does the same work retries it."""
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("background work %s failed", name)
+
+        task = asyncio.create_task(run(), name=name)
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
 
     async def resume(self, saga: SagaRecord) -> None:
         """A later drive (recovery loop, RetrySaga): its own span, linked to the saga's trace."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from loyalty.gateway.v1 import loyalty_pb2
@@ -21,8 +21,11 @@ from loyalty.points.v1 import points_pb2
 from loyalty.risk.v1 import risk_pb2
 from opentelemetry import trace
 
+from gateway.audiences import NO_AUDIENCE, MemberAudience, member_audiences
 from gateway.context import Gateway
+from gateway.domain.referrals import ReferralTerms
 from gateway.participants import ask
+from gateway.referrals import settle_due
 from gateway.store.events import LoggedEvent, find_logged, log_events
 from plumbing.errors import IdempotencyConflict, InvalidArgument, Unavailable
 from plumbing.idempotency import payload_hash
@@ -109,6 +112,8 @@ def reply_to_log(reply: loyalty_pb2.RecordEventResponse) -> dict[str, Any]:
         "tier": reply.tier,
         "notes": list(reply.notes),
     }
+    if reply.points_pending:
+        body["points_pending"] = reply.points_pending
     if reply.badges_awarded:
         body["badges_awarded"] = [
             {"code": b.code, "name": b.name, "reward_points": b.reward_points}
@@ -126,6 +131,7 @@ def reply_from_log(body: dict[str, Any]) -> loyalty_pb2.RecordEventResponse:
         growth_awarded=int(body.get("growth_awarded", 0)),
         tier=body.get("tier", ""),
         notes=body.get("notes", []),
+        points_pending=int(body.get("points_pending", 0)),
         badges_awarded=[
             loyalty_pb2.BadgeAward(
                 code=b.get("code", ""),
@@ -205,7 +211,6 @@ async def record_events(
 async def _record_fresh(
     gw: Gateway, app: str, zone: Any, events: list[EventIn]
 ) -> dict[str, loyalty_pb2.RecordEventResponse]:
-    p = gw.participants
     # A batch is one call per service: its deadline grows with it.
     timeout = (
         gw.settings.call_timeout_seconds
@@ -218,26 +223,11 @@ async def _record_fresh(
         if event.signed_up_at is not None or event.user_id not in signups:
             signups[event.user_id] = event.signed_up_at
     created = await gw.members(app, signups)
+    stored = await gw.program(app)
 
-    decisions = await ask(
-        "risk",
-        p.risk.EvaluateBatch,
-        risk_pb2.EvaluateBatchRequest(
-            requests=[
-                risk_pb2.EvaluateRequest(
-                    app=app,
-                    request_id=f"event:{e.event_id}",
-                    action=e.action,
-                    user_id=e.user_id,
-                    device_id=e.device_id,
-                    ip=e.ip,
-                    attributes=e.attributes,
-                    account_created_at=to_timestamp(created.get(e.user_id)),
-                )
-                for e in events
-            ]
-        ),
-        deadline=timeout,
+    decisions, audiences = await asyncio.gather(
+        _evaluate(gw, app, events, created, timeout),
+        member_audiences(gw, app, stored.program, events, now, timeout),
     )
     replies = {
         e.event_id: loyalty_pb2.RecordEventResponse(
@@ -250,8 +240,9 @@ async def _record_fresh(
     allowed = [
         e for e, d in zip(events, decisions.results, strict=True) if d.decision == risk_pb2.ALLOW
     ]
+    pending_until: dict[str, datetime] = {}
     if allowed:
-        await _award(gw, app, allowed, replies, timeout)
+        pending_until = await _award(gw, app, allowed, replies, audiences, timeout)
 
     logged = []
     for event in events:
@@ -268,10 +259,70 @@ async def _record_fresh(
                 growth=reply.growth_awarded,
                 response=reply_to_log(reply),
                 day=day,
+                occurred_at=event.occurred_at or now,
             )
         )
-    await log_events(gw.resources.engine, app, logged, now)
+    qualified = _qualifying(stored.program.referrals, allowed, pending_until, now)
+    await log_events(gw.resources.engine, app, logged, now, qualified)
+    if any(q["payable_at"] <= now for q in qualified):
+        # A purchase with no pending window pays its referral now.
+        gw.in_background(settle_due(gw, app), f"referrals-{app}")
     return replies
+
+
+async def _evaluate(
+    gw: Gateway,
+    app: str,
+    events: list[EventIn],
+    created: dict[str, datetime],
+    deadline: float,
+) -> risk_pb2.EvaluateBatchResponse:
+    decisions: risk_pb2.EvaluateBatchResponse = await ask(
+        "risk",
+        gw.participants.risk.EvaluateBatch,
+        risk_pb2.EvaluateBatchRequest(
+            requests=[
+                risk_pb2.EvaluateRequest(
+                    app=app,
+                    request_id=f"event:{e.event_id}",
+                    action=e.action,
+                    user_id=e.user_id,
+                    device_id=e.device_id,
+                    ip=e.ip,
+                    attributes=e.attributes,
+                    account_created_at=to_timestamp(created.get(e.user_id)),
+                )
+                for e in events
+            ]
+        ),
+        deadline=deadline,
+    )
+    return decisions
+
+
+def _qualifying(
+    terms: ReferralTerms | None,
+    allowed: list[EventIn],
+    pending_until: dict[str, datetime],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """The first qualifying purchase of each member in the batch, for their referral: payable
+    once its points are no longer pending (at once when the action is not pending)."""
+    if terms is None:
+        return []
+    found: dict[str, dict[str, Any]] = {}
+    for event in allowed:
+        if event.user_id in found or not terms.qualifies(event.action, event.attributes):
+            continue
+        found[event.user_id] = {
+            "user_id": event.user_id,
+            "event_id": event.event_id,
+            "device_id": event.device_id,
+            "ip": event.ip,
+            "at": event.occurred_at or now,
+            "payable_at": pending_until.get(event.event_id, now),
+        }
+    return list(found.values())
 
 
 async def _award(
@@ -279,8 +330,11 @@ async def _award(
     app: str,
     events: list[EventIn],
     replies: dict[str, loyalty_pb2.RecordEventResponse],
+    audiences: dict[str, MemberAudience],
     deadline: float,
-) -> None:
+) -> dict[str, datetime]:
+    """Points, growth and badge rewards of the allowed events; answers when each event's
+    pending points (if any) become available."""
     p = gw.participants
     earned = await ask(
         "points",
@@ -295,6 +349,7 @@ async def _award(
                     quantity=e.quantity,
                     attributes=e.attributes,
                     occurred_at=to_timestamp(e.occurred_at),
+                    **audiences.get(e.user_id, NO_AUDIENCE).as_fields(),
                 )
                 for e in events
             ]
@@ -322,9 +377,13 @@ async def _award(
         deadline=deadline,
     )
     grants = []
+    pending_until: dict[str, datetime] = {}
     for event, earn, growth in zip(events, earned.results, grown.results, strict=True):
         reply = replies[event.event_id]
         reply.points_awarded = earn.points_awarded
+        reply.points_pending = earn.points_pending
+        if earn.HasField("pending_until"):
+            pending_until[event.event_id] = earn.pending_until.ToDatetime(tzinfo=UTC)
         reply.growth_awarded = growth.growth_added
         reply.tier = growth.tier_after
         reply.notes.extend(earn.notes)
@@ -354,3 +413,4 @@ async def _award(
                 )
     if grants:
         await asyncio.gather(*grants)
+    return pending_until

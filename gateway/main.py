@@ -7,6 +7,7 @@ from loyalty.gateway.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2, loyalty_p
 
 from gateway.admin_api import AdminServicer
 from gateway.member_api import LoyaltyServicer
+from gateway.referrals import referral_payer
 from gateway.saga.recovery import recovery_loop
 from gateway.settings import GatewaySettings
 from plumbing.server import Registration, ServiceSpec
@@ -28,5 +29,5 @@ SERVICE = ServiceSpec(
     ],
     migrations=Path(__file__).parent / "migrations",
     needs_redis=True,
-    background=[recovery_loop],
+    background=[recovery_loop, referral_payer],
 )

@@ -34,6 +34,7 @@ from gateway.events import (
 )
 from gateway.member_reads import MemberReads
 from gateway.participants import ask
+from gateway.referrals import list_referrals, refer, referral_message, refuse_reversed
 from gateway.risk_gate import risk_refusal
 from gateway.saga.engine import count_outcome, discard
 from gateway.store.events import find_logged
@@ -51,7 +52,7 @@ from plumbing.validation import (
     require_id,
     require_positive,
 )
-from plumbing.wire import to_timestamp
+from plumbing.wire import decode_cursor, encode_cursor, page_size, to_timestamp
 
 MAX_REDEEM_QUANTITY = 100
 
@@ -163,6 +164,9 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
         response = logged[event_id][1]
         if response.get("decision", "ALLOW") != "ALLOW":
             return loyalty_pb2.ReverseEventResponse()
+        # First: a refunded purchase never pays the referral it qualified (a retry of a
+        # reversal that failed below finds it refused already).
+        await refuse_reversed(self.gw, app, event_id)
         p = self.gw.participants
         points, growth = await asyncio.gather(
             ask(
@@ -200,6 +204,32 @@ class LoyaltyServicer(loyalty_pb2_grpc.LoyaltyServiceServicer):
             self.gw.resources.engine, app, user_id, add, remove, await self.gw.app_now(app)
         )
         return loyalty_pb2.SetMemberTagsResponse(user_id=user_id, tags=tags)
+
+    async def Refer(self, request: loyalty_pb2.ReferRequest, context: Any) -> loyalty_pb2.Referral:
+        app = await self._app(context)
+        row = await refer(
+            self.gw,
+            app,
+            require_id("request_id", request.request_id),
+            require_id("referrer_user_id", request.referrer_user_id),
+            require_id("referred_user_id", request.referred_user_id),
+        )
+        return referral_message(row)
+
+    async def ListReferrals(
+        self, request: loyalty_pb2.ListReferralsRequest, context: Any
+    ) -> loyalty_pb2.ListReferralsResponse:
+        app = await self._app(context)
+        user_id = require_id("user_id", request.user_id)
+        size = page_size(request.page_size)
+        found = await list_referrals(
+            self.gw, app, user_id, size + 1, decode_cursor(request.page_token)
+        )
+        last = found[size - 1] if len(found) > size else None
+        return loyalty_pb2.ListReferralsResponse(
+            referrals=[referral_message(row) for row in found[:size]],
+            next_page_token=encode_cursor(last.created_at, last.referral_id) if last else "",
+        )
 
     async def ListPointsHistory(
         self, request: loyalty_pb2.ListPointsHistoryRequest, context: Any

@@ -12,7 +12,9 @@ from loyalty.mall.v1 import mall_pb2
 from loyalty.points.v1 import points_pb2
 
 from gateway.context import Gateway
+from gateway.domain.audiences import segments_of
 from gateway.participants import ask
+from gateway.store.audiences import read_members_seen
 from gateway.store.member_tags import read_tags
 from plumbing.validation import optional_id, require_id
 from plumbing.wire import page_size
@@ -40,7 +42,7 @@ class MemberReads:
         user_id = require_id("user_id", request.user_id)
         if sighting:
             await self.gw.members(app, {user_id: None})
-        balance, level, tags = await asyncio.gather(
+        balance, level, (tags, segments) = await asyncio.gather(
             ask(
                 "points",
                 self.gw.participants.points.GetBalance,
@@ -48,7 +50,7 @@ class MemberReads:
                 deadline=self.timeout,
             ),
             self.level(app, user_id),
-            self._tags(app, user_id),
+            self._tags_and_segments(app, user_id),
         )
         return loyalty_pb2.GetMemberResponse(
             user_id=user_id,
@@ -65,12 +67,22 @@ class MemberReads:
                 loyalty_pb2.BadgeAward(code=b.code, name=b.name, reward_points=b.reward_points)
                 for b in level.badges
             ],
-            tags=tags,
+            tags=tags + segments,
+            points_pending=balance.pending,
         )
 
-    async def _tags(self, app: str, user_id: str) -> list[str]:
+    async def _tags_and_segments(self, app: str, user_id: str) -> tuple[list[str], list[str]]:
+        """The backend's tags, and the program's segments the member is in now."""
+        stored = await self.gw.programs.get(app)
         async with self.gw.resources.engine.connect() as conn:
-            return await read_tags(conn, app, user_id)
+            tags = await read_tags(conn, app, user_id)
+            if not stored.program.segments:
+                return tags, []
+            seen = await read_members_seen(conn, app, [user_id])
+        if user_id not in seen:
+            return tags, []
+        now = self.gw.programs.now(stored)
+        return tags, sorted(segments_of(stored.program.segments, seen[user_id][0], now))
 
     async def points_history(
         self, app: str, request: loyalty_pb2.ListPointsHistoryRequest

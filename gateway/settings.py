@@ -52,6 +52,8 @@ class GatewaySettings(ServiceSettings):
     saga_batches_in_flight: int = Field(default=1, ge=1, le=16)
     # How often the recovery loop looks for sagas nobody drives.
     recovery_interval_seconds: float = Field(default=1.0, gt=0)
+    # How often referrals past their time expire and qualified ones now due are paid.
+    referral_interval_seconds: float = Field(default=5.0, gt=0)
     # Drives without an end before a saga is marked NEEDS_ATTENTION (backoff doubles, max 60 s).
     saga_max_drives: int = Field(default=10, ge=1)
     # Reservation and hold TTLs: long enough to outlive a gateway restart.

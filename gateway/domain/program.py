@@ -16,7 +16,9 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from gateway.domain.audiences import AudienceNeeds, Segment, audience_needs, parse_segments
 from gateway.domain.checkout import CheckoutRules, parse_checkout
+from gateway.domain.referrals import ReferralTerms, parse_referrals
 from plumbing.sections import ProgramInvalid, raise_if_any, timezone_problem
 from plumbing.validation import nul_in_data
 
@@ -34,11 +36,15 @@ SECTIONS = (
     "mall",
     "lottery",
     "risk",
+    "segments",
+    "campaigns",
+    "referrals",
+    "pending",
 )
 
 # Which service is configured with which sections (the timezone goes to every one).
 SERVICE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "points": ("points", "earning"),
+    "points": ("points", "earning", "campaigns", "pending"),
     "levels": ("levels", "badges"),
     "mall": ("mall",),
     "risk": ("risk",),
@@ -97,6 +103,10 @@ def service_sections(program: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     levels = program.get("levels")
     if isinstance(levels, dict) and "tiers" in levels:
         sections["mall"]["levels"] = {"tiers": levels["tiers"]}
+        sections["points"]["levels"] = {"tiers": levels["tiers"]}
+    # Campaigns' audiences name segments (the gateway validates the section itself).
+    if isinstance(program.get("segments"), list):
+        sections["points"]["segments"] = program["segments"]
     sections["levels"].setdefault("badges", [])
     sections["risk"].setdefault("risk", {"rules": []})
     sections["lottery"].setdefault("lottery", {"pools": []})
@@ -142,6 +152,22 @@ class GatewayProgram:
     pool_costs: Mapping[str, int] = field(default_factory=dict)
     # The `checkout` section's rules; None when the program has none.
     checkout: CheckoutRules | None = None
+    segments: tuple[Segment, ...] = ()
+    # Action -> what its campaigns' audiences judge (no entry: no campaign for the action).
+    audiences: Mapping[str, AudienceNeeds] = field(default_factory=dict)
+    referrals: ReferralTerms | None = None
+
+
+def gateway_section_problems(program: Mapping[str, Any]) -> list[str]:
+    """Every problem of the sections the gateway itself owns: checkout, segments, referrals."""
+    problems: list[str] = []
+    try:
+        parse_checkout(program, money_rate(program))
+    except ProgramInvalid as invalid:
+        problems.extend(invalid.errors)
+    parse_segments(program, problems)
+    parse_referrals(program, problems)
+    return problems
 
 
 def parse_stored(stored: Mapping[str, Any]) -> GatewayProgram:
@@ -166,4 +192,7 @@ def parse_stored(stored: Mapping[str, Any]) -> GatewayProgram:
         items=items,
         pool_costs=pool_costs,
         checkout=parse_checkout(program, money_rate(program)),
+        segments=parse_segments(program, []),
+        audiences=audience_needs(program),
+        referrals=parse_referrals(program, []),
     )

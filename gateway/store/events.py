@@ -11,6 +11,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.store.referrals import qualify
+from plumbing.db import json_rows
+
 
 @dataclass(frozen=True)
 class LoggedEvent:
@@ -23,6 +26,8 @@ class LoggedEvent:
     growth: int
     response: dict[str, Any]
     day: date
+    # When it happened (occurred_at, else when it was recorded): the member's last event.
+    occurred_at: datetime | None = None
 
 
 _FIND = """
@@ -38,6 +43,14 @@ _RECORD = """
          payload_hash text, decision text, points bigint, growth bigint, response jsonb, day date)
     ON CONFLICT DO NOTHING
 """
+# Each member's latest allowed event, and their first earning (segments, referrals).
+_SEEN = """
+    UPDATE members m
+    SET last_event_at = GREATEST(m.last_event_at, s.at),
+        first_earned_at = COALESCE(m.first_earned_at, CASE WHEN s.earned THEN %(now)s END)
+    FROM json_to_recordset(%(rows)s::json) AS s(user_id text, at timestamptz, earned bool)
+    WHERE m.app = %(app)s AND m.user_id = s.user_id
+"""
 
 
 async def find_logged(
@@ -50,8 +63,14 @@ async def find_logged(
 
 
 async def log_events(
-    engine: AsyncEngine, app: str, events: Sequence[LoggedEvent], now: datetime
+    engine: AsyncEngine,
+    app: str,
+    events: Sequence[LoggedEvent],
+    now: datetime,
+    qualified: Sequence[dict[str, Any]] = (),
 ) -> None:
+    """The events' answers, what they tell of their members, and the referrals they qualify,
+    in one transaction: a retried event that finds itself logged finds these done too."""
     rows = [
         {
             "event_id": e.event_id,
@@ -66,8 +85,21 @@ async def log_events(
         }
         for e in events
     ]
+    seen: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e.decision != "ALLOW":
+            continue
+        at = e.occurred_at or now
+        had = seen.setdefault(e.user_id, {"user_id": e.user_id, "at": at, "earned": False})
+        had["at"] = max(had["at"], at)
+        had["earned"] = had["earned"] or e.points > 0
     async with engine.begin() as conn:
         await conn.exec_driver_sql(_RECORD, {"app": app, "now": now, "rows": json.dumps(rows)})
+        if seen:
+            await conn.exec_driver_sql(
+                _SEEN, {"app": app, "now": now, "rows": json_rows(seen.values())}
+            )
+        await qualify(conn, app, qualified)
 
 
 async def daily_counts(

@@ -68,7 +68,46 @@ members = Table(
     Column("user_id", Text, nullable=False),
     Column("first_seen_at", DateTime(timezone=True), nullable=False),
     Column("signed_up_at", DateTime(timezone=True)),
+    # When their latest allowed event happened (the `inactive_for` segments), and when an
+    # event first earned them points (a referral of an active member is refused).
+    Column("last_event_at", DateTime(timezone=True)),
+    Column("first_earned_at", DateTime(timezone=True)),
     PrimaryKeyConstraint("app", "user_id"),
+)
+
+# Referrals (the program's `referrals` section): one per referred member. request_id makes
+# Refer idempotent; the qualifying event's id, device and ip are kept for the payout's risk
+# check.
+referrals = Table(
+    "referrals",
+    metadata,
+    Column("app", Text, nullable=False),
+    Column("referral_id", Text, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("referrer_user_id", Text, nullable=False),
+    Column("referred_user_id", Text, nullable=False),
+    # PENDING, QUALIFIED, PAID, EXPIRED, REFUSED
+    Column("state", Text, nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("qualifying_event_id", Text, nullable=False, server_default=""),
+    Column("device_id", Text, nullable=False, server_default=""),
+    Column("ip", Text, nullable=False, server_default=""),
+    Column("payable_at", DateTime(timezone=True)),
+    Column("paid_at", DateTime(timezone=True)),
+    Column("referrer_points", BigInteger, nullable=False, server_default="0"),
+    Column("referred_points", BigInteger, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("app", "referral_id"),
+    UniqueConstraint("app", "request_id", name="referrals_request_key"),
+    UniqueConstraint("app", "referred_user_id", name="referrals_referred_key"),
+    Index("referrals_referrer_idx", "app", "referrer_user_id", "created_at"),
+    Index(
+        "referrals_open_idx",
+        "app",
+        "state",
+        postgresql_where=text("state IN ('PENDING', 'QUALIFIED')"),
+    ),
 )
 
 # The product backend's tags of each member (SetMemberTags); campaigns' audiences name them.
