@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
 from loyalty.gateway.v1 import admin_pb2
 from sqlalchemy import text
 
@@ -21,8 +23,19 @@ from tests.programs import EXAMPLE, EXAMPLE_IN_REPO
 
 
 def example_yaml() -> str:
+    """The example program as the operator wrote it (examples/video-app.yaml)."""
     path = EXAMPLE_IN_REPO if EXAMPLE_IN_REPO.exists() else EXAMPLE
     return Path(path).read_text(encoding="utf-8")
+
+
+@functools.cache
+def spendable_yaml() -> str:
+    """The example program less its ``pending`` return window: a purchase's points are
+    spendable at once. Most tests fund their members with purchases and then spend; the tests
+    of pending points (test_pending_points.py, test_referrals.py) apply the whole example."""
+    program = yaml.safe_load(example_yaml())
+    program.pop("pending", None)
+    return yaml.safe_dump(program, allow_unicode=True, sort_keys=False)
 
 
 @asynccontextmanager
@@ -44,7 +57,8 @@ async def new_app(
     burst: int = 2000,
     park: bool = True,
 ) -> AppKeys:
-    """A fresh app with the program applied. A sandbox app is parked at the next local 10:00
+    """A fresh app with the program applied (by default the example less its pending
+    window: ``spendable_yaml``). A sandbox app is parked at the next local 10:00
     of its own clock (``tests.integration.app_time``), so no test's "today" depends on the
     hour the run started at; ``park=False`` keeps the real time."""
     made = await create_app_keys(
@@ -55,7 +69,7 @@ async def new_app(
         burst=burst,
     )
     applied = await admin_stub.ApplyProgram(
-        admin_pb2.ApplyProgramRequest(program_yaml=program_yaml or example_yaml()),
+        admin_pb2.ApplyProgramRequest(program_yaml=program_yaml or spendable_yaml()),
         metadata=made.admin,
         timeout=30,
     )

@@ -35,11 +35,12 @@ async def test_tags_are_added_removed_and_shown_by_get_member(suite: Suite, stub
     )
     assert list(second.tags) == ["cn-north", "vip"]
     member = await stubs.loyalty.GetMember(pb.GetMemberRequest(user_id=user), metadata=app.member)
-    assert list(member.tags) == ["cn-north", "vip"]
+    # The backend's tags, then the program's segments the member is in (just seen: newcomer).
+    assert list(member.tags) == ["cn-north", "vip", "newcomer"]
     # Another app's member of the same id has none of them.
     other = await new_app(suite, stubs.admin)
     theirs = await stubs.loyalty.GetMember(pb.GetMemberRequest(user_id=user), metadata=other.member)
-    assert list(theirs.tags) == []
+    assert list(theirs.tags) == ["newcomer"]
 
 
 async def test_a_bad_tag_is_named_and_changes_nothing(suite: Suite, stubs: Stubs) -> None:
@@ -56,7 +57,7 @@ async def test_a_bad_tag_is_named_and_changes_nothing(suite: Suite, stubs: Stubs
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (bad.value.details() or "").startswith("add[1]:")
     member = await stubs.loyalty.GetMember(pb.GetMemberRequest(user_id=user), metadata=app.member)
-    assert list(member.tags) == ["vip"]
+    assert list(member.tags) == ["vip", "newcomer"]
 
 
 async def test_at_most_fifty_tags_even_when_calls_race(suite: Suite, stubs: Stubs) -> None:
@@ -80,4 +81,4 @@ async def test_at_most_fifty_tags_even_when_calls_race(suite: Suite, stubs: Stub
     outcomes = await asyncio.gather(*(add_five(b) for b in range(4)))
     assert sorted(outcomes) == ["INVALID_ARGUMENT"] * 3 + ["OK"]
     member = await stubs.loyalty.GetMember(pb.GetMemberRequest(user_id=user), metadata=app.member)
-    assert len(member.tags) == 50
+    assert len([t for t in member.tags if t != "newcomer"]) == 50

@@ -44,7 +44,17 @@ def test_the_example_program_splits_into_each_services_section() -> None:
     assert sections["lottery"]["lottery"] == program["lottery"]
     prices = {i["sku"]: i["price_points"] for i in sections["lottery"]["mall"]["items"]}
     assert prices["ticket-wolf-warrior-2"] == 500
-    assert set(sections["points"]) == {"timezone", "points", "earning"}
+    # Points owns pending points and campaign entries; it reads the tier ladder and the
+    # segments only to check the campaigns' audiences name them.
+    assert set(sections["points"]) == {
+        "timezone",
+        "points",
+        "earning",
+        "campaigns",
+        "pending",
+        "levels",
+        "segments",
+    }
     assert set(sections["levels"]) == {"timezone", "levels", "badges"}
     assert sections["mall"]["levels"]["tiers"] == program["levels"]["tiers"]
     assert all(s["timezone"] == "Asia/Shanghai" for s in sections.values())

@@ -49,6 +49,7 @@ def test_the_example_program_parses(program: RiskProgram) -> None:
         "shared-ip-redeem": (RuleKind.DISTINCT_USERS, Verdict.REVIEW),
         "new-account-high-value": (RuleKind.ACCOUNT_AGE, Verdict.DENY),
         "gift-farming": (RuleKind.VELOCITY, Verdict.DENY),
+        "referral-farming": (RuleKind.DISTINCT_USERS, Verdict.DENY),
     }
     velocity = program.rules[0]
     assert (velocity.max, velocity.window, velocity.action) == (60, timedelta(minutes=1), "*")

@@ -120,11 +120,12 @@ class CampaignShape(Shape):
 
 def campaign_rules(
     shape: CampaignShape,
-    earning: Mapping[str, Any],
+    earning: Mapping[str, Any] | None,
     known: Mapping[str, frozenset[str] | None],
 ) -> list[tuple[str, str]]:
     """The rules between a campaign's fields and the rest of the program, as (field, message).
-    ``known``: the tier and segment codes the program defines (None: not checked)."""
+    ``earning``: the program's rules by action, ``known``: the tier and segment codes it
+    defines (None: not checked)."""
     found = []
     if (shape.multiplier or 1) == 1 and not shape.bonus_points:
         found.append(("multiplier", "a campaign needs a multiplier above 1 or bonus_points"))
@@ -137,7 +138,7 @@ def campaign_rules(
     ):
         found.append(("window.to", "must be after window.from (to is exclusive)"))
     for index, action in enumerate(shape.actions):
-        if action not in earning:
+        if earning is not None and action not in earning:
             found.append((f"actions[{index}]", f"no earning rule for action {action!r}"))
     audience = shape.audience or AudienceShape()
     for key, codes in (("tiers", audience.tiers), ("segments", audience.segments)):

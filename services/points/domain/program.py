@@ -245,8 +245,11 @@ def parse_program(section: Mapping[str, Any]) -> PointsProgram:
             problems.append(f"{path}.action: duplicate rule for action {rule.action!r}")
         else:
             rules[rule.action] = _rule(rule)
-    campaigns = _campaigns(section, rules, problems)
-    if shape is not None:
+    # A campaign's or pending action is checked against the rules only when every rule is
+    # valid: a broken rule's action is reported once, at the rule.
+    earning_valid = not problems and isinstance(earning, list)
+    campaigns = _campaigns(section, rules if earning_valid else None, problems)
+    if shape is not None and earning_valid:
         problems.extend(
             f"pending.{action}: no earning rule for this action"
             for action in shape.pending
@@ -277,7 +280,7 @@ def _codes(raw: Any, key: str) -> frozenset[str] | None:
 
 
 def _campaigns(
-    section: Mapping[str, Any], rules: Mapping[str, EarningRule], problems: list[str]
+    section: Mapping[str, Any], rules: Mapping[str, EarningRule] | None, problems: list[str]
 ) -> list[Campaign]:
     """Each campaign validated alone (one bad campaign never hides another's errors), then
     against the rest of the program: its actions earn, its tiers and segments exist."""
