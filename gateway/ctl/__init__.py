@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import sys
 
-from gateway.ctl import checkout, clock, keys, lottery, members, program, reviews, sagas
+from gateway.ctl import (
+    campaigns,
+    checkout,
+    clock,
+    keys,
+    lottery,
+    members,
+    program,
+    reviews,
+    sagas,
+)
 from gateway.ctl.cli import app
 
-COMMAND_MODULES = (program, sagas, keys, members, reviews, lottery, checkout, clock)
+COMMAND_MODULES = (program, sagas, keys, members, reviews, lottery, checkout, clock, campaigns)
 
 
 def main() -> None:

@@ -41,8 +41,12 @@ checkout_app = typer.Typer(
 event_app = typer.Typer(
     help="Member events, as a product backend records them.", no_args_is_help=True
 )
+campaigns_app = typer.Typer(help="Campaigns: what each has awarded.", no_args_is_help=True)
+referrals_app = typer.Typer(help="Referrals members made.", no_args_is_help=True)
 for sub, name in (
     (event_app, "event"),
+    (campaigns_app, "campaigns"),
+    (referrals_app, "referrals"),
     (saga_app, "saga"),
     (keys_app, "keys"),
     (program_app, "program"),

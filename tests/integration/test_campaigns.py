@@ -132,9 +132,11 @@ async def test_each_campaign_kind_pays_inside_its_window_and_not_outside(
     assert (bought.points_awarded, bought.points_pending) == (200, 0)
     assert campaign_notes(bought) == ["campaign:window-2x"]
     watched = await record(stubs, app, user, "watch", quantity=30)
-    assert watched.points_awarded == 9 and campaign_notes(watched) == ["campaign:weekday-3x"]
+    assert watched.points_awarded == 9
+    assert campaign_notes(watched) == ["campaign:weekday-3x"]
     shared = await record(stubs, app, user, "share")
-    assert shared.points_awarded == 170 and campaign_notes(shared) == ["campaign:share-bonus"]
+    assert shared.points_awarded == 170
+    assert campaign_notes(shared) == ["campaign:share-bonus"]
     assert (await member(stubs, app, user)).points_available == 200 + 9 + 170
 
     # The next local day: the window has ended (to is exclusive), the weekday is another.
@@ -243,7 +245,8 @@ async def test_segment_audiences_newcomer_and_lapsed(suite: Suite, stubs: Stubs)
     shared = await record(stubs, app, user, "share")
     assert campaign_notes(shared) == []
     tags = (await member(stubs, app, user)).tags
-    assert "newcomer" not in tags and "lapsed" not in tags
+    assert "newcomer" not in tags
+    assert "lapsed" not in tags
     # Lapsed again 30 days on, but welcome-back pays a member once (per_user lifetime 1).
     await advance(stubs, app, 31 * DAY)
     again = await record(stubs, app, user, "sign_in")
@@ -289,7 +292,8 @@ async def test_reversing_an_event_takes_its_campaign_points_back_but_not_the_bud
     assert (await member(stubs, app, user)).points_available == 0
     # The budget spent stays spent: 50 left for the next purchase.
     again = await record(stubs, app, user, "purchase", attributes={"amount_fen": "10000"})
-    assert again.points_awarded == 150 and "campaign_budget:buy-2x" in again.notes
+    assert again.points_awarded == 150
+    assert "campaign_budget:buy-2x" in again.notes
     assert (await stats(stubs, app, "buy-2x")).budget_left == 0
     history = await stubs.loyalty.ListPointsHistory(
         pb.ListPointsHistoryRequest(user_id=user), metadata=app.member

@@ -16,7 +16,7 @@ from devtools.bootstrap import AppKeys
 from devtools.suite import Suite
 from plumbing.grpc_errors import reason_of
 from tests.integration.conftest import Stubs
-from tests.integration.gateway_apps import example_yaml, new_app
+from tests.integration.gateway_apps import new_app, spendable_yaml
 from tests.integration.test_gateway import earn_points, member
 
 
@@ -195,7 +195,7 @@ async def test_retries_act_once(stubs: Stubs, app: AppKeys) -> None:
 
 
 async def test_the_rules_refuse_what_breaks_them(suite: Suite, stubs: Stubs) -> None:
-    program = example_yaml().replace("min_points: 100", "min_points: 200")
+    program = spendable_yaml().replace("min_points: 100", "min_points: 200")
     strict = await new_app(suite, stubs.admin, program_yaml=program)
     user = await rich_user(stubs, strict)
     cases = [
@@ -209,9 +209,9 @@ async def test_the_rules_refuse_what_breaks_them(suite: Suite, stubs: Stubs) -> 
     assert (await member(stubs, strict, user)).points_available == 1000
 
     without = (
-        example_yaml().split("\ncheckout:")[0]
+        spendable_yaml().split("\ncheckout:")[0]
         + "\nlevels:"
-        + example_yaml().split("\nlevels:", 1)[1]
+        + spendable_yaml().split("\nlevels:", 1)[1]
     )
     closed = await new_app(suite, stubs.admin, program_yaml=without)
     assert await refusal(hold(stubs, closed, user, uid("o"), 200)) == (

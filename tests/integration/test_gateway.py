@@ -22,7 +22,7 @@ from gateway.store.tenancy import read_audit, revoke_key
 from plumbing.clock import SystemClock
 from plumbing.grpc_errors import reason_of
 from tests.integration.conftest import Stubs
-from tests.integration.gateway_apps import example_yaml, gateway_engine, new_app
+from tests.integration.gateway_apps import example_yaml, gateway_engine, new_app, spendable_yaml
 
 
 def uid(prefix: str = "u") -> str:
@@ -176,7 +176,7 @@ async def test_a_price_the_mall_changed_compensates_both_halves(suite: Suite, st
         "DONE",
     )
     applied = await stubs.admin.ApplyProgram(
-        admin_pb2.ApplyProgramRequest(program_yaml=example_yaml()), metadata=app.admin
+        admin_pb2.ApplyProgramRequest(program_yaml=spendable_yaml()), metadata=app.admin
     )
     assert applied.applied, applied.errors
     done = await redeem(stubs, app, user, "ticket-wolf-warrior-2")
@@ -185,7 +185,7 @@ async def test_a_price_the_mall_changed_compensates_both_halves(suite: Suite, st
 
 
 async def test_sold_out(suite: Suite, stubs: Stubs) -> None:
-    program = example_yaml().replace("stock: 5\n", "stock: 1\n")
+    program = spendable_yaml().replace("stock: 5\n", "stock: 1\n")
     app = await new_app(suite, stubs.admin, program_yaml=program)
     buyers = [uid() for _ in range(3)]
     # A new account may not redeem more than 10,000 points (new-account-high-value): the
@@ -330,7 +330,7 @@ async def test_risk_deny_awards_nothing_and_fails_the_redemption(
     suite: Suite, stubs: Stubs
 ) -> None:
     user = uid()
-    program = example_yaml().replace("deny_users: []", f"deny_users: [{user}]")
+    program = spendable_yaml().replace("deny_users: []", f"deny_users: [{user}]")
     app = await new_app(suite, stubs.admin, program_yaml=program)
     denied = await earn_points(stubs, app, user, 100_000)
     assert (denied.decision, denied.points_awarded) == (pb.DENY, 0)
@@ -405,7 +405,7 @@ async def test_rate_limit(suite: Suite, stubs: Stubs) -> None:
 
 async def test_apply_program_reports_every_error_with_its_path(stubs: Stubs, app: AppKeys) -> None:
     broken = (
-        example_yaml()
+        spendable_yaml()
         .replace("price_points: 1000", "price_points: 0")
         .replace("daily_cap: 100 ", "daily_cap: -5 ")
     )
@@ -416,7 +416,7 @@ async def test_apply_program_reports_every_error_with_its_path(stubs: Stubs, app
     assert any(e.startswith("mall.items[2].price_points") for e in answer.errors), answer.errors
     assert any(e.startswith("points.daily_cap") for e in answer.errors), answer.errors
     current = await stubs.admin.GetProgram(admin_pb2.GetProgramRequest(), metadata=app.admin)
-    assert current.program_yaml == example_yaml()
+    assert current.program_yaml == spendable_yaml()
     garbage = await stubs.admin.ApplyProgram(
         admin_pb2.ApplyProgramRequest(program_yaml="timezone: [unclosed"), metadata=app.admin
     )
@@ -577,7 +577,7 @@ async def test_a_sold_out_item_is_refused_at_the_door_and_recorded(
     """Once a redemption of an item ended OUT_OF_STOCK, the next ones are answered at once:
     recorded (GetRedemption finds them, a replay answers the same), nothing held, the stock
     never oversold; a new program (more stock) makes the item redeemable again at once."""
-    program = example_yaml().replace("stock: 5\n", "stock: 1\n")
+    program = spendable_yaml().replace("stock: 5\n", "stock: 1\n")
     app = await new_app(suite, stubs.admin, program_yaml=program)
     buyers = [uid() for _ in range(4)]
     for buyer in buyers:
@@ -615,7 +615,7 @@ async def test_a_sold_out_item_is_refused_at_the_door_and_recorded(
     assert (await member(stubs, app, buyers[2])).points_held == 0
     assert await available(stubs, app, "phone-flagship") == 0
 
-    more = example_yaml().replace("stock: 5\n", "stock: 2\n")
+    more = spendable_yaml().replace("stock: 5\n", "stock: 2\n")
     applied = await stubs.admin.ApplyProgram(
         admin_pb2.ApplyProgramRequest(program_yaml=more), metadata=app.admin, timeout=30
     )

@@ -83,6 +83,11 @@ def test_every_command(suite: Suite) -> None:
     assert forced["prize"] == "ticket"
     assert as_json(env, "lottery", "stats", "lucky-wheel") == []
     assert as_json(env, "alerts") == []
+    double = as_json(env, "campaigns", "stats", "double-11")
+    assert (double["code"], double["budget_left"]) == ("double-11", "1000000")
+    assert "budget_left" in ctl(env, "campaigns", "stats", "double-11").stdout
+    assert "CAMPAIGN_NOT_FOUND" in ctl(env, "campaigns", "stats", "nope", ok=False).stderr
+    assert as_json(env, "referrals", "list", "alice")["referrals"] == []
     assert as_json(env, "checkout", "release", "order-1")["state"] == "released"
     assert [h["order_ref"] for h in as_json(env, "checkout", "holds", "--state", "released")] == [
         "order-1"
@@ -90,6 +95,10 @@ def test_every_command(suite: Suite) -> None:
     # The member calls of the README's quick start, first seen after the clock moved.
     earned = as_json(env, "event", "record", "bob", "purchase", "--attr", "amount_fen=200000")
     assert (earned["points_awarded"], earned["decision"]) == ("2000", "ALLOW")
+    # The example's purchases wait out a 7-day return window; bob is funded by ops instead.
+    assert earned["points_pending"] == "2000"
+    assert as_json(env, "member", "get", "bob")["points_pending"] == "2000"
+    as_json(env, "points", "adjust", "bob", "2000", "--reason", "goodwill")
     redeemed = as_json(env, "redeem", "bob", "ticket-wolf-warrior-2")
     assert (redeemed["status"], redeemed["points_spent"]) == ("COMPLETED", "500")
     assert as_json(env, "draw", "bob", "lucky-wheel")["status"] == "COMPLETED"

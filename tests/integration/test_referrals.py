@@ -66,7 +66,8 @@ async def test_a_referral_is_paid_once_the_qualifying_purchase_is_no_longer_pend
 
     await advance(stubs, app, 7 * DAY + 60)
     paid = (await referrals_of(stubs, app, referrer))[referred]
-    assert paid.state == "PAID" and paid.HasField("paid_at")
+    assert paid.state == "PAID"
+    assert paid.HasField("paid_at")
     assert (await member(stubs, app, referrer)).points_available == 200
     # 100 for being referred, plus the two purchases' own points (9 + 50), now available.
     assert (await member(stubs, app, referred)).points_available == 100 + 9 + 50

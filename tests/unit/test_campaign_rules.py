@@ -45,7 +45,8 @@ def test_a_window_is_from_inclusive_to_exclusive_and_a_schedule_picks_weekdays()
     assert not windowed.runs_on(WED - timedelta(days=1))
     assert not windowed.runs_on(WED + timedelta(days=1))
     wednesdays = campaign(weekdays=frozenset({2}))
-    assert wednesdays.runs_on(WED) and wednesdays.runs_on(WED + timedelta(days=7))
+    assert wednesdays.runs_on(WED)
+    assert wednesdays.runs_on(WED + timedelta(days=7))
     assert not wednesdays.runs_on(WED + timedelta(days=1))
 
 
@@ -146,7 +147,9 @@ def test_audience_needs_say_what_an_actions_campaigns_judge() -> None:
     )
     assert (needs["buy"].tier, needs["buy"].tags, needs["buy"].segments) == (True, True, False)
     assert (needs["watch"].tier, needs["watch"].tags) == (False, True)
-    assert not (needs["share"].tier or needs["share"].tags or needs["share"].segments)
+    assert not (needs["share"].tier)
+    assert not (needs["share"].tags)
+    assert not (needs["share"].segments)
     assert "sign_in" not in needs
 
 
