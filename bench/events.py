@@ -25,7 +25,7 @@ from typing import Any
 
 import grpc
 import psycopg
-from loyalty.gateway.v1 import loyalty_pb2, loyalty_pb2_grpc
+from loyalty.gateway.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2, loyalty_pb2_grpc
 from sqlalchemy import make_url
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,11 +45,44 @@ from devtools.suite import Suite  # noqa: E402
 
 GOAL_BATCHED = 10_000
 GOAL_SINGLE = 2_000
+# Issue 24: a batch with campaigns within 20% of the same batch without.
+CAMPAIGN_SLOWDOWN_LIMIT = 0.20
+# A campaign that pays every bench event (a `watch`), judging all three kinds of audience
+# (tier: levels is asked; tags and segments: the gateway's own read) and spending a budget
+# (its row locked by every batch), beside the example's own campaigns.
+BENCH_CAMPAIGN = """  - code: bench-watch
+    actions: [watch]
+    multiplier: 2
+    bonus_points: 1
+    audience: { tiers: [rookie, actor, star], tags: [vip], segments: [newcomer] }
+    budget_points: 1000000000
+"""
+
+
+async def with_campaign(suite: Suite, admin: str) -> None:
+    """The bench app's program again, with BENCH_CAMPAIGN added, on a fresh local day."""
+    async with grpc.aio.insecure_channel(suite.address("gateway")) as channel:
+        admin_stub = admin_pb2_grpc.AdminServiceStub(channel)
+        md = (("authorization", f"Bearer {admin}"),)
+        current = await admin_stub.GetProgram(admin_pb2.GetProgramRequest(), metadata=md)
+        program = current.program_yaml.replace("campaigns:\n", "campaigns:\n" + BENCH_CAMPAIGN)
+        applied = await admin_stub.ApplyProgram(
+            admin_pb2.ApplyProgramRequest(program_yaml=program), metadata=md, timeout=60
+        )
+        assert applied.applied, applied.errors
+        # A new local day: the first loads used up the members' daily watch limit, and a
+        # campaign pays only events that earned points of their own.
+        await admin_stub.AdvanceClock(
+            admin_pb2.AdvanceClockRequest(seconds=86_400, request_id="bench-campaign-day"),
+            metadata=md,
+            timeout=60,
+        )
 
 
 async def measure(
     suite: Suite,
     member: str,
+    admin: str,
     users: int,
     seconds: float,
     batch_size: int,
@@ -110,6 +143,9 @@ async def measure(
 
         out["batched"] = await run(batch, batch_size, batches_in_flight, 2)
         out["single"] = await run(single, 1, callers, 100)
+        await with_campaign(suite, admin)
+        print("with a campaign paying every event:")
+        out["batched_campaign"] = await run(batch, batch_size, batches_in_flight, 2)
     return out
 
 
@@ -170,12 +206,13 @@ def main() -> None:
         echo, _, _ = run_mode("bare", free_port(), args.seconds, 64)
         print(f"  pgbench one-row UPDATE (8 clients): {update:,.0f} tps")
         print(f"  bare grpc.aio echo (64 in flight):  {echo:,.0f} calls/s")
-        with seeded_suite(up, args.users) as (suite, member, _):
+        with seeded_suite(up, args.users) as (suite, member, admin):
             print("loads ...", flush=True)
             out = run_load(
                 measure(
                     suite,
                     member,
+                    admin,
                     args.users,
                     args.seconds,
                     args.batch,
@@ -197,6 +234,16 @@ def main() -> None:
         f"RecordEvent, one event a call, {args.callers} in flight: {rate:,.0f} events/s "
         f"(p50 {p50:.1f} ms, p99 {p99:.1f} ms); goal {GOAL_SINGLE:,}: "
         f"{'met' if rate >= GOAL_SINGLE else 'NOT met'}; {rate / echo:.2f}x the bare echo"
+    )
+    print("\n".join(cpu_lines(cpu)))
+    plain = out["batched"][0]
+    rate, p50, p99, cpu = out["batched_campaign"]
+    slower = 1 - rate / plain
+    print(
+        f"RecordEvents with a campaign paying every event: {rate:,.0f} events/s (p50 {p50:.0f} "
+        f"ms, p99 {p99:.0f} ms per call); {slower:+.0%} slower than without ({plain:,.0f}); "
+        f"limit {CAMPAIGN_SLOWDOWN_LIMIT:.0%}: "
+        f"{'met' if slower <= CAMPAIGN_SLOWDOWN_LIMIT else 'NOT met'}"
     )
     print("\n".join(cpu_lines(cpu)))
 

@@ -152,8 +152,10 @@ async def prepare(address: str, member: str, admin: str, users: int) -> None:
                             user_id=f"user-{n}",
                             action="purchase",
                             attributes={"amount_fen": "100000000"},
-                            # Old accounts: risk's new-account rule stays out of the way.
+                            # Old accounts: risk's new-account rule stays out of the way;
+                            # old purchases: past the example's 7-day pending window.
                             signed_up_at=_long_ago(),
+                            occurred_at=_long_ago(),
                         )
                         for n in range(start, min(users, start + 500))
                     ]

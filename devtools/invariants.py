@@ -59,6 +59,25 @@ GATEWAY_CHECKS = {
         SELECT saga_id, kind, state FROM sagas
         WHERE app = :app AND state NOT IN ('COMPLETED', 'COMPENSATED', 'NEEDS_ATTENTION')
     """,
+    "a referral's state agrees with its fields": """
+        SELECT referral_id, state, reason FROM referrals
+        WHERE app = :app AND (
+            state NOT IN ('PENDING', 'QUALIFIED', 'PAID', 'EXPIRED', 'REFUSED')
+         OR (state = 'PAID') <> (paid_at IS NOT NULL)
+         OR (state IN ('QUALIFIED', 'PAID') AND (qualifying_event_id = '' OR payable_at IS NULL))
+         OR (state = 'PAID' AND paid_at < payable_at)
+         OR (state IN ('EXPIRED', 'REFUSED') AND reason = ''))
+    """,
+    # At most per_referrer.monthly paid referrals per referrer per local month.
+    "referrals paid within the monthly limit": """
+        SELECT r.referrer_user_id, date_trunc('month', r.paid_at AT TIME ZONE
+                                              (a.program->'program'->>'timezone')), count(*)
+        FROM referrals r JOIN apps a ON a.app = r.app
+        WHERE r.app = :app AND r.state = 'PAID'
+          AND a.program->'program'->'referrals'->'per_referrer' ? 'monthly'
+        GROUP BY 1, 2, (a.program->'program'->'referrals'->'per_referrer'->>'monthly')::int
+        HAVING count(*) > (a.program->'program'->'referrals'->'per_referrer'->>'monthly')::int
+    """,
 }
 
 
@@ -143,7 +162,38 @@ async def _check(engines: Mapping[str, AsyncEngine], only_app: str | None) -> li
             for name, query in GATEWAY_CHECKS.items():
                 results.append(Check(f"gateway: {name}", app, await _rows(gateway, query, params)))
             results.extend(await _sagas(app, points, mall, lottery, gateway))
+            results.append(await _referrals(app, points, gateway))
     return results
+
+
+async def _referrals(app: str, points: AsyncConnection, gateway: AsyncConnection) -> Check:
+    """A paid referral granted each side's points once; any other granted nothing."""
+    params = {"app": app}
+    grants: dict[str, int] = {}
+    for ref, n in await _rows(
+        points,
+        "SELECT ref, count(*) FROM transactions WHERE app = :app AND kind = 'grant'"
+        " AND ref LIKE 'referral:%' GROUP BY ref",
+        params,
+    ):
+        grants[ref] = int(n)
+    check = Check("referrals: a paid referral paid each side once; others paid nothing", app)
+    for referral_id, state, referrer_points, referred_points in await _rows(
+        gateway,
+        "SELECT referral_id, state, referrer_points, referred_points FROM referrals"
+        " WHERE app = :app",
+        params,
+    ):
+        for side, amount in (("referrer", referrer_points), ("referred", referred_points)):
+            made = grants.get(f"referral:{referral_id}:{side}", 0)
+            # A payer that died between the grants and the PAID mark leaves QUALIFIED with
+            # grants made; the next pass marks it PAID without granting again.
+            expected = {1} if state == "PAID" and amount > 0 else {0}
+            if state == "QUALIFIED":
+                expected = {0, 1}
+            if made not in expected:
+                check.violations.append((referral_id, state, side, made))
+    return check
 
 
 async def _sagas(

@@ -1,8 +1,10 @@
 """`make soak`: the whole suite under steady load while a fault injector kills and restarts
 processes, then the invariant checker.
 
-Two sandbox apps, a few hundred members each, record events, redeem (a coupon, and a flash
-sale of a few units that sells out), draw and gift at a steady rate for ``--seconds``, the
+Two sandbox apps, a few hundred members each, record events (purchases pending 20 s, a
+campaign whose budget runs out), redeem (a coupon, and a flash sale of a few units that sells
+out), draw, gift, refer new members who then qualify, refund purchases and tag members at a
+steady rate for ``--seconds``, the
 callers spread over two gateway replicas sharing one saga log (as the prod overlay runs
 them). Every few seconds a random service or either gateway is SIGKILLed and restarted; at
 times Redis is paused (SIGSTOP / SIGCONT). At the end: wait until every saga has ended (the
@@ -31,12 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from loyalty.gateway.v1 import admin_pb2, admin_pb2_grpc, loyalty_pb2, loyalty_pb2_grpc
+from sqlalchemy import text
 
 from devtools.bootstrap import create_app_keys
 from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, spawn
 from devtools.invariants import check_all, report, urls_from
 from devtools.suite import REPO, SERVICES, SPECS, Suite, wait_healthy
+from plumbing.db import create_engine
 
 FLASH_ITEM = """    - sku: soak-flash
       name: Soak flash sale
@@ -45,6 +50,12 @@ FLASH_ITEM = """    - sku: soak-flash
       stock: 20
       per_user: { lifetime: 1 }
 """
+# A campaign whose budget runs out during the run, under concurrency and kills.
+SOAK_CAMPAIGN = """  - code: soak-bonus
+    actions: [sign_in, share]
+    bonus_points: 10
+    budget_points: 3000
+"""
 # Faster recovery than production defaults, so the run ends in seconds.
 GATEWAY_ENV = {
     "LOYALTY_GATEWAY_SAGA_LEASE_SECONDS": "3",
@@ -52,6 +63,10 @@ GATEWAY_ENV = {
     "LOYALTY_GATEWAY_CALL_TIMEOUT_SECONDS": "1",
     "LOYALTY_GATEWAY_REDEEM_WAIT_SECONDS": "3",
     "LOYALTY_GATEWAY_SAGA_MAX_DRIVES": "30",
+    # Pending purchases (20 s in the soak's program) released, and referrals paid, as they
+    # fall due during the run.
+    "LOYALTY_GATEWAY_REFERRAL_INTERVAL_SECONDS": "1",
+    "LOYALTY_POINTS_PENDING_SWEEP_SECONDS": "1",
 }
 UNFINISHED = ("STARTED", "CONFIRMING", "COMPENSATING")
 
@@ -62,6 +77,8 @@ class App:
     member: tuple[tuple[str, str], ...]
     admin: tuple[tuple[str, str], ...]
     users: list[str]
+    # Recent purchases, some of which the load reverses (a refund, pending or not).
+    purchases: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -95,11 +112,17 @@ async def make_app(suite: Suite, name: str, users: int) -> App:
     app = App(name, keys.member, keys.admin, [f"{name}-u{n}" for n in range(users)])
     program = (REPO / "examples" / "video-app.yaml").read_text(encoding="utf-8")
     program = program.replace("mall:\n  items:\n", "mall:\n  items:\n" + FLASH_ITEM)
+    program = program.replace("campaigns:\n", "campaigns:\n" + SOAK_CAMPAIGN)
+    # Purchases wait 20 s (not 7 days), so pending points and referrals settle in the run.
+    program = program.replace("\n  purchase: 7d", "\n  purchase: 20s")
     async with grpc.aio.insecure_channel(suite.address("gateway")) as channel:
         applied = await admin_pb2_grpc.AdminServiceStub(channel).ApplyProgram(
             admin_pb2.ApplyProgramRequest(program_yaml=program), metadata=app.admin, timeout=60
         )
         assert applied.applied, applied.errors
+        # The seed purchases happened a minute ago: past their pending window, spendable.
+        earlier = Timestamp()
+        earlier.FromSeconds(int(time.time()) - 60)
         await loyalty_pb2_grpc.LoyaltyServiceStub(channel).RecordEvents(
             loyalty_pb2.RecordEventsRequest(
                 events=[
@@ -108,6 +131,7 @@ async def make_app(suite: Suite, name: str, users: int) -> App:
                         user_id=user,
                         action="purchase",
                         attributes={"amount_fen": "300000"},  # 3,000 points
+                        occurred_at=earlier,
                     )
                     for user in app.users
                 ]
@@ -137,6 +161,10 @@ async def one_request(
             )
             await stub.RecordEvent(request, metadata=app.member, timeout=5)
             tally.outcomes["RecordEvent OK"] += 1
+            if action == "purchase":
+                app.purchases.append(request.event_id)
+        elif roll < 0.45:
+            await campaign_traffic(stub, app, user, rng, tally)
         elif roll < 0.65:
             sku = "soak-flash" if rng.random() < 0.3 else "ticket-wolf-warrior-2"
             redemption = await stub.Redeem(
@@ -175,6 +203,54 @@ async def one_request(
             tally.outcomes["GetMember OK"] += 1
     except grpc.aio.AioRpcError as error:
         tally.outcomes[f"error {error.code().name}"] += 1
+
+
+async def campaign_traffic(
+    stub: loyalty_pb2_grpc.LoyaltyServiceAsyncStub,
+    app: App,
+    user: str,
+    rng: random.Random,
+    tally: Tally,
+) -> None:
+    """Referrals (a new member referred, then buying enough to qualify), refunds of recent
+    purchases (pending or not) and tags for the audiences."""
+    roll = rng.random()
+    if roll < 0.4:
+        referred = f"{user}-ref-{uuid.uuid4().hex[:6]}"
+        await stub.Refer(
+            loyalty_pb2.ReferRequest(
+                request_id=uuid.uuid4().hex, referrer_user_id=user, referred_user_id=referred
+            ),
+            metadata=app.member,
+            timeout=5,
+        )
+        await stub.RecordEvent(
+            loyalty_pb2.RecordEventRequest(
+                event_id=uuid.uuid4().hex,
+                user_id=referred,
+                action="purchase",
+                attributes={"amount_fen": "2000"},
+                device_id=f"dev-{rng.randint(0, 40)}",
+            ),
+            metadata=app.member,
+            timeout=5,
+        )
+        tally.outcomes["Refer and qualify OK"] += 1
+    elif roll < 0.7 and app.purchases:
+        event_id = app.purchases.pop(rng.randrange(len(app.purchases)))
+        await stub.ReverseEvent(
+            loyalty_pb2.ReverseEventRequest(event_id=event_id, reason="soak refund"),
+            metadata=app.member,
+            timeout=5,
+        )
+        tally.outcomes["ReverseEvent OK"] += 1
+    else:
+        await stub.SetMemberTags(
+            loyalty_pb2.SetMemberTagsRequest(user_id=user, add=["vip"]),
+            metadata=app.member,
+            timeout=5,
+        )
+        tally.outcomes["SetMemberTags OK"] += 1
 
 
 async def load(
@@ -297,6 +373,34 @@ async def settle(suite: Suite, apps: list[App], within: float) -> dict[str, int]
             await asyncio.sleep(1)
 
 
+async def campaign_summary(urls: dict[str, str]) -> list[str]:
+    """How the run's referrals, pending credits and campaign budget ended, for the report."""
+    lines = []
+    queries = (
+        (
+            "gateway",
+            "referrals",
+            "SELECT state || ' ' || reason, count(*) FROM referrals GROUP BY 1",
+        ),
+        ("points", "pending credits", "SELECT state, count(*) FROM pending_credits GROUP BY 1"),
+        (
+            "points",
+            "campaign soak-bonus",
+            "SELECT app || ' awarded', points_awarded FROM campaign_totals"
+            " WHERE code = 'soak-bonus'",
+        ),
+    )
+    for service, label, query in queries:
+        engine = create_engine(urls[service], 1)
+        try:
+            async with engine.connect() as conn:
+                rows = [f"{k.strip()}: {v}" for k, v in await conn.execute(text(query))]
+        finally:
+            await engine.dispose()
+        lines.append(f"  {label}: {', '.join(sorted(rows)) or 'none'}")
+    return lines
+
+
 async def soak(seconds: float, workers: int, seed: int, root: Path) -> bool:
     postgres = EmbeddedPostgres(root / "postgres", free_port())
     redis = EmbeddedRedis(root / "redis", free_port())
@@ -337,6 +441,8 @@ async def soak(seconds: float, workers: int, seed: int, root: Path) -> bool:
             say(f"  {count:6d}  {outcome}")
         say(f"faults injected: {sum(tally.faults.values())} ({dict(tally.faults)})")
         say(f"sagas left: {left}")
+        for line in await campaign_summary(urls_from(postgres_url)):
+            say(line)
         say("invariants:")
         clean = report(await check_all(urls_from(postgres_url)))
         ended = not any(left.get(s) for s in UNFINISHED)

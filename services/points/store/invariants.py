@@ -81,6 +81,66 @@ CHECKS: dict[str, str] = {
         GROUP BY h.app, h.saga_id
         HAVING h.amount <> coalesce(sum(x.amount), 0) OR h.refunded > h.amount
     """,
+    # A pending credit is positive, in a known state, and settled only once its window passed
+    # (a cancellation may come any time).
+    "pending credits in range": """
+        SELECT event_id, reason, state, points FROM pending_credits
+        WHERE app = :app AND (points <= 0
+           OR state NOT IN ('PENDING', 'RELEASED', 'CANCELLED')
+           OR (state = 'PENDING') <> (settled_at IS NULL)
+           OR (state = 'RELEASED' AND settled_at < available_at))
+    """,
+    # A released credit is one earn transaction of its amount; a pending or cancelled one has
+    # none (no ledger entry until the points are the member's).
+    "pending credits reach the ledger once": """
+        SELECT p.event_id, p.reason, p.state, count(t.id) AS txns
+        FROM pending_credits p
+        LEFT JOIN transactions t
+          ON t.app = p.app AND t.kind = 'earn' AND t.ref = p.event_id AND t.reason = p.reason
+        WHERE p.app = :app
+        GROUP BY p.event_id, p.reason, p.state
+        HAVING count(t.id) <> CASE WHEN p.state = 'RELEASED' THEN 1 ELSE 0 END
+    """,
+    # What a campaign awarded never exceeds its budget (as the current program sets it).
+    "campaign budgets never exceeded": """
+        SELECT t.code, t.points_awarded, (c->>'budget_points')::bigint AS budget
+        FROM campaign_totals t
+        JOIN apps a ON a.app = t.app,
+        LATERAL jsonb_array_elements(coalesce(a.program->'campaigns', '[]'::jsonb)) c
+        WHERE t.app = :app AND c->>'code' = t.code AND c ? 'budget_points'
+          AND t.points_awarded > (c->>'budget_points')::bigint
+    """,
+    # A campaign's totals are the sums of what it paid each member.
+    "campaign totals equal their members": """
+        SELECT t.code, t.points_awarded, t.events, t.members,
+               coalesce(sum(m.points), 0), coalesce(sum(m.events), 0), count(m.user_id)
+        FROM campaign_totals t
+        LEFT JOIN campaign_members m ON m.app = t.app AND m.code = t.code
+        WHERE t.app = :app
+        GROUP BY t.code, t.points_awarded, t.events, t.members
+        HAVING t.points_awarded <> coalesce(sum(m.points), 0)
+            OR t.events <> coalesce(sum(m.events), 0) OR t.members <> count(m.user_id)
+    """,
+    # ... and of its ledger entries (reason = its code) and its credits not yet (or never) in
+    # the ledger: what each campaign cost is in the books.
+    "campaign totals equal their entries": """
+        SELECT t.code, t.points_awarded, coalesce(l.points, 0) + coalesce(p.points, 0)
+        FROM campaign_totals t
+        LEFT JOIN (SELECT tx.reason, sum(e.amount) AS points
+                   FROM transactions tx
+                   JOIN entries e ON e.txn_id = tx.id
+                   JOIN accounts a ON a.id = e.account_id AND a.kind = 'user'
+                   WHERE tx.app = :app AND tx.kind = 'earn' GROUP BY tx.reason) l
+          ON l.reason = t.code
+        LEFT JOIN (SELECT reason, sum(points) AS points FROM pending_credits
+                   WHERE app = :app AND state <> 'RELEASED' GROUP BY reason) p
+          ON p.reason = t.code
+        WHERE t.app = :app
+          AND NOT EXISTS (SELECT 1 FROM apps a,
+                          LATERAL jsonb_array_elements(coalesce(a.program->'earning', '[]'))
+                            r WHERE a.app = :app AND r->>'action' = t.code)
+          AND t.points_awarded <> coalesce(l.points, 0) + coalesce(p.points, 0)
+    """,
 }
 
 
