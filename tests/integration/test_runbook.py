@@ -87,6 +87,7 @@ async def test_every_runbook_command_runs(suite: Suite, stubs: Stubs) -> None:
         "review_id": review_id,
         "pool": "lucky-wheel",
         "order_ref": order_ref,
+        "campaign": "double-11",
     }
     env = {
         **os.environ,
