@@ -241,6 +241,10 @@ async def test_segment_audiences_newcomer_and_lapsed(suite: Suite, stubs: Stubs)
     assert "lapsed" in (await member(stubs, app, user)).tags
     back = await record(stubs, app, user, "sign_in")
     assert (back.points_awarded, campaign_notes(back)) == (55, ["campaign:welcome-back"])
+    # A member first seen after the clock moved is a newcomer by the moved clock, not lapsed.
+    late = uid()
+    assert campaign_notes(await record(stubs, app, late, "sign_in")) == []
+    assert campaign_notes(await record(stubs, app, late, "share")) == ["campaign:hello"]
     # No longer a newcomer (first seen 30 days ago), no longer lapsed (just signed in).
     shared = await record(stubs, app, user, "share")
     assert campaign_notes(shared) == []

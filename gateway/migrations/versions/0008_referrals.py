@@ -21,6 +21,16 @@ TS = sa.DateTime(timezone=True)
 def upgrade() -> None:
     op.add_column("members", sa.Column("last_event_at", TS))
     op.add_column("members", sa.Column("first_earned_at", TS))
+    # Members seen before: their last allowed event and first earning, from the event log.
+    op.execute(
+        """
+        UPDATE members m SET last_event_at = e.last_event, first_earned_at = e.first_earned
+        FROM (SELECT app, user_id, max(created_at) AS last_event,
+                     min(created_at) FILTER (WHERE points > 0) AS first_earned
+              FROM event_log WHERE decision = 'ALLOW' GROUP BY app, user_id) e
+        WHERE m.app = e.app AND m.user_id = e.user_id
+        """
+    )
     op.create_table(
         "referrals",
         sa.Column("app", sa.Text(), nullable=False),
