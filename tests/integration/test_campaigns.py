@@ -56,7 +56,7 @@ async def advance(stubs: Stubs, app: AppKeys, seconds: int) -> datetime:
         metadata=app.admin,
         timeout=60,
     )
-    return moved.now.ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]
+    return moved.now.ToDatetime(tzinfo=UTC)
 
 
 async def record(
