@@ -421,10 +421,10 @@ def main() -> None:
             "RecordEvents with a campaign paying every event",
             e2e["batched_campaign"][0],
             "events/s",
-            "the same batches without",
-            batch[0],
+            "the same batches without, the day before",
+            e2e["batched_fresh_day"][0],
             "within 20% (≥ 0.80)",
-            e2e["batched_campaign"][0] >= 0.8 * batch[0],
+            e2e["batched_campaign"][0] >= 0.8 * e2e["batched_fresh_day"][0],
         ),
         Row(
             "RecordEvent, one event a call, 64 in flight",

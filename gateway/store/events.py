@@ -49,7 +49,8 @@ _SEEN = """
     SET last_event_at = GREATEST(m.last_event_at, s.at),
         first_earned_at = COALESCE(m.first_earned_at, CASE WHEN s.earned THEN %(now)s END)
     FROM json_to_recordset(%(rows)s::json) AS s(user_id text, at timestamptz, earned bool)
-    WHERE m.app = %(app)s AND m.user_id = s.user_id
+    -- The users again as an array: an index probe each, not a hash join over every member.
+    WHERE m.app = %(app)s AND m.user_id = s.user_id AND m.user_id = ANY(%(users)s::text[])
 """
 
 
@@ -97,7 +98,8 @@ async def log_events(
         await conn.exec_driver_sql(_RECORD, {"app": app, "now": now, "rows": json.dumps(rows)})
         if seen:
             await conn.exec_driver_sql(
-                _SEEN, {"app": app, "now": now, "rows": json_rows(seen.values())}
+                _SEEN,
+                {"app": app, "now": now, "rows": json_rows(seen.values()), "users": list(seen)},
             )
         await qualify(conn, app, qualified)
 

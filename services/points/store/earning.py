@@ -109,24 +109,29 @@ _REPLAY = """
 """
 # The day's usage of each (user, day, action) and the day's cap points (action ''), then each
 # (user, action)'s once and streak state: one round trip for the whole batch.
-# (LATERAL: one index probe per key, whatever the planner believes of the table's size.)
+# (The users again as an array in each arm: the planner flattens these LATERAL subqueries into
+# joins and, believing the key list small, hashed a whole scan of the table every batch; the
+# array makes it probe the index.)
 _READ_STATE = """
     SELECT 'c', c.user_id, c.day, c.action, c.quantity, c.units, c.points, NULL::bool,
            NULL::date, NULL::int
     FROM json_to_recordset(%(counters)s::json) AS k(u text, d date, a text),
     LATERAL (SELECT * FROM earn_counters c
-             WHERE c.app = %(app)s AND c.user_id = k.u AND c.day = k.d AND c.action = k.a) c
+             WHERE c.app = %(app)s AND c.user_id = k.u AND c.day = k.d AND c.action = k.a
+               AND c.user_id = ANY(%(users)s::text[])) c
     UNION ALL
     SELECT 's', s.user_id, NULL, s.action, NULL, NULL, NULL, s.once_done, s.streak_last_day,
            s.streak_length
     FROM json_to_recordset(%(states)s::json) AS k(u text, a text),
     LATERAL (SELECT * FROM earn_state s
-             WHERE s.app = %(app)s AND s.user_id = k.u AND s.action = k.a) s
+             WHERE s.app = %(app)s AND s.user_id = k.u AND s.action = k.a
+               AND s.user_id = ANY(%(users)s::text[])) s
     UNION ALL
     SELECT 'm', m.user_id, NULL, m.code, m.events, NULL, NULL, NULL, NULL, NULL
     FROM json_to_recordset(%(members)s::json) AS k(u text, c text),
     LATERAL (SELECT * FROM campaign_members m
-             WHERE m.app = %(app)s AND m.code = k.c AND m.user_id = k.u) m
+             WHERE m.app = %(app)s AND m.code = k.c AND m.user_id = k.u
+               AND m.user_id = ANY(%(users)s::text[])) m
 """
 # Everything a batch of plain credits writes, in one statement: a lot per account (topped up),
 # a transaction per event with its two legs, the balances, the counters, the answers.
@@ -204,6 +209,7 @@ _WRITE = """
     UPDATE events e SET points = a.points, response = a.response
     FROM json_to_recordset(%(answers)s::json) AS a(event_id text, points bigint, response jsonb)
     WHERE e.app = %(app)s AND e.event_id = a.event_id
+      AND e.event_id = ANY(%(event_ids)s::text[])
 """
 
 
@@ -365,6 +371,7 @@ async def _read_book(
                 "counters": json_rows({"u": u, "d": d, "a": a} for u, d, a in usage_keys),
                 "states": json_rows({"u": u, "a": a} for u, a in state_keys),
                 "members": json_rows({"u": u, "c": c} for u, c in member_keys),
+                "users": sorted({e.user_id for e in events}),
             },
         )
     )
@@ -546,6 +553,7 @@ async def _write(
                 {"event_id": r.event_id, "points": r.points_awarded, "response": _to_json(r)}
                 for r in answered
             ),
+            "event_ids": [r.event_id for r in answered],
         },
     )
 
