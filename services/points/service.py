@@ -170,7 +170,8 @@ class Points:
         while True:
             async with self.engine.begin() as conn:
                 now = self.programs.now(ap)
-                done = await pending.release_due(conn, ap, now, PENDING_BATCH)
+                done, points = await pending.release_due(conn, ap, now, PENDING_BATCH)
+            count(ISSUED, ap.app, points)  # issued when they become the member's
             released += done
             if done < PENDING_BATCH:
                 return released

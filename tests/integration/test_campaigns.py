@@ -7,6 +7,7 @@ GetCampaignStats. Dates are the sandbox app's: each test reads its "today" from 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 import yaml
 from loyalty.gateway.v1 import admin_pb2
 from loyalty.gateway.v1 import loyalty_pb2 as pb
+from loyalty.points.v1 import points_pb2
 
 from devtools.bootstrap import AppKeys
 from devtools.suite import Suite
@@ -23,7 +25,7 @@ from plumbing.sections import WEEKDAYS
 from tests.integration.app_time import SHANGHAI
 from tests.integration.conftest import Stubs
 from tests.integration.gateway_apps import new_app
-from tests.programs import example_program
+from tests.programs import example_program, points_section
 
 pytestmark = pytest.mark.integration
 
@@ -361,3 +363,45 @@ async def test_apply_program_names_each_bad_campaign_field_and_changes_nothing(
     }, answer.errors
     after = await stubs.admin.GetProgram(admin_pb2.GetProgramRequest(), metadata=app.admin)
     assert after.version == before.version
+
+
+async def test_a_budget_holds_when_batches_reach_points_side_by_side(stubs: Stubs) -> None:
+    """Past the gateway's coalescing: 20 EarnBatch calls of 10 events at once, straight to
+    points (as two gateways would send them), each event paying 7 from a budget of 500 and
+    another campaign without a budget paying 1 each. Exactly 500, and all 200 of the other."""
+    section = points_section()
+    section["campaigns"] = [
+        {"code": "capped", "actions": ["share"], "bonus_points": 7, "budget_points": 500},
+        {"code": "open", "actions": ["share"], "bonus_points": 1},
+    ]
+    app = uid("app")
+    configured = await stubs.points.ConfigureRules(
+        points_pb2.ConfigureRulesRequest(app=app, section_json=json.dumps(section))
+    )
+    assert not configured.errors, configured.errors
+
+    async def batch(n: int) -> points_pb2.EarnBatchResponse:
+        reply: points_pb2.EarnBatchResponse = await stubs.points.EarnBatch(
+            points_pb2.EarnBatchRequest(
+                events=[
+                    points_pb2.EarnRequest(
+                        app=app, event_id=f"b{n}-{k}", user_id=f"u{n}-{k}", action="share"
+                    )
+                    for k in range(10)
+                ]
+            )
+        )
+        return reply
+
+    replies = await asyncio.gather(*(batch(n) for n in range(20)))
+    extra = [r.campaign_points for reply in replies for r in reply.results]
+    assert sum(extra) == 500 + 200
+    capped = await stubs.points.GetCampaignStats(
+        points_pb2.GetCampaignStatsRequest(app=app, code="capped")
+    )
+    assert (capped.points_awarded, capped.budget_left) == (500, 0)
+    assert (capped.events, capped.members) == (72, 72)  # 71 paid 7, one paid the 3 left
+    uncapped = await stubs.points.GetCampaignStats(
+        points_pb2.GetCampaignStatsRequest(app=app, code="open")
+    )
+    assert (uncapped.points_awarded, uncapped.events, uncapped.members) == (200, 200, 200)

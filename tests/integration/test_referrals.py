@@ -155,6 +155,16 @@ async def test_at_most_per_referrer_monthly_paid_referrals(suite: Suite, stubs: 
     ]
     assert (await member(stubs, app, referrer)).points_available == 400
     assert (await member(stubs, app, referred[2])).points_available == 20  # its purchase only
+    # Pages, newest first.
+    first = await stubs.loyalty.ListReferrals(
+        pb.ListReferralsRequest(user_id=referrer, page_size=2), metadata=app.member
+    )
+    rest = await stubs.loyalty.ListReferrals(
+        pb.ListReferralsRequest(user_id=referrer, page_size=2, page_token=first.next_page_token),
+        metadata=app.member,
+    )
+    assert [r.referred_user_id for r in [*first.referrals, *rest.referrals]] == referred[::-1]
+    assert rest.next_page_token == ""
 
 
 async def test_a_risk_rule_on_action_referral_refuses_a_farmed_payout(

@@ -39,11 +39,16 @@ _LOCK = """
 """
 
 
-async def lock_campaigns(conn: AsyncConnection, app: str, codes: Sequence[str]) -> CampaignBook:
-    """Locks the campaigns' rows for the caller's transaction: what they awarded so far."""
-    rows: list[Any] = list(
-        await conn.exec_driver_sql(_LOCK, {"app": app, "codes": sorted(set(codes))})
-    )
+async def lock_campaigns(
+    conn: AsyncConnection, app: str, campaigns: Sequence[Campaign]
+) -> CampaignBook:
+    """Locks the rows of the campaigns with a budget for the caller's transaction (what they
+    awarded so far decides what is left); one without a budget is not locked here, so batches
+    it pays do not queue on it while they decide."""
+    codes = sorted({c.code for c in campaigns if c.budget_points is not None})
+    if not codes:
+        return CampaignBook()
+    rows: list[Any] = list(await conn.exec_driver_sql(_LOCK, {"app": app, "codes": codes}))
     return CampaignBook(awarded={row.code: int(row.points_awarded) for row in rows})
 
 

@@ -171,12 +171,16 @@ _WRITE = """
                                                      account_id bigint, points bigint,
                                                      until timestamptz)),
     campaign_use AS (
-      -- The row is locked by this batch (lock_campaigns): its new total, not an increment.
-      UPDATE campaign_totals t SET points_awarded = c.points,
-                                   events = t.events + c.events, members = t.members + c.members
+      -- Increments: a budgeted campaign's row is locked by this batch already (lock_campaigns);
+      -- one without a budget is locked only from here to the commit.
+      INSERT INTO campaign_totals AS t (app, code, points_awarded, events, members)
+      SELECT %(app)s, c.code, c.points, c.events, c.members
       FROM json_to_recordset(%(campaigns)s::json) AS c(code text, points bigint, events bigint,
                                                        members bigint)
-      WHERE t.app = %(app)s AND t.code = c.code),
+      ORDER BY c.code
+      ON CONFLICT (app, code) DO UPDATE
+      SET points_awarded = t.points_awarded + EXCLUDED.points_awarded,
+          events = t.events + EXCLUDED.events, members = t.members + EXCLUDED.members),
     campaign_member AS (
       INSERT INTO campaign_members (app, code, user_id, events, points)
       SELECT %(app)s, m.code, m.user_id, m.events, m.points
@@ -404,9 +408,7 @@ async def _decide_and_write(
     accounts = await lock_user_accounts(conn, ap.app, [e.user_id for e in events])
     days = [local_day(e.occurred_at or now, program.zone) for e in events]
     campaigns = live_campaigns(program.campaigns, events, days)
-    campaign_book = (
-        await lock_campaigns(conn, ap.app, [c.code for c in campaigns]) if campaigns else None
-    )
+    campaign_book = await lock_campaigns(conn, ap.app, campaigns) if campaigns else None
     book = await _read_book(conn, ap.app, events, days, campaign_book, [c.code for c in campaigns])
     times_before = dict(campaign_book.times) if campaign_book else {}
     # An account in debt, or one a penalty touches, takes the general ledger path event by
@@ -478,7 +480,8 @@ def _campaign_rows(
         before = times_before.get((code, user), 0)
         if times == before:
             continue
-        total = totals.setdefault(code, {"events": 0, "members": 0})
+        total = totals.setdefault(code, {"points": 0, "events": 0, "members": 0})
+        total["points"] += book.paid.get((code, user), 0)
         total["events"] += times - before
         total["members"] += before == 0
         members.append(
@@ -490,10 +493,7 @@ def _campaign_rows(
             }
         )
     return (
-        json_rows(
-            {"code": code, "points": book.awarded.get(code, 0), **total}
-            for code, total in totals.items()
-        ),
+        json_rows({"code": code, **total} for code, total in sorted(totals.items())),
         json_rows(members),
     )
 

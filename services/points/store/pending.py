@@ -50,15 +50,17 @@ _ALL = """
 """
 
 
-async def release_due(conn: AsyncConnection, ap: AppProgram, now: datetime, limit: int) -> int:
+async def release_due(
+    conn: AsyncConnection, ap: AppProgram, now: datetime, limit: int
+) -> tuple[int, int]:
     """Releases up to ``limit`` credits whose window has passed (the caller commits); answers
-    how many. Safe beside another releaser (SKIP LOCKED) and beside a reversal (which waits
+    how many, and their points. Safe beside another releaser (SKIP LOCKED) and beside a reversal (which waits
     for this transaction, then finds the credit released and takes it back from the lots)."""
     rows: list[Any] = list(
         await conn.exec_driver_sql(_DUE, {"app": ap.app, "now": now, "limit": limit})
     )
     if not rows:
-        return 0
+        return 0, 0
     accounts = await lock_user_accounts(conn, ap.app, [row.user_id for row in rows])
     for row in rows:
         await move_points(
@@ -80,7 +82,7 @@ async def release_due(conn: AsyncConnection, ap: AppProgram, now: datetime, limi
             "rows": json_rows({"event_id": r.event_id, "reason": r.reason} for r in rows),
         },
     )
-    return len(rows)
+    return len(rows), sum(int(row.points) for row in rows)
 
 
 async def pending_of(conn: AsyncConnection, app: str, user_id: str) -> int:
