@@ -54,8 +54,9 @@ async def release_due(
     conn: AsyncConnection, ap: AppProgram, now: datetime, limit: int
 ) -> tuple[int, int]:
     """Releases up to ``limit`` credits whose window has passed (the caller commits); answers
-    how many, and their points. Safe beside another releaser (SKIP LOCKED) and beside a reversal (which waits
-    for this transaction, then finds the credit released and takes it back from the lots)."""
+    how many, and their points. Safe beside another releaser (SKIP LOCKED) and beside a
+    reversal (which waits for this transaction, then finds the credit released and takes it
+    back from the lots)."""
     rows: list[Any] = list(
         await conn.exec_driver_sql(_DUE, {"app": ap.app, "now": now, "limit": limit})
     )
