@@ -10,6 +10,7 @@ from datetime import UTC, timedelta
 
 import grpc
 import pytest
+import yaml
 from loyalty.gateway.v1 import admin_pb2
 from loyalty.gateway.v1 import loyalty_pb2 as pb
 
@@ -125,3 +126,35 @@ async def test_a_reversal_after_the_window_takes_points_back_as_before(
     )
     assert reversed_.points_reversed == 200
     assert (await member(stubs, app, user)).points_available == 0
+
+
+async def test_a_pending_purchases_campaign_points_wait_with_it_and_go_with_its_refund(
+    suite: Suite, stubs: Stubs
+) -> None:
+    program = yaml.safe_load(example_yaml())
+    program["campaigns"].append(
+        {"code": "buy-2x", "actions": ["purchase"], "multiplier": 2, "budget_points": 10_000}
+    )
+    app = await new_app(
+        suite, stubs.admin, program_yaml=yaml.safe_dump(program, allow_unicode=True)
+    )
+    user = uid()
+    await record(stubs, app, user, "sign_in")
+    bought = await record(stubs, app, user, "purchase", attributes={"amount_fen": "10000"})
+    assert (bought.points_awarded, bought.points_pending) == (200, 200)
+    assert "campaign:buy-2x" in bought.notes
+    # The member spends what they have (5), then the purchase is refunded while pending.
+    await stubs.loyalty.Gift(
+        pb.GiftRequest(request_id=uid("g"), from_user_id=user, to_user_id=uid(), points=5),
+        metadata=app.member,
+    )
+    reversed_ = await stubs.loyalty.ReverseEvent(
+        pb.ReverseEventRequest(event_id=bought.event_id, reason="refund"), metadata=app.member
+    )
+    assert reversed_.points_reversed == 200
+    seen = await member(stubs, app, user)
+    assert (seen.points_available, seen.points_pending) == (0, 0)  # never below zero
+    stats = await stubs.admin.GetCampaignStats(
+        admin_pb2.GetCampaignStatsRequest(code="buy-2x"), metadata=app.admin
+    )
+    assert (stats.points_awarded, stats.budget_left) == (100, 9_900)  # no budget back
