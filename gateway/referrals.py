@@ -21,6 +21,7 @@ from loyalty.risk.v1 import risk_pb2
 
 from gateway.context import Gateway, gateway_of
 from gateway.domain.referrals import (
+    AlreadyReferred,
     NoReferrals,
     ReferralReason,
     ReferralState,
@@ -85,8 +86,7 @@ async def refer(
         known = await store.by_request(conn, app, request_id)
     if known is not None:
         return _replayed(known, referrer, referred)
-    check_referral(referrer, referred, referred_before=True, active=False)
-    raise AssertionError("unreachable")  # pragma: no cover
+    raise AlreadyReferred(f"member {referred!r} was already referred")
 
 
 def _replayed(known: ReferralRow, referrer: str, referred: str) -> ReferralRow:

@@ -6,6 +6,7 @@ limit and a risk rule against referral farming."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -15,6 +16,7 @@ from loyalty.gateway.v1 import loyalty_pb2 as pb
 
 from devtools.bootstrap import AppKeys
 from devtools.suite import Suite
+from plumbing.grpc_errors import reason_of
 from tests.integration.conftest import Stubs
 from tests.integration.gateway_apps import example_yaml, new_app
 from tests.integration.test_campaigns import DAY, advance, member, record, uid
@@ -188,3 +190,21 @@ async def test_a_risk_rule_on_action_referral_refuses_a_farmed_payout(
     ]
     assert outcomes == [("PAID", "")] * 3 + [("REFUSED", "RISK_DENIED")]
     assert (await member(stubs, app, pairs[3][0])).points_available == 0
+
+
+async def test_a_member_referred_by_two_at_once_is_referred_once(
+    suite: Suite, stubs: Stubs
+) -> None:
+    app = await new_app(suite, stubs.admin, program_yaml=example_yaml())
+    referred = uid("b")
+    referrers = [uid("a") for _ in range(5)]
+
+    async def attempt(referrer: str) -> str:
+        try:
+            await refer(stubs, app, referrer, referred)
+            return "OK"
+        except grpc.aio.AioRpcError as error:
+            return str(reason_of(error))
+
+    outcomes = await asyncio.gather(*(attempt(r) for r in referrers))
+    assert sorted(outcomes) == ["ALREADY_REFERRED"] * 4 + ["OK"]
