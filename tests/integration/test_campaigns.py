@@ -369,19 +369,20 @@ async def test_a_budget_holds_when_batches_reach_points_side_by_side(stubs: Stub
     """Past the gateway's coalescing: 20 EarnBatch calls of 10 events at once, straight to
     points (as two gateways would send them), each event paying 7 from a budget of 500 and
     another campaign without a budget paying 1 each. Exactly 500, and all 200 of the other."""
+    points: Any = stubs.points  # the async stub (Stubs types it as the sync one)
     section = points_section()
     section["campaigns"] = [
         {"code": "capped", "actions": ["share"], "bonus_points": 7, "budget_points": 500},
         {"code": "open", "actions": ["share"], "bonus_points": 1},
     ]
     app = uid("app")
-    configured = await stubs.points.ConfigureRules(
+    configured = await points.ConfigureRules(
         points_pb2.ConfigureRulesRequest(app=app, section_json=json.dumps(section))
     )
     assert not configured.errors, configured.errors
 
     async def batch(n: int) -> points_pb2.EarnBatchResponse:
-        reply: points_pb2.EarnBatchResponse = await stubs.points.EarnBatch(
+        reply: points_pb2.EarnBatchResponse = await points.EarnBatch(
             points_pb2.EarnBatchRequest(
                 events=[
                     points_pb2.EarnRequest(
@@ -396,12 +397,12 @@ async def test_a_budget_holds_when_batches_reach_points_side_by_side(stubs: Stub
     replies = await asyncio.gather(*(batch(n) for n in range(20)))
     extra = [r.campaign_points for reply in replies for r in reply.results]
     assert sum(extra) == 500 + 200
-    capped = await stubs.points.GetCampaignStats(
+    capped = await points.GetCampaignStats(
         points_pb2.GetCampaignStatsRequest(app=app, code="capped")
     )
     assert (capped.points_awarded, capped.budget_left) == (500, 0)
     assert (capped.events, capped.members) == (72, 72)  # 71 paid 7, one paid the 3 left
-    uncapped = await stubs.points.GetCampaignStats(
+    uncapped = await points.GetCampaignStats(
         points_pb2.GetCampaignStatsRequest(app=app, code="open")
     )
     assert (uncapped.points_awarded, uncapped.events, uncapped.members) == (200, 200, 200)
