@@ -54,7 +54,7 @@ FLASH_ITEM = """    - sku: soak-flash
 SOAK_CAMPAIGN = """  - code: soak-bonus
     actions: [sign_in, share]
     bonus_points: 10
-    budget_points: 3000
+    budget_points: 1500
 """
 # Faster recovery than production defaults, so the run ends in seconds.
 GATEWAY_ENV = {
@@ -230,7 +230,7 @@ async def campaign_traffic(
                 user_id=referred,
                 action="purchase",
                 attributes={"amount_fen": "2000"},
-                device_id=f"dev-{rng.randint(0, 40)}",
+                device_id=f"dev-{rng.randint(0, 9)}",
             ),
             metadata=app.member,
             timeout=5,
