@@ -138,6 +138,7 @@ def run(  # noqa: C901, PLR0915 - make run, step by step as it prints them
             f"  admin key   {dev.admin_key}\n"
             f"  settings    {env_file} (loyaltyctl reads it)\n"
             "\n  try  .venv/bin/loyaltyctl event record alice purchase --attr amount_fen=200000\n"
+            "       .venv/bin/loyaltyctl clock advance 8d   # the purchase's return window\n"
             "       .venv/bin/loyaltyctl redeem alice ticket-wolf-warrior-2\n"
             "       .venv/bin/loyaltyctl member get alice\n"
             "Ctrl-C stops everything."
