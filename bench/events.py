@@ -39,7 +39,7 @@ from bench.common import (  # noqa: E402
     servers,
 )
 from bench.grpc_overhead import run_mode  # noqa: E402
-from bench.redeem import cpu_seconds, seeded_suite  # noqa: E402
+from bench.redeem import cpu_seconds, every_member, seeded_suite  # noqa: E402
 from devtools.embedded import free_port  # noqa: E402
 from devtools.suite import Suite  # noqa: E402
 
@@ -83,23 +83,17 @@ async def next_day(
             metadata=md,
             timeout=60,
         )
-        stub = loyalty_pb2_grpc.LoyaltyServiceStub(channel)
-        for start in range(0, users, 500):
-            await stub.RecordEvents(
-                loyalty_pb2.RecordEventsRequest(
-                    events=[
-                        loyalty_pb2.RecordEventRequest(
-                            event_id=f"touch-{day}-{n}",
-                            user_id=f"user-{n}",
-                            action="comment",
-                            attributes={"length": "1"},
-                        )
-                        for n in range(start, min(users, start + 500))
-                    ]
-                ),
-                metadata=(("authorization", f"Bearer {member}"),),
-                timeout=120,
-            )
+        await every_member(
+            loyalty_pb2_grpc.LoyaltyServiceStub(channel),
+            member,
+            users,
+            lambda n: loyalty_pb2.RecordEventRequest(
+                event_id=f"touch-{day}-{n}",
+                user_id=f"user-{n}",
+                action="comment",
+                attributes={"length": "1"},
+            ),
+        )
 
 
 async def measure(

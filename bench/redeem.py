@@ -19,9 +19,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
@@ -142,27 +143,38 @@ async def prepare(address: str, member: str, admin: str, users: int) -> None:
             timeout=60,
         )
         assert applied.applied, applied.errors
-        stub = loyalty_pb2_grpc.LoyaltyServiceStub(channel)
-        for start in range(0, users, 500):
-            await stub.RecordEvents(
-                loyalty_pb2.RecordEventsRequest(
-                    events=[
-                        loyalty_pb2.RecordEventRequest(
-                            event_id=f"seed-{n}",
-                            user_id=f"user-{n}",
-                            action="purchase",
-                            attributes={"amount_fen": "100000000"},
-                            # Old accounts: risk's new-account rule stays out of the way;
-                            # old purchases: past the example's 7-day pending window.
-                            signed_up_at=_long_ago(),
-                            occurred_at=_long_ago(),
-                        )
-                        for n in range(start, min(users, start + 500))
-                    ]
-                ),
-                metadata=(("authorization", f"Bearer {member}"),),
-                timeout=120,
-            )
+        await every_member(
+            loyalty_pb2_grpc.LoyaltyServiceStub(channel),
+            member,
+            users,
+            lambda n: loyalty_pb2.RecordEventRequest(
+                event_id=f"seed-{n}",
+                user_id=f"user-{n}",
+                action="purchase",
+                attributes={"amount_fen": "100000000"},
+                # Old accounts: risk's new-account rule stays out of the way; old purchases:
+                # past the example's 7-day pending window.
+                signed_up_at=_long_ago(),
+                occurred_at=_long_ago(),
+            ),
+        )
+
+
+async def every_member(
+    stub: Any,
+    member: str,
+    users: int,
+    event: Callable[[int], loyalty_pb2.RecordEventRequest],
+) -> None:
+    """One event for each member ``user-0`` .. ``user-{users-1}``, in RecordEvents of 500."""
+    for start in range(0, users, 500):
+        await stub.RecordEvents(
+            loyalty_pb2.RecordEventsRequest(
+                events=[event(n) for n in range(start, min(users, start + 500))]
+            ),
+            metadata=(("authorization", f"Bearer {member}"),),
+            timeout=120,
+        )
 
 
 @contextmanager
