@@ -130,6 +130,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         ("/members", members, ["GET", "POST"]),
         ("/mall", mall, ["GET"]),
         ("/lottery", lottery, ["GET", "POST"]),
+        ("/campaigns", campaigns, ["GET"]),
     ):
         app.add_api_route(
             path, _signed_in(console, signed_page), methods=methods, response_class=HTMLResponse
@@ -461,6 +462,32 @@ async def lottery(console: Console, request: Request, operator: Operator) -> Res
     return console.render(
         request, "lottery.html", pools=pools, alerts=alerts.alerts, message=message
     )
+
+
+async def campaigns(console: Console, request: Request, operator: Operator) -> Response:
+    """Each campaign of the program as written (actions, window, days, audience, limits), with
+    what it has awarded and what is left of its budget."""
+    gateway, key = console.gateway, operator.key
+    program = await gateway.call(key, gateway.stub.GetProgram, admin_pb2.GetProgramRequest())
+    found = []
+    for campaign in _sections_of(program.program_yaml, "campaigns"):
+        stats = await gateway.call(
+            key,
+            gateway.stub.GetCampaignStats,
+            admin_pb2.GetCampaignStatsRequest(code=str(campaign["code"])),
+        )
+        found.append({"program": campaign, "stats": stats})
+    return console.render(request, "campaigns.html", campaigns=found)
+
+
+def _sections_of(program_yaml: str, name: str) -> list[dict[str, Any]]:
+    """The entries (objects with a code) of a list section of the applied program."""
+    try:
+        program = yaml.safe_load(program_yaml) or {}
+    except yaml.YAMLError:
+        return []
+    entries = program.get(name) if isinstance(program, dict) else None
+    return [e for e in entries or [] if isinstance(e, dict) and "code" in e]
 
 
 def _pools_of(program_yaml: str) -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from loyalty.gateway.v1 import admin_pb2
 from loyalty.gateway.v1 import loyalty_pb2 as pb
 from playwright.async_api import Browser, Page, async_playwright
@@ -27,7 +28,7 @@ from tests.integration.console_browser import (
     console_process,
     ensure_chromium,
 )
-from tests.integration.gateway_apps import gateway_engine, new_app, stuck_saga
+from tests.integration.gateway_apps import gateway_engine, new_app, spendable_yaml, stuck_saga
 from tests.integration.test_gateway import earn_points
 
 pytestmark = pytest.mark.integration
@@ -353,6 +354,37 @@ async def test_the_mall_page_shows_stock_left_and_sales(
     await page.goto(f"{console}/mall?page=not-a-token")
     assert "page_token" in await page.locator("[data-testid=refused]").inner_text()
     assert "Traceback" not in await page.content()
+
+
+async def test_the_campaigns_page_shows_what_each_awarded_and_its_budget_left(
+    suite: Suite, stubs: Stubs, console: str, browser: Browser
+) -> None:
+    program = yaml.safe_load(spendable_yaml())
+    program["campaigns"].append(
+        {"code": "share-10", "actions": ["share"], "bonus_points": 10, "budget_points": 100}
+    )
+    app = await new_app(
+        suite, stubs.admin, program_yaml=yaml.safe_dump(program, allow_unicode=True)
+    )
+    for n in range(3):
+        await stubs.loyalty.RecordEvent(
+            pb.RecordEventRequest(
+                event_id=f"s-{uuid.uuid4().hex}", user_id=f"u{n}", action="share"
+            ),
+            metadata=app.member,
+        )
+    watched = await signed_in(browser, console, app)
+    page = watched.page
+    await page.click("text=Campaigns")
+    assert await page.locator("[data-testid=left-share-10]").inner_text() == "70 of 100"
+    row = await page.locator("[data-testid=campaign-share-10]").inner_text()
+    assert "share" in row
+    assert "everyone" in row
+    double = await page.locator("[data-testid=campaign-double-11]").inner_text()
+    assert "2026-11-11 to 2026-11-12" in double
+    assert "tiers: actor, star, legend" in double
+    await shot(page, "campaigns")
+    assert watched.errors == []
 
 
 async def test_an_operator_looking_a_member_up_is_no_sighting(suite: Suite, stubs: Stubs) -> None:
