@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from loyalty.levels.v1 import levels_pb2
 
 from gateway.context import Gateway
-from gateway.domain.audiences import AudienceNeeds, segments_of
+from gateway.domain.audiences import AudienceNeeds, MemberSeen, segments_of
 from gateway.domain.program import GatewayProgram
 from gateway.participants import ask
 from gateway.store.audiences import read_members_seen
@@ -70,15 +70,11 @@ async def member_audiences(
             seen = await read_members_seen(conn, app, seen_users)
     answer = {}
     for user, need in needs.items():
-        member, tags = seen.get(user, (None, []))
+        member, tags = seen.get(user, (MemberSeen(), []))
         answer[user] = MemberAudience(
             tier=tiers.get(user, ""),
             tags=tuple(tags) if need.tags else (),
-            segments=(
-                tuple(segments_of(program.segments, member, now))
-                if need.segments and member is not None
-                else ()
-            ),
+            segments=tuple(segments_of(program.segments, member, now)) if need.segments else (),
         )
     return answer
 

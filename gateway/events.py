@@ -23,6 +23,7 @@ from opentelemetry import trace
 
 from gateway.audiences import NO_AUDIENCE, MemberAudience, member_audiences
 from gateway.context import Gateway
+from gateway.domain.program import GatewayProgram
 from gateway.domain.referrals import ReferralTerms
 from gateway.participants import ask
 from gateway.referrals import settle_due
@@ -193,7 +194,7 @@ async def record_events(
         answers[event_id].duplicate = True
     fresh = [event for event_id, event in unique.items() if event_id not in answers]
     if fresh:
-        answers.update(await _record_fresh(gw, app, stored.program.zone, fresh))
+        answers.update(await _record_fresh(gw, app, stored.program, fresh))
     replies = []
     seen: set[str] = set()
     for event in events:
@@ -209,7 +210,7 @@ async def record_events(
 
 
 async def _record_fresh(
-    gw: Gateway, app: str, zone: Any, events: list[EventIn]
+    gw: Gateway, app: str, program: GatewayProgram, events: list[EventIn]
 ) -> dict[str, loyalty_pb2.RecordEventResponse]:
     # A batch is one call per service: its deadline grows with it.
     timeout = (
@@ -223,11 +224,10 @@ async def _record_fresh(
         if event.signed_up_at is not None or event.user_id not in signups:
             signups[event.user_id] = event.signed_up_at
     created = await gw.members(app, signups)
-    stored = await gw.program(app)
 
     decisions, audiences = await asyncio.gather(
         _evaluate(gw, app, events, created, timeout),
-        member_audiences(gw, app, stored.program, events, now, timeout),
+        member_audiences(gw, app, program, events, now, timeout),
     )
     replies = {
         e.event_id: loyalty_pb2.RecordEventResponse(
@@ -247,7 +247,7 @@ async def _record_fresh(
     logged = []
     for event in events:
         reply = replies[event.event_id]
-        day = (event.occurred_at or now).astimezone(zone).date()
+        day = (event.occurred_at or now).astimezone(program.zone).date()
         logged.append(
             LoggedEvent(
                 event_id=event.event_id,
@@ -262,7 +262,7 @@ async def _record_fresh(
                 occurred_at=event.occurred_at or now,
             )
         )
-    qualified = _qualifying(stored.program.referrals, allowed, pending_until, now)
+    qualified = _qualifying(program.referrals, allowed, pending_until, now)
     await log_events(gw.resources.engine, app, logged, now, qualified)
     if any(q["payable_at"] <= now for q in qualified):
         # A purchase with no pending window pays its referral now.

@@ -15,7 +15,6 @@ from gateway.context import Gateway
 from gateway.domain.audiences import segments_of
 from gateway.participants import ask
 from gateway.store.audiences import read_members_seen
-from gateway.store.member_tags import read_tags
 from plumbing.validation import optional_id, require_id
 from plumbing.wire import page_size
 
@@ -72,17 +71,12 @@ class MemberReads:
         )
 
     async def _tags_and_segments(self, app: str, user_id: str) -> tuple[list[str], list[str]]:
-        """The backend's tags, and the program's segments the member is in now."""
+        """The backend's tags, and the program's segments the member is in now (one read)."""
         stored = await self.gw.programs.get(app)
         async with self.gw.resources.engine.connect() as conn:
-            tags = await read_tags(conn, app, user_id)
-            if not stored.program.segments:
-                return tags, []
-            seen = await read_members_seen(conn, app, [user_id])
-        if user_id not in seen:
-            return tags, []
+            seen, tags = (await read_members_seen(conn, app, [user_id]))[user_id]
         now = self.gw.programs.now(stored)
-        return tags, sorted(segments_of(stored.program.segments, seen[user_id][0], now))
+        return tags, sorted(segments_of(stored.program.segments, seen, now))
 
     async def points_history(
         self, app: str, request: loyalty_pb2.ListPointsHistoryRequest

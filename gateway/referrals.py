@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from loyalty.gateway.v1 import loyalty_pb2
 from loyalty.points.v1 import points_pb2
 from loyalty.risk.v1 import risk_pb2
 
 from gateway.context import Gateway, gateway_of
+from gateway.domain.program import GatewayProgram
 from gateway.domain.referrals import (
     AlreadyReferred,
     NoReferrals,
@@ -51,7 +51,6 @@ async def refer(
     if terms is None:
         raise NoReferrals("the app's program has no referrals section")
     now = gw.programs.now(stored)
-    await gw.members(app, {referrer: None, referred: None})
     async with gw.resources.engine.begin() as conn:
         known = await store.by_request(conn, app, request_id)
         if known is not None:
@@ -79,8 +78,11 @@ async def refer(
             referrer_points=terms.referrer_points,
             referred_points=terms.referred_points,
         )
-        if await store.insert(conn, app, row):
-            return row
+        made = await store.insert(conn, app, row)
+    if made:
+        # First sight of both, once the referral is made (a refused one records nothing).
+        await gw.members(app, {referrer: None, referred: None})
+        return row
     # A concurrent Refer won: the same request_id (answer it) or the same referred member.
     async with gw.resources.engine.connect() as conn:
         known = await store.by_request(conn, app, request_id)
@@ -116,13 +118,13 @@ async def settle_due(gw: Gateway, app: str) -> int:
         async with gw.resources.engine.connect() as conn:
             due = await store.due_ids(conn, app, now, PAY_BATCH)
         for referral_id in due:
-            settled += await _settle_one(gw, app, referral_id, now, stored.program.zone)
+            settled += await _settle_one(gw, app, referral_id, now, stored.program)
         if len(due) < PAY_BATCH:
             return settled
 
 
 async def _settle_one(
-    gw: Gateway, app: str, referral_id: str, now: datetime, zone: ZoneInfo
+    gw: Gateway, app: str, referral_id: str, now: datetime, program: GatewayProgram
 ) -> int:
     """One referral paid or refused, in one transaction that holds it (and its referrer's
     turn) while risk is asked and the grants are made."""
@@ -131,10 +133,10 @@ async def _settle_one(
         if row is None:
             return 0  # another payer has it, or a reversal refused it
         await store.lock_referrer(conn, app, row.referrer_user_id)
-        terms = (await gw.programs.get(app)).program.referrals
+        terms = program.referrals
         limit = terms.per_referrer_monthly if terms else None
         if limit is not None:
-            start, end = month_bounds(now, zone)
+            start, end = month_bounds(now, program.zone)
             if await store.paid_between(conn, app, row.referrer_user_id, start, end) >= limit:
                 await store.settle(
                     conn,

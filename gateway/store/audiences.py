@@ -9,12 +9,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.domain.audiences import MemberSeen
 
+# Every user asked for: one the gateway never saw has no times (a tag may still be set).
 _READ = """
-    SELECT m.user_id, m.first_seen_at, m.last_event_at,
+    SELECT u.user_id, m.first_seen_at, m.last_event_at,
            coalesce(array_agg(t.tag ORDER BY t.tag) FILTER (WHERE t.tag IS NOT NULL), '{}')
-    FROM members m
-    LEFT JOIN member_tags t ON t.app = m.app AND t.user_id = m.user_id
-    WHERE m.app = %(app)s AND m.user_id = ANY(%(users)s::text[])
+    FROM unnest(%(users)s::text[]) AS u(user_id)
+    LEFT JOIN members m ON m.app = %(app)s AND m.user_id = u.user_id
+    LEFT JOIN member_tags t ON t.app = %(app)s AND t.user_id = u.user_id
     GROUP BY 1, 2, 3
 """
 
@@ -22,7 +23,8 @@ _READ = """
 async def read_members_seen(
     conn: AsyncConnection, app: str, users: Sequence[str]
 ) -> dict[str, tuple[MemberSeen, list[str]]]:
-    """user -> (what the gateway saw of them, their tags), one round trip for a batch."""
+    """user -> (what the gateway saw of them, their tags, sorted), every user asked for, one
+    round trip for a batch."""
     rows: list[Any] = list(
         await conn.exec_driver_sql(_READ, {"app": app, "users": sorted(set(users))})
     )

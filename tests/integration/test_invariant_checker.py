@@ -59,14 +59,13 @@ async def test_the_checker_sees_broken_pending_points_campaigns_and_referrals(
         await psycopg.AsyncConnection.connect(_dsn(suite, "gateway"), autocommit=True) as gateway,
     ):
         await points.execute(
-            "INSERT INTO pending_credits (app, event_id, reason, user_id, account_id, points,"
-            " available_at, state, created_at, settled_at) VALUES (%s, 'e1', 'purchase', 'u', 0,"
-            " 100, now() - interval '1 day', 'RELEASED', now() - interval '8 days', now())",
+            "INSERT INTO pending_credits (app, event_id, reason, user_id, points, available_at,"
+            " state, created_at, settled_at) VALUES (%s, 'e1', 'purchase', 'u', 100,"
+            " now() - interval '1 day', 'RELEASED', now() - interval '8 days', now())",
             (app,),
         )
         await points.execute(
-            "INSERT INTO campaign_totals (app, code, points_awarded, events, members)"
-            " VALUES (%s, 'c1', 50, 1, 1)",
+            "INSERT INTO campaign_totals (app, code, points_awarded) VALUES (%s, 'c1', 50)",
             (app,),
         )
         await gateway.execute(

@@ -625,3 +625,59 @@ async def test_after_a_clock_move_a_new_member_is_refused_then_redeems_draws_and
         pb.ListOrderHoldsRequest(state="refunded"), metadata=app.member
     )
     assert [h.order_ref for h in listed.holds] == [order]
+
+
+async def test_after_a_clock_move_a_referred_newcomer_buys_waits_redeems_and_is_refunded(
+    suite: Suite, stubs: Stubs
+) -> None:
+    """The whole example program (pending purchases, referrals, campaigns): the clock moves,
+    a member refers a newcomer, whose purchase is pending (a redemption is refused and holds
+    nothing), the window passes (both paid), the newcomer redeems, then the purchase is
+    refunded: the reversal takes its points back, past what is left, and the ledger stays
+    whole (the suite's invariant check at the end)."""
+    app = await new_app(suite, stubs.admin, program_yaml=example_yaml())
+    await advance(stubs, app, 3 * 86_400)
+    alice, bob = uid("alice"), uid("bob")
+    await stubs.loyalty.RecordEvent(
+        pb.RecordEventRequest(event_id=uid("e"), user_id=alice, action="sign_in"),
+        metadata=app.member,
+    )
+    made = await stubs.loyalty.Refer(
+        pb.ReferRequest(request_id=uid("r"), referrer_user_id=alice, referred_user_id=bob),
+        metadata=app.member,
+    )
+    bought = await stubs.loyalty.RecordEvent(
+        pb.RecordEventRequest(
+            event_id=uid("e"), user_id=bob, action="purchase", attributes={"amount_fen": "200000"}
+        ),
+        metadata=app.member,
+    )
+    assert (bought.points_awarded, bought.points_pending) == (2000, 2000)
+    seen = await stubs.loyalty.GetMember(pb.GetMemberRequest(user_id=bob), metadata=app.member)
+    assert "newcomer" in seen.tags  # first seen after the clock moved: new by the app's clock
+    early = await redeem(stubs, app, bob, "ticket-wolf-warrior-2")
+    assert (early.status, early.reason) == (pb.Redemption.FAILED, "INSUFFICIENT_POINTS")
+    seen = await stubs.loyalty.GetMember(pb.GetMemberRequest(user_id=bob), metadata=app.member)
+    assert (seen.points_available, seen.points_held, seen.points_pending) == (0, 0, 2000)
+
+    await advance(stubs, app, 8 * 86_400)
+    referrals = await stubs.loyalty.ListReferrals(
+        pb.ListReferralsRequest(user_id=alice), metadata=app.member
+    )
+    assert [(r.referral_id, r.state) for r in referrals.referrals] == [(made.referral_id, "PAID")]
+    seen = await stubs.loyalty.GetMember(pb.GetMemberRequest(user_id=bob), metadata=app.member)
+    assert (seen.points_available, seen.points_pending) == (2100, 0)
+    done = await redeem(stubs, app, bob, "ticket-wolf-warrior-2")
+    assert (done.status, done.points_spent) == (pb.Redemption.COMPLETED, 500)
+
+    refunded = await stubs.loyalty.ReverseEvent(
+        pb.ReverseEventRequest(event_id=bought.event_id, reason="refund"), metadata=app.member
+    )
+    assert refunded.points_reversed == 2000
+    seen = await stubs.loyalty.GetMember(pb.GetMemberRequest(user_id=bob), metadata=app.member)
+    assert seen.points_available == 2100 - 500 - 2000  # a debt only a reversal may leave
+    # Paid before the refund, the referral stays paid; alice keeps her 200 (+5 sign-in).
+    alice_now = await stubs.loyalty.GetMember(
+        pb.GetMemberRequest(user_id=alice), metadata=app.member
+    )
+    assert alice_now.points_available == 205

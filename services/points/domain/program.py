@@ -247,9 +247,7 @@ def parse_program(section: Mapping[str, Any]) -> PointsProgram:
             rules[rule.action] = _rule(rule)
     # A campaign's or pending action is checked against the rules only when every rule is
     # valid: a broken rule's action is reported once, at the rule.
-    earning_valid = isinstance(earning, list) and not any(
-        found.startswith("earning") for found in problems
-    )
+    earning_valid = isinstance(earning, list) and len(rules) == len(earning)
     campaigns = _campaigns(section, rules if earning_valid else None, problems)
     if shape is not None and earning_valid:
         problems.extend(

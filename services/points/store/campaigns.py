@@ -56,11 +56,9 @@ async def campaign_totals(conn: AsyncConnection, app: str, code: str) -> tuple[i
     """(events, members, points awarded) of one campaign; zeros before it first paid."""
     row: Any = (
         await conn.exec_driver_sql(
-            "SELECT events, members, points_awarded FROM campaign_totals"
-            " WHERE app = %(app)s AND code = %(code)s",
+            "SELECT coalesce(sum(events), 0), count(*), coalesce(sum(points), 0)"
+            " FROM campaign_members WHERE app = %(app)s AND code = %(code)s",
             {"app": app, "code": code},
         )
-    ).one_or_none()
-    if row is None:
-        return (0, 0, 0)
-    return (int(row.events), int(row.members), int(row.points_awarded))
+    ).one()
+    return (int(row[0]), int(row[1]), int(row[2]))

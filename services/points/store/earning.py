@@ -139,7 +139,7 @@ _WRITE = """
     WITH credit AS MATERIALIZED (
       -- Each credit's transaction id drawn here: an event may have several credits (its
       -- action's and each campaign's), all with the event as their ref.
-      SELECT c.*, nextval(pg_get_serial_sequence('transactions', 'id')) AS txn_id
+      SELECT c.*, nextval('transactions_id_seq'::regclass) AS txn_id
       FROM json_to_recordset(%(credits)s::json)
            AS c(n int, ref text, reason text, account_id bigint, points bigint)),
     topped AS (
@@ -163,24 +163,20 @@ _WRITE = """
             FROM credit c) AS leg(txn_id, account_id, amount, lot_id, n, side)
       ORDER BY leg.n, leg.side),
     pend AS (
-      INSERT INTO pending_credits (app, event_id, reason, user_id, account_id, points,
-                                   available_at, state, created_at)
-      SELECT %(app)s, p.ref, p.reason, p.user_id, p.account_id, p.points, p.until, 'PENDING',
-             %(now)s
+      INSERT INTO pending_credits (app, event_id, reason, user_id, points, available_at, state,
+                                   created_at)
+      SELECT %(app)s, p.ref, p.reason, p.user_id, p.points, p.until, 'PENDING', %(now)s
       FROM json_to_recordset(%(pending)s::json) AS p(ref text, reason text, user_id text,
-                                                     account_id bigint, points bigint,
-                                                     until timestamptz)),
+                                                     points bigint, until timestamptz)),
     campaign_use AS (
       -- Increments: a budgeted campaign's row is locked by this batch already (lock_campaigns);
       -- one without a budget is locked only from here to the commit.
-      INSERT INTO campaign_totals AS t (app, code, points_awarded, events, members)
-      SELECT %(app)s, c.code, c.points, c.events, c.members
-      FROM json_to_recordset(%(campaigns)s::json) AS c(code text, points bigint, events bigint,
-                                                       members bigint)
+      INSERT INTO campaign_totals AS t (app, code, points_awarded)
+      SELECT %(app)s, c.code, c.points
+      FROM json_to_recordset(%(campaigns)s::json) AS c(code text, points bigint)
       ORDER BY c.code
       ON CONFLICT (app, code) DO UPDATE
-      SET points_awarded = t.points_awarded + EXCLUDED.points_awarded,
-          events = t.events + EXCLUDED.events, members = t.members + EXCLUDED.members),
+      SET points_awarded = t.points_awarded + EXCLUDED.points_awarded),
     campaign_member AS (
       INSERT INTO campaign_members (app, code, user_id, events, points)
       SELECT %(app)s, m.code, m.user_id, m.events, m.points
@@ -472,28 +468,22 @@ async def _decide_and_write(
 def _campaign_rows(
     book: CampaignBook, times_before: Mapping[tuple[str, str], int]
 ) -> tuple[str, str]:
-    """What the batch changed of each campaign (points, events, new members) and of each
-    member's use of it, as the write's two JSON parameters."""
-    totals: dict[str, dict[str, int]] = {}
+    """What the batch paid from each campaign, and to each member from it, as the write's two
+    JSON parameters."""
+    totals: dict[str, int] = {}
     members = []
-    for (code, user), times in book.times.items():
-        before = times_before.get((code, user), 0)
-        if times == before:
-            continue
-        total = totals.setdefault(code, {"points": 0, "events": 0, "members": 0})
-        total["points"] += book.paid.get((code, user), 0)
-        total["events"] += times - before
-        total["members"] += before == 0
+    for (code, user), points in sorted(book.paid.items()):
+        totals[code] = totals.get(code, 0) + points
         members.append(
             {
                 "code": code,
                 "user_id": user,
-                "events": times - before,
-                "points": book.paid.get((code, user), 0),
+                "events": book.times[(code, user)] - times_before.get((code, user), 0),
+                "points": points,
             }
         )
     return (
-        json_rows({"code": code, **total} for code, total in sorted(totals.items())),
+        json_rows({"code": code, "points": points} for code, points in totals.items()),
         json_rows(members),
     )
 
@@ -539,7 +529,6 @@ async def _write(
                     "ref": e.event_id,
                     "reason": reason,
                     "user_id": e.user_id,
-                    "account_id": accounts[e.user_id].id,
                     "points": p,
                     "until": until,
                 }

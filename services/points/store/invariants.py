@@ -110,16 +110,14 @@ CHECKS: dict[str, str] = {
         WHERE t.app = :app AND c->>'code' = t.code AND c ? 'budget_points'
           AND t.points_awarded > (c->>'budget_points')::bigint
     """,
-    # A campaign's totals are the sums of what it paid each member.
+    # A campaign's total (its budget's use) is the sum of what it paid each member.
     "campaign totals equal their members": """
-        SELECT t.code, t.points_awarded, t.events, t.members,
-               coalesce(sum(m.points), 0), coalesce(sum(m.events), 0), count(m.user_id)
+        SELECT t.code, t.points_awarded, coalesce(sum(m.points), 0)
         FROM campaign_totals t
         LEFT JOIN campaign_members m ON m.app = t.app AND m.code = t.code
         WHERE t.app = :app
-        GROUP BY t.code, t.points_awarded, t.events, t.members
+        GROUP BY t.code, t.points_awarded
         HAVING t.points_awarded <> coalesce(sum(m.points), 0)
-            OR t.events <> coalesce(sum(m.events), 0) OR t.members <> count(m.user_id)
     """,
     # ... and of its ledger entries (reason = its code) and its credits not yet (or never) in
     # the ledger: what each campaign cost is in the books.

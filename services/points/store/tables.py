@@ -206,7 +206,6 @@ pending_credits = Table(
     # The earning action, or the campaign's code.
     Column("reason", Text, nullable=False),
     Column("user_id", Text, nullable=False),
-    Column("account_id", BigInteger, nullable=False),
     Column("points", BigInteger, nullable=False),
     Column("available_at", DateTime(timezone=True), nullable=False),
     # PENDING, RELEASED, CANCELLED
@@ -216,6 +215,7 @@ pending_credits = Table(
     PrimaryKeyConstraint("app", "event_id", "reason"),
     Index(
         "pending_credits_due_idx",
+        "app",
         "available_at",
         postgresql_where=text("state = 'PENDING'"),
     ),
@@ -227,20 +227,19 @@ pending_credits = Table(
     ),
 )
 
-# What each campaign has awarded: its budget's use, and the stats. Its row is locked by every
-# batch that may pay from it, so concurrent batches never award past the budget.
+# What each campaign has awarded: its budget's use. A budgeted campaign's row is locked by every
+# batch that may pay from it, so concurrent batches never award past the budget. (Events and
+# members paid are counted from campaign_members when asked.)
 campaign_totals = Table(
     "campaign_totals",
     metadata,
     Column("app", Text, nullable=False),
     Column("code", Text, nullable=False),
     Column("points_awarded", BigInteger, nullable=False, server_default="0"),
-    Column("events", BigInteger, nullable=False, server_default="0"),
-    Column("members", BigInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("app", "code"),
 )
 
-# Per campaign and member: events paid (per_user) and points.
+# Per campaign and member: events paid (per_user) and points; GetCampaignStats sums them.
 campaign_members = Table(
     "campaign_members",
     metadata,

@@ -25,7 +25,6 @@ def upgrade() -> None:
         sa.Column("event_id", sa.Text, nullable=False),
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("user_id", sa.Text, nullable=False),
-        sa.Column("account_id", sa.BigInteger, nullable=False),
         sa.Column("points", sa.BigInteger, nullable=False),
         sa.Column("available_at", TS, nullable=False),
         sa.Column("state", sa.Text, nullable=False),
@@ -36,7 +35,7 @@ def upgrade() -> None:
     op.create_index(
         "pending_credits_due_idx",
         "pending_credits",
-        ["available_at"],
+        ["app", "available_at"],
         postgresql_where=sa.text("state = 'PENDING'"),
     )
     op.create_index(
@@ -50,8 +49,6 @@ def upgrade() -> None:
         sa.Column("app", sa.Text, nullable=False),
         sa.Column("code", sa.Text, nullable=False),
         sa.Column("points_awarded", sa.BigInteger, nullable=False, server_default="0"),
-        sa.Column("events", sa.BigInteger, nullable=False, server_default="0"),
-        sa.Column("members", sa.BigInteger, nullable=False, server_default="0"),
         sa.PrimaryKeyConstraint("app", "code"),
     )
     op.create_table(
